@@ -11,8 +11,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from cloudevents.conversion import to_structured
-from cloudevents.http import CloudEvent
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SPEC_VERSION = "1.0"
@@ -97,6 +98,9 @@ PAYLOADS: dict[str, type[Payload]] = {
 }
 
 
+_FORMAT = JSONFormat()
+
+
 class EventError(ValueError):
     """A message that is not a valid ctloop event; `reason` says why, in words."""
 
@@ -139,14 +143,13 @@ def to_bytes(event: Event) -> bytes:
         "id": event.id,
         "type": event.type,
         "source": event.source,
-        "time": event.time.isoformat(),
+        "time": event.time,
         "specversion": SPEC_VERSION,
         "datacontenttype": "application/json",
     }
     if event.subject is not None:
         attributes["subject"] = event.subject
-    _, body = to_structured(CloudEvent(attributes, event.data.model_dump(mode="json")))
-    return body
+    return _FORMAT.write(CloudEvent(attributes, event.data.model_dump(mode="json")))
 
 
 def parse(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
@@ -174,14 +177,26 @@ def parse(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
         raise EventError(f"unknown type: {doc['type']!r} (known: {', '.join(sorted(PAYLOADS))})")
     if "data" not in doc:
         raise EventError("missing field: data")
+    attributes = {k: v for k, v in doc.items() if k not in ("data", "data_base64")}
     try:
-        data = payload_cls.model_validate(doc["data"])
+        if "time" in attributes:
+            if not isinstance(attributes["time"], str):
+                raise EventError("wrong type: time must be an RFC 3339 string")
+            attributes["time"] = datetime.fromisoformat(attributes["time"])
+        cloud_event = CloudEvent(attributes, doc["data"])
+    except EventError:
+        raise
+    except (BaseCloudEventException, TypeError, ValueError) as exc:
+        raise EventError(f"invalid CloudEvent: {exc}") from None
+    try:
+        data = payload_cls.model_validate(cloud_event.get_data())
+        subject = cloud_event.get_subject()
         return Event(
-            id=doc["id"],
-            type=doc["type"],
-            source=doc["source"],
-            time=doc.get("time") or datetime.now(UTC),
-            subject=doc.get("subject") if isinstance(doc.get("subject"), str) else None,
+            id=cloud_event.get_id(),
+            type=cloud_event.get_type(),
+            source=cloud_event.get_source(),
+            time=cloud_event.get_time() or datetime.now(UTC),
+            subject=subject if isinstance(subject, str) else None,
             data=data,
         )
     except ValidationError as exc:
