@@ -1,0 +1,134 @@
+"""Rendered Argo Events objects: valid against the 1.9 schema, and consistent beyond what it checks."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ctloop.settings import Settings
+from sensors.checks import sensor_problems
+from sensors.render import manifest_objects, render_manifests
+
+SCHEMA = Path(__file__).resolve().parents[2] / ".." / "shared" / "schemas" / "argo-events-schema.json"
+PREFIX = "io.argoproj.events.v1alpha1."
+
+
+def _strict(node: object) -> None:
+    """Close objects that list properties, so a misspelt field is an error rather than ignored."""
+    if isinstance(node, dict):
+        if "properties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        for value in node.values():
+            _strict(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strict(value)
+
+
+@pytest.fixture(scope="module")
+def validators():
+    if not SCHEMA.is_file():
+        pytest.skip(f"Argo Events schema not present at {SCHEMA}")
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads(SCHEMA.read_text())
+    definitions = copy.deepcopy(schema["definitions"])
+    _strict(definitions)
+    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"anyOf": [{"type": "string"},
+                                                                                {"type": "integer"}]}
+    return {kind: Draft202012Validator({"$ref": f"#/definitions/{PREFIX}{kind}", "definitions": definitions})
+            for kind in ("EventBus", "EventSource", "Sensor")}
+
+
+@pytest.fixture(scope="module")
+def objects():
+    return manifest_objects(Settings(home=Path("/nonexistent")))
+
+
+def test_every_rendered_object_validates_against_the_argo_events_schema(validators, objects):
+    kinds = {obj["kind"] for obj in objects.values()}
+    assert kinds == {"EventBus", "EventSource", "Sensor"}
+    for name, obj in objects.items():
+        errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+                  for e in validators[obj["kind"]].iter_errors(obj)]
+        assert errors == [], name
+
+
+def test_a_misspelt_field_is_caught_by_the_strict_schema(validators, objects):
+    sensor = copy.deepcopy(objects["sensor-data-arrived.yaml"])
+    sensor["spec"]["triggers"][0]["atleastOnce"] = True
+    assert not validators["Sensor"].is_valid(sensor)
+
+
+def test_sensors_are_consistent_with_their_event_sources_and_workflow(objects):
+    sources = [o for o in objects.values() if o["kind"] == "EventSource"]
+    sensors = [o for o in objects.values() if o["kind"] == "Sensor"]
+    assert len(sensors) == 4
+    for sensor in sensors:
+        assert sensor_problems(sensor, sources) == []
+
+
+def test_sensors_match_the_rendered_retrain_workflow_template(objects):
+    render = pytest.importorskip("workflows.render", reason="workflows.render not landed yet")
+    files = render.render_manifests(Settings(home=Path("/nonexistent")))
+    templates = {}
+    for text in files.values():
+        for doc in yaml.safe_load_all(text):
+            if doc and doc.get("kind") == "WorkflowTemplate":
+                templates[doc["metadata"]["name"]] = [p["name"] for p in doc["spec"]["arguments"]["parameters"]]
+    sources = [o for o in objects.values() if o["kind"] == "EventSource"]
+    for sensor in (o for o in objects.values() if o["kind"] == "Sensor"):
+        assert sensor_problems(sensor, sources, templates) == []
+
+
+@pytest.mark.parametrize(("mutate", "problem"), [
+    (lambda s: s["spec"]["triggers"][0]["template"]["argoWorkflow"]["parameters"][0]["src"].update(
+        dependencyName="nope"), "unknown dependency 'nope'"),
+    (lambda s: s["spec"]["triggers"][0]["template"]["argoWorkflow"]["parameters"][0].update(
+        dest="spec.arguments.parameters.9.value"), "does not exist in the Workflow"),
+    (lambda s: s["spec"]["dependencies"][0]["filters"]["data"][0].update(comparator="=="), "invalid comparator"),
+    (lambda s: s["spec"]["dependencies"][0].update(eventName="other"), "which no EventSource offers"),
+])
+def test_semantic_check_names_each_broken_rule(objects, mutate, problem):
+    sensor = copy.deepcopy(objects["sensor-drift.yaml"])
+    mutate(sensor)
+    sources = [o for o in objects.values() if o["kind"] == "EventSource"]
+    problems = sensor_problems(sensor, sources)
+    assert len(problems) == 1
+    assert problem in problems[0]
+
+
+def test_sensor_submits_the_retrain_template_idempotently(objects):
+    trigger = objects["sensor-data-arrived.yaml"]["spec"]["triggers"][0]
+    workflow = trigger["template"]["argoWorkflow"]
+    assert trigger["atLeastOnce"] is True
+    assert trigger["retryStrategy"]["steps"] >= 1
+    assert objects["sensor-data-arrived.yaml"]["spec"]["template"]["serviceAccountName"] == "ctloop-sensor"
+    assert workflow["source"]["resource"]["spec"]["workflowTemplateRef"] == {"name": "ctloop-retrain"}
+    dests = {p["dest"]: p["src"] for p in workflow["parameters"]}
+    assert "sha256sum" in dests["metadata.name"]["dataTemplate"]
+    assert dests["spec.arguments.parameters.0.value"] == {"dependencyName": "data-arrived",
+                                                          "dataKey": "body.data.model"}
+
+
+def test_kafka_sources_resume_from_a_consumer_group(objects):
+    kafka = objects["eventsource-kafka.yaml"]["spec"]["kafka"]
+    assert {e["topic"] for e in kafka.values()} == {"ctloop.data", "ctloop.drift"}
+    assert all(e["consumerGroup"]["groupName"] and e["consumerGroup"]["oldest"] for e in kafka.values())
+
+
+def test_minio_and_webhook_take_credentials_from_secrets(objects):
+    minio = next(iter(objects["eventsource-minio.yaml"]["spec"]["minio"].values()))
+    assert minio["accessKey"] == {"name": "ctloop-minio", "key": "accesskey"}
+    assert minio["filter"] == {"prefix": "incoming/", "suffix": ".parquet"}
+    webhook = next(iter(objects["eventsource-webhook.yaml"]["spec"]["webhook"].values()))
+    assert webhook["authSecret"] == {"name": "ctloop-webhook", "key": "token"}
+
+
+def test_rendering_is_deterministic():
+    settings = Settings(home=Path("/nonexistent"))
+    assert render_manifests(settings) == render_manifests(settings)
