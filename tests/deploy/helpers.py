@@ -1,0 +1,37 @@
+"""Tiny real pyfunc models and evaluations for the deploy tests."""
+
+from __future__ import annotations
+
+from ctloop.evaluation import Evaluation
+
+
+def log_constant_model(tracking_uri: str, value: float) -> str:
+    """Log a pyfunc model that predicts `value` for every row; returns its models:/ URI."""
+    import mlflow
+    import pandas as pd
+
+    class Constant(mlflow.pyfunc.PythonModel):
+        def __init__(self, value: float) -> None:
+            self.value = value
+
+        def predict(self, context, model_input, params=None):
+            return [self.value] * len(model_input)
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("ctloop-deploy-tests")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=Constant(value), input_example=pd.DataFrame({"x": [1.0], "y": [2.0]}),
+            pip_requirements=[],
+        )
+    return info.model_uri
+
+
+def evaluation(model: str, uri: str, accuracy: float, champion: tuple[str, float] | None = None,
+               **extra: float) -> Evaluation:
+    return Evaluation(
+        model=model, challenger_uri=uri, challenger={"accuracy": accuracy, **extra},
+        champion_version=champion[0] if champion else None,
+        champion={"accuracy": champion[1]} if champion else None,
+        holdout_digest="holdout-1", holdout_rows=100,
+    )

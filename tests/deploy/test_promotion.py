@@ -1,0 +1,224 @@
+"""Promotion, rejection, manual promotion and rollback against a real `mlflow server` over HTTP."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from ctloop.embedded_bus import EmbeddedBus
+from ctloop.events import ModelPromoted, ModelRolledBack, parse
+from ctloop.modelspec import PromotionPolicy
+from deploy.policy import decide
+from deploy.promotion import PromotionFailed, PromotionRefused, apply_decision, promote, rollback
+from deploy.registry import Registry, Retry
+from tests.deploy.helpers import evaluation
+
+pytestmark = pytest.mark.mlflow_server
+
+POLICY = PromotionPolicy(metric="accuracy", direction="max", min_improvement=0.01)
+PROVENANCE = {"event_id": "evt-1", "data_digest": "sha256:abc", "code_version": "git:1234", "run_id": None}
+
+
+def auto(registry, name, uri, accuracy, lock_dir, *, bus=None, champion=None):
+    """What the workflow's promote step does: evaluate against the current champion, decide, apply."""
+    if champion is None:
+        current = registry.alias(name, "champion")
+        champion = (current, registry.version(name, current).metrics["accuracy"]) if current else None
+    ev = evaluation(name, uri, accuracy, champion)
+    return apply_decision(registry, name, uri, ev, decide(ev, POLICY), PROVENANCE, bus=bus, topic="models",
+                          policy=POLICY, lock_dir=lock_dir)
+
+
+@pytest.fixture
+def registry(mlflow_server: str) -> Registry:
+    return Registry(mlflow_server)
+
+
+@pytest.fixture
+def lock_dir(tmp_path: Path) -> Path:
+    return tmp_path / "locks"
+
+
+@pytest.fixture
+def bus(tmp_path: Path):
+    bus = EmbeddedBus(tmp_path / "bus.db")
+    yield bus
+    bus.close()
+
+
+def events(bus: EmbeddedBus) -> list:
+    consumer = bus.consumer(["models"], "test")
+    try:
+        return [parse(m.value) for m in consumer.poll(0.1)]
+    finally:
+        consumer.close()
+
+
+def test_first_challenger_becomes_champion_with_provenance(registry, model_name, constant_model_uri, lock_dir, bus):
+    version, result = auto(registry, model_name, constant_model_uri, 0.8, lock_dir, bus=bus)
+
+    assert result is not None and result.version == version and result.previous is None
+    assert registry.alias(model_name, "champion") == version
+    info = registry.version(model_name, version)
+    assert info.tags["ctloop.event_id"] == "evt-1"
+    assert info.tags["ctloop.data_digest"] == "sha256:abc"
+    assert info.tags["ctloop.code_version"] == "git:1234"
+    assert info.tags["ctloop.holdout_digest"] == "holdout-1"
+    assert info.metrics == {"accuracy": 0.8}
+    assert info.decision == "promote" and "no champion" in info.reasons[0]
+    assert info.tags["ctloop.promoted_by"] == "ctloop"
+    [entry] = registry.model(model_name).audit
+    assert entry["action"] == "promote" and entry["version"] == version and entry["actor"] == "ctloop"
+    [event] = events(bus)
+    assert isinstance(event.data, ModelPromoted) and event.data.version == version and not event.data.manual
+
+
+def test_better_challenger_replaces_champion_and_old_one_becomes_previous(
+    registry, model_name, constant_model_uri, lock_dir
+):
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
+    v2, result = auto(registry, model_name, constant_model_uri, 0.85, lock_dir)
+
+    assert result is not None and result.previous == v1
+    aliases = registry.aliases(model_name)
+    assert aliases["champion"] == v2 and aliases["previous"] == v1
+    assert "challenger" not in aliases
+    assert "improved by 0.05" in registry.version(model_name, v2).reasons[0]
+
+
+def test_worse_challenger_is_rejected_and_stays_challenger(registry, model_name, constant_model_uri, lock_dir, bus):
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
+    v2, result = auto(registry, model_name, constant_model_uri, 0.805, lock_dir, bus=bus)
+
+    assert result is None
+    assert registry.aliases(model_name) == {"champion": v1, "challenger": v2}
+    info = registry.version(model_name, v2)
+    assert info.decision == "reject" and "below the minimum 0.01" in info.reasons[0]
+    audit = registry.model(model_name).audit
+    assert [(e["action"], e["version"]) for e in audit] == [("promote", v1), ("reject", v2)]
+    assert events(bus) == []
+
+
+def test_rejected_version_is_promoted_only_manually_with_the_reason_recorded(
+    registry, model_name, constant_model_uri, lock_dir, bus
+):
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
+    v2, _ = auto(registry, model_name, constant_model_uri, 0.7, lock_dir)
+
+    with pytest.raises(PromotionRefused, match="decision is reject"):
+        promote(registry, model_name, v2, actor="ci", reason="auto", manual=False, lock_dir=lock_dir)
+    assert registry.alias(model_name, "champion") == v1
+
+    result = promote(registry, model_name, v2, actor="alice", reason="hotfix for segment B", manual=True,
+                     bus=bus, models_topic="models", lock_dir=lock_dir)
+
+    assert result.manual and result.previous == v1 and result.published
+    assert registry.aliases(model_name) == {"champion": v2, "previous": v1}
+    tags = registry.version(model_name, v2).tags
+    assert tags["ctloop.manual"] == "true" and tags["ctloop.promoted_by"] == "alice"
+    assert tags["ctloop.promotion_reason"] == "hotfix for segment B"
+    last = registry.model(model_name).audit[-1]
+    assert (last["action"], last["actor"], last["reason"], last["manual"]) == (
+        "promote", "alice", "hotfix for segment B", True)
+    [event] = events(bus)
+    assert event.data.manual and event.data.actor == "alice" and event.data.previous_version == v1
+
+
+def test_rollback_restores_previous_and_a_second_rollback_is_refused(
+    registry, model_name, constant_model_uri, lock_dir, bus
+):
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
+    v2, _ = auto(registry, model_name, constant_model_uri, 0.9, lock_dir)
+
+    result = rollback(registry, model_name, actor="bob", reason="p99 regression", bus=bus, models_topic="models",
+                      lock_dir=lock_dir)
+
+    assert (result.version, result.previous) == (v1, v2)
+    assert registry.aliases(model_name) == {"champion": v1}
+    assert registry.version(model_name, v2).tags["ctloop.rolled_back_by"] == "bob"
+    last = registry.model(model_name).audit[-1]
+    assert (last["action"], last["version"], last["from_version"], last["reason"]) == (
+        "rollback", v1, v2, "p99 regression")
+    [event] = events(bus)
+    assert isinstance(event.data, ModelRolledBack)
+    assert (event.data.from_version, event.data.to_version) == (v2, v1)
+
+    audit_before = registry.model(model_name).audit
+    with pytest.raises(PromotionRefused, match="no 'previous' version; nothing changed"):
+        rollback(registry, model_name, actor="bob", lock_dir=lock_dir)
+    assert registry.aliases(model_name) == {"champion": v1}
+    assert registry.model(model_name).audit == audit_before
+
+
+def test_promoting_a_missing_version_is_refused_and_changes_nothing(
+    registry, model_name, constant_model_uri, lock_dir
+):
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
+    before = registry.model(model_name)
+
+    with pytest.raises(PromotionRefused, match="has no version '42'"):
+        promote(registry, model_name, "42", actor="alice", reason="typo", manual=True, lock_dir=lock_dir)
+
+    after = registry.model(model_name)
+    assert after.aliases == before.aliases == {"champion": v1}
+    assert after.audit == before.audit
+
+
+def _concurrent_promoter(args) -> tuple[str, bool]:
+    url, name, uri, accuracy, lock_dir, champion = args
+    version, result = auto(Registry(url), name, uri, accuracy, Path(lock_dir), champion=champion)
+    return version, result is not None
+
+
+def test_eight_concurrent_promoters_end_with_the_best_champion_and_a_full_audit_trail(
+    mlflow_server, registry, model_name, constant_model_uri, lock_dir
+):
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
+    accuracies = [0.83, 0.86, 0.81, 0.9, 0.84, 0.88, 0.805, 0.85]
+    # All evaluated against v1 at the same time, as parallel workflow runs would be.
+    jobs = [(mlflow_server, model_name, constant_model_uri, a, str(lock_dir), (v1, 0.8)) for a in accuracies]
+    with multiprocessing.get_context("fork").Pool(8) as pool:
+        outcomes = pool.map(_concurrent_promoter, jobs)
+
+    by_accuracy = dict(zip(accuracies, (v for v, _ in outcomes), strict=True))
+    assert registry.alias(model_name, "champion") == by_accuracy[0.9]
+    audit = registry.model(model_name).audit
+    decided = {e["version"]: e["action"] for e in audit if e["action"] in ("promote", "reject")}
+    assert set(decided) == {v1, *by_accuracy.values()}
+    assert decided[by_accuracy[0.805]] == "reject"
+    for version, promoted in outcomes:
+        assert decided[version] == ("promote" if promoted else "reject")
+        assert registry.version(model_name, version).decision == decided[version]
+
+
+def test_registry_killed_during_promotion_leaves_champion_then_restart_and_retry_completes(
+    mlflow_server, killable_mlflow_server, model_name, constant_model_uri, lock_dir
+):
+    observer = Registry(mlflow_server)
+    v1, _ = auto(observer, model_name, constant_model_uri, 0.8, lock_dir)
+    v2, _ = auto(observer, model_name, constant_model_uri, 0.7, lock_dir)
+    server = killable_mlflow_server
+
+    class DiesAfterFirstAliasWrite(Registry):
+        def set_alias(self, name: str, alias: str, version: str) -> None:
+            super().set_alias(name, alias, version)
+            server.kill()
+
+    doomed = DiesAfterFirstAliasWrite(server.url, retry=Retry(attempts=3, base_delay_s=0.1))
+    with pytest.raises(PromotionFailed, match="restores them from"):
+        promote(doomed, model_name, v2, actor="alice", reason="try v2", manual=True, lock_dir=lock_dir)
+
+    assert observer.alias(model_name, "champion") == v1
+    assert not any(e["action"] == "promote" and e["version"] == v2 for e in observer.model(model_name).audit)
+
+    server.start()
+    result = promote(Registry(server.url), model_name, v2, actor="alice", reason="try v2 again", manual=True,
+                     lock_dir=lock_dir)
+
+    assert result.previous == v1
+    assert observer.aliases(model_name) == {"champion": v2, "previous": v1}
+    actions = [e["action"] for e in observer.model(model_name).audit]
+    assert actions[-2:] == ["recover", "promote"]
+
