@@ -1,0 +1,187 @@
+"""Tumbling windows over the prediction log, accumulating column statistics batch by batch.
+
+A window closes at the first batch boundary at or after `max_rows` rows, or when a batch arrives
+`max_seconds` or more after the window's first batch (or `close_due` is called that late). Batches
+are never split, so every prediction-log message belongs to exactly one window and its offset can
+be committed once that window's verdict is out.
+
+Bad cells never stop the monitor: a missing feature, a NaN/None/infinite value or a value of the
+wrong type is left out of its column (as Evidently drops NaN per column) and the row is counted
+under each kind of problem it has; features the profile does not know are ignored and counted as
+`extra`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+
+BAD_KINDS = ("missing", "extra", "nan", "wrong_type")
+_ABSENT = object()
+
+
+@dataclass(frozen=True, slots=True)
+class WindowPolicy:
+    max_rows: int | None = 10_000
+    max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_rows is None and self.max_seconds is None:
+            raise ValueError("a window policy needs max_rows, max_seconds or both")
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1, got {self.max_rows}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
+
+
+@dataclass
+class Window:
+    """One window's rows, reduced to what the drift tests need."""
+
+    numeric: Sequence[str]
+    categorical: Sequence[str]
+    start: datetime | None = None
+    end: datetime | None = None
+    rows: int = 0
+    batches: int = 0
+    bad: Counter[str] = field(default_factory=Counter)
+    last_marker: Any = None
+    _chunks: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    _counts: dict[str, Counter[Hashable]] = field(default_factory=dict)
+
+    def add(self, rows: Sequence[dict[str, Any]], ts: datetime, marker: Any = None) -> None:
+        """Fold one batch in; `marker` (e.g. the bus message) is remembered as the window's last."""
+        self.start = ts if self.start is None else min(self.start, ts)
+        self.end = ts if self.end is None else max(self.end, ts)
+        self.batches += 1
+        self.last_marker = marker
+        if not rows:
+            return
+        n = len(rows)
+        missing = np.zeros(n, dtype=bool)
+        nan = np.zeros(n, dtype=bool)
+        wrong = np.zeros(n, dtype=bool)
+        known_present = np.zeros(n, dtype=np.int64)
+        for name in self.numeric:
+            values = [row.get(name, _ABSENT) for row in rows]
+            finite, col_missing, col_nan, col_wrong = _numeric_cells(values)
+            self._chunks.setdefault(name, []).append(finite)
+            missing |= col_missing
+            nan |= col_nan
+            wrong |= col_wrong
+            known_present += ~col_missing
+        for name in self.categorical:
+            values = [row.get(name, _ABSENT) for row in rows]
+            counts, col_missing, col_nan, col_wrong = _categorical_cells(values)
+            self._counts.setdefault(name, Counter()).update(counts)
+            missing |= col_missing
+            nan |= col_nan
+            wrong |= col_wrong
+            known_present += ~col_missing
+        extra = np.fromiter((len(row) for row in rows), dtype=np.int64, count=n) > known_present
+        self.rows += n
+        for kind, flags in zip(BAD_KINDS, (missing, extra, nan, wrong), strict=True):
+            self.bad[kind] += int(flags.sum())
+
+    def numeric_values(self, name: str) -> np.ndarray:
+        chunks = self._chunks.get(name)
+        return np.concatenate(chunks) if chunks else np.empty(0)
+
+    def category_counts(self, name: str) -> Counter[Hashable]:
+        return self._counts.get(name, Counter())
+
+    def bad_rows(self) -> dict[str, int]:
+        return {kind: self.bad[kind] for kind in BAD_KINDS}
+
+
+class TumblingWindows:
+    """Feeds batches into the open window and hands back the windows that close."""
+
+    def __init__(self, policy: WindowPolicy, numeric: Sequence[str], categorical: Sequence[str]) -> None:
+        self.policy = policy
+        self._numeric = list(numeric)
+        self._categorical = list(categorical)
+        self.current = self._new()
+
+    def _new(self) -> Window:
+        return Window(self._numeric, self._categorical)
+
+    def add(self, rows: Sequence[dict[str, Any]], ts: datetime, marker: Any = None) -> list[Window]:
+        closed = []
+        if self._expired(ts):
+            closed.append(self._rotate())
+        self.current.add(rows, ts, marker)
+        if self.policy.max_rows is not None and self.current.rows >= self.policy.max_rows:
+            closed.append(self._rotate())
+        return closed
+
+    def close_due(self, now: datetime) -> Window | None:
+        """Close the open window if its time is up though no batch came to close it."""
+        return self._rotate() if self._expired(now) else None
+
+    def flush(self) -> Window | None:
+        """Close the open window now, whatever its size (at shutdown); None if it holds nothing."""
+        return self._rotate() if self.current.batches else None
+
+    def _expired(self, now: datetime) -> bool:
+        seconds = self.policy.max_seconds
+        start = self.current.start
+        return seconds is not None and start is not None and now - start >= timedelta(seconds=seconds)
+
+    def _rotate(self) -> Window:
+        closed, self.current = self.current, self._new()
+        return closed
+
+
+def _numeric_cells(values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(finite values, missing, nan, wrong type) of one numeric column of a batch."""
+    n = len(values)
+    types = set(map(type, values))
+    if types <= {float, int}:
+        arr = np.asarray(values, dtype="float64")
+        ok = np.isfinite(arr)
+        none = np.zeros(n, dtype=bool)
+        return arr[ok], none, ~ok, none
+    missing = np.zeros(n, dtype=bool)
+    nan = np.zeros(n, dtype=bool)
+    wrong = np.zeros(n, dtype=bool)
+    numbers = np.full(n, math.nan)
+    for i, v in enumerate(values):
+        if v is _ABSENT:
+            missing[i] = True
+        elif v is None:
+            nan[i] = True
+        elif isinstance(v, bool) or not isinstance(v, int | float):
+            wrong[i] = True
+        else:
+            numbers[i] = v
+            nan[i] = not math.isfinite(v)
+    return numbers[np.isfinite(numbers)], missing, nan, wrong
+
+
+def _categorical_cells(values: list[Any]) -> tuple[Counter[Hashable], np.ndarray, np.ndarray, np.ndarray]:
+    """(category counts, missing, nan, wrong type) of one categorical column of a batch."""
+    n = len(values)
+    if set(map(type, values)) <= {str, int}:
+        none = np.zeros(n, dtype=bool)
+        return Counter(values), none, none, none
+    missing = np.zeros(n, dtype=bool)
+    nan = np.zeros(n, dtype=bool)
+    wrong = np.zeros(n, dtype=bool)
+    counts: Counter[Hashable] = Counter()
+    for i, v in enumerate(values):
+        if v is _ABSENT:
+            missing[i] = True
+        elif v is None or (isinstance(v, float) and not math.isfinite(v)):
+            nan[i] = True
+        elif isinstance(v, str | int | float):
+            counts[v] += 1
+        else:
+            wrong[i] = True
+    return counts, missing, nan, wrong
