@@ -1,0 +1,206 @@
+"""LocalSensor over the embedded bus: filters, mapping, admission, durability, dead letters."""
+
+from __future__ import annotations
+
+import pytest
+
+from ctloop.deadletter import reason_of
+from ctloop.embedded_bus import EmbeddedBus
+from ctloop.settings import Settings
+from ctloop.version import code_version
+from sensors.admission import AdmissionPolicy
+from sensors.decisions import list_decisions
+from tests.sensors.helpers import arrival, drain, drift, make_sensor
+from tests.sensors.ledger import LedgerEngine
+from workflows.engine import RunRequest, idempotency_key
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(home=tmp_path)
+
+
+@pytest.fixture
+def bus(settings):
+    bus = EmbeddedBus(settings.state_db)
+    yield bus
+    bus.close()
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = LedgerEngine(tmp_path / "runs.db")
+    yield engine
+    engine.close()
+
+
+def kinds(settings, event_id):
+    return [r.kind for r in reversed(list_decisions(settings.state_db, event_id=event_id))]
+
+
+def test_a_data_arrival_triggers_one_run_with_the_mapped_parameters(settings, bus, engine):
+    bus.publish(settings.topics.data, arrival("churn", "abc", "ev-1", uri="file:///d/churn/1"), key="churn")
+    sensor = make_sensor(settings, bus, engine)
+    drain(sensor)
+    [run] = engine.runs()
+    assert (run["model"], run["data_uri"], run["event_id"], run["digest"], run["trigger"]) == (
+        "churn", "file:///d/churn/1", "ev-1", "abc", "data")
+    assert run["key"] == idempotency_key("churn", "abc", code_version())
+    [decision] = list_decisions(settings.state_db, event_id="ev-1")
+    assert (decision.kind, decision.run_id, decision.key) == ("triggered", run["run_id"], run["key"])
+    assert decision.latency_ms is not None and decision.latency_ms >= 0
+    sensor.close()
+
+
+def test_offsets_are_committed_once_decided(settings, bus, engine):
+    bus.publish(settings.topics.data, arrival("churn", "abc", "ev-1"))
+    sensor = make_sensor(settings, bus, engine)
+    drain(sensor)
+    sensor.close()
+    assert bus.consumer([settings.topics.data], "ctloop-sensor").poll(timeout_s=0.05) == []
+
+
+def test_redelivery_and_duplicate_keys_start_no_second_run(settings, bus, engine):
+    bus.publish(settings.topics.data, arrival("churn", "abc", "ev-1"))
+    bus.publish(settings.topics.data, arrival("churn", "abc", "ev-1"))
+    bus.publish(settings.topics.data, arrival("churn", "abc", "ev-2"))
+    sensor = make_sensor(settings, bus, engine)
+    drain(sensor)
+    assert len(engine.runs()) == 1
+    assert kinds(settings, "ev-1") == ["triggered"]
+    assert kinds(settings, "ev-2") == ["deduped"]
+    assert sensor.metrics.value("ctloop_sensor_redelivered_total") == 1
+    sensor.close()
+
+
+def test_malformed_messages_are_dead_lettered_and_consumption_continues(settings, bus, engine):
+    bus.publish(settings.topics.data, b"{not json")
+    bus.publish(settings.topics.data, b'{"specversion": "1.0", "id": "x", "type": "ctloop.data.arrived",'
+                                      b' "source": "t", "data": {"model": ""}}')
+    bus.publish(settings.topics.data, arrival("churn", "abc", "ev-ok"))
+    sensor = make_sensor(settings, bus, engine)
+    drain(sensor)
+    assert len(engine.runs()) == 1
+    dead = bus.consumer([settings.topics.deadletter], "t").poll(timeout_s=0.05)
+    reasons = [reason_of(m) for m in dead]
+    assert len(reasons) == 2
+    assert reasons[0].startswith("not JSON")
+    assert "invalid ctloop.data.arrived" in reasons[1]
+    assert sensor.metrics.value("ctloop_sensor_dead_lettered_total") == 2
+    sensor.close()
+
+
+def test_events_the_filters_reject_are_recorded_not_run(settings, bus, engine):
+    bus.publish(settings.topics.drift, drift("churn", "d-quiet", dataset_drift=False))
+    bus.publish(settings.topics.drift, drift("churn", "d-empty", rows=0))
+    bus.publish(settings.topics.drift, drift("churn", "d-real"))
+    sensor = make_sensor(settings, bus, engine)
+    drain(sensor)
+    [run] = engine.runs()
+    assert (run["event_id"], run["trigger"], run["data_uri"]) == ("d-real", "drift", "file:///data/live")
+    [quiet] = list_decisions(settings.state_db, event_id="d-quiet")
+    assert quiet.kind == "rejected" and "body.data.dataset_drift" in quiet.reason
+    [empty] = list_decisions(settings.state_db, event_id="d-empty")
+    assert empty.kind == "rejected" and "rows > 0" in empty.reason
+    sensor.close()
+
+
+def test_a_drift_run_is_followed_by_a_cooldown(settings, bus, engine):
+    bus.publish(settings.topics.drift, drift("churn", "d1", data_uri="file:///live/1"))
+    bus.publish(settings.topics.drift, drift("churn", "d2", data_uri="file:///live/2"))
+    sensor = make_sensor(settings, bus, engine, policy=AdmissionPolicy(window_s=0, drift_cooldown_s=3600))
+    drain(sensor)
+    assert [r["event_id"] for r in engine.runs()] == ["d1"]
+    assert kinds(settings, "d2") == ["rejected"]
+    sensor.close()
+
+
+def test_an_open_coalescing_window_survives_a_restart(settings, bus, engine):
+    clock = [1000.0]
+    policy = AdmissionPolicy(window_s=30)
+    for n in range(3):
+        bus.publish(settings.topics.data, arrival("churn", f"d{n}", f"ev-{n}"))
+    sensor = make_sensor(settings, bus, engine, policy=policy, clock=lambda: clock[0])
+    drain(sensor)
+    assert engine.runs() == []
+    sensor.close()  # as if killed: the window lives only in the state database now
+    clock[0] += 31
+    restarted = make_sensor(settings, bus, engine, policy=policy, clock=lambda: clock[0])
+    drain(restarted)
+    [run] = engine.runs()
+    assert run["digest"] == "d2"
+    assert kinds(settings, "ev-0") == ["deferred", "coalesced"]
+    assert kinds(settings, "ev-2") == ["deferred", "triggered"]
+    restarted.close()
+
+
+def test_a_busy_model_runs_the_latest_queued_arrival_after_its_run(settings, bus, tmp_path):
+    engine = LedgerEngine(tmp_path / "slow.db", instant=False)
+    sensor = make_sensor(settings, bus, engine, status_interval_s=0)
+    for n in range(3):
+        bus.publish(settings.topics.data, arrival("churn", f"d{n}", f"ev-{n}"))
+        drain(sensor)
+    assert [r["digest"] for r in engine.runs()] == ["d0"]
+    engine.complete(engine.runs()[0]["run_id"])
+    drain(sensor)
+    assert [r["digest"] for r in engine.runs()] == ["d0", "d2"]
+    assert kinds(settings, "ev-1") == ["deferred", "coalesced"]
+    sensor.close()
+    engine.close()
+
+
+def test_a_run_the_engine_already_has_is_not_started_again(settings, bus, engine):
+    engine.submit(RunRequest(model="churn", data_uri="file:///data/churn/abc", trigger_event_id="ev-1",
+                             trigger="data", data_digest="abc"))
+    bus.publish(settings.topics.data, arrival("churn", "abc", "ev-1"))
+    sensor = make_sensor(settings, bus, engine)
+    drain(sensor)
+    assert len(engine.runs()) == 1 and engine.refused() == 1
+    [decision] = list_decisions(settings.state_db, event_id="ev-1")
+    assert decision.kind == "deduped" and "engine refused" in decision.reason
+    sensor.close()
+
+
+class Unavailable:
+    def submit(self, request, *, wait=True):
+        raise ConnectionError("engine down")
+
+    def status(self, run_id):
+        raise ConnectionError("engine down")
+
+
+def test_a_reserved_run_is_submitted_after_the_engine_comes_back(settings, bus, engine):
+    bus.publish(settings.topics.data, arrival("churn", "abc", "ev-1"))
+    down = make_sensor(settings, bus, Unavailable())
+    drain(down)
+    assert down.metrics.value("ctloop_sensor_submit_errors_total") >= 1
+    down.close()
+    up = make_sensor(settings, bus, engine)
+    up.advance()
+    assert [r["event_id"] for r in engine.runs()] == ["ev-1"]
+    up.close()
+
+
+def test_a_missing_digest_is_resolved_by_snapshotting_the_uri(settings, bus, engine, tmp_path):
+    data = tmp_path / "incoming"
+    data.mkdir()
+    (data / "part-0.csv").write_text("a,b\n1,2\n")
+    bus.publish(settings.topics.data, arrival("churn", None, "ev-1", uri=data.as_uri() + "/"))
+    bus.publish(settings.topics.data, arrival("churn", None, "ev-2", uri=(tmp_path / "missing").as_uri() + "/"))
+
+    def resolve(uri: str) -> str:
+        from trainer.snapshot import take_snapshot
+
+        snapshot = take_snapshot(uri)
+        if not snapshot.objects:
+            raise ValueError(f"no data objects under {uri}")
+        return snapshot.digest
+
+    sensor = make_sensor(settings, bus, engine, resolve_digest=resolve)
+    drain(sensor)
+    [run] = engine.runs()
+    assert run["event_id"] == "ev-1" and run["digest"]
+    assert run["key"] == idempotency_key("churn", run["digest"], code_version())
+    [dead] = bus.consumer([settings.topics.deadletter], "t").poll(timeout_s=0.05)
+    assert "cannot snapshot" in reason_of(dead)
+    sensor.close()
