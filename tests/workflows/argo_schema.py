@@ -1,0 +1,37 @@
+"""The Argo v4 WorkflowTemplate CRD schema, prepared as /work/shared/schemas/README.md says (strict objects)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas"
+CRD = SCHEMAS / "argo-wf-crd-workflowtemplate.yaml"
+
+
+def _strict(node: Any) -> Any:
+    if isinstance(node, dict):
+        node = {k: _strict(v) for k, v in node.items()}
+        if node.pop("x-kubernetes-int-or-string", False):
+            node = {k: v for k, v in node.items() if k != "type"}
+            node["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+            node.setdefault("additionalProperties", False)
+        return node
+    if isinstance(node, list):
+        return [_strict(v) for v in node]
+    return node
+
+
+def workflow_template_schema() -> dict[str, Any]:
+    crd = yaml.safe_load(CRD.read_text())
+    return _strict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+
+
+def schema_errors(document: dict[str, Any]) -> list[str]:
+    from jsonschema import Draft7Validator
+
+    validator = Draft7Validator(workflow_template_schema())
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
