@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 BAD_KINDS = ("missing", "extra", "nan", "wrong_type")
 _ABSENT = object()
@@ -51,18 +52,23 @@ class Window:
     rows: int = 0
     batches: int = 0
     bad: Counter[str] = field(default_factory=Counter)
-    last_marker: Any = None
+    keep_rows: bool = False
+    markers: dict[Hashable, Any] = field(default_factory=dict)
+    kept: list[Sequence[dict[str, Any]]] = field(default_factory=list)
     _chunks: dict[str, list[np.ndarray]] = field(default_factory=dict)
     _counts: dict[str, Counter[Hashable]] = field(default_factory=dict)
 
-    def add(self, rows: Sequence[dict[str, Any]], ts: datetime, marker: Any = None) -> None:
-        """Fold one batch in; `marker` (e.g. the bus message) is remembered as the window's last."""
+    def add(self, rows: Sequence[dict[str, Any]], ts: datetime, marker: Any = None, stream: Hashable = None) -> None:
+        """Fold one batch in. `marker` (e.g. the bus message) is remembered as the latest of its
+        `stream` (e.g. topic and partition), so the window knows what to commit once it is done."""
         self.start = ts if self.start is None else min(self.start, ts)
         self.end = ts if self.end is None else max(self.end, ts)
         self.batches += 1
-        self.last_marker = marker
+        self.mark(marker, stream)
         if not rows:
             return
+        if self.keep_rows:
+            self.kept.append(rows)
         n = len(rows)
         missing = np.zeros(n, dtype=bool)
         nan = np.zeros(n, dtype=bool)
@@ -89,6 +95,18 @@ class Window:
         for kind, flags in zip(BAD_KINDS, (missing, extra, nan, wrong), strict=True):
             self.bad[kind] += int(flags.sum())
 
+    def mark(self, marker: Any, stream: Hashable = None) -> None:
+        if marker is not None:
+            self.markers[stream] = marker
+
+    def frame(self) -> pd.DataFrame:
+        """The kept rows' known columns; unusable cells become missing values (needs `keep_rows`)."""
+        rows = [row for batch in self.kept for row in batch]
+        data = {name: pd.Series([_number_or_nan(r.get(name)) for r in rows], dtype="float64") for name in self.numeric}
+        for name in self.categorical:
+            data[name] = pd.Series([_category_or_none(r.get(name)) for r in rows], dtype="object")
+        return pd.DataFrame(data, index=pd.RangeIndex(len(rows)))
+
     def numeric_values(self, name: str) -> np.ndarray:
         chunks = self._chunks.get(name)
         return np.concatenate(chunks) if chunks else np.empty(0)
@@ -103,20 +121,25 @@ class Window:
 class TumblingWindows:
     """Feeds batches into the open window and hands back the windows that close."""
 
-    def __init__(self, policy: WindowPolicy, numeric: Sequence[str], categorical: Sequence[str]) -> None:
+    def __init__(
+        self, policy: WindowPolicy, numeric: Sequence[str], categorical: Sequence[str], *, keep_rows: bool = False
+    ) -> None:
         self.policy = policy
         self._numeric = list(numeric)
         self._categorical = list(categorical)
+        self._keep_rows = keep_rows
         self.current = self._new()
 
     def _new(self) -> Window:
-        return Window(self._numeric, self._categorical)
+        return Window(self._numeric, self._categorical, keep_rows=self._keep_rows)
 
-    def add(self, rows: Sequence[dict[str, Any]], ts: datetime, marker: Any = None) -> list[Window]:
+    def add(
+        self, rows: Sequence[dict[str, Any]], ts: datetime, marker: Any = None, stream: Hashable = None
+    ) -> list[Window]:
         closed = []
         if self._expired(ts):
             closed.append(self._rotate())
-        self.current.add(rows, ts, marker)
+        self.current.add(rows, ts, marker, stream)
         if self.policy.max_rows is not None and self.current.rows >= self.policy.max_rows:
             closed.append(self._rotate())
         return closed
@@ -185,3 +208,13 @@ def _categorical_cells(values: list[Any]) -> tuple[Counter[Hashable], np.ndarray
         else:
             wrong[i] = True
     return counts, missing, nan, wrong
+
+
+def _category_or_none(value: Any) -> Any:
+    if isinstance(value, bool | int | str) or (isinstance(value, float) and math.isfinite(value)):
+        return value
+    return None
+
+
+def _number_or_nan(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan

@@ -18,7 +18,7 @@ def test_window_closes_at_the_first_batch_boundary_at_or_after_max_rows():
     closed = windows.add(_rows(6), T0 + timedelta(seconds=1), marker=2)
     assert len(closed) == 1
     window = closed[0]
-    assert (window.rows, window.batches, window.last_marker) == (12, 2, 2)
+    assert (window.rows, window.batches, window.markers) == (12, 2, {None: 2})
     assert (window.start, window.end) == (T0, T0 + timedelta(seconds=1))
     assert window.numeric_values("x").size == 12
     assert windows.current.rows == 0
@@ -32,7 +32,7 @@ def test_window_closes_by_time_before_taking_a_late_batch():
     assert [w.rows for w in closed] == [3]
     assert windows.current.rows == 2
     idle = windows.close_due(T0 + timedelta(seconds=200))
-    assert idle is not None and idle.last_marker == "b"
+    assert idle is not None and idle.markers == {None: "b"}
     assert windows.flush() is None
 
 
@@ -66,3 +66,19 @@ def test_clean_batches_count_no_bad_rows():
     window.add([{"x": 1, "c": "a"}, {"x": 2.5, "c": 3}], T0)
     assert sum(window.bad_rows().values()) == 0
     assert window.category_counts("c") == {"a": 1, 3: 1}
+
+
+def test_window_remembers_the_latest_marker_of_each_stream():
+    window = Window(["x"], [])
+    window.add(_rows(1), T0, marker="p0-5", stream=0)
+    window.add(_rows(1), T0, marker="p1-2", stream=1)
+    window.add(_rows(1), T0, marker="p0-6", stream=0)
+    assert window.markers == {0: "p0-6", 1: "p1-2"}
+
+
+def test_kept_rows_come_back_as_a_frame_with_bad_cells_missing():
+    window = Window(["x"], ["c"], keep_rows=True)
+    window.add([{"x": 1.5, "c": "a"}, {"x": "bad", "c": {"no": 1}}, {"c": 2}], T0)
+    frame = window.frame()
+    assert frame["x"].tolist()[0] == 1.5 and frame["x"].isna().tolist() == [False, True, True]
+    assert frame["c"].tolist() == ["a", None, 2]
