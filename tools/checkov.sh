@@ -11,10 +11,11 @@ venv="${CHECKOV_VENV:-$HOME/.cache/ctloop/checkov-venv}"
 out="${CHECKOV_OUT:-$(mktemp -d)}"
 mkdir -p "$out"
 
+# Exit status: 0 all checks pass or are suppressed, 1 a check failed, 2 a build failed,
+# 3 checkov could not be installed (no package index reachable), 4 checkov produced no report.
 if [[ ! -x "$venv/bin/checkov" ]]; then
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet checkov
+  { python3 -m venv "$venv" && "$venv/bin/python" -m pip install --quiet checkov; } >&2 || {
+    rm -rf "$venv"; echo "could not install checkov into $venv" >&2; exit 3; }
 fi
 
 build() {
@@ -31,13 +32,14 @@ fi
 status=0
 for overlay in "$@"; do
   name="$(basename "$overlay")"
-  build "$overlay" > "$out/$name.yaml"
+  build "$overlay" > "$out/$name.yaml" || { echo "kustomize build of $overlay failed" >&2; exit 2; }
   # Severities come from Prisma Cloud's API, which needs an account and network: --skip-download
   # runs offline, so every failed check counts. checkov exits 1 on a failure; report every overlay.
   "$venv/bin/checkov" --skip-download --framework kubernetes -f "$out/$name.yaml" \
     --output json --output-file-path "$out" >/dev/null 2>"$out/$name.stderr" || status=1
+  [[ -f "$out/results_json.json" ]] || { cat "$out/$name.stderr" >&2; echo "checkov wrote no report" >&2; exit 4; }
   mv "$out/results_json.json" "$out/$name.json"
-  python3 - "$name" "$out/$name.json" <<'PY'
+  "$venv/bin/python" - "$name" "$out/$name.json" <<'PY'
 import json, sys
 name, path = sys.argv[1], sys.argv[2]
 report = json.load(open(path))
