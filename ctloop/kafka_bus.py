@@ -85,10 +85,11 @@ class KafkaBus:
             if name not in existing
         }
         if to_create:
-            response = admin.create_topics(to_create, raise_errors=False, wait_for_metadata=True)
+            response = admin.create_topics(to_create, raise_errors=False)
             for topic in response["topics"]:
                 if topic["error_code"] not in (0, _TOPIC_ALREADY_EXISTS):
                     raise KafkaError(f"cannot create topic {topic['name']!r}: {topic['error_message']}")
+            admin.wait_for_topics(list(to_create), timeout_ms=int(self.connect_timeout_s * 1000))
         self._known_topics.update(missing)
 
     def close(self) -> None:

@@ -159,6 +159,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def saved_ports(data_dir: Path) -> tuple[int, int] | None:
+    """(broker, controller) ports a data dir was formatted for; None before the first start."""
+    try:
+        saved = json.loads((Path(data_dir) / "ports.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return int(saved["port"]), int(saved["controller_port"])
+
+
 @dataclass(frozen=True)
 class BrokerState:
     """What `ctloop kafka` needs to find a detached broker again."""
@@ -192,10 +201,10 @@ class LocalKafka:
     def __init__(self, data_dir: Path | str, port: int | None = None, *, heap: str = HEAP) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.heap = heap
-        saved = self._saved_ports()
-        if saved and port not in (None, saved[0]):
-            raise BrokerError(f"{self.data_dir} holds a broker formatted for port {saved[0]}, not {port}")
-        self.port, self.controller_port = saved or (port or free_port(), free_port())
+        saved = saved_ports(self.data_dir)
+        # The broker port may change between starts; the controller's is recorded in the formatted metadata.
+        self.port = port or (saved[0] if saved else free_port())
+        self.controller_port = saved[1] if saved else free_port()
         self._process: subprocess.Popen[bytes] | None = None
         self.pid: int | None = None
 
@@ -238,8 +247,9 @@ class LocalKafka:
                "-cp", classpath]
         if not (self.data_dir / "logs" / "meta.properties").exists():
             self._format(jvm, config)
-        if port_in_use(self.port):
-            raise BrokerError(f"port {self.port} on 127.0.0.1 is already taken; pick another with --port")
+        for port, role in ((self.port, "broker"), (self.controller_port, "controller")):
+            if port_in_use(port):
+                raise BrokerError(f"the {role} port {port} on 127.0.0.1 is already taken")
         with open(self.log_path, "ab") as log:
             # A session of its own: Ctrl-C in a terminal that ran `ctloop kafka up` must not reach it.
             self._process = subprocess.Popen(
@@ -282,15 +292,7 @@ class LocalKafka:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _saved_ports(self) -> tuple[int, int] | None:
-        try:
-            saved = json.loads((self.data_dir / "ports.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return int(saved["port"]), int(saved["controller_port"])
-
     def _write_config(self) -> Path:
-        # The controller's endpoint is recorded in the formatted metadata, so the ports stay fixed.
         ports = {"port": self.port, "controller_port": self.controller_port}
         (self.data_dir / "ports.json").write_text(json.dumps(ports))
         (self.data_dir / "log4j2.properties").write_text(_LOG4J2)

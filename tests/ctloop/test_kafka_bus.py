@@ -1,0 +1,62 @@
+"""Kafka-specific behaviour of the bus; the shared contract is in test_bus.py."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from kafka.errors import KafkaError
+
+from ctloop.bus_factory import open_bus
+from ctloop.embedded_bus import EmbeddedBus
+from ctloop.kafka_bus import KafkaBus, KafkaUnavailable
+from ctloop.kafka_local import free_port
+from ctloop.settings import Settings
+
+
+def test_no_broker_fails_fast_and_says_what_to_do() -> None:
+    started = time.monotonic()
+    with pytest.raises(KafkaUnavailable, match=r"no Kafka broker answered at 127\.0\.0\.1:\d+.*ctloop kafka up"):
+        KafkaBus(f"127.0.0.1:{free_port()}", connect_timeout_s=0.5)
+    assert time.monotonic() - started < 10, "the constructor must not wait for kafka-python's 30s default"
+
+
+@pytest.mark.kafka
+def test_topics_are_created_on_first_use_with_the_requested_partitions(kafka_bus: KafkaBus, unique_topic: str) -> None:
+    kafka_bus.ensure_topics([unique_topic], partitions=3)
+    kafka_bus.ensure_topics([unique_topic], partitions=3)  # idempotent
+
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bus.bootstrap)
+    try:
+        [described] = admin.describe_topics([unique_topic])
+    finally:
+        admin.close()
+    assert len(described["partitions"]) == 3
+
+
+@pytest.mark.kafka
+def test_an_invalid_topic_name_is_refused_with_its_name(kafka_bus: KafkaBus) -> None:
+    with pytest.raises(KafkaError, match=r"'bad topic!'.*invalid"):
+        kafka_bus.publish("bad topic!", b"x")
+
+
+def test_open_bus_defaults_to_the_embedded_log_under_home(tmp_path) -> None:
+    settings = Settings(home=tmp_path)
+    bus = open_bus(settings)
+    try:
+        assert isinstance(bus, EmbeddedBus)
+        assert bus.path == settings.state_db
+    finally:
+        bus.close()
+
+
+@pytest.mark.kafka
+def test_open_bus_connects_to_the_configured_kafka(tmp_path, kafka_bootstrap: str) -> None:
+    bus = open_bus(Settings(home=tmp_path, bus="kafka", kafka_bootstrap=kafka_bootstrap))
+    try:
+        assert isinstance(bus, KafkaBus)
+        assert bus.bootstrap == kafka_bootstrap
+    finally:
+        bus.close()
