@@ -47,3 +47,16 @@ def write_files(files: dict[str, str], directory: Path) -> list[str]:
     for name in changed:
         (directory / name).write_text(files[name])
     return changed
+
+
+def all_manifests(settings: Settings) -> dict[str, str]:
+    """Every generated file: the workflows' (WorkflowTemplate and friends) and the sensors'."""
+    from workflows.render import render_manifests as workflow_manifests
+
+    files = dict(workflow_manifests(settings))
+    sensor_files = render_manifests(settings)
+    clash = sorted(set(files) & set(sensor_files))
+    if clash:
+        raise ValueError(f"workflows and sensors both render {clash}")
+    files.update(sensor_files)
+    return files
