@@ -134,11 +134,8 @@ def register_challenger(
     if unknown:
         raise ValueError(f"unknown provenance keys {sorted(unknown)}; expected some of {PROVENANCE_KEYS}")
     registry = _registry(client_or_tracking_uri)
-    run_id = provenance.get("run_id")
-    if run_id is None and model_uri.startswith("runs:/"):
-        run_id = model_uri.removeprefix("runs:/").split("/", 1)[0]
-    tags = provenance_tags({**provenance, "run_id": run_id}, evaluation, decision)
-    info = registry.create_version(model, model_uri, run_id=run_id, tags=tags)
+    tags = provenance_tags(provenance, evaluation, decision)
+    info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags)
     with model_lock(_lock_dir(lock_dir), model):
         registry.set_alias(model, CHALLENGER, info.version)
     return info.version

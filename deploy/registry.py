@@ -183,15 +183,38 @@ class Registry:
 
     # versions
 
+    def resolve(self, model_uri: str) -> tuple[str, str | None, str | None]:
+        """(source, logged model id, run id) to register `model_uri` with. MLflow 3 keeps a model's
+        files under its logged model, so `runs:/RUN/NAME` is resolved to `models:/<model id>`."""
+        from mlflow.store.artifact.utils.models import _parse_model_id_if_present
+
+        model_id = _parse_model_id_if_present(model_uri)
+        if model_id:
+            logged = self._call(f"get logged model {model_id}", lambda: self.client.get_logged_model(model_id))
+            return model_uri, model_id, logged.source_run_id
+        if model_uri.startswith("runs:/"):
+            run_id, _, path = model_uri.removeprefix("runs:/").partition("/")
+            run = self._call(f"get run {run_id}", lambda: self.client.get_run(run_id))
+            found = self._call(f"find logged model {path} of run {run_id}", lambda: self.client.search_logged_models(
+                experiment_ids=[run.info.experiment_id],
+                filter_string=f"source_run_id = '{run_id}' AND name = '{path.strip('/')}'",
+                order_by=[{"field_name": "creation_time", "ascending": False}],
+            ))
+            if found:
+                return f"models:/{found[0].model_id}", found[0].model_id, run_id
+            return model_uri, None, run_id
+        return model_uri, None, None
+
     def create_version(self, name: str, model_uri: str, *, run_id: str | None, tags: dict[str, str]) -> VersionInfo:
         """Register `model_uri` as a new version. A retry after a lost response finds the version it
         created (by a registration id tag) instead of creating a second one."""
-        from mlflow.store.artifact.utils.models import _parse_model_id_if_present
-
         self.ensure_model(name)
+        source, model_id, source_run = self.resolve(model_uri)
+        run_id = run_id or source_run
         registration = uuid.uuid4().hex
         all_tags = {**{k: _clip(v) for k, v in tags.items()}, _REGISTRATION_TAG: registration}
-        model_id = _parse_model_id_if_present(model_uri)
+        if run_id:
+            all_tags.setdefault("ctloop.run_id", run_id)
 
         def create() -> VersionInfo:
             existing = self.client.search_model_versions(
@@ -200,7 +223,7 @@ class Registry:
             if existing:
                 return self._info(existing[0])
             mv = self.client.create_model_version(
-                name, model_uri, run_id=run_id, tags=all_tags, model_id=model_id, await_creation_for=0
+                name, source, run_id=run_id, tags=all_tags, model_id=model_id, await_creation_for=0
             )
             return self._info(mv)
 

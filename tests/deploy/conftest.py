@@ -18,3 +18,9 @@ def constant_model_uri(mlflow_server: str) -> str:
 @pytest.fixture
 def model_name() -> str:
     return f"m-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def other_model_uri(mlflow_server: str) -> str:
+    """A model that predicts 2.0, to tell served versions apart."""
+    return log_constant_model(mlflow_server, 2.0)

@@ -66,6 +66,7 @@ def test_first_challenger_becomes_champion_with_provenance(registry, model_name,
     assert info.tags["ctloop.data_digest"] == "sha256:abc"
     assert info.tags["ctloop.code_version"] == "git:1234"
     assert info.tags["ctloop.holdout_digest"] == "holdout-1"
+    assert info.run_id and info.tags["ctloop.run_id"] == info.run_id
     assert info.metrics == {"accuracy": 0.8}
     assert info.decision == "promote" and "no champion" in info.reasons[0]
     assert info.tags["ctloop.promoted_by"] == "ctloop"
@@ -164,6 +165,16 @@ def test_promoting_a_missing_version_is_refused_and_changes_nothing(
     after = registry.model(model_name)
     assert after.aliases == before.aliases == {"champion": v1}
     assert after.audit == before.audit
+
+
+def test_a_runs_uri_registers_the_logged_model_of_that_run(registry, model_name, constant_model_uri, lock_dir):
+    logged = registry.client.get_logged_model(constant_model_uri.removeprefix("models:/"))
+    runs_uri = f"runs:/{logged.source_run_id}/model"
+
+    version, _ = auto(registry, model_name, runs_uri, 0.8, lock_dir)
+
+    info = registry.version(model_name, version)
+    assert info.source == constant_model_uri and info.run_id == logged.source_run_id
 
 
 def _concurrent_promoter(args) -> tuple[str, bool]:

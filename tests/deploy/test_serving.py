@@ -1,0 +1,217 @@
+"""Serving the champion over HTTP: predictions, bad requests, following promotions, the prediction log."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from ctloop.embedded_bus import EmbeddedBus
+from ctloop.predictions import parse_batch
+from deploy.promotion import promote
+from deploy.registry import Registry
+from deploy.serving import ChampionFollower, EventWatcher, PredictionLog, PredictionServer
+
+pytestmark = pytest.mark.mlflow_server
+
+ROWS = [{"x": 1.0, "y": 2.0}, {"x": 3.0, "y": 4.5}]
+
+
+def register(registry: Registry, name: str, uri: str) -> str:
+    return registry.create_version(name, uri, run_id=None, tags={}).version
+
+
+@pytest.fixture
+def registry(mlflow_server: str) -> Registry:
+    return Registry(mlflow_server)
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[EmbeddedBus]:
+    bus = EmbeddedBus(tmp_path / "bus.db")
+    yield bus
+    bus.close()
+
+
+class Serving:
+    """A follower, prediction log and HTTP server wired as `ctloop serve` wires them."""
+
+    def __init__(self, registry: Registry, name: str, bus, *, poll_s: float = 30.0) -> None:
+        self.follower = ChampionFollower(registry, name, poll_s=poll_s)
+        self.follower.refresh()
+        self.follower.start()
+        self.log = PredictionLog(bus, "predictions")
+        self.watcher = EventWatcher(bus, "models", self.follower) if isinstance(bus, EmbeddedBus) else None
+        if self.watcher:
+            self.watcher.start()
+        self.server = PredictionServer(self.follower, self.log)
+        self.server.start()
+        self.url = self.server.url
+
+    def close(self) -> None:
+        self.server.stop()
+        if self.watcher:
+            self.watcher.stop()
+        self.log.close()
+        self.follower.stop()
+
+
+@pytest.fixture
+def champion(registry: Registry, model_name: str, constant_model_uri: str, tmp_path: Path) -> str:
+    version = register(registry, model_name, constant_model_uri)
+    promote(registry, model_name, version, actor="test", reason="initial", manual=True, lock_dir=tmp_path / "locks")
+    return version
+
+
+@pytest.fixture
+def serving(registry: Registry, model_name: str, champion: str, bus: EmbeddedBus) -> Iterator[Serving]:
+    serving = Serving(registry, model_name, bus)
+    yield serving
+    serving.close()
+
+
+def published_batches(bus, topic: str = "predictions") -> list:
+    consumer = bus.consumer([topic], "test-reader")
+    try:
+        return [parse_batch(m.value) for m in consumer.poll(2.0)]
+    finally:
+        consumer.close()
+
+
+def test_predicts_with_the_champion_and_logs_the_batch(serving, model_name, champion, bus):
+    response = requests.post(f"{serving.url}/predict", json={"rows": ROWS}, timeout=10)
+
+    assert response.status_code == 200
+    assert response.json() == {"predictions": [1.0, 1.0], "model": model_name, "version": champion}
+    health = requests.get(f"{serving.url}/health", timeout=10)
+    assert health.status_code == 200
+    assert health.json()["ready"] is True and health.json()["version"] == champion
+    serving.log.close()
+    [batch] = published_batches(bus)
+    assert (batch.model, batch.version, batch.rows, batch.predictions) == (model_name, champion, ROWS, [1.0, 1.0])
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    (b"{not json", 400, "body is not JSON"),
+    (b"[1, 2]", 400, "body must be a JSON object, got list"),
+    (b'{"inputs": []}', 400, "missing field 'rows'"),
+    (b'{"rows": []}', 400, "'rows' must be a non-empty list"),
+    (b'{"rows": [1]}', 400, "row 0 must be an object, got int"),
+    (b'{"rows": [{"x": 1.0, "y": 2.0}, {"x": 1.0}]}', 400, "row 1 is missing features ['y']"),
+    (b'{"rows": [{"x": 1.0, "y": 2.0, "z": 3}]}', 400, "row 0 has unknown features ['z']"),
+    (b'{"rows": [{"x": {"a": 1}, "y": 2.0}]}', 400, "row 0 feature 'x' must be a finite scalar"),
+    (b'{"rows": [{"x": "abc", "y": 2.0}]}', 400, "rows do not match the model's schema"),
+    (b'{"rows": [{"x": 1.0, "y": 2.0}], "limit": 3}', 400, "unknown fields ['limit']"),
+])
+def test_invalid_requests_get_a_4xx_naming_the_problem(serving, body, status, message):
+    response = requests.post(f"{serving.url}/predict", data=body, timeout=10,
+                             headers={"Content-Type": "application/json"})
+    assert response.status_code == status
+    assert message in response.json()["error"]
+
+
+def test_wrong_paths_and_methods_are_named(serving):
+    assert requests.get(f"{serving.url}/predict", timeout=10).status_code == 405
+    missing = requests.post(f"{serving.url}/score", json={"rows": ROWS}, timeout=10)
+    assert missing.status_code == 404 and "/score" in missing.json()["error"]
+
+
+def test_too_many_rows_is_413(serving):
+    serving.server.max_rows = 1
+    response = requests.post(f"{serving.url}/predict", json={"rows": ROWS}, timeout=10)
+    assert response.status_code == 413 and "2 rows exceed the limit of 1" in response.json()["error"]
+
+
+def test_without_a_champion_health_and_predict_answer_503(registry, model_name, constant_model_uri, bus):
+    register(registry, model_name, constant_model_uri)
+    serving = Serving(registry, model_name, bus)
+    try:
+        assert requests.get(f"{serving.url}/health", timeout=10).status_code == 503
+        response = requests.post(f"{serving.url}/predict", json={"rows": ROWS}, timeout=10)
+        assert response.status_code == 503 and "no champion" in response.json()["error"]
+    finally:
+        serving.close()
+
+
+def test_a_promotion_switches_serving_with_no_failed_request(
+    serving, registry, model_name, champion, other_model_uri, bus, tmp_path
+):
+    v2 = register(registry, model_name, other_model_uri)
+    outcomes: list[tuple[int, str | None, list]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        with requests.Session() as session:
+            while not stop.is_set():
+                response = session.post(f"{serving.url}/predict", json={"rows": ROWS}, timeout=30)
+                body = response.json()
+                outcomes.append((response.status_code, body.get("version"), body.get("predictions")))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        while len(outcomes) < 5:
+            stop.wait(0.05)
+        # The follower polls only every 30 s here: the promoted event is what wakes it.
+        promote(registry, model_name, v2, actor="test", reason="switch", manual=True, bus=bus,
+                models_topic="models", lock_dir=tmp_path / "locks")
+        while not any(version == v2 for _, version, _ in outcomes[-3:]) and thread.is_alive():
+            stop.wait(0.05)
+        served_new = len(outcomes)
+        while len(outcomes) < served_new + 5:
+            stop.wait(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+
+    assert all(status == 200 for status, _, _ in outcomes)
+    versions = [version for _, version, _ in outcomes]
+    switch = versions.index(v2)
+    assert set(versions[:switch]) == {champion} and set(versions[switch:]) == {v2}
+    assert all(preds == ([1.0, 1.0] if version == champion else [2.0, 2.0]) for _, version, preds in outcomes)
+    serving.log.close()
+    assert {b.version for b in published_batches(bus)} == {champion, v2}
+
+
+def test_follower_notices_an_alias_change_by_polling(registry, model_name, champion, other_model_uri, tmp_path):
+    follower = ChampionFollower(registry, model_name, poll_s=0.2)
+    follower.refresh()
+    v2 = register(registry, model_name, other_model_uri)
+    follower.start()
+    try:
+        promote(registry, model_name, v2, actor="test", reason="poll", manual=True, lock_dir=tmp_path / "locks")
+        for _ in range(200):
+            if follower.current.version == v2:
+                break
+            threading.Event().wait(0.05)
+        assert follower.current.version == v2
+    finally:
+        follower.stop()
+
+
+@pytest.mark.kafka
+def test_prediction_batches_reach_the_real_broker(registry, model_name, champion, kafka_bus, unique_topic):
+    follower = ChampionFollower(registry, model_name)
+    follower.refresh()
+    log = PredictionLog(kafka_bus, unique_topic)
+    server = PredictionServer(follower, log)
+    server.start()
+    try:
+        assert requests.post(f"{server.url}/predict", json={"rows": ROWS}, timeout=10).status_code == 200
+    finally:
+        server.stop()
+        log.close()
+        follower.stop()
+    consumer = kafka_bus.consumer([unique_topic], "test-reader")
+    try:
+        batches = []
+        for _ in range(20):
+            batches += [parse_batch(m.value) for m in consumer.poll(1.0)]
+            if batches:
+                break
+    finally:
+        consumer.close()
+    assert [(b.model, b.version, b.rows) for b in batches] == [(model_name, champion, ROWS)]
