@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -99,10 +100,12 @@ def history_metrics(fit: FitResult, final: dict[str, float]) -> list[Metric]:
 
 def log_dataset(frame: pd.DataFrame, spec: ModelSpec, snapshot: Snapshot) -> None:
     """The training data as a run input (active run), identified by the snapshot digest."""
-    dataset = mlflow.data.from_pandas(
-        frame, source=snapshot.uri, targets=spec.data.label, name=f"{spec.name}@{snapshot.digest[:12]}",
-        digest=snapshot.digest[:36],
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "source can be interpreted in multiple ways": both are local
+        dataset = mlflow.data.from_pandas(
+            frame, source=snapshot.uri, targets=spec.data.label, name=f"{spec.name}@{snapshot.digest[:12]}",
+            digest=snapshot.digest[:36],  # MLflow caps dataset digests at 36 characters
+        )
     mlflow.log_input(dataset, context="training", tags={"ctloop.data_digest": snapshot.digest})
 
 
@@ -113,8 +116,8 @@ def log_profile(client: MlflowClient, run_id: str, frame: pd.DataFrame, spec: Mo
     client.log_text(run_id, profile.model_dump_json(), PROFILE_ARTIFACT)
 
 
-def log_model(model: TabularModel, input_example: pd.DataFrame) -> str:
-    """Log the pyfunc model in the active run; returns its `runs:/` URI."""
+def log_model(model: TabularModel, input_example: pd.DataFrame, *, step: int) -> str:
+    """Log the pyfunc model in the active run; MLflow links the run's metrics at `step` to it."""
     from mlflow.models import infer_signature
 
     from trainer.pyfunc import BUNDLE, TabularPyfunc
@@ -131,6 +134,7 @@ def log_model(model: TabularModel, input_example: pd.DataFrame) -> str:
             pip_requirements=pinned_requirements(),
             signature=signature,
             input_example=example,
+            step=step,
         )
     return f"runs:/{mlflow.active_run().info.run_id}/{MODEL_NAME}"
 

@@ -102,7 +102,7 @@ def _train_and_log(snapshot, spec, parts, ctx, device, client, run_id, checkpoin
         lineage.log_profile(client, run_id, parts.train, spec)
         with mlflow.start_run(run_id=run_id):
             lineage.log_dataset(parts.train, spec, snapshot)
-            lineage.log_model(model, parts.train[spec.data.feature_names].head(5))
+            lineage.log_model(model, parts.train[spec.data.feature_names].head(5), step=fitted.best_epoch)
     return TrainResult(
         run_id=run_id,
         model_uri=f"runs:/{run_id}/{lineage.MODEL_NAME}",

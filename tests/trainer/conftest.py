@@ -38,7 +38,9 @@ def make_spec(task: str = "binary", *, name: str = "churn", epochs: int = 8, **t
     )
 
 
-def write_dataset(directory: Path, *, files: int = 2, rows: int = 200, task: str = "binary", fmt: str = "parquet") -> Path:
+def write_dataset(
+    directory: Path, *, files: int = 2, rows: int = 200, task: str = "binary", fmt: str = "parquet"
+) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for i in range(files):
         frame = make_frame(rows, seed=i, task=task, offset=i * rows)
