@@ -13,6 +13,7 @@ from kafka.structs import OffsetAndMetadata
 from ctloop.bus import Headers, Message, as_key
 
 _TOPIC_ALREADY_EXISTS = 36
+_PRUNE_PENDING_AT = 1000
 
 
 class KafkaUnavailable(ConnectionError):
@@ -45,6 +46,9 @@ class KafkaBus:
 
     def publish(self, topic: str, value: bytes, *, key: str | bytes | None = None, headers: Headers = ()) -> None:
         self.ensure_topics([topic])
+        if len(self._pending) >= _PRUNE_PENDING_AT:
+            # Delivered ones need no more watching; failed ones stay until flush() reports them.
+            self._pending = [future for future in self._pending if not future.succeeded()]
         self._pending.append(self._producer.send(topic, value=bytes(value), key=as_key(key), headers=list(headers)))
 
     def flush(self, timeout_s: float = 10.0) -> None:
