@@ -29,7 +29,7 @@ def up(
     = None,
 ) -> None:
     """Start the broker in the background (or report the one already running) and print its address."""
-    from ctloop.kafka_local import BrokerError, BrokerState, LocalKafka, broker_answers
+    from ctloop.kafka_local import KAFKA_VERSION, BrokerError, BrokerState, LocalKafka, broker_answers, docker_available
 
     run_dir = _run_dir()
     state_file = run_dir / "state.json"
@@ -44,6 +44,8 @@ def up(
         broker = LocalKafka(run_dir / "data", port or _default_port(run_dir / "data"))
         broker.start()
     except BrokerError as exc:
+        if docker_available():
+            _fail(f"{exc}\nWith Docker instead: docker run -d -p 9092:9092 apache/kafka:{KAFKA_VERSION}")
         _fail(str(exc))
     broker.state().save(state_file)
     typer.echo(f"Kafka running at {broker.bootstrap} (pid {broker.pid}, data in {broker.data_dir})")

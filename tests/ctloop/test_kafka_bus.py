@@ -7,6 +7,7 @@ import time
 import pytest
 from kafka.errors import KafkaError
 
+from ctloop.bus import Message
 from ctloop.bus_factory import open_bus
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.kafka_bus import KafkaBus, KafkaUnavailable
@@ -34,6 +35,38 @@ def test_topics_are_created_on_first_use_with_the_requested_partitions(kafka_bus
     finally:
         admin.close()
     assert len(described["partitions"]) == 3
+
+
+@pytest.mark.kafka
+def test_commits_are_per_partition(kafka_bus: KafkaBus, unique_topic: str) -> None:
+    kafka_bus.ensure_topics([unique_topic], partitions=3)
+    for i in range(12):
+        kafka_bus.publish(unique_topic, f"m{i}".encode(), key=f"key-{i}")
+    kafka_bus.flush()
+
+    first = kafka_bus.consumer([unique_topic], "per-partition")
+    received: list[Message] = []
+    for _ in range(60):
+        received += first.poll(timeout_s=0.5)
+        if len(received) >= 12:
+            break
+    assert len({m.partition for m in received}) > 1, "keys spread over several partitions"
+    kept = received[0].partition
+    for message in received:
+        if message.partition != kept:
+            first.commit(message)
+    first.close()
+
+    uncommitted = sorted(m.value for m in received if m.partition == kept)
+    second = kafka_bus.consumer([unique_topic], "per-partition")
+    redelivered: list[Message] = []
+    for _ in range(60):
+        redelivered += second.poll(timeout_s=0.5)
+        if len(redelivered) >= len(uncommitted):
+            break
+    redelivered += second.poll(timeout_s=1.0)
+    second.close()
+    assert sorted(m.value for m in redelivered) == uncommitted
 
 
 @pytest.mark.kafka
