@@ -95,7 +95,17 @@ class ModelInfo:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Connection failures, timeouts, 5xx and throttling: worth another try."""
+    """Connection failures, timeouts, 5xx and throttling, also as the cause of a failed promotion:
+    worth another try later."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, RegistryUnavailable) or _is_transient_call(seen):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def _is_transient_call(exc: BaseException) -> bool:
     from mlflow.exceptions import MlflowException, RestException
 
     if isinstance(exc, RestException):
@@ -132,7 +142,7 @@ class Registry:
             try:
                 return fn()
             except Exception as exc:
-                if not is_transient(exc):
+                if not _is_transient_call(exc):
                     raise
                 if attempt == len(delays):
                     raise RegistryUnavailable(

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import queue
+import signal
 import tempfile
 import threading
 import uuid
@@ -41,6 +42,7 @@ class LoadedModel:
     model: Any
     features: tuple[str, ...] | None
     required: frozenset[str]
+    float_columns: frozenset[str] = frozenset()
 
 
 def load_version(tracking_uri: str, name: str, version: str, cache_dir: Path) -> LoadedModel:
@@ -56,7 +58,10 @@ def load_version(tracking_uri: str, name: str, version: str, cache_dir: Path) ->
     schema = model.metadata.get_input_schema()
     if schema is None or not schema.has_input_names():
         return LoadedModel(version, model, None, frozenset())
-    return LoadedModel(version, model, tuple(schema.input_names()), frozenset(schema.required_input_names()))
+    floats = frozenset(
+        c.name for c in schema.inputs if getattr(getattr(c, "type", None), "name", None) in ("double", "float")
+    )
+    return LoadedModel(version, model, tuple(schema.input_names()), frozenset(schema.required_input_names()), floats)
 
 
 class ChampionFollower:
@@ -283,6 +288,10 @@ class PredictionServer:
         import pandas as pd
 
         frame = pd.DataFrame(rows, columns=list(loaded.features) if loaded.features else None)
+        for column in loaded.float_columns:
+            # JSON has one number type: 1 for a double feature is 1.0, which MLflow will not cast itself.
+            if frame[column].dtype.kind in "iu":
+                frame[column] = frame[column].astype("float64")
         try:
             predictions = _jsonable(loaded.model.predict(frame))
         except Exception as exc:
@@ -385,6 +394,9 @@ def serve(
     if watcher is not None:
         watcher.start()
     server = PredictionServer(follower, prediction_log, host=host, port=port)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (a pod stopping) ends serve_forever; shutdown() must come from another thread.
+        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown).start())
     log.info("serving models:/%s@champion on %s", name, server.url)
     try:
         server.serve_forever()
