@@ -206,18 +206,22 @@ class LocalSensor:
     # --- starting runs -----------------------------------------------------------------------------
 
     def advance(self) -> None:
-        """Free the slots of finished runs, close due windows, and submit every reserved run."""
-        now = self.clock()
-        state = self._check_running(self.state, now)
-        outcome = tick(state, now=now, policy=self.policy)
-        if outcome.decisions or outcome.state != self.state:
-            with self.log.transaction():
-                self._record(outcome.decisions, now)
-                self.log.save_state(outcome.state)
-            self.state = outcome.state
-        for model, slot in list(self.state.running.items()):
-            if slot.run_id is None:
-                self._submit(model, slot.candidate)
+        """Free the slots of finished runs, close due windows, and submit every reserved run; repeat while
+        a submitted run finished at once and so freed its slot for a queued one."""
+        state = self._check_running(self.state, self.clock())
+        while True:
+            now = self.clock()
+            outcome = tick(state, now=now, policy=self.policy)
+            if outcome.decisions or outcome.state != self.state:
+                with self.log.transaction():
+                    self._record(outcome.decisions, now)
+                    self.log.save_state(outcome.state)
+                self.state = outcome.state
+            reserved = [(m, s.candidate) for m, s in self.state.running.items() if s.run_id is None]
+            freed = sum(self._submit(model, candidate) for model, candidate in reserved)
+            if not freed or not self.state.queued:
+                return
+            state = self.state
 
     def _check_running(self, state: AdmissionState, now: float) -> AdmissionState:
         if now < self._next_status_check:
@@ -234,7 +238,8 @@ class LocalSensor:
                 state = finished(state, model)
         return state
 
-    def _submit(self, model: str, candidate: Candidate) -> None:
+    def _submit(self, model: str, candidate: Candidate) -> bool:
+        """Submit a reserved run and record the outcome; True when the model's slot is free again."""
         request = RunRequest(model=candidate.model, data_uri=candidate.uri, trigger_event_id=candidate.event_id,
                              trigger=candidate.trigger, data_digest=candidate.digest or None, gpu=candidate.gpu)
         try:
@@ -247,7 +252,7 @@ class LocalSensor:
             # Engine unavailable: the slot stays reserved and is submitted again on the next pass.
             self.metrics.submit_errors.inc()
             log(_log, "submit failed", level=logging.ERROR, model=model, key=candidate.key, error=str(exc))
-            return
+            return False
         else:
             decision = Decision("triggered", f"run {handle.run_id} submitted", candidate, run_id=handle.run_id)
             state = started(self.state, model, handle.run_id)
@@ -261,3 +266,4 @@ class LocalSensor:
             self._record((decision,), now, latency_ms=latency_s * 1000)
             self.log.save_state(state)
         self.state = state
+        return model not in state.running
