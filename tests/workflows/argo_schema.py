@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,14 @@ def _strict(node: Any) -> Any:
     return node
 
 
+@cache
 def workflow_template_schema() -> dict[str, Any]:
-    crd = yaml.safe_load(CRD.read_text())
+    crd = yaml.load(CRD.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     return _strict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
 
 
 def schema_errors(document: dict[str, Any]) -> list[str]:
     from jsonschema import Draft7Validator
 
-    validator = Draft7Validator(workflow_template_schema())
+    validator = Draft7Validator(workflow_template_schema())  # the CRD is large: parse and prepare it once
     return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
