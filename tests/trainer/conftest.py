@@ -34,7 +34,8 @@ def make_spec(task: str = "binary", *, name: str = "churn", epochs: int = 8, **t
             features=(Feature(name="x1"), Feature(name="x2"), Feature(name="color", kind="categorical")),
             label="label", task=task, classes=classes, key="id", min_rows=50,
         ),
-        train=TrainParams(hidden=(16, 8), epochs=epochs, batch_size=64, lr=0.01, patience=3, **train),
+        train=TrainParams(**{"hidden": (16, 8), "epochs": epochs, "batch_size": 64, "lr": 0.01, "patience": 3,
+                             **train}),
     )
 
 
