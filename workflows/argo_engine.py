@@ -31,8 +31,8 @@ _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 
 
 def workflow_name(model: str, key: str) -> str:
-    """A valid Kubernetes name that is the same for the same key: `retrain-<model>-<key prefix>`."""
-    slug = _NOT_DNS.sub("-", model.lower()).strip("-")[:40].rstrip("-") or "model"
+    """The same name for the same key, at most 63 characters (Argo copies it into a label): `retrain-<model>-<key>`."""
+    slug = _NOT_DNS.sub("-", model.lower()).strip("-")[:34].rstrip("-") or "model"
     return f"retrain-{slug}-{key[:20]}"
 
 
