@@ -10,7 +10,10 @@ import typer
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ctloop.settings import Settings
+    from monitors.alerts import WebhookNotifier
     from monitors.detector import WindowVerdict
+    from monitors.monitor import DriftMonitor
 
 monitor_app = typer.Typer(help="Watch live predictions for drift (Evidently 0.7's rules, fast path).",
                           no_args_is_help=True)
@@ -40,6 +43,8 @@ def run(
     cooldown: Annotated[float, typer.Option(help="Minimum seconds between alerts.")] = 3600.0,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: run until ^C).")]
     = None,
+    runtime: Annotated[str, typer.Option(help="embedded: the bus consumer loop; faust: a Faust worker (Kafka).")]
+    = "embedded",
 ) -> None:
     """Consume the prediction topic, publish drift events, send one alert per drift episode."""
     from ctloop.bus_factory import open_bus
@@ -53,6 +58,8 @@ def run(
 
     if bus not in (None, "kafka", "embedded"):
         _fail(f"--bus must be kafka or embedded, got {bus!r}")
+    if runtime not in ("embedded", "faust"):
+        _fail(f"--runtime must be embedded or faust, got {runtime!r}")
     if trigger not in ("dataset", "column"):
         _fail(f"--trigger must be dataset or column, got {trigger!r}")
     settings = load_settings(bus=bus) if bus else load_settings()
@@ -75,8 +82,11 @@ def run(
         tracking_uri=settings.tracking_uri if reference.run_id else None,
         run_id=reference.run_id,
     )
-    service = MonitorService(open_bus(settings), settings, DriftMonitor(reference, config, sink=sink),
-                             notifier=notifier)
+    monitor = DriftMonitor(reference, config, sink=sink)
+    if runtime == "faust":
+        _run_faust(settings, monitor, notifier)
+        return
+    service = MonitorService(open_bus(settings), settings, monitor, notifier=notifier)
     service.on_outcome = lambda o: typer.echo(_summary(o.verdict, o.drifted, o.report_uri))
     typer.echo(f"monitoring {model}" + (f" v{reference.version}" if reference.version else "")
                + f" on {settings.bus}:{settings.topics.predictions}")
@@ -88,6 +98,19 @@ def run(
         service.close()
     typer.echo(f"{stats.messages} messages, {stats.rows} rows, {stats.windows} windows, "
                f"{stats.drift_events} drift events, {stats.alerts_sent} alerts, {stats.dead_lettered} dead-lettered")
+
+
+def _run_faust(settings: Settings, monitor: DriftMonitor, notifier: WebhookNotifier | None) -> None:
+    from faust import Worker
+
+    from ctloop.bus_factory import open_bus
+    from monitors.faust_app import FaustRuntime, create_app
+
+    if settings.bus != "kafka":
+        _fail("--runtime faust reads Kafka: use --bus kafka (or CTLOOP_BUS=kafka)")
+    typer.echo(f"faust worker for {monitor.model} on kafka:{settings.topics.predictions}")
+    app = create_app(FaustRuntime(monitor, open_bus(settings), settings, notifier))
+    Worker(app, loglevel="warning").execute_from_commandline()
 
 
 def _trigger(value: str) -> Literal["dataset", "column"]:
