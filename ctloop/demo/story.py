@@ -1,10 +1,10 @@
 """The demo's story: a small tabular classification stream whose plot is known in advance.
 
 A subscription service predicts whether a customer renews. Data arrives in labelled batches:
-a bootstrap batch, then a burst of batches (one of them with garbled labels), then, part-way
-through, the customer base changes: usage rises, the plan mix shifts and heavy users now *leave*
-instead of staying. A model trained before the change is worse on recent data than one trained on
-recent data. Serving traffic follows the same plot, so the drift monitor sees the change.
+a bootstrap batch, then a burst of batches (one of them with garbled labels). Clients then send
+serving traffic, window after window, and part-way through the customer base changes: usage rises,
+the plan mix shifts and heavy users now *leave* instead of staying. A model trained before the
+change is worse on recent traffic than one trained on recent traffic, once its labels are known.
 
 Everything here is pure: the same `StoryConfig` always gives the same frames, byte for byte.
 """
@@ -37,19 +37,24 @@ class Concept:
     plan_probs: tuple[float, float, float]
     usage_weight: float
     plan_weights: tuple[float, float, float]
+    tenure_shape: float = 2.0
+    tickets_rate: float = 1.0
     tenure_weight: float = 0.8
     tickets_weight: float = -0.9
     noise: float = 0.35
 
 
 BEFORE = Concept(usage_mean=0.0, plan_probs=(0.5, 0.3, 0.2), usage_weight=1.6, plan_weights=(-0.6, 0.2, 0.8))
-# After the change heavy users churn and the plan effect reverses: the label relationship moves,
-# not just the inputs, so retraining on recent data is the only way back to good accuracy.
-AFTER = Concept(usage_mean=1.5, plan_probs=(0.15, 0.3, 0.55), usage_weight=-1.6, plan_weights=(0.7, 0.1, -0.7))
+# After the change newer, heavier users arrive and churn, and the plan effect reverses: the label
+# relationship moves, not just the inputs, so retraining on recent data is the way back to accuracy.
+# Most columns shift, so the monitor's dataset-level rule (half the columns drifted) fires.
+AFTER = Concept(usage_mean=1.5, plan_probs=(0.15, 0.3, 0.55), usage_weight=-1.6, plan_weights=(0.7, 0.1, -0.7),
+                tenure_shape=1.0, tickets_rate=2.0)
 
 
 @dataclass(frozen=True)
 class StoryConfig:
+    model: str = MODEL
     seed: int = 7
     bootstrap_rows: int = 1200
     burst_batches: int = 3
@@ -57,16 +62,15 @@ class StoryConfig:
     noisy_batch: int = 2
     """Which burst batch (0-based within the burst) has garbled labels."""
     noisy_share: float = 0.6
-    recent_rows: int = 1200
     traffic_windows_before: int = 2
     traffic_windows_after: int = 2
-    traffic_rows: int = 300
+    traffic_rows: int = 600
     epochs: int = 8
     min_improvement: float = 0.02
     """Policy: a challenger must beat the champion's accuracy by this much to be promoted."""
 
     def __post_init__(self) -> None:
-        for name in ("bootstrap_rows", "burst_rows", "recent_rows", "traffic_rows", "epochs"):
+        for name in ("bootstrap_rows", "burst_rows", "traffic_rows", "epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"StoryConfig.{name} must be at least 1, got {getattr(self, name)}")
         if self.burst_batches < 1:
@@ -82,7 +86,7 @@ class Batch:
     """A labelled batch of training data that lands in the object store."""
 
     name: str
-    stage: Literal["bootstrap", "burst", "recent"]
+    stage: Literal["bootstrap", "burst"]
     phase: Phase
     noisy_labels: bool
     frame: pd.DataFrame = field(repr=False)
@@ -90,11 +94,16 @@ class Batch:
 
 @dataclass(frozen=True, eq=False)
 class TrafficWindow:
-    """Feature rows that clients send to serving (no label), one monitor window's worth."""
+    """Rows that clients send to serving, one monitor window's worth. Clients send the features only;
+    the label is the ground truth that becomes known later (what a labelling job would join)."""
 
     name: str
     phase: Phase
     frame: pd.DataFrame = field(repr=False)
+
+    @property
+    def features(self) -> pd.DataFrame:
+        return self.frame[[*NUMERIC, *CATEGORICAL]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,16 +114,19 @@ class Story:
     burst: tuple[Batch, ...]
     traffic_before: tuple[TrafficWindow, ...]
     traffic_after: tuple[TrafficWindow, ...]
-    recent: Batch
 
     @property
     def batches(self) -> tuple[Batch, ...]:
-        return (self.bootstrap, *self.burst, self.recent)
+        return (self.bootstrap, *self.burst)
+
+    @property
+    def traffic(self) -> tuple[TrafficWindow, ...]:
+        return (*self.traffic_before, *self.traffic_after)
 
 
 def model_spec(config: StoryConfig) -> ModelSpec:
     return ModelSpec(
-        name=MODEL,
+        name=config.model,
         data=DataSchema(
             features=(
                 *(Feature(name=n, kind="numeric") for n in NUMERIC),
@@ -134,7 +146,7 @@ def model_spec(config: StoryConfig) -> ModelSpec:
 def build_story(config: StoryConfig | None = None) -> Story:
     config = config or StoryConfig()
     # One child generator per part, so changing the size of one part leaves the others unchanged.
-    seeds = np.random.SeedSequence(config.seed).spawn(4 + config.burst_batches + 2)
+    seeds = np.random.SeedSequence(config.seed).spawn(3 + config.burst_batches)
     rngs = [np.random.default_rng(s) for s in seeds]
     next_id = _RowIds()
 
@@ -149,16 +161,16 @@ def build_story(config: StoryConfig | None = None) -> Story:
         burst.append(Batch(f"batch-{1 + i:03d}", "burst", "before", noisy, frame))
     base = 1 + config.burst_batches
     before = tuple(
-        TrafficWindow(f"traffic-before-{i}", "before", feature_rows(rngs[base], BEFORE, config.traffic_rows))
+        TrafficWindow(f"traffic-before-{i}", "before",
+                      labelled_rows(rngs[base], BEFORE, config.traffic_rows, next_id))
         for i in range(config.traffic_windows_before)
     )
     after = tuple(
-        TrafficWindow(f"traffic-after-{i}", "after", feature_rows(rngs[base + 1], AFTER, config.traffic_rows))
+        TrafficWindow(f"traffic-after-{i}", "after",
+                      labelled_rows(rngs[base + 1], AFTER, config.traffic_rows, next_id))
         for i in range(config.traffic_windows_after)
     )
-    recent = Batch(f"batch-{base:03d}", "recent", "after", False,
-                   labelled_rows(rngs[base + 2], AFTER, config.recent_rows, next_id))
-    return Story(config, model_spec(config), bootstrap, tuple(burst), before, after, recent)
+    return Story(config, model_spec(config), bootstrap, tuple(burst), before, after)
 
 
 class _RowIds:
@@ -176,8 +188,8 @@ class _RowIds:
 def feature_rows(rng: np.random.Generator, concept: Concept, n: int) -> pd.DataFrame:
     return pd.DataFrame({
         "usage_hours": np.round(rng.normal(concept.usage_mean, 1.0, n), 4),
-        "tenure_months": np.round(rng.gamma(2.0, 1.0, n), 4),
-        "support_tickets": rng.poisson(1.0, n).astype("float64"),
+        "tenure_months": np.round(rng.gamma(concept.tenure_shape, 1.0, n), 4),
+        "support_tickets": rng.poisson(concept.tickets_rate, n).astype("float64"),
         "plan": rng.choice(PLANS, size=n, p=concept.plan_probs),
         "region": rng.choice(REGIONS, size=n),
     })
