@@ -33,12 +33,20 @@ def kustomize_command() -> list[str] | None:
     return None
 
 
+class _KubeLoader(yaml.SafeLoader):
+    """YAML as the API server reads it: a bare `=` (kustomize's output for Argo's `comparator: "="`)
+    is the string "=", not PyYAML's YAML 1.1 `value` tag."""
+
+
+_KubeLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
 def build(path: Path) -> list[Manifest]:
     command = kustomize_command()
     assert command is not None, "neither kubectl nor kustomize on PATH"
     done = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, f"kustomize build of {path} failed:\n{done.stderr}"
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    return [doc for doc in yaml.load_all(done.stdout, Loader=_KubeLoader) if doc]
 
 
 def named(manifests: list[Manifest], kind: str, name: str) -> Manifest:

@@ -102,14 +102,14 @@ def test_memoize_cache_carries_argos_label(overlay: list[Manifest]) -> None:
     assert cache["metadata"]["labels"]["workflows.argoproj.io/configmap-type"] == "Cache"
 
 
-def test_model_specs_are_valid_and_served_models_have_one(overlay: list[Manifest]) -> None:
+def test_model_specs_are_valid_and_every_model_served_or_watched_has_one(overlay: list[Manifest]) -> None:
     specs = named(overlay, "ConfigMap", "ctloop-specs")["data"]
     for key, text in specs.items():
         spec = ModelSpec.model_validate(json.loads(text))
         assert key == f"{spec.name}.json", "specs are looked up as <home>/specs/<name>.json"
-    args = pod_spec(named(overlay, "Deployment", "ctloop-serving"))["containers"][0]["args"]
-    served = args[args.index("--model") + 1]
-    assert f"{served}.json" in specs
+    for name in ("ctloop-serving", "ctloop-monitor"):
+        args = pod_spec(named(overlay, "Deployment", name))["containers"][0]["args"]
+        assert f"{args[args.index('--model') + 1]}.json" in specs, name
 
 
 def test_specs_are_mounted_at_the_ctloop_home(overlay: list[Manifest]) -> None:

@@ -8,7 +8,7 @@ from tests.k8s.manifests import Manifest, named, of_kind, pod_spec
 
 Grant = tuple[str, str, str, str]  # api group, resource, verb, resource name ("" = any)
 
-NO_API_ACCESS = ("ctloop-serving", "ctloop-monitor", "ctloop-mlflow", "ctloop-minio")
+NO_API_ACCESS = ("ctloop-serving", "ctloop-monitor", "ctloop-mlflow", "ctloop-minio", "ctloop-eventsource")
 
 
 def grants(overlay: list[Manifest], service_account: str) -> set[Grant]:
@@ -83,3 +83,5 @@ def test_argo_objects_use_the_least_privileged_accounts(overlay: list[Manifest])
     assert sensors
     for sensor in sensors:
         assert sensor["spec"]["template"]["serviceAccountName"] == "ctloop-sensor", sensor["metadata"]["name"]
+    for source in of_kind(overlay, "EventSource"):
+        assert source["spec"]["template"]["serviceAccountName"] == "ctloop-eventsource", source["metadata"]["name"]

@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from tests.k8s.manifests import (
-    K8S,
     Manifest,
     env_lists,
     named,
@@ -120,17 +119,42 @@ def test_no_credential_is_written_in_a_manifest(overlay: list[Manifest]) -> None
             assert not CREDENTIAL_NAME.search(key), f"ConfigMap/{config['metadata']['name']} holds {key}"
 
 
-def test_the_secrets_example_names_every_secret_the_manifests_use(overlay: list[Manifest]) -> None:
-    example = {
-        s["metadata"]["name"]: set(s["stringData"])
-        for s in yaml.safe_load_all((K8S / "secrets.example.yaml").read_text())
-    }
-    for manifest in overlay:
-        for _, env in env_lists(manifest):
-            for var in env:
-                ref = var.get("valueFrom", {}).get("secretKeyRef")
-                if ref and manifest["kind"] in ("Deployment", "StatefulSet", "Job"):
-                    assert ref["key"] in example.get(ref["name"], set()), f"{ref} missing from secrets.example.yaml"
+def hardened(ctx: Manifest) -> bool:
+    return (
+        ctx.get("allowPrivilegeEscalation") is False
+        and ctx.get("readOnlyRootFilesystem") is True
+        and ctx.get("capabilities", {}).get("drop") == ["ALL"]
+        and ctx.get("seccompProfile", {}).get("type") == "RuntimeDefault"
+    )
+
+
+def bounded(resources: Manifest) -> bool:
+    return all({"cpu", "memory"} <= set(resources.get(bound, {})) for bound in ("requests", "limits"))
+
+
+def test_sensor_and_event_source_pods_are_hardened_and_bounded(overlay: list[Manifest]) -> None:
+    objects = [*of_kind(overlay, "Sensor"), *of_kind(overlay, "EventSource")]
+    assert objects
+    for obj in objects:
+        where = f"{obj['kind']}/{obj['metadata']['name']}"
+        template = obj["spec"]["template"]
+        assert template["securityContext"]["runAsNonRoot"] is True, where
+        container = template["container"]
+        assert hardened(container["securityContext"]), where
+        assert bounded(container["resources"]), where
+        tmp = next(m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+        assert any(v["name"] == tmp and "emptyDir" in v for v in template["volumes"]), where
+
+
+def test_event_bus_pods_are_hardened_and_bounded(overlay: list[Manifest]) -> None:
+    buses = of_kind(overlay, "EventBus")
+    assert buses
+    for bus in buses:
+        jetstream = bus["spec"]["jetstream"]
+        assert jetstream["securityContext"]["runAsNonRoot"] is True
+        for part in ("containerTemplate", "reloaderContainerTemplate", "metricsContainerTemplate"):
+            assert hardened(jetstream[part]["securityContext"]), part
+            assert bounded(jetstream[part]["resources"]), part
 
 
 # --- NetworkPolicies ----------------------------------------------------------------------------------
@@ -217,6 +241,8 @@ def test_everything_is_denied_unless_opened(overlay: list[Manifest]) -> None:
         ("serving", "minio", 9000, False),
         ("monitor", "minio", 9000, False),
         ("monitor", "serving", 8080, False),
+        ("minio-events", "minio", 9000, True),
+        ("kafka-events", "minio", 9000, False),
     ],
 )
 def test_only_the_loops_paths_are_open(
@@ -228,6 +254,8 @@ def test_only_the_loops_paths_are_open(
         "mlflow": labels_of(overlay, "Deployment", "ctloop-mlflow"),
         "minio": labels_of(overlay, "StatefulSet", "ctloop-minio"),
         "workflow": WORKFLOW_POD,
+        "minio-events": {"controller": "eventsource-controller", "eventsource-name": "ctloop-minio"},
+        "kafka-events": {"controller": "eventsource-controller", "eventsource-name": "ctloop-kafka"},
     }
     assert can_connect(of_kind(overlay, "NetworkPolicy"), pods[source], pods[target], port) is allowed
 
@@ -239,6 +267,14 @@ def test_ports_in_policies_match_the_containers(overlay: list[Manifest]) -> None
     outside = {"kubernetes.io/metadata.name": "ingress-nginx"}
     serving = labels_of(overlay, "Deployment", "ctloop-serving")
     assert can_connect(of_kind(overlay, "NetworkPolicy"), STRANGER, serving, serving_port, source_ns=outside)
+
+
+def test_the_manual_webhook_is_reachable_from_outside(overlay: list[Manifest]) -> None:
+    webhook = named(overlay, "EventSource", "ctloop-webhook")
+    port = int(next(iter(webhook["spec"]["webhook"].values()))["port"])
+    pod = {"controller": "eventsource-controller", "eventsource-name": "ctloop-webhook"}
+    outside = {"kubernetes.io/metadata.name": "ingress-nginx"}
+    assert can_connect(of_kind(overlay, "NetworkPolicy"), STRANGER, pod, port, source_ns=outside)
 
 
 def test_every_pod_may_resolve_names(overlay: list[Manifest]) -> None:
