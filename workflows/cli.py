@@ -50,6 +50,7 @@ def retrain(
     if engine not in (None, "local", "argo"):
         _fail(f"--engine must be local or argo, got {engine!r}")
     settings = Settings(**({"engine": engine} if engine else {}))
+    params = _params(param or [])
     try:
         load_spec(model, settings)
     except SpecNotFound as exc:
@@ -60,7 +61,7 @@ def retrain(
     if not snapshot.objects:
         _fail(f"no .parquet or .csv objects under {data}")
     request = RunRequest(model=model, data_uri=data, trigger_event_id=event_id, trigger="manual",
-                         data_digest=snapshot.digest, params=_params(param or []))
+                         data_digest=snapshot.digest, params=params)
     try:
         handle = _engine(settings).submit(request, wait=wait)
     except AlreadyRan as exc:
