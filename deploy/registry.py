@@ -172,7 +172,7 @@ class Registry:
                 if _error_code(exc) == "RESOURCE_DOES_NOT_EXIST":
                     raise NotFound(f"no registered model {name!r}") from None
                 raise
-            return ModelInfo(rm.name, dict(rm.aliases or {}), dict(rm.tags or {}))
+            return _model_info(rm)
 
         return self._call(f"get model {name}", get)
 
@@ -181,7 +181,7 @@ class Registry:
             out, token = [], None
             while True:
                 page = self.client.search_registered_models(max_results=200, page_token=token)
-                out += [ModelInfo(rm.name, dict(rm.aliases or {}), dict(rm.tags or {})) for rm in page]
+                out += [_model_info(rm) for rm in page]
                 token = page.token
                 if not token:
                     return out
@@ -318,6 +318,12 @@ class Registry:
                 self.delete_alias(name, alias)
             else:
                 self.set_alias(name, alias, version)
+
+
+def _model_info(rm: Any) -> ModelInfo:
+    # The SQL store answers alias versions as ints, the REST store as strings.
+    aliases = {alias: str(version) for alias, version in (rm.aliases or {}).items()}
+    return ModelInfo(rm.name, aliases, dict(rm.tags or {}))
 
 
 def _clip(value: str) -> str:

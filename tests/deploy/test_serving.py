@@ -94,6 +94,11 @@ def test_predicts_with_the_champion_and_logs_the_batch(serving, model_name, cham
     assert (batch.model, batch.version, batch.rows, batch.predictions) == (model_name, champion, ROWS, [1.0, 1.0])
 
 
+def test_json_integers_are_accepted_for_double_features(serving):
+    response = requests.post(f"{serving.url}/predict", json={"rows": [{"x": 1, "y": 2}]}, timeout=10)
+    assert response.status_code == 200 and response.json()["predictions"] == [1.0]
+
+
 @pytest.mark.parametrize(("body", "status", "message"), [
     (b"{not json", 400, "body is not JSON"),
     (b"[1, 2]", 400, "body must be a JSON object, got list"),
