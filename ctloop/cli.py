@@ -16,7 +16,6 @@ app = typer.Typer(
 # Order is the order of `ctloop --help`; a package missing from an install is simply not offered.
 _COMMAND_MODULES = (
     "ctloop.kafka_cli",
-    "ctloop.bus_cli",
     "trainer.cli",
     "workflows.cli",
     "sensors.cli",
