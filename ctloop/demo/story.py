@@ -66,7 +66,7 @@ class StoryConfig:
     traffic_windows_after: int = 2
     traffic_rows: int = 600
     epochs: int = 8
-    min_improvement: float = 0.02
+    min_improvement: float = 0.03
     """Policy: a challenger must beat the champion's accuracy by this much to be promoted."""
 
     def __post_init__(self) -> None:
