@@ -140,13 +140,17 @@ def _int_or_string_and_closed(node: Any) -> Any:
 
 @cache
 def workflow_template_schema() -> Manifest:
-    crd = yaml.safe_load((SCHEMAS / "argo-wf-crd-workflowtemplate.yaml").read_text())
+    # 2.7 MB of YAML: libyaml's loader where present takes a second, the pure-Python one twenty.
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    crd = yaml.load((SCHEMAS / "argo-wf-crd-workflowtemplate.yaml").read_text(), Loader=loader)
     return _int_or_string_and_closed(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
 
 
 @cache
 def argo_events_definitions() -> Manifest:
-    definitions = copy.deepcopy(json.loads((SCHEMAS / "argo-events-schema.json").read_text())["definitions"])
+    """Argo Events 1.9's definitions, closed like the CRD schema so that a misspelt field fails."""
+    raw = json.loads((SCHEMAS / "argo-events-schema.json").read_text())["definitions"]
+    definitions = {name: _int_or_string_and_closed(copy.deepcopy(schema)) for name, schema in raw.items()}
     definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {
         "anyOf": [{"type": "string"}, {"type": "integer"}]
     }

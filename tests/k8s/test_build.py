@@ -73,6 +73,34 @@ def test_argo_events_objects_match_the_1_9_schema(overlay: list[Manifest], kind:
         assert not errors, f"{kind}/{obj['metadata']['name']}:\n" + "\n".join(errors[:20])
 
 
+@needs_schemas
+def test_the_argo_schemas_reject_misspelt_fields() -> None:
+    """The fixed-up schemas are strict enough to catch a typo in a patch or a rendering."""
+    template = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "WorkflowTemplate",
+        "metadata": {"name": "t"},
+        "spec": {"entrypoint": "main", "templates": [{"name": "main", "scirpt": {"image": "i", "source": "x"}}]},
+    }
+    errors = [e.message for e in jsonschema.Draft7Validator(workflow_template_schema()).iter_errors(template)]
+    assert any("scirpt" in e for e in errors)
+    sensor = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Sensor",
+        "metadata": {"name": "s"},
+        "spec": {"template": {"serviceAcountName": "x"}, "dependencies": [], "triggers": []},
+    }
+    errors = [e.message for e in jsonschema.Draft202012Validator(argo_events_schema("Sensor")).iter_errors(sensor)]
+    assert any("serviceAcountName" in e for e in errors)
+    retry = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "WorkflowTemplate",
+        "metadata": {"name": "t"},
+        "spec": {"templates": [{"name": "m", "retryStrategy": {"backoff": {"factor": 2}}}]},
+    }
+    assert not list(jsonschema.Draft7Validator(workflow_template_schema()).iter_errors(retry)), "int-or-string"
+
+
 def test_core_objects_load_into_the_kubernetes_models_without_losing_fields(overlay: list[Manifest]) -> None:
     """A misspelt or misplaced field is dropped by the typed model: the round trip shows it."""
     client = ApiClient()
