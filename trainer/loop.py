@@ -27,6 +27,10 @@ from trainer.model import loss_fn, model_output
 EVAL_BATCH = 8192
 SINGLE_PROCESS = DistContext()
 
+# cuBLAS reads this when its handle is created, i.e. at the process's first CUDA matmul, which may come
+# before any training starts; without it deterministic mode refuses cuBLAS calls.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
 
 @dataclass(frozen=True)
 class Tensors:
@@ -63,7 +67,6 @@ class FitResult:
 @contextlib.contextmanager
 def deterministic(seed: int) -> Iterator[None]:
     """Seed every RNG and force deterministic kernels for the duration, then restore the global flag."""
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs this to be deterministic
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     random.seed(seed)
