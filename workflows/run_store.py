@@ -2,6 +2,11 @@
 
 The idempotency key is claimed atomically: inside one `BEGIN IMMEDIATE` transaction a key is
 checked and the run inserted, so two processes submitting the same key cannot both start it.
+
+Claims and a run's final status are fsync'd (synchronous=FULL). Per-step records go through a
+second connection with synchronous=NORMAL: in WAL mode they survive a killed process (what crash
+recovery needs), skip the fsync that would otherwise cost ~5 ms per write, and are made durable
+by the run's next FULL commit, which syncs the shared log.
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ class RunStore:
     def __init__(self, path: Path | str) -> None:
         self._db = connect(path)
         self._db.executescript(_SCHEMA)
+        self._steps = connect(path)
+        self._steps.execute("PRAGMA synchronous=NORMAL")
 
     def claim(self, run_id: str, key: str, *, template: str, parameters: dict[str, str], model: str | None,
               trigger: str | None, trigger_event_id: str | None) -> None:
@@ -109,7 +116,7 @@ class RunStore:
             )
 
     def step_started(self, run_id: str, name: str, attempt: int) -> None:
-        self._db.execute(
+        self._steps.execute(
             "INSERT INTO wf_steps (run_id, name, status, attempts, started_at) VALUES (?, ?, 'Running', ?, ?)"
             " ON CONFLICT (run_id, name) DO UPDATE SET status = 'Running', attempts = excluded.attempts,"
             " error = NULL",
@@ -120,7 +127,7 @@ class RunStore:
                       artifacts: dict[str, str] | None = None, error: str | None = None, cached: bool = False,
                       attempts: int | None = None) -> None:
         now = time.time()
-        self._db.execute(
+        self._steps.execute(
             "INSERT INTO wf_steps (run_id, name, status, attempts, cached, started_at, finished_at, outputs, artifacts,"
             " error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, name) DO UPDATE SET"
             " status = excluded.status, cached = excluded.cached, finished_at = excluded.finished_at,"
@@ -177,6 +184,7 @@ class RunStore:
 
     def close(self) -> None:
         self._db.close()
+        self._steps.close()
 
 
 _RUN_COLUMNS = ("id, idempotency_key, template, model, trigger, trigger_event_id, status, parameters, created_at,"
