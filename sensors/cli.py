@@ -42,7 +42,8 @@ def _engine(settings: Settings) -> Engine:
     if settings.engine == "local":
         from workflows.local_engine import LocalEngine
 
-        return LocalEngine(settings)
+        # The sensor outlives its runs, so it may restart those a crash of its process interrupted.
+        return LocalEngine(settings, retry_interrupted=2)
     try:
         from workflows.argo_engine import ArgoEngine
     except ImportError as exc:

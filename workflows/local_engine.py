@@ -8,7 +8,8 @@ after success and failure alike.
 
 Each run is recorded in the run store. While a run executes, its process holds an exclusive lock
 on a per-run file; a run found Running whose lock is free belonged to a process that died, and is
-marked Failed (and its exit handler run) by the next engine to start.
+marked Failed (and its exit handler run) by the next engine to start, which then starts it again under
+the same key, in the background, if `retry_interrupted` allows (memoized steps are not redone).
 
 Steps run in this process in a worker thread (fast), or each in a child process (`step_mode=
 "subprocess"`). An in-process step that overruns its deadline is reported failed and abandoned: a
@@ -27,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -38,7 +39,7 @@ from hera.workflows.models import DAGTask, Template, WorkflowSpec
 from ctloop.settings import Settings
 from workflows.arguments import run_key, workflow_arguments
 from workflows.durations import seconds
-from workflows.engine import RunHandle, RunRequest, RunStatus
+from workflows.engine import AlreadyRan, RunHandle, RunRequest, RunStatus
 from workflows.expressions import ExpressionError, is_true, names_in, substitute
 from workflows.invoke import StepFailed, StepOutputs, call
 from workflows.memoize import MemoCache
@@ -49,6 +50,7 @@ from workflows.step_context import use_settings
 
 StepMode = Literal["inprocess", "subprocess"]
 EXIT_HANDLER = "onExit"
+INTERRUPTED = "interrupted: the engine process running it stopped before it finished"
 _DEPENDS_SUFFIXES = {
     "Succeeded": ("Succeeded",), "Failed": ("Failed",), "Errored": ("Error",), "Skipped": ("Skipped",),
     "Omitted": ("Omitted",), "Daemoned": (), "AnySucceeded": ("Succeeded",), "AllFailed": ("Failed",),
@@ -67,7 +69,9 @@ class _Outcome:
 
 class LocalEngine:
     def __init__(self, settings: Settings, *, template: WorkflowTemplate | None = None,
-                 step_mode: StepMode = "inprocess") -> None:
+                 step_mode: StepMode = "inprocess", retry_interrupted: int = 0) -> None:
+        """`retry_interrupted`: how many times a run interrupted by its engine's death is started again.
+        Only a long-lived engine (the sensor's) should allow it: the retry runs in this process."""
         if template is None:
             from workflows.template import retrain_template
 
@@ -78,6 +82,7 @@ class LocalEngine:
         self.spec: WorkflowSpec = built.spec
         self.templates: dict[str, Template] = {t.name: t for t in self.spec.templates or [] if t.name}
         self.step_mode = step_mode
+        self.retry_interrupted = retry_interrupted
         self._root = settings.home / "workflows"
         self.runs = RunStore(settings.state_db)
         self._memo = MemoCache(settings.state_db)
@@ -120,14 +125,15 @@ class LocalEngine:
         return self.runs.get(run_id)
 
     def recover(self) -> list[str]:
-        """Fail the runs whose engine process died mid-run, and run their exit handlers; returns their ids."""
+        """Fail the runs whose engine process died mid-run, run their exit handlers, and start them again
+        if `retry_interrupted` allows; returns the ids of the failed runs."""
         recovered = []
         for run_id in self.runs.running():
             lock = FileLock(self._run_lock(run_id))
             if not lock.acquire(blocking=False):
                 continue
             try:
-                message = "interrupted: the engine process running it stopped before it finished"
+                message = INTERRUPTED
                 if self.runs.fail_if_running(run_id, message):
                     record = self.runs.get(run_id)
                     failures = [{"displayName": s.name, "message": s.error or message, "phase": "Failed"}
@@ -139,7 +145,20 @@ class LocalEngine:
             finally:
                 lock.release()
                 lock.path.unlink(missing_ok=True)
+        for run_id in recovered:
+            self._retry(run_id)
         return recovered
+
+    def _retry(self, run_id: str) -> None:
+        """Start an interrupted run again under its key, unless its key was interrupted too often or runs."""
+        record = self.runs.get(run_id)
+        interruptions = sum(1 for r in self.runs.list(limit=10_000, model=record.model)
+                            if r.idempotency_key == record.idempotency_key and (r.error or "").startswith(INTERRUPTED))
+        if interruptions > self.retry_interrupted:
+            return
+        with suppress(AlreadyRan):
+            self.start(record.parameters, key=record.idempotency_key, model=record.model, trigger=record.trigger,
+                       trigger_event_id=record.trigger_event_id, wait=False)
 
     # --- running -----------------------------------------------------------------------------------
 
@@ -156,14 +175,16 @@ class LocalEngine:
             values[name] = str(value)
         return values
 
-    def _execute(self, run_id: str, parameters: dict[str, str], lock: FileLock) -> RunStatus:
+    def _execute(self, run_id: str, parameters: dict[str, str], lock: FileLock,
+                 done: dict[str, StepOutputs] | None = None) -> RunStatus:
         try:
             limit = seconds(plain(self.spec.active_deadline_seconds))  # type: ignore[arg-type]
             deadline = None if limit is None else time.monotonic() + limit
             context = self._globals(run_id, parameters)
             failures: list[dict[str, str]] = []
             try:
-                outcome = self._run_template(run_id, self.spec.entrypoint or "", context, "", failures, deadline)
+                outcome = self._run_template(run_id, self.spec.entrypoint or "", context, "", failures, deadline,
+                                             done or {})
             except (WorkflowError, ExpressionError, ValueError) as exc:
                 outcome = _Outcome("Error", str(exc))
             status = outcome.status if outcome.status in ("Succeeded", "Failed", "Error") else "Failed"
@@ -201,7 +222,8 @@ class LocalEngine:
         return template
 
     def _run_template(self, run_id: str, name: str, context: dict[str, str], prefix: str,
-                      failures: list[dict[str, str]], deadline: float | None) -> _Outcome:
+                      failures: list[dict[str, str]], deadline: float | None,
+                      done: dict[str, StepOutputs] | None = None) -> _Outcome:
         template = self._template(name)
         if template.dag is None:
             raise WorkflowError(f"template {name!r}: only a DAG can be an entrypoint or exit handler locally")
@@ -223,7 +245,10 @@ class LocalEngine:
                 states[task.name] = "Skipped"
                 self.runs.step_finished(run_id, node, "Skipped")
                 continue
-            outcome, outputs = self._run_task(run_id, node, task, context, deadline)
+            if done and node in done:
+                outcome, outputs = _Outcome("Succeeded"), done[node]
+            else:
+                outcome, outputs = self._run_task(run_id, node, task, context, deadline)
             states[task.name] = outcome.status
             if outcome.status != "Succeeded":
                 failures.append({"displayName": node, "message": outcome.error or "", "phase": outcome.status,
