@@ -41,7 +41,8 @@ def build_registry(root: Path) -> tuple[str, str]:
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("bench-serve")
+    # Without an explicit location the SQL store puts artifacts in ./mlruns of the current directory.
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench-serve", artifact_location=str(root / "art")))
     example = pd.DataFrame(np.random.default_rng(0).normal(size=(4, 8)), columns=FEATURES)
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(name="model", python_model=Logistic(np.linspace(-1, 1, 8), 0.1),

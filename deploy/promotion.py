@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -226,16 +226,16 @@ def _move(
     return key
 
 
-def _publish(bus: Bus | None, topic: str | None, payload: Payload) -> bool:
+def _publish(bus: Bus | None, topic: str | None, model: str, payload: Payload) -> bool:
     if bus is None:
         return False
     try:
-        bus.publish(_models_topic(topic), to_bytes(new_event(payload)), key=payload.model)  # type: ignore[attr-defined]
+        bus.publish(_models_topic(topic), to_bytes(new_event(payload)), key=model)
         bus.flush()
         return True
     except Exception:
         # The move is committed and serving also polls the alias; a lost event must not undo it.
-        log.exception("could not publish %s for %s", payload.event_type, payload.model)  # type: ignore[attr-defined]
+        log.exception("could not publish %s for %s", payload.event_type, model)
         return False
 
 
@@ -306,11 +306,11 @@ def promote(
         result = _promote_locked(registry, model, str(version), lock_path, actor=actor, reason=reason, manual=manual)
     if not result.changed:
         return result
-    published = _publish(bus, models_topic, ModelPromoted(
+    published = _publish(bus, models_topic, model, ModelPromoted(
         model=model, version=result.version, previous_version=result.previous, actor=actor, reason=reason,
         manual=manual,
     ))
-    return _with(result, published=published)
+    return replace(result, published=published)
 
 
 def rollback(
@@ -345,10 +345,10 @@ def rollback(
         })
     result = PromotionResult(model, "rollback", before[PREVIOUS], before[CHAMPION], actor, reason, True,
                              audit_key=key, ts=ts)
-    published = _publish(bus, models_topic, ModelRolledBack(
+    published = _publish(bus, models_topic, model, ModelRolledBack(
         model=model, from_version=before[CHAMPION], to_version=before[PREVIOUS], actor=actor, reason=reason,
     ))
-    return _with(result, published=published)
+    return replace(result, published=published)
 
 
 def _redecide(
@@ -415,11 +415,7 @@ def apply_decision(
             registry, model, version, lock_path, actor=actor, reason="; ".join(final.reasons), manual=False,
             decision=final,
         )
-    published = _publish(bus, topic, ModelPromoted(
+    published = _publish(bus, topic, model, ModelPromoted(
         model=model, version=version, previous_version=result.previous, actor=actor, reason=result.reason,
     ))
-    return version, _with(result, published=published)
-
-
-def _with(result: PromotionResult, **changes: Any) -> PromotionResult:
-    return PromotionResult(**{**asdict(result), **changes})
+    return version, replace(result, published=published)
