@@ -1,0 +1,39 @@
+"""A sensor with its local engine in one process, as `ctloop sensor run` wires them (an engine
+that restarts interrupted runs), for SIGKILL tests.
+
+Usage: python -m tests.reliability.chaos_process TRAIN_SECONDS   (settings from CTLOOP_* env)
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+from ctloop.kafka_bus import KafkaBus
+from ctloop.settings import Settings
+from ctloop.version import code_version
+from sensors.admission import AdmissionPolicy
+from sensors.catalog import kafka_sensors
+from sensors.local import LocalSensor
+from tests.reliability.cheap_template import cheap_retrain
+from workflows.local_engine import LocalEngine
+
+
+def main() -> None:
+    settings = Settings()
+    # A short session, so that the next process takes over a killed one's partition in seconds.
+    bus = KafkaBus(settings.kafka_bootstrap, client_id="ctloop-chaos", session_timeout_ms=2000)
+    engine = LocalEngine(settings, template=cheap_retrain(float(sys.argv[1])), retry_interrupted=2)
+    sensor = LocalSensor(settings, bus, engine, kafka_sensors(settings, code_version()),
+                         policy=AdmissionPolicy(window_s=0), status_interval_s=0.1)
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        sensor.run(lambda: stop["now"], poll_timeout_s=0.1)
+    finally:
+        sensor.close()
+        bus.close()
+
+
+if __name__ == "__main__":
+    main()
