@@ -9,7 +9,8 @@ after success and failure alike.
 Each run is recorded in the run store. While a run executes, its process holds an exclusive lock
 on a per-run file; a run found Running whose lock is free belonged to a process that died, and is
 marked Failed (and its exit handler run) by the next engine to start, which then starts it again under
-the same key, in the background, if `retry_interrupted` allows (memoized steps are not redone).
+the same key, in the background, if `retry_interrupted` allows: the new run reuses the steps the
+interrupted one had finished (recorded as cached) and runs the rest.
 
 Steps run in this process in a worker thread (fast), or each in a child process (`step_mode=
 "subprocess"`). An in-process step that overruns its deadline is reported failed and abandoned: a
@@ -101,6 +102,15 @@ class LocalEngine:
         """Run the template with these workflow parameters under idempotency key `key`."""
         self.recover()
         parameters = self._workflow_parameters(arguments)
+        run_id, lock = self._claim(parameters, key, model, trigger, trigger_event_id)
+        if not wait:
+            self._background(run_id, parameters, lock, {})
+            return RunHandle(run_id=run_id, idempotency_key=key, status="Running")
+        status = self._execute(run_id, parameters, lock)
+        return RunHandle(run_id=run_id, idempotency_key=key, status=status)
+
+    def _claim(self, parameters: dict[str, str], key: str, model: str | None, trigger: str | None,
+               trigger_event_id: str | None) -> tuple[str, FileLock]:
         run_id = f"{self.name}-{secrets.token_hex(5)}"
         lock = FileLock(self._run_lock(run_id))
         lock.acquire()
@@ -111,12 +121,12 @@ class LocalEngine:
             lock.release()
             lock.path.unlink(missing_ok=True)
             raise
-        if not wait:
-            threading.Thread(target=self._execute, args=(run_id, parameters, lock), daemon=True,
-                             name=f"run-{run_id}").start()
-            return RunHandle(run_id=run_id, idempotency_key=key, status="Running")
-        status = self._execute(run_id, parameters, lock)
-        return RunHandle(run_id=run_id, idempotency_key=key, status=status)
+        return run_id, lock
+
+    def _background(self, run_id: str, parameters: dict[str, str], lock: FileLock,
+                    done: dict[str, StepOutputs]) -> None:
+        threading.Thread(target=self._execute, args=(run_id, parameters, lock, done), daemon=True,
+                         name=f"run-{run_id}").start()
 
     def status(self, run_id: str) -> RunStatus:
         return self.runs.get(run_id).status  # type: ignore[return-value]
@@ -150,15 +160,19 @@ class LocalEngine:
         return recovered
 
     def _retry(self, run_id: str) -> None:
-        """Start an interrupted run again under its key, unless its key was interrupted too often or runs."""
+        """Start an interrupted run again under its key, unless its key was interrupted too often or runs.
+        The new run reuses the steps the interrupted one had finished, with their recorded outputs."""
         record = self.runs.get(run_id)
         interruptions = sum(1 for r in self.runs.list(limit=10_000, model=record.model)
                             if r.idempotency_key == record.idempotency_key and (r.error or "").startswith(INTERRUPTED))
         if interruptions > self.retry_interrupted:
             return
+        done = {s.name: StepOutputs(s.outputs, s.artifacts) for s in record.steps
+                if s.status == "Succeeded" and not s.name.startswith(f"{EXIT_HANDLER}.")}
         with suppress(AlreadyRan):
-            self.start(record.parameters, key=record.idempotency_key, model=record.model, trigger=record.trigger,
-                       trigger_event_id=record.trigger_event_id, wait=False)
+            new_id, lock = self._claim(record.parameters, record.idempotency_key, record.model, record.trigger,
+                                       record.trigger_event_id)
+            self._background(new_id, record.parameters, lock, done)
 
     # --- running -----------------------------------------------------------------------------------
 
@@ -247,6 +261,8 @@ class LocalEngine:
                 continue
             if done and node in done:
                 outcome, outputs = _Outcome("Succeeded"), done[node]
+                self.runs.step_finished(run_id, node, "Succeeded", outputs=outputs.parameters,
+                                        artifacts=outputs.artifacts, cached=True)
             else:
                 outcome, outputs = self._run_task(run_id, node, task, context, deadline)
             states[task.name] = outcome.status

@@ -7,15 +7,21 @@ Claims and a run's final status are fsync'd (synchronous=FULL). Per-step records
 second connection with synchronous=NORMAL: in WAL mode they survive a killed process (what crash
 recovery needs), skip the fsync that would otherwise cost ~5 ms per write, and are made durable
 by the run's next FULL commit, which syncs the shared log.
+
+One store may serve several threads (runs submitted without waiting): a lock keeps each method's
+statements, and so each transaction, whole.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ctloop.sqlite import connect
 from workflows.engine import AlreadyRan
@@ -86,17 +92,31 @@ class RunRecord:
         return next((s for s in self.steps if s.name == name), None)
 
 
+T = TypeVar("T")
+
+
 class RunNotFound(LookupError):
     pass
 
 
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(method)
+    def wrapper(self: RunStore, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 class RunStore:
     def __init__(self, path: Path | str) -> None:
+        self._lock = threading.RLock()
         self._db = connect(path)
         self._db.executescript(_SCHEMA)
         self._steps = connect(path)
         self._steps.execute("PRAGMA synchronous=NORMAL")
 
+    @_locked
     def claim(self, run_id: str, key: str, *, template: str, parameters: dict[str, str], model: str | None,
               trigger: str | None, trigger_event_id: str | None) -> None:
         """Record a new Running run, or raise AlreadyRan if a run holds `key` (running, or succeeded)."""
@@ -115,6 +135,7 @@ class RunStore:
                 (run_id, key, template, model, trigger, trigger_event_id, json.dumps(parameters), time.time()),
             )
 
+    @_locked
     def step_started(self, run_id: str, name: str, attempt: int) -> None:
         self._steps.execute(
             "INSERT INTO wf_steps (run_id, name, status, attempts, started_at) VALUES (?, ?, 'Running', ?, ?)"
@@ -123,6 +144,7 @@ class RunStore:
             (run_id, name, attempt, time.time()),
         )
 
+    @_locked
     def step_finished(self, run_id: str, name: str, status: str, *, outputs: dict[str, str] | None = None,
                       artifacts: dict[str, str] | None = None, error: str | None = None, cached: bool = False,
                       attempts: int | None = None) -> None:
@@ -137,12 +159,14 @@ class RunStore:
              json.dumps(artifacts or {}), error, attempts),
         )
 
+    @_locked
     def finish(self, run_id: str, status: str, error: str | None = None) -> None:
         self._db.execute(
             "UPDATE wf_runs SET status = ?, error = ?, finished_at = ? WHERE id = ?",
             (status, error, time.time(), run_id),
         )
 
+    @_locked
     def fail_if_running(self, run_id: str, error: str) -> bool:
         """Mark an abandoned run (and its running steps) failed; False if someone already finished it."""
         with self._db:
@@ -158,9 +182,11 @@ class RunStore:
             )
         return changed == 1
 
+    @_locked
     def running(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT id FROM wf_runs WHERE status IN ('Pending', 'Running')")]
 
+    @_locked
     def get(self, run_id: str) -> RunRecord:
         row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM wf_runs WHERE id = ?", (run_id,)).fetchone()
         if row is None:
@@ -173,6 +199,7 @@ class RunStore:
         return _run(row, tuple(StepRecord(s[0], s[1], s[2], bool(s[3]), s[4], s[5], json.loads(s[6]),
                                           json.loads(s[7]), s[8]) for s in steps))
 
+    @_locked
     def list(self, limit: int = 50, model: str | None = None) -> list[RunRecord]:
         query = f"SELECT {_RUN_COLUMNS} FROM wf_runs"
         args: tuple[Any, ...] = ()
@@ -182,6 +209,7 @@ class RunStore:
         rows = self._db.execute(query + " ORDER BY created_at DESC LIMIT ?", (*args, limit)).fetchall()
         return [_run(row, ()) for row in rows]
 
+    @_locked
     def close(self) -> None:
         self._db.close()
         self._steps.close()

@@ -161,6 +161,32 @@ def test_a_run_whose_engine_was_killed_is_failed_on_restart_and_its_exit_handler
     assert engine.recover() == []
 
 
+def test_an_interrupted_run_is_started_again_reusing_the_steps_that_had_finished(settings, log):
+    process = _engine_process(settings, "blocking_once", "resumable", log)
+    try:
+        _wait_for(lambda: "block" in lines(log), process)
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    engine = LocalEngine(settings, template=toy_templates.blocking_once(), retry_interrupted=1)
+    _wait_for(lambda: any(r.status == "Succeeded" for r in engine.runs.list()))
+    interrupted, retried = sorted(engine.runs.list(), key=lambda r: r.created_at)
+    assert interrupted.status == "Failed" and "interrupted" in interrupted.error
+    assert retried.idempotency_key == "resumable"
+    assert lines(log) == ["double 1", "block", "exit Failed", "block", "exit Succeeded"]
+    assert engine.run(retried.id).step("double").cached
+    with pytest.raises(AlreadyRan):
+        engine.start({"log": str(log)}, key="resumable")
+
+
+def _wait_for(condition, process: subprocess.Popen[str] | None = None, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert process is None or process.poll() is None, "the engine process ended early"
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
 def test_steps_can_run_in_their_own_processes(settings, log):
     engine = LocalEngine(settings, template=toy_templates.pipeline(), step_mode="subprocess")
     handle = engine.start({"log": str(log)}, key="k")

@@ -53,6 +53,12 @@ def block(log: Annotated[str, Parameter(name="log")]) -> None:
     time.sleep(60)
 
 
+def block_once(log: Annotated[str, Parameter(name="log")]) -> None:
+    """Blocks for a minute the first time (to be killed there); returns at once when run again."""
+    if _append(log, "block") == 1:
+        time.sleep(60)
+
+
 def nothing() -> None:
     """A step that does nothing: what the engine benchmark times."""
 

@@ -66,10 +66,10 @@ def flaky(*, limit: int, expression: str | None = "asInt(lastRetry.exitCode) == 
     return w
 
 
-def blocking() -> WorkflowTemplate:
-    """double, then a step that blocks for a minute: something to kill a process in the middle of."""
+def blocking(*, once: bool = False) -> WorkflowTemplate:
+    """double, then a step that blocks for a minute (the first time only, `once`): something to kill."""
     double = script(**RUNNER)(toy_steps.double)
-    block = script(**RUNNER)(toy_steps.block)
+    block = script(**RUNNER, name="block")(toy_steps.block_once if once else toy_steps.block)
     log = "{{workflow.parameters.log}}"
     with WorkflowTemplate(name="blocking", entrypoint="main", arguments=[Parameter(name="log")]) as w:
         with DAG(name="main"):
@@ -77,6 +77,10 @@ def blocking() -> WorkflowTemplate:
             block(name="block", depends="double", arguments={"log": log})
         _exit_dag(w)
     return w
+
+
+def blocking_once() -> WorkflowTemplate:
+    return blocking(once=True)
 
 
 def deadline(seconds: int) -> WorkflowTemplate:
