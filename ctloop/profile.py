@@ -10,8 +10,9 @@ rows, so the monitor's verdicts equal Evidently's when Evidently is given the ke
 the cap, verdicts against the *full* reference may differ for windows near a threshold, because a
 5000-row sample estimates the reference distribution with small error (KS and chi-square p-values,
 normed Wasserstein and Jensen-Shannon distances all move slightly). Test selection (KS/chi-square
-vs Wasserstein/Jensen-Shannon) follows Evidently's rule on the number of *kept* rows (> 1000 or
-not); `rows` keeps the full count for the record.
+vs Wasserstein/Jensen-Shannon) follows Evidently's rule on a column's finite *kept* values (> 1000
+or not), so with the default cap of 5000 a reference of more than 1000 rows gets the distance tests
+either way; `rows` keeps the full count for the record.
 """
 
 from __future__ import annotations
