@@ -117,7 +117,7 @@ def run_demo(options: DemoOptions, narrator: Narrator) -> Summary:
             getattr(loop, stage)(number)
             journal.done.append(stage)
             save_journal(home, journal)
-    summary = collect(settings, journal)
+    summary = collect(settings, journal, said)
     return summary.model_copy(update={"wall_s": round(time.monotonic() - started, 2)})
 
 

@@ -38,6 +38,7 @@ class RunRow(BaseModel):
     version: str | None
     mlflow_run_id: str | None
     error: str | None
+    seconds: float | None
 
 
 class VersionRow(BaseModel):
@@ -68,6 +69,8 @@ class Check(BaseModel):
 
 
 class Summary(BaseModel):
+    start: str
+    """Whether this run of the demo started clean or resumed, in words."""
     model: str
     home: str
     bus: str
@@ -88,7 +91,7 @@ class Summary(BaseModel):
         return all(c.ok for c in self.checks)
 
 
-def collect(settings: Settings, journal: Journal) -> Summary:
+def collect(settings: Settings, journal: Journal, start: str) -> Summary:
     from deploy.registry import CHAMPION, NotFound, Registry
     from sensors.decisions import list_decisions
     from workflows.run_store import RunStore
@@ -110,7 +113,8 @@ def collect(settings: Settings, journal: Journal) -> Summary:
 
     runs = [RunRow(id=r.id, trigger=r.trigger, trigger_event_id=r.trigger_event_id, status=r.status,
                    version=_run_output(r, ("promote", "register"), "version"),
-                   mlflow_run_id=_run_output(r, ("train",), "run-id"), error=r.error) for r in records]
+                   mlflow_run_id=_run_output(r, ("train",), "run-id"), error=r.error,
+                   seconds=round(r.finished_at - r.created_at, 2) if r.finished_at else None) for r in records]
     triggered = {d.event_id: d.run_id for d in decisions if d.kind == "triggered" and d.run_id}
     run_by_id = {r.id: r for r in runs}
 
@@ -147,7 +151,8 @@ def collect(settings: Settings, journal: Journal) -> Summary:
     champion = info.aliases.get(CHAMPION) if info else None
     drift_events = [e for e in journal.events if e.type == "ctloop.drift.detected"]
     return Summary(
-        model=model, home=str(settings.home.resolve()), bus=settings.bus, tracking_uri=settings.tracking_uri,
+        start=start, model=model, home=str(settings.home.resolve()), bus=settings.bus,
+        tracking_uri=settings.tracking_uri,
         champion=champion, events=events, runs=runs, versions=version_rows, audit=audit,
         alerts=len(journal.alerts), reports=[_path(u) for u in journal.reports],
         checks=story_checks(version_rows, runs, audit, len(drift_events), len(journal.alerts)),
@@ -165,8 +170,8 @@ def _run_output(run, steps: tuple[str, ...], name: str) -> str | None:
 
 def _outcome(decisions, run: RunRow | None) -> str:
     if run is not None:
-        made = f"version {run.version}" if run.version else (run.error or "no version")
-        return f"run {run.id} {run.status}: {made}"
+        made = f"v{run.version}" if run.version else (run.error or "no version")
+        return f"run {run.id.rsplit('-', 1)[-1]} {run.status} → {made}"
     if not decisions:
         return "no sensor decision recorded"
     last = decisions[-1]
@@ -217,6 +222,7 @@ def _path(uri: str) -> str:
 
 
 def render(summary: Summary, console: Console) -> None:
+    console.print(summary.start.capitalize())
     events = Table(title="Events and what they caused", title_justify="left")
     for heading in ("event", "type", "stage", "what", "sensor", "outcome"):
         events.add_column(heading, overflow="fold")
