@@ -333,7 +333,8 @@ class LocalEngine:
             if declared.name in given:
                 parameters[declared.name] = given[declared.name]
             elif declared.value is not None or declared.default is not None:
-                parameters[declared.name] = substitute(str(declared.value or declared.default), context)
+                fallback = declared.value if declared.value is not None else declared.default
+                parameters[declared.name] = substitute(str(fallback), context)
             else:
                 raise WorkflowError(f"task {task.name!r}: input parameter {declared.name!r} has no value")
         artifacts = {}
