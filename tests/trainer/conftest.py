@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from ctloop.modelspec import DataSchema, Feature, ModelSpec, TrainParams
 
@@ -58,3 +59,12 @@ def dataset(tmp_path: Path) -> Path:
 @pytest.fixture
 def tracking_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/mlflow.db"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """These models are tiny; on a shared CI host extra intra-op threads only spin against other tenants."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
