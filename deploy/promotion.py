@@ -93,13 +93,16 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _audit_key(ts: datetime, txid: str) -> str:
-    return f"{AUDIT_PREFIX}{ts.strftime('%Y%m%dT%H%M%S.%f')}.{txid}"
+def _audit_entry(txid: str, entry: dict[str, Any]) -> tuple[str, str]:
+    """(tag key, JSON value) of one audit entry; keys sort by time."""
+    ts = _now()
+    key = f"{AUDIT_PREFIX}{ts.strftime('%Y%m%dT%H%M%S.%f')}.{txid}"
+    return key, json.dumps({"ts": ts.isoformat(), "id": txid, **entry}, sort_keys=True)
 
 
-def _write_audit(registry: Registry, model: str, ts: datetime, txid: str, entry: dict[str, Any]) -> str:
-    key = _audit_key(ts, txid)
-    registry.set_model_tag(model, key, json.dumps({"ts": ts.isoformat(), "id": txid, **entry}, sort_keys=True))
+def _audit(registry: Registry, model: str, entry: dict[str, Any]) -> str:
+    key, value = _audit_entry(uuid.uuid4().hex[:12], entry)
+    registry.set_model_tag(model, key, value)
     return key
 
 
@@ -152,10 +155,12 @@ class _Intent:
     txid: str
     model: str
     before: dict[str, str | None]
+    after: dict[str, str | None]
 
     def write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"txid": self.txid, "model": self.model, "before": self.before}))
+        tmp.write_text(json.dumps({"txid": self.txid, "model": self.model, "before": self.before,
+                                   "after": self.after}))
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         tmp.replace(self.path)
@@ -169,18 +174,21 @@ def _intent_path(lock_path: Path) -> Path:
 
 
 def _recover(registry: Registry, model: str, lock_path: Path) -> None:
-    """Finish what a crashed move left behind: committed → forget the intent; else restore the snapshot."""
+    """Finish what a crashed move left behind: committed (audit entry written and aliases as intended)
+    → forget the intent; else restore the aliases from before and drop any audit entry of it."""
     path = _intent_path(lock_path)
     if not path.exists():
         return
     doc = json.loads(path.read_text())
-    tags = registry.model(model).tags
-    if any(k.endswith(f".{doc['txid']}") and k.startswith(AUDIT_PREFIX) for k in tags):
+    info = registry.model(model)
+    audit_keys = [k for k in info.tags if k.startswith(AUDIT_PREFIX) and k.endswith(f".{doc['txid']}")]
+    if audit_keys and _snapshot(registry, model) == doc["after"]:
         path.unlink()
         return
     registry.restore_aliases(model, doc["before"])
-    ts = _now()
-    _write_audit(registry, model, ts, uuid.uuid4().hex[:12], {
+    for key in audit_keys:
+        registry.delete_model_tag(model, key)
+    _audit(registry, model, {
         "action": "recover", "actor": "ctloop", "reason": f"undid unfinished transaction {doc['txid']}",
         "restored": doc["before"],
     })
@@ -199,7 +207,8 @@ def _move(
 ) -> str:
     """Move aliases from `before` to `after` (None removes) and commit with an audit entry."""
     txid = uuid.uuid4().hex[:12]
-    intent = _Intent(_intent_path(lock_path), txid, model, before)
+    key, entry = _audit_entry(txid, audit)
+    intent = _Intent(_intent_path(lock_path), txid, model, before, after)
     intent.write()
     order = [a for a in (PREVIOUS, CHAMPION, CHALLENGER) if after[a] != before[a]]
     try:
@@ -211,10 +220,12 @@ def _move(
         observed = _snapshot(registry, model)
         if observed != after:
             raise PromotionFailed(f"read-back mismatch for {model}: expected aliases {after}, found {observed}")
-        key = _write_audit(registry, model, _now(), txid, audit)
+        registry.set_model_tag(model, key, entry)
     except Exception as exc:
         try:
             registry.restore_aliases(model, before)
+            # The audit write may have landed with its response lost: the commit point must go too.
+            registry.delete_model_tag(model, key)
         except Exception as restore_exc:
             raise PromotionFailed(
                 f"{audit['action']} of {model} failed ({exc}); restoring aliases {before} also failed"
@@ -406,7 +417,7 @@ def apply_decision(
                 DECISION_TAG: final.label, REASONS_TAG: json.dumps(list(final.reasons)),
             })
         if not final.promote:
-            _write_audit(registry, model, _now(), uuid.uuid4().hex[:12], {
+            _audit(registry, model, {
                 "action": "reject", "actor": actor, "manual": False, "version": version, "champion": champion,
                 "decision": "reject", "reasons": list(final.reasons),
             })

@@ -191,6 +191,16 @@ class Registry:
     def set_model_tag(self, name: str, key: str, value: str) -> None:
         self._call(f"tag model {name}", lambda: self.client.set_registered_model_tag(name, key, value))
 
+    def delete_model_tag(self, name: str, key: str) -> None:
+        def delete() -> None:
+            try:
+                self.client.delete_registered_model_tag(name, key)
+            except Exception as exc:
+                if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+
+        self._call(f"untag model {name}", delete)
+
     # versions
 
     def resolve(self, model_uri: str) -> tuple[str, str | None, str | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import ModelPromoted, ModelRolledBack, parse
 from ctloop.modelspec import PromotionPolicy
+from deploy.lock import lock_stem
 from deploy.policy import decide
 from deploy.promotion import PromotionFailed, PromotionRefused, apply_decision, promote, rollback
 from deploy.registry import Registry, Retry
@@ -175,6 +177,27 @@ def test_a_runs_uri_registers_the_logged_model_of_that_run(registry, model_name,
 
     info = registry.version(model_name, version)
     assert info.source == constant_model_uri and info.run_id == logged.source_run_id
+
+
+def test_a_leftover_intent_of_a_committed_move_is_closed_without_undoing_it(
+    registry, model_name, constant_model_uri, lock_dir
+):
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
+    v2, _ = auto(registry, model_name, constant_model_uri, 0.9, lock_dir)
+    committed = registry.model(model_name).audit[-1]
+    intent = lock_dir / f"{lock_stem(model_name)}.intent.json"
+    # As if the process died after the audit entry (the commit point) but before dropping its intent.
+    intent.write_text(json.dumps({
+        "txid": committed["id"], "model": model_name,
+        "before": {"champion": v1, "previous": None, "challenger": v2},
+        "after": {"champion": v2, "previous": v1, "challenger": None},
+    }))
+
+    promote(registry, model_name, v2, actor="alice", reason="noop", manual=True, lock_dir=lock_dir)
+
+    assert not intent.exists()
+    assert registry.aliases(model_name) == {"champion": v2, "previous": v1}
+    assert registry.model(model_name).audit[-1] == committed
 
 
 def _concurrent_promoter(args) -> tuple[str, bool]:
