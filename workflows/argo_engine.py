@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 
-from hera.exceptions import AlreadyExists
+from hera.exceptions import AlreadyExists, NotFound
 from hera.workflows import WorkflowsService
 from hera.workflows.models import (
     Arguments,
@@ -25,6 +25,7 @@ from hera.workflows.models import (
 from ctloop.settings import Settings
 from workflows.arguments import run_key, workflow_arguments
 from workflows.engine import FINAL_STATUSES, AlreadyRan, RunHandle, RunRequest, RunStatus
+from workflows.run_store import RunNotFound
 from workflows.template import TEMPLATE_NAME
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
@@ -76,7 +77,11 @@ class ArgoEngine:
         return RunHandle(run_id=created.metadata.name or name, idempotency_key=key, status=status)
 
     def status(self, run_id: str) -> RunStatus:
-        return _phase(self.service.get_workflow(run_id, namespace=self.namespace))
+        """The Workflow's phase; RunNotFound (a LookupError) when Argo has no such Workflow."""
+        try:
+            return _phase(self.service.get_workflow(run_id, namespace=self.namespace))
+        except NotFound:
+            raise RunNotFound(f"no workflow {run_id!r} in namespace {self.namespace!r}") from None
 
     def _wait(self, name: str) -> RunStatus:
         deadline = time.monotonic() + self.timeout_s

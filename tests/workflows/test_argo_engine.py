@@ -126,6 +126,11 @@ def test_waiting_polls_the_workflow_until_it_finishes(argo):
     assert FakeArgo.problems == []
 
 
+def test_an_unknown_workflow_is_a_lookup_error(argo):
+    with pytest.raises(LookupError, match="no workflow 'retrain-gone-1'"):
+        engine(argo).status("retrain-gone-1")
+
+
 def test_a_wrong_token_is_rejected_not_swallowed(argo):
     from hera.exceptions import Unauthorized
 

@@ -15,7 +15,7 @@ from ctloop.settings import Settings
 from tests.workflows import toy_templates
 from workflows.engine import AlreadyRan
 from workflows.local_engine import LocalEngine
-from workflows.mutex import FileLock
+from workflows.mutex import FileLock, mutex
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,6 +200,16 @@ def test_a_step_past_its_deadline_is_killed_and_fails_the_run(settings, log):
     assert handle.status == "Failed"
     assert "deadline" in engine.run(handle.run_id).step("block").error
     assert lines(log)[-1] == "exit Failed"
+
+
+def test_a_step_waits_for_its_mutex(settings, log):
+    engine = LocalEngine(settings, template=toy_templates.locked())
+    with mutex(settings.home / "workflows" / "locks", "toy-m"):
+        handle = engine.start({"log": str(log)}, key="k", wait=False)
+        time.sleep(0.5)
+        assert lines(log) == [] and engine.status(handle.run_id) == "Running"
+    _wait_for(lambda: engine.status(handle.run_id) == "Succeeded")
+    assert lines(log) == ["enter"]
 
 
 def test_a_mutex_is_exclusive_across_open_files(tmp_path):

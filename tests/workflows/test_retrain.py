@@ -81,6 +81,7 @@ def test_a_green_run_trains_registers_with_provenance_and_promotes(green, settin
     assert tags["ctloop.code_version"] == code_version()
     assert tags["ctloop.run_id"] == train["run-id"]
     assert tags["ctloop.decision"] == "promote"
+    assert (settings.home / "workflows" / "locks" / f"ctloop-promote-{MODEL}.lock").is_file()
     [finished] = [e for e in events(settings, settings.topics.runs) if e.data.run_id == handle.run_id]
     assert finished.data.status == "Succeeded" and finished.data.trigger_event_id == "evt-green"
     assert finished.data.idempotency_key == handle.idempotency_key

@@ -59,6 +59,10 @@ def block_once(log: Annotated[str, Parameter(name="log")]) -> None:
         time.sleep(60)
 
 
+def enter(log: Annotated[str, Parameter(name="log")]) -> None:
+    _append(log, "enter")
+
+
 def nothing() -> None:
     """A step that does nothing: what the engine benchmark times."""
 

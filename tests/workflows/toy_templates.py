@@ -83,6 +83,17 @@ def blocking_once() -> WorkflowTemplate:
     return blocking(once=True)
 
 
+def locked() -> WorkflowTemplate:
+    """One step that holds the mutex `toy-<name>` while it runs."""
+    step = script(**RUNNER, synchronization=models.Synchronization(
+        mutexes=[models.Mutex(name="toy-{{inputs.parameters.name}}")]), inputs=[Parameter(name="name")])(
+        toy_steps.enter)
+    with WorkflowTemplate(name="locked", entrypoint="main",
+                          arguments=[Parameter(name="log"), Parameter(name="name", value="m")]) as w, DAG(name="main"):
+        step(name="enter", arguments={"log": "{{workflow.parameters.log}}", "name": "{{workflow.parameters.name}}"})
+    return w
+
+
 def deadline(seconds: int) -> WorkflowTemplate:
     block = script(**RUNNER, active_deadline_seconds=seconds)(toy_steps.block)
     with WorkflowTemplate(name="deadline", entrypoint="main", arguments=[Parameter(name="log")]) as w:
