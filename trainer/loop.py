@@ -164,7 +164,7 @@ def _train_epoch(module, train, sampler, optimizer, criterion, task, batch_size,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.detach() * len(rows)
+        total.add_(loss.detach(), alpha=len(rows))  # stays on the device: no sync per step
     return float(total) / max(len(order), 1)
 
 
