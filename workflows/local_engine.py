@@ -143,14 +143,13 @@ class LocalEngine:
             if not lock.acquire(blocking=False):
                 continue
             try:
-                message = INTERRUPTED
-                if self.runs.fail_if_running(run_id, message):
+                if self.runs.fail_if_running(run_id, INTERRUPTED):
                     record = self.runs.get(run_id)
-                    failures = [{"displayName": s.name, "message": s.error or message, "phase": "Failed"}
+                    failures = [{"displayName": s.name, "message": s.error or INTERRUPTED, "phase": "Failed"}
                                 for s in record.steps if s.status == "Failed"]
                     outcome = self._exit_handler(run_id, record.parameters, "Failed", failures, deadline=None)
                     if outcome.error:
-                        self.runs.finish(run_id, "Failed", f"{message}; exit handler: {outcome.error}")
+                        self.runs.finish(run_id, "Failed", f"{INTERRUPTED}; exit handler: {outcome.error}")
                     recovered.append(run_id)
             finally:
                 lock.release()

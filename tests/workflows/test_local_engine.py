@@ -202,6 +202,15 @@ def test_a_step_past_its_deadline_is_killed_and_fails_the_run(settings, log):
     assert lines(log)[-1] == "exit Failed"
 
 
+@pytest.mark.parametrize("whole_workflow", [False, True], ids=["step", "workflow"])
+def test_an_in_process_step_past_a_deadline_fails_the_run(settings, log, whole_workflow):
+    engine = LocalEngine(settings, template=toy_templates.deadline(1, whole_workflow=whole_workflow))
+    handle = engine.start({"log": str(log)}, key="k")
+    assert handle.status == "Failed"
+    assert "deadline" in engine.run(handle.run_id).step("block").error
+    assert lines(log) == ["block", "exit Failed"]
+
+
 def test_a_step_waits_for_its_mutex(settings, log):
     engine = LocalEngine(settings, template=toy_templates.locked())
     with mutex(settings.home / "workflows" / "locks", "toy-m"):

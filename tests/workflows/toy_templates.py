@@ -94,9 +94,11 @@ def locked() -> WorkflowTemplate:
     return w
 
 
-def deadline(seconds: int) -> WorkflowTemplate:
-    block = script(**RUNNER, active_deadline_seconds=seconds)(toy_steps.block)
-    with WorkflowTemplate(name="deadline", entrypoint="main", arguments=[Parameter(name="log")]) as w:
+def deadline(seconds: int, *, whole_workflow: bool = False) -> WorkflowTemplate:
+    """A blocking step under a deadline of `seconds`: its own, or the workflow's."""
+    block = script(**RUNNER, active_deadline_seconds=None if whole_workflow else seconds)(toy_steps.block)
+    with WorkflowTemplate(name="deadline", entrypoint="main", arguments=[Parameter(name="log")],
+                          active_deadline_seconds=seconds if whole_workflow else None) as w:
         with DAG(name="main"):
             block(name="block", arguments={"log": "{{workflow.parameters.log}}"})
         _exit_dag(w)
