@@ -11,7 +11,7 @@ import json
 import logging
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, Literal
 
 from ctloop.events import DriftDetected, Event, new_event
@@ -95,9 +95,9 @@ class DriftMonitor:
         current.markers.clear()
         return markers
 
-    def tick(self, now: datetime | None = None) -> list[WindowOutcome]:
-        """Close the open window if its time is up (call this when the stream is idle)."""
-        window = self.windows.close_due(now or datetime.now(UTC))
+    def tick(self) -> list[WindowOutcome]:
+        """Close the open window if its wall-clock time is up (call this when the stream is idle)."""
+        window = self.windows.close_due()
         return [self._close(window)] if window else []
 
     def _close(self, window: Window) -> WindowOutcome:

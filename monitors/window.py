@@ -1,7 +1,9 @@
 """Tumbling windows over the prediction log, accumulating column statistics batch by batch.
 
-A window closes at the first batch boundary at or after `max_rows` rows, or when a batch arrives
-`max_seconds` or more after the window's first batch (or `close_due` is called that late). Batches
+A window closes at the first batch boundary at or after `max_rows` rows, or when a batch stamped
+`max_seconds` or more after the window's first batch arrives (event time), or when `close_due` finds
+the window open for `max_seconds` of wall-clock time (an idle stream; event time cannot tell, and
+replayed history would otherwise close every window at once). Batches
 are never split, so every prediction-log message belongs to exactly one window and its offset can
 be committed once that window's verdict is out.
 
@@ -14,8 +16,9 @@ under each kind of problem it has; features the profile does not know are ignore
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,6 +56,7 @@ class Window:
     batches: int = 0
     bad: Counter[str] = field(default_factory=Counter)
     keep_rows: bool = False
+    opened_at: float | None = None
     markers: dict[Hashable, Any] = field(default_factory=dict)
     kept: list[Sequence[dict[str, Any]]] = field(default_factory=list)
     _chunks: dict[str, list[np.ndarray]] = field(default_factory=dict)
@@ -122,9 +126,16 @@ class TumblingWindows:
     """Feeds batches into the open window and hands back the windows that close."""
 
     def __init__(
-        self, policy: WindowPolicy, numeric: Sequence[str], categorical: Sequence[str], *, keep_rows: bool = False
+        self,
+        policy: WindowPolicy,
+        numeric: Sequence[str],
+        categorical: Sequence[str],
+        *,
+        keep_rows: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
+        self._clock = clock
         self._numeric = list(numeric)
         self._categorical = list(categorical)
         self._keep_rows = keep_rows
@@ -137,25 +148,24 @@ class TumblingWindows:
         self, rows: Sequence[dict[str, Any]], ts: datetime, marker: Any = None, stream: Hashable = None
     ) -> list[Window]:
         closed = []
-        if self._expired(ts):
+        start = self.current.start
+        if self.policy.max_seconds is not None and start is not None and ts - start >= timedelta(
+            seconds=self.policy.max_seconds
+        ):
             closed.append(self._rotate())
+        if self.current.opened_at is None:
+            self.current.opened_at = self._clock()
         self.current.add(rows, ts, marker, stream)
         if self.policy.max_rows is not None and self.current.rows >= self.policy.max_rows:
             closed.append(self._rotate())
         return closed
 
-    def close_due(self, now: datetime) -> Window | None:
-        """Close the open window if its time is up though no batch came to close it."""
-        return self._rotate() if self._expired(now) else None
-
-    def flush(self) -> Window | None:
-        """Close the open window now, whatever its size (at shutdown); None if it holds nothing."""
-        return self._rotate() if self.current.batches else None
-
-    def _expired(self, now: datetime) -> bool:
-        seconds = self.policy.max_seconds
-        start = self.current.start
-        return seconds is not None and start is not None and now - start >= timedelta(seconds=seconds)
+    def close_due(self) -> Window | None:
+        """Close the open window if it has been open `max_seconds` (wall clock) and no batch closed it."""
+        seconds, opened = self.policy.max_seconds, self.current.opened_at
+        if seconds is None or opened is None or self._clock() - opened < seconds:
+            return None
+        return self._rotate()
 
     def _rotate(self) -> Window:
         closed, self.current = self.current, self._new()

@@ -56,6 +56,11 @@ def test_faust_agent_runs_the_monitor(tmp_path):
         async with agent.test_context() as test_agent:
             for value in [*_batches(), b"garbage"]:
                 await test_agent.put(value)
+            # The agent works in a thread: let it finish before the test context cancels it.
+            for _ in range(200):
+                if bus.end_offsets(settings.topics.deadletter) == 1:
+                    break
+                await asyncio.sleep(0.05)
 
     asyncio.run(feed())
     assert [o.drifted for o in runtime.outcomes] == [False, False, True, True]

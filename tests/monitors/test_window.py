@@ -24,16 +24,25 @@ def test_window_closes_at_the_first_batch_boundary_at_or_after_max_rows():
     assert windows.current.rows == 0
 
 
-def test_window_closes_by_time_before_taking_a_late_batch():
+def test_window_closes_by_event_time_before_taking_a_late_batch():
     windows = TumblingWindows(WindowPolicy(max_rows=None, max_seconds=60), ["x"], [])
     windows.add(_rows(3), T0, marker="a")
-    assert windows.close_due(T0 + timedelta(seconds=59)) is None
-    closed = windows.add(_rows(2), T0 + timedelta(seconds=61), marker="b")
-    assert [w.rows for w in closed] == [3]
+    assert windows.add(_rows(1), T0 + timedelta(seconds=59), marker="b") == []
+    closed = windows.add(_rows(2), T0 + timedelta(seconds=61), marker="c")
+    assert [w.rows for w in closed] == [4]
     assert windows.current.rows == 2
-    idle = windows.close_due(T0 + timedelta(seconds=200))
-    assert idle is not None and idle.markers == {None: "b"}
-    assert windows.flush() is None
+
+
+def test_idle_window_closes_by_wall_clock_whatever_its_batches_say():
+    now = [100.0]
+    windows = TumblingWindows(WindowPolicy(max_rows=None, max_seconds=60), ["x"], [], clock=lambda: now[0])
+    windows.add(_rows(3), T0 - timedelta(days=300), marker="old")
+    now[0] = 159.0
+    assert windows.close_due() is None
+    now[0] = 160.0
+    idle = windows.close_due()
+    assert idle is not None and idle.markers == {None: "old"}
+    assert windows.close_due() is None, "a window with no batch never closes"
 
 
 def test_policy_needs_a_bound():
