@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ctloop.predictions import PredictionBatch
+from ctloop.profile import build_profile
+from monitors.monitor import DriftMonitor, MonitorConfig
+from monitors.reference import Reference
+from monitors.report import ReportSink
+from monitors.window import WindowPolicy
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _frame(rng: np.random.Generator, n: int, x_shift: float = 0.0) -> pd.DataFrame:
+    return pd.DataFrame({"x": rng.normal(x_shift, 1, n), "y": rng.normal(0, 1, n), "c": rng.choice(["a", "b"], n)})
+
+
+def _monitor(config: MonitorConfig, sink: ReportSink | None = None, version: str | None = None) -> DriftMonitor:
+    rng = np.random.default_rng(0)
+    profile = build_profile(_frame(rng, 3000), numeric=["x", "y"], categorical=["c"])
+    return DriftMonitor(Reference(profile, "m", version), config, sink=sink)
+
+
+def _batch(rng: np.random.Generator, i: int, x_shift: float = 0.0, version: str | None = None) -> PredictionBatch:
+    rows = _frame(rng, 1000, x_shift).to_dict(orient="records")
+    return PredictionBatch(model="m", version=version, rows=rows, predictions=[0] * 1000,
+                           ts=T0 + timedelta(minutes=i))
+
+
+def test_column_trigger_fires_on_one_drifted_column_where_the_dataset_trigger_does_not():
+    rng = np.random.default_rng(1)
+    batch = _batch(rng, 0, x_shift=1.0, version="7")
+    by_dataset = _monitor(MonitorConfig(window=WindowPolicy(max_rows=1000))).add(batch)[0]
+    by_column = _monitor(MonitorConfig(window=WindowPolicy(max_rows=1000), trigger="column")).add(batch)[0]
+    assert by_dataset.verdict.drifted_columns == ["x"] and not by_dataset.drifted and by_dataset.event is None
+    assert by_column.drifted and by_column.event is not None
+    assert by_column.event.data.version == "7", "without a registry version the batches' version is used"
+    assert by_column.alert is not None and by_column.report_uri is None
+
+
+def test_reports_are_kept_every_nth_window_even_without_drift(tmp_path):
+    rng = np.random.default_rng(2)
+    monitor = _monitor(MonitorConfig(window=WindowPolicy(max_rows=1000), report_every=2),
+                       ReportSink(tmp_path.as_uri()), version="3")
+    outcomes = [o for i in range(4) for o in monitor.add(_batch(rng, i))]
+    assert [o.drifted for o in outcomes] == [False] * 4
+    assert [o.report_uri is not None for o in outcomes] == [False, True, False, True]
+    assert len(list((tmp_path / "reports" / "m").iterdir())) == 2
+
+
+def test_messages_without_rows_are_committed_with_the_open_window():
+    rng = np.random.default_rng(3)
+    monitor = _monitor(MonitorConfig(window=WindowPolicy(max_rows=2000)))
+    assert monitor.skip("bad-0", stream="p0") == {"p0": "bad-0"}, "nothing open: commit at once"
+    assert monitor.add(_batch(rng, 0), "ok-1", "p0") == []
+    assert monitor.skip("bad-2", stream="p0") == {}
+    closed = monitor.add(_batch(rng, 1), "ok-3", "p1")
+    assert closed[0].markers == {"p0": "bad-2", "p1": "ok-3"}
+
+
+def test_another_models_batch_is_refused():
+    monitor = _monitor(MonitorConfig())
+    other = PredictionBatch(model="other", rows=[], predictions=[])
+    assert not monitor.accepts(other)
+    with pytest.raises(ValueError, match="model 'other'"):
+        monitor.add(other)
