@@ -73,13 +73,17 @@ class AdmissionState(BaseModel):
     running: dict[str, Slot] = {}
     last_drift_at: dict[str, float] = {}
 
-    def holds(self, key: str) -> str | None:
-        """Where `key` already is: in a window, in the queue, or running."""
-        for where, candidates in (("window", (w.candidate for w in self.windows.values())),
-                                  ("queue", self.queued.values()),
-                                  ("running", (s.candidate for s in self.running.values()))):
-            if any(c.key == key for c in candidates):
-                return where
+    def holds(self, candidate: Candidate) -> str | None:
+        """Where the candidate's key already is: in a window, in the queue, or running. A key names its
+        model, so only that model's entries can hold it."""
+        model = candidate.model
+        window, queued, slot = self.windows.get(model), self.queued.get(model), self.running.get(model)
+        if window is not None and window.candidate.key == candidate.key:
+            return "window"
+        if queued is not None and queued.key == candidate.key:
+            return "queue"
+        if slot is not None and slot.candidate.key == candidate.key:
+            return "running"
         return None
 
     def gpu_runs(self) -> int:
@@ -115,7 +119,7 @@ def admit(state: AdmissionState, candidate: Candidate, *, already_ran: bool, now
     """Decide on one candidate. `already_ran` says whether its key ever triggered a run (durable record)."""
     if already_ran:
         return Outcome(state, (Decision("deduped", f"key {candidate.key} already triggered a run", candidate),))
-    where = state.holds(candidate.key)
+    where = state.holds(candidate)
     if where:
         return Outcome(state, (Decision("deduped", f"key {candidate.key} is already in the {where}", candidate),))
     last = state.last_drift_at.get(candidate.model)

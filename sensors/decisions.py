@@ -55,7 +55,10 @@ class DecisionLog:
         self._db.executescript(_SCHEMA)
 
     @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self, *, durable: bool = True) -> Iterator[None]:
+        """One atomic write. `durable=False` skips the fsync: the write survives a killed process but
+        may be lost with the machine; use it only for what a restart can reconstruct."""
+        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield

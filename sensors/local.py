@@ -1,10 +1,12 @@
 """LocalSensor: the cluster's Kafka sensors interpreted on one machine, over any `Bus`, onto any `Engine`.
 
 Per consumed batch: parse (bad messages are dead-lettered), apply each sensor's filters and parameter
-mapping exactly as rendered, run admission control, and record every decision together with the
-admission state in one SQLite transaction; only then commit the offsets. Runs are then submitted;
-a reserved run survives a crash in that state and is submitted again on restart, where the engine
-refuses a key that already ran. So a sensor killed at any instant loses no event and starts no run twice.
+mapping exactly as rendered, run admission control, submit the runs it allows, and record every
+decision with the admission state in one SQLite transaction. Offsets are committed only after an
+fsync has made those records durable (batched every `commit_interval_s`).
+A crash anywhere before the commit redelivers the batch, which is decided again: events already
+recorded are skipped by id, and the engine refuses a key it already has. So a sensor killed at any
+instant loses no event and starts no run twice.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from sensors.spec import KafkaSource, KeyOf, SensorSpec
 from workflows.engine import FINAL_STATUSES, AlreadyRan, Engine, RunRequest
 
 DigestResolver = Callable[[str], str]
+Record = tuple[Decision, float | None]  # a decision and, for a submitted run, its event-to-trigger latency
 TRIGGERS = ("data", "drift", "manual")
 _log = logging.getLogger("ctloop.sensor")
 
@@ -59,6 +62,7 @@ class LocalSensor:
         clock: Callable[[], float] = time.time,
         batch_size: int = 500,
         status_interval_s: float = 0.5,
+        commit_interval_s: float = 0.05,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -68,6 +72,9 @@ class LocalSensor:
         self.clock = clock
         self.batch_size = batch_size
         self.status_interval_s = status_interval_s
+        self.commit_interval_s = commit_interval_s
+        self._uncommitted: dict[tuple[str, int], Message] = {}
+        self._last_commit = time.monotonic()
         self._resolve_digest = resolve_digest
         self._by_topic: dict[str, list[SensorSpec]] = {}
         for spec in specs:
@@ -87,7 +94,10 @@ class LocalSensor:
         messages = self._consumer.poll(timeout_s=timeout_s, max_records=self.batch_size)
         if messages:
             self._consume(messages)
-        self.advance()
+        else:
+            self.advance()
+        if self._uncommitted and (not messages or time.monotonic() - self._last_commit >= self.commit_interval_s):
+            self.commit()
         return len(messages)
 
     def run(self, should_stop: Callable[[], bool], poll_timeout_s: float = 0.1) -> None:
@@ -95,12 +105,17 @@ class LocalSensor:
             self.step(poll_timeout_s)
 
     def close(self) -> None:
+        self.commit()
         self._consumer.close()
         self.log.close()
 
     # --- consuming ---------------------------------------------------------------------------------
 
     def _consume(self, messages: list[Message]) -> None:
+        """Decide the batch, submit what may start, record it all durably, then commit the offsets.
+
+        Submitting before the record is safe: after a crash the batch is redelivered and decided again,
+        and the engine refuses a key it already has. It keeps the fsync out of the trigger latency."""
         now = self.clock()
         self.metrics.events_in.inc(len(messages))
         routed: list[tuple[Event, Candidate | str]] = []
@@ -113,32 +128,46 @@ class LocalSensor:
             except Unroutable as exc:
                 self._dead_letter(message, f"unroutable: {exc}")
         state = self.state
-        start: list[Candidate] = []
-        with self.log.transaction():
-            for event, routed_to in routed:
-                if self.log.seen(event.id):
-                    self.metrics.redelivered.inc()
-                    continue
-                self.log.mark_seen(event.id, now)
-                if isinstance(routed_to, str):
-                    self.metrics.filtered.inc()
-                    self.log.record_rejection(event.id, event.model, routed_to, at=now)
-                    continue
-                outcome = admit(state, routed_to, already_ran=self.log.ran(routed_to.key), now=now,
-                                policy=self.policy)
-                state = outcome.state
-                self._record(outcome.decisions, now)
-                start.extend(outcome.start)
-            self.log.save_state(state)
+        fresh: dict[str, Event] = {}
+        records: list[Record] = []
+        rejected: list[tuple[Event, str]] = []
+        for event, routed_to in routed:
+            if event.id in fresh or self.log.seen(event.id):
+                self.metrics.redelivered.inc()
+                continue
+            fresh[event.id] = event
+            if isinstance(routed_to, str):
+                rejected.append((event, routed_to))
+                continue
+            outcome = admit(state, routed_to, already_ran=self.log.ran(routed_to.key), now=now, policy=self.policy)
+            state = outcome.state
+            records.extend((d, None) for d in outcome.decisions)
+        state, launched = self._launch(state)
+        with self.log.transaction(durable=False):
+            for event_id in fresh:
+                self.log.mark_seen(event_id, now)
+            for event, reason in rejected:
+                self.log.record_rejection(event.id, event.model, reason, at=now)
+            self._write([*records, *launched], state, now)
+        self.metrics.filtered.inc(len(rejected))
+        self._observe([*records, *launched])
         self.state = state
-        self._commit(messages)
-
-    def _commit(self, messages: list[Message]) -> None:
-        last: dict[tuple[str, int], Message] = {}
         for message in messages:
-            last[(message.topic, message.partition)] = message
-        for message in last.values():
+            self._uncommitted[(message.topic, message.partition)] = message
+
+    def commit(self) -> None:
+        """Make every decision so far durable (one fsync), then commit the consumed offsets.
+
+        Batches are written without an fsync and committed together every `commit_interval_s`:
+        the durability point is here, before the offsets move, which is all at-least-once needs."""
+        if not self._uncommitted:
+            return
+        with self.log.transaction():
+            self.log.save_state(self.state)
+        for message in self._uncommitted.values():
             self._consumer.commit(message)
+        self._uncommitted.clear()
+        self._last_commit = time.monotonic()
 
     def _dead_letter(self, message: Message, reason: str) -> None:
         dead_letter(self.bus, self.settings.topics.deadletter, message, reason)
@@ -196,32 +225,58 @@ class LocalSensor:
         node[leaf] = digest
         return digest
 
-    def _record(self, decisions: Sequence[Decision], now: float, latency_ms: float | None = None) -> None:
-        for decision in decisions:
-            self.log.record(decision, at=now, latency_ms=latency_ms)
-            self.metrics.decisions.labels(decision.kind).inc()
-            log(_log, decision.kind, event_id=decision.candidate.event_id, model=decision.candidate.model,
-                key=decision.candidate.key, reason=decision.reason, run_id=decision.run_id, latency_ms=latency_ms)
+    def _write(self, records: Sequence[Record], state: AdmissionState, now: float) -> None:
+        """Decisions and the admission state, inside the caller's transaction."""
+        for decision, latency_s in records:
+            self.log.record(decision, at=now, latency_ms=None if latency_s is None else latency_s * 1000)
+        self.log.save_state(state)
+
+    def _observe(self, records: Sequence[Record]) -> None:
+        """Metrics and logs, once the records are written."""
+        for decision, latency_s in records:
+            self.metrics.by_kind[decision.kind].inc()
+            if decision.kind == "triggered" and latency_s is not None:
+                self.metrics.latency.observe(latency_s)
+            c = decision.candidate
+            log(_log, decision.kind, event_id=c.event_id, model=c.model, key=c.key, reason=decision.reason,
+                run_id=decision.run_id, latency_ms=None if latency_s is None else round(latency_s * 1000, 3))
 
     # --- starting runs -----------------------------------------------------------------------------
 
     def advance(self) -> None:
-        """Free the slots of finished runs, close due windows, and submit every reserved run; repeat while
-        a submitted run finished at once and so freed its slot for a queued one."""
-        state = self._check_running(self.state, self.clock())
+        """Free the slots of finished runs, close due windows, and submit every reserved run."""
+        state, records = self._launch(self._check_running(self.state, self.clock()))
+        if records or state != self.state:
+            # Not fsynced: lost with the machine, these are rebuilt on restart (a window re-closes,
+            # a reserved run is resubmitted and refused by the engine if it already started).
+            with self.log.transaction(durable=False):
+                self._write(records, state, self.clock())
+            self._observe(records)
+            self.state = state
+
+    def _launch(self, state: AdmissionState) -> tuple[AdmissionState, list[Record]]:
+        """Tick admission and submit the reserved runs, in memory; repeat while a run that finished at
+        once freed its model for a queued candidate."""
+        records: list[Record] = []
         while True:
-            now = self.clock()
-            outcome = tick(state, now=now, policy=self.policy)
-            if outcome.decisions or outcome.state != self.state:
-                with self.log.transaction():
-                    self._record(outcome.decisions, now)
-                    self.log.save_state(outcome.state)
-                self.state = outcome.state
-            reserved = [(m, s.candidate) for m, s in self.state.running.items() if s.run_id is None]
-            freed = sum(self._submit(model, candidate) for model, candidate in reserved)
-            if not freed or not self.state.queued:
-                return
-            state = self.state
+            outcome = tick(state, now=self.clock(), policy=self.policy)
+            state = outcome.state
+            records.extend((d, None) for d in outcome.decisions)
+            freed = False
+            for model, slot in list(state.running.items()):
+                if slot.run_id is not None:
+                    continue
+                result = self._submit(slot.candidate)
+                if result is None:
+                    continue
+                decision, status = result
+                records.append((decision, max(0.0, time.time() - slot.candidate.event_time)))
+                state = started(state, model, decision.run_id or "unknown")
+                if decision.kind != "triggered" or status in FINAL_STATUSES:
+                    state = finished(state, model)
+                    freed = True
+            if not freed or not state.queued:
+                return state, records
 
     def _check_running(self, state: AdmissionState, now: float) -> AdmissionState:
         if now < self._next_status_check:
@@ -238,32 +293,21 @@ class LocalSensor:
                 state = finished(state, model)
         return state
 
-    def _submit(self, model: str, candidate: Candidate) -> bool:
-        """Submit a reserved run and record the outcome; True when the model's slot is free again."""
+    def _submit(self, candidate: Candidate) -> tuple[Decision, str] | None:
+        """Submit a reserved run: its decision and the engine's status, or None when the engine failed.
+
+        Recorded after the fact: a crash in between leaves the slot reserved, and the resubmission on
+        restart is refused by the engine (AlreadyRan) rather than run twice."""
         request = RunRequest(model=candidate.model, data_uri=candidate.uri, trigger_event_id=candidate.event_id,
                              trigger=candidate.trigger, data_digest=candidate.digest or None, gpu=candidate.gpu)
         try:
             handle = self.engine.submit(request, wait=False)
         except AlreadyRan as exc:
-            decision = Decision("deduped", f"engine refused: key already ran ({exc.run_id or 'unknown run'})",
-                                candidate, run_id=exc.run_id or "unknown")
-            state = finished(self.state, model)
+            reason = f"engine refused: key already ran ({exc.run_id or 'unknown run'})"
+            return Decision("deduped", reason, candidate, run_id=exc.run_id or "unknown"), "Skipped"
         except Exception as exc:
             # Engine unavailable: the slot stays reserved and is submitted again on the next pass.
             self.metrics.submit_errors.inc()
-            log(_log, "submit failed", level=logging.ERROR, model=model, key=candidate.key, error=str(exc))
-            return False
-        else:
-            decision = Decision("triggered", f"run {handle.run_id} submitted", candidate, run_id=handle.run_id)
-            state = started(self.state, model, handle.run_id)
-            if handle.status in FINAL_STATUSES:
-                state = finished(state, model)
-        latency_s = max(0.0, time.time() - candidate.event_time)
-        if decision.kind == "triggered":
-            self.metrics.latency.observe(latency_s)
-        now = self.clock()
-        with self.log.transaction():
-            self._record((decision,), now, latency_ms=latency_s * 1000)
-            self.log.save_state(state)
-        self.state = state
-        return model not in state.running
+            log(_log, "submit failed", level=logging.ERROR, model=candidate.model, key=candidate.key, error=str(exc))
+            return None
+        return Decision("triggered", f"run {handle.run_id} submitted", candidate, run_id=handle.run_id), handle.status

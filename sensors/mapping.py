@@ -14,7 +14,9 @@ class MappingError(ValueError):
     """A parameter that cannot be resolved from the event; the message names it."""
 
 
-def resolve(source: ParamSource, data: Any, context: Mapping[str, str]) -> str:
+def resolve(source: ParamSource, data: Any, context: Mapping[str, str],
+            memo: dict[int, str] | None = None) -> str:
+    """The value `source` names in the event data; `memo` shares a key between the parameters using it."""
     if isinstance(source, Const):
         return source.value
     if isinstance(source, Path):
@@ -29,23 +31,29 @@ def resolve(source: ParamSource, data: Any, context: Mapping[str, str]) -> str:
             raise MappingError(f"{source.of.path} has no segment {source.index}")
         return parts[source.index]
     if isinstance(source, KeyOf):
+        if memo is not None and id(source) in memo:
+            return memo[id(source)]
         try:
             digest = as_text(lookup(data, source.digest.path))
         except PathMissing:
             digest = ""
         digest = digest or resolve(source.fallback, data, context)
-        return idempotency_key(resolve(source.model, data, context), digest, source.code_version)
+        key = idempotency_key(resolve(source.model, data, context), digest, source.code_version)
+        if memo is not None:
+            memo[id(source)] = key
+        return key
     if isinstance(source, Prefixed):
-        return source.prefix + resolve(source.key, data, context)
+        return source.prefix + resolve(source.key, data, context, memo)
     raise MappingError(f"unsupported parameter source {source!r}")
 
 
 def parameters(spec: SensorSpec, data: Any, context: Mapping[str, str]) -> dict[str, str]:
     """Every parameter of the sensor's trigger, or `MappingError` naming the one that failed."""
     out = {}
+    memo: dict[int, str] = {}  # by identity: hashing the nested spec would cost more than the key
     for name, source in spec.params.items():
         try:
-            value = resolve(source, data, context)
+            value = resolve(source, data, context, memo)
         except PathMissing as exc:
             raise MappingError(f"parameter {name}: no value at {exc.args[0]}") from None
         if not value:

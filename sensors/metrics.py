@@ -21,8 +21,8 @@ class SensorMetrics:
                                      registry=r)
         self.latency = Histogram("ctloop_sensor_trigger_latency_seconds", "Event time to run submitted",
                                  buckets=LATENCY_BUCKETS, registry=r)
-        for kind in ("triggered", "deduped", "coalesced", "deferred", "rejected"):
-            self.decisions.labels(kind)
+        self.by_kind = {kind: self.decisions.labels(kind)
+                        for kind in ("triggered", "deduped", "coalesced", "deferred", "rejected")}
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Serve /metrics on `port` (0 picks a free one); returns the bound port."""
