@@ -55,10 +55,11 @@ def train(
         raise ValueError(f"{snapshot.uri}: no rows left for training after the holdout/validation split")
     ctx = distributed.start(distributed.select_device(device))
     torch_device = distributed.select_device(device, ctx)
-    mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri)
+    client: MlflowClient | None = None
     run_id = ""
-    if ctx.is_main:
+    if ctx.is_main:  # other ranks never open the tracking store (a SQLite one would be migrated by each)
+        mlflow.set_tracking_uri(tracking_uri)
+        client = MlflowClient(tracking_uri)
         location = artifact_location or lineage.default_artifact_location(tracking_uri)
         experiment = lineage.experiment_id(client, spec.name, location)
         run_id = client.create_run(experiment, tags=lineage.run_tags(spec, snapshot, event_id),
@@ -67,7 +68,7 @@ def train(
     try:
         result = _train_and_log(snapshot, spec, parts, ctx, torch_device, client, run_id, checkpoint_dir)
     except BaseException:
-        if ctx.is_main:
+        if client is not None:
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
     finally:
@@ -89,7 +90,7 @@ def _train_and_log(snapshot, spec, parts, ctx, device, client, run_id, checkpoin
     metrics = score(spec.data.task, encoder.classes, holdout[spec.data.label], model.raw(holdout))
     metrics["val_loss"] = fitted.best_val_loss
     digest = weight_hash(module, encoder)
-    if ctx.is_main:
+    if client is not None:
         rows = {"train": len(parts.train), "val": len(parts.val), "holdout": len(parts.holdout)}
         params = lineage.run_params(spec, rows=rows, device=str(device), world_size=ctx.world_size)
         lineage.log_batched(
