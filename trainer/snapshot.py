@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from urllib.parse import urlparse
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
@@ -68,6 +69,9 @@ def take_snapshot(uri: str, *, s3_endpoint_url: str | None = None) -> Snapshot:
         root = key if not key or key.endswith("/") else key + "/"
         chosen = [o for o in listed if o.key.startswith(root)]
     objects = tuple(SnapshotObject(key=o.key, size=o.size, etag=o.etag) for o in chosen if is_data_key(o.key))
+    if urlparse(uri).scheme in ("", "file"):
+        # pin local data by absolute file:// URI, so a later step in another working directory reads the same files
+        uri = store.uri(key) + ("/" if key.endswith("/") else "")
     return Snapshot(uri=uri, root=root, digest=compute_digest(root, objects), objects=objects)
 
 

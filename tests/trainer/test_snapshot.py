@@ -77,6 +77,14 @@ def test_load_frame_fails_when_a_pinned_object_is_gone(dataset: Path) -> None:
         load_frame(snapshot)
 
 
+def test_a_relative_path_is_pinned_as_an_absolute_uri(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(dataset.parent)
+    snapshot = take_snapshot("data")
+    assert snapshot.uri == dataset.as_uri()
+    monkeypatch.chdir("/")
+    assert len(load_frame(snapshot)) == 400
+
+
 def test_snapshot_round_trips_through_json(dataset: Path) -> None:
     snapshot = take_snapshot(str(dataset))
     assert Snapshot.model_validate_json(snapshot.model_dump_json()) == snapshot
