@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -113,8 +114,11 @@ class DriftMonitor:
         self.episode, alert_now = decide(self.episode, drifted, verdict.end, self.config.alerts)
         event = None
         if drifted:
+            # Derived from the window, so a window reprocessed after a crash republishes the same id.
+            identity = f"ctloop.drift/{self.model}/{self._version}/{verdict.start}/{verdict.end}/{verdict.rows}"
             event = new_event(
-                DriftDetected(
+                id=str(uuid.uuid5(uuid.NAMESPACE_URL, identity)),
+                data=DriftDetected(
                     model=self.model,
                     version=self._version,
                     window_start=verdict.start,

@@ -2,7 +2,7 @@
 
 Per closed window, in this order: publish the `DriftDetected` event (and flush), send the alert,
 then commit the window's offsets. A crash before the commit redelivers the window's batches, so a
-window's verdict is never lost (at worst published twice, with a new event id). A message that is
+window's verdict is never lost (at worst published twice, with the same event id). A message that is
 not a prediction batch goes to the dead-letter topic with the reason.
 """
 

@@ -69,7 +69,8 @@ def test_verdicts_agree_with_evidently_on_at_least_99_percent():
     for case in CASES:
         rng = np.random.default_rng([case.reference_rows, SCENARIOS.index(case.scenario), case.seed])
         reference = _frame(rng, case.reference_rows)
-        profile = build_profile(reference, numeric=NUMERIC, categorical=CATEGORICAL)
+        # The large references keep a 2000-row sample, so the cap is exercised too.
+        profile = build_profile(reference, numeric=NUMERIC, categorical=CATEGORICAL, sample_rows=2000)
         current = _window(case, rng)
         ours = DriftDetector(profile).detect_frame(current)
         with warnings.catch_warnings():

@@ -41,6 +41,8 @@ def test_column_trigger_fires_on_one_drifted_column_where_the_dataset_trigger_do
     assert by_column.drifted and by_column.event is not None
     assert by_column.event.data.version == "7", "without a registry version the batches' version is used"
     assert by_column.alert is not None and by_column.report_uri is None
+    again = _monitor(MonitorConfig(window=WindowPolicy(max_rows=1000), trigger="column")).add(batch)[0]
+    assert again.event.id == by_column.event.id, "a reprocessed window republishes the same event id"
 
 
 def test_reports_are_kept_every_nth_window_even_without_drift(tmp_path):
