@@ -41,8 +41,10 @@ def demo(
     # The components log for operators; the demo tells its own story instead. MLflow sets its loggers'
     # levels when imported, so it is imported before they are lowered.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    warnings.filterwarnings("ignore")
     import mlflow  # noqa: F401
+
+    # MLflow re-enables its UserWarnings inside some calls (catch_warnings + "once"), so filters do not hold.
+    warnings.showwarning = lambda *args, **kwargs: None
 
     logging.basicConfig(level=logging.ERROR)
     for noisy in ("mlflow", "alembic", "kafka", "ctloop", "deploy", "sensors", "monitors", "workflows", "trainer"):

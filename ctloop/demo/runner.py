@@ -239,27 +239,39 @@ class Loop:
         return record
 
     def _await_run(self, event_ids: list[str], what: str):
-        """Step the sensor until it triggered a run for one of these events and that run finished."""
-        from sensors.decisions import list_decisions
+        """Step the sensor until it triggered a run for one of these events, wait for the run to end, then
+        step the sensor until it saw the end, so the model's slot is free for the next trigger."""
         from workflows.engine import FINAL_STATUSES
 
         deadline = time.monotonic() + self.options.step_timeout_s
+
+        def check(waiting_for: str) -> None:
+            if time.monotonic() > deadline:
+                raise DemoError(f"{what}: {waiting_for} after {self.options.step_timeout_s:.0f}s (events "
+                                f"{', '.join(e[:8] for e in event_ids)}); see `ctloop events list`")
+
         with self.narrator.waiting(f"sensor → {what}"):
-            while True:
+            run_id = None
+            while run_id is None:
                 self.sensor.step(0.2)
-                run_ids = [d.run_id for eid in event_ids
-                           for d in list_decisions(self.settings.state_db, event_id=eid)
-                           if d.kind == "triggered" and d.run_id]
-                if run_ids:
-                    run = self.engine.run(run_ids[0])
-                    if run.status in FINAL_STATUSES:
-                        break
-                if time.monotonic() > deadline:
-                    raise DemoError(f"{what}: no finished run after {self.options.step_timeout_s:.0f}s "
-                                    f"(events {', '.join(e[:8] for e in event_ids)}); see `ctloop events list`")
-        # Let the sensor see the run end, so the model's slot is free for the next trigger.
-        self.sensor.advance()
-        return run
+                run_id = self._triggered(event_ids)
+                check("no run triggered")
+            # The run trains in the engine's thread; polling its status only leaves it the CPU.
+            while self.engine.status(run_id) not in FINAL_STATUSES:
+                time.sleep(0.2)
+                check(f"run {run_id} not finished")
+            while self.model in self.sensor.state.running:
+                self.sensor.step(0.1)
+                check(f"the sensor did not see run {run_id} end")
+        return self.engine.run(run_id)
+
+    def _triggered(self, event_ids: list[str]) -> str | None:
+        from sensors.decisions import list_decisions
+
+        for d in list_decisions(self.settings.state_db, model=self.model, limit=100):
+            if d.kind == "triggered" and d.run_id and d.event_id in event_ids:
+                return d.run_id
+        return None
 
     def _drain_sensor(self) -> None:
         for _ in range(3):
