@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ctloop.modelspec import ModelSpec
 from trainer import distributed, lineage
+from trainer.evaluate import frame_digest
 from trainer.loop import Tensors, deterministic, fit
 from trainer.metrics import score
 from trainer.model import Encoder, TabularModel, build_module, weight_hash
@@ -97,7 +98,8 @@ def _train_and_log(snapshot, spec, parts, ctx, device, client, run_id, checkpoin
             client, run_id,
             metrics=lineage.history_metrics(fitted, metrics),
             params=[Param(k, v) for k, v in params.items()],
-            tags=[RunTag("ctloop.weight_hash", digest), RunTag("ctloop.best_epoch", str(fitted.best_epoch))],
+            tags=[RunTag("ctloop.weight_hash", digest), RunTag("ctloop.best_epoch", str(fitted.best_epoch)),
+                  RunTag("ctloop.holdout_digest", frame_digest(parts.holdout))],
         )
         lineage.log_spec(client, run_id, spec)
         lineage.log_profile(client, run_id, parts.train, spec)

@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from ctloop.profile import load_profile
 from tests.trainer.conftest import make_spec, write_dataset
 from trainer import loop
+from trainer.evaluate import frame_digest, holdout_frame
 from trainer.snapshot import take_snapshot
 from trainer.train import TrainResult, train
 
@@ -45,7 +46,7 @@ def test_the_model_learns_the_signal(trained) -> None:
 
 
 def test_the_run_records_params_metrics_tags_dataset_and_profile(trained) -> None:
-    result, uri, _ = trained
+    result, uri, root = trained
     client = MlflowClient(uri)
     run = client.get_run(result.run_id)
     assert client.get_experiment(run.info.experiment_id).name == SPEC.name
@@ -62,6 +63,8 @@ def test_the_run_records_params_metrics_tags_dataset_and_profile(trained) -> Non
     assert tags["ctloop.seed"] == "0"
     assert tags["ctloop.model"] == SPEC.name
     assert tags["ctloop.weight_hash"] == result.weight_hash
+    holdout = holdout_frame(take_snapshot(str(root / "data")), SPEC)
+    assert tags["ctloop.holdout_digest"] == frame_digest(holdout)
     for name in ("train_loss", "val_loss"):
         assert [m.step for m in client.get_metric_history(result.run_id, name)] == list(range(result.epochs_run))
     for name in ("accuracy", "f1", "log_loss"):
