@@ -175,7 +175,8 @@ class Loop:
 
     def drift(self, number: int) -> None:
         self.narrator.stage(number, "Serving, drift, alert and a drift-triggered retrain")
-        with Serving(self.settings, self.model) as serving, Monitoring(self.settings, self.story, self.journal) as mon:
+        with (Serving(self.settings, self.model) as serving,
+              Monitoring(self.settings, self.story, self.journal, self._persist) as mon):
             self.narrator.say(f"serving models:/{self.model}@champion on {serving.url} (version {serving.version})")
             self.narrator.say(f"drift alerts go to the webhook {mon.alerts_url}")
             for window in self.story.traffic_before:
@@ -235,6 +236,7 @@ class Loop:
         detail = f"{batch.name}: {len(batch.frame)} rows{noisy}; data now {len(snapshot.objects)} files"
         record = EventRecord(id=event.id, type=event.type, topic=self.settings.topics.data, stage=stage, detail=detail)
         self.journal.events.append(record)
+        self._persist()
         self.narrator.say(f"{batch.name} landed ({len(batch.frame)} rows{noisy}) → data.arrived {event.id[:8]}")
         return record
 
@@ -272,6 +274,10 @@ class Loop:
             if d.kind == "triggered" and d.run_id and d.event_id in event_ids:
                 return d.run_id
         return None
+
+    def _persist(self) -> None:
+        """Write the journal at once, so an interrupted stage still lists the events it published."""
+        save_journal(self.settings.home, self.journal)
 
     def _drain_sensor(self) -> None:
         for _ in range(3):
@@ -403,10 +409,11 @@ class Serving:
 class Monitoring:
     """The embedded drift monitor over the prediction topic, alerting a webhook on 127.0.0.1."""
 
-    def __init__(self, settings: Settings, story: Story, journal: Journal) -> None:
+    def __init__(self, settings: Settings, story: Story, journal: Journal, persist: Callable[[], None]) -> None:
         self.settings = settings
         self.story = story
         self.journal = journal
+        self._persist = persist
         self._stack = ExitStack()
         self._outcomes: list = []
         self.service = None
@@ -467,6 +474,7 @@ class Monitoring:
                        f"{data.drifted_share:.2f} ({', '.join(outcome.verdict.drifted_columns)})",
             ))
         self.journal.alerts = self.receiver.received
+        self._persist()
 
     def await_window(self, timeout_s: float):
         """Step the monitor until the next window closes; its outcome."""

@@ -155,7 +155,7 @@ def collect(settings: Settings, journal: Journal, start: str) -> Summary:
         tracking_uri=settings.tracking_uri,
         champion=champion, events=events, runs=runs, versions=version_rows, audit=audit,
         alerts=len(journal.alerts), reports=[_path(u) for u in journal.reports],
-        checks=story_checks(version_rows, runs, audit, len(drift_events), len(journal.alerts)),
+        checks=story_checks(version_rows, runs, audit, len(drift_events), len(journal.alerts), events),
         next_steps=next_steps(settings, model, journal),
     )
 
@@ -179,7 +179,10 @@ def _outcome(decisions, run: RunRow | None) -> str:
 
 
 def story_checks(versions: list[VersionRow], runs: list[RunRow], audit: list[AuditRow], drift_events: int,
-                 alerts: int) -> list[Check]:
+                 alerts: int, events: list[EventRow]) -> list[Check]:
+    burst = [e for e in events if e.stage == "burst"]
+    burst_runs = [e for e in burst if e.run_id]
+    coalesced = [e for e in burst if any(d.startswith("coalesced") for d in e.decisions)]
     rejected = [v.version for v in versions if v.decision == "reject"]
     drift_runs = [r for r in runs if r.trigger == "drift" and r.status == "Succeeded" and r.version]
     manual = [a for a in audit if a.action == "promote" and a.manual]
@@ -187,6 +190,9 @@ def story_checks(versions: list[VersionRow], runs: list[RunRow], audit: list[Aud
     orphans = [v.version for v in versions if v.caused_by is None]
     return [
         Check(name="at least three versions", ok=len(versions) >= 3, detail=f"{len(versions)} registered"),
+        Check(name="the burst coalesced into one run", ok=len(burst) > 1 and len(burst_runs) == 1
+              and len(coalesced) == len(burst) - 1,
+              detail=f"{len(burst)} arrivals, {len(coalesced)} coalesced, {len(burst_runs)} run(s)"),
         Check(name="a rejected challenger", ok=bool(rejected),
               detail=f"rejected: {', '.join('v' + v for v in rejected) or 'none'}"),
         Check(name="a drift-triggered run made a version", ok=bool(drift_runs),

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from ctloop.demo.journal import Journal, load_journal, save_journal
-from ctloop.demo.runner import DemoError, DemoOptions, demo_settings, prepare_home, settings_env
+from ctloop.demo.narration import Silent
+from ctloop.demo.runner import DemoError, DemoOptions, demo_settings, prepare_home, run_demo, settings_env
 from ctloop.settings import Settings
 
 
@@ -72,3 +73,31 @@ def test_the_journal_round_trips(tmp_path):
     save_journal(tmp_path, journal)
     assert load_journal(tmp_path) == journal
     assert load_journal(tmp_path / "elsewhere") is None
+
+
+class _Interrupted(Exception):
+    pass
+
+
+class _StopsAtStage(Silent):
+    """A narrator whose user pressed ^C when stage `number` began."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def stage(self, number: int, title: str) -> None:
+        if number == self.number:
+            raise _Interrupted(title)
+
+
+@pytest.mark.e2e
+def test_an_interrupted_demo_resumes_after_its_last_finished_stage(tmp_path):
+    home = tmp_path / "demo"
+    with pytest.raises(_Interrupted):
+        run_demo(DemoOptions(home=home), _StopsAtStage(3))
+    journal = load_journal(home)
+    assert journal is not None and journal.done == ["bootstrap", "burst"]
+    summary = run_demo(DemoOptions(home=home, resume=True), Silent())
+    assert summary.start.startswith("resuming") and "bootstrap, burst" in summary.start
+    assert [c.name for c in summary.checks if not c.ok] == []
+    assert [r.trigger for r in summary.runs] == ["data", "data", "drift"]

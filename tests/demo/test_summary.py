@@ -1,6 +1,6 @@
 """The story's checks fail exactly when the record lacks what the story promised."""
 
-from ctloop.demo.summary import AuditRow, RunRow, VersionRow, story_checks
+from ctloop.demo.summary import AuditRow, EventRow, RunRow, VersionRow, story_checks
 
 
 def _version(n: str, decision: str, caused_by: str | None = "e") -> VersionRow:
@@ -17,12 +17,22 @@ def _audit(action: str, manual: bool) -> AuditRow:
     return AuditRow(ts="2026-01-01T00:00:00", action=action, version="1", actor="me", manual=manual, reason="why")
 
 
+def _event(stage: str, decisions: list[str], run_id: str | None) -> EventRow:
+    return EventRow(id=f"{stage}-{len(decisions)}-{run_id}", type="ctloop.data.arrived", stage=stage, detail="",
+                    decisions=decisions, outcome="", run_id=run_id)
+
+
+BURST = [_event("burst", ["deferred: window", "coalesced: merged"], None),
+         _event("burst", ["deferred: window", "coalesced: merged"], None),
+         _event("burst", ["deferred: window", "triggered: run r2"], "r2")]
+
 GOOD = dict(
     versions=[_version("1", "promote"), _version("2", "reject"), _version("3", "promote")],
     runs=[_run("data", "1"), _run("data", "2"), _run("drift", "3")],
     audit=[_audit("promote", False), _audit("promote", True), _audit("rollback", True)],
     drift_events=1,
     alerts=1,
+    events=[_event("bootstrap", ["triggered: run r1"], "r1"), *BURST],
 )
 
 
@@ -67,3 +77,8 @@ def test_a_version_without_a_causing_event_breaks_lineage():
     lineage = checks["every version traces to the event that caused it"]
     assert not lineage.ok
     assert "3" in lineage.detail
+
+
+def test_a_burst_that_became_two_runs_is_not_coalesced():
+    split = [BURST[0], _event("burst", ["triggered: run rx"], "rx"), BURST[2]]
+    assert _failed(events=split) == ["the burst coalesced into one run"]

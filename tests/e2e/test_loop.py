@@ -37,8 +37,10 @@ class Played:
 def played(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, mlflow_server: str) -> Played:
     home = tmp_path_factory.mktemp("demo-home")
     model = f"renewals-{uuid.uuid4().hex[:8]}"
+    # A wider coalescing window than the default: on a loaded machine the burst may reach the sensor in
+    # more than one fetch, and the window must still be open for the later ones.
     options = DemoOptions(home=home, kafka=kafka_bootstrap, tracking_uri=mlflow_server,
-                          story=StoryConfig(model=model))
+                          story=StoryConfig(model=model), coalesce_window_s=3.0)
     summary = run_demo(options, Silent())
     journal = load_journal(home)
     assert journal is not None
