@@ -1,10 +1,13 @@
-# The venv lives outside the clone, keyed by the dependency set: torch alone is several GB,
-# so a fresh clone (CI) reuses it instead of reinstalling.
+# The venv lives outside the clone so a fresh clone (CI) reuses it: torch alone is several GB.
+# It is updated in place when the dependency set changes (its key names a marker file), so a new
+# dependency costs one small install, not a fresh download of everything.
 PYTHON ?= python3
 VENV_ROOT ?= $(HOME)/.cache/ctloop
-VENV := $(VENV_ROOT)/venv-$(shell $(PYTHON) tools/venv_key.py)
+VENV := $(VENV_ROOT)/venv-py$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+DEPS := $(VENV)/.deps-$(shell $(PYTHON) tools/venv_key.py)
 BIN := $(VENV)/bin
-STAMP := .ctloop-installed
+# Which clone the editable install points at; another clone's `make` takes it over.
+STAMP := $(VENV)/.editable-$(shell printf '%s' "$(CURDIR)" | sha256sum | cut -c1-12)
 
 .PHONY: demo test lint venv render clean
 
@@ -21,19 +24,20 @@ lint: $(STAMP)
 render: $(STAMP)
 	$(BIN)/ctloop render
 
-venv: $(VENV)/.complete
+venv: $(DEPS)
 
-$(VENV)/.complete: pyproject.toml
+$(DEPS):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.deps-*
 	touch $@
 
-# The editable install points at this clone; redo it when the clone or the venv changes.
-$(STAMP): $(VENV)/.complete
+$(STAMP): $(DEPS)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	ln -sfn $(VENV) .venv
+	rm -f $(VENV)/.editable-*
 	touch $@
 
 clean:
-	rm -rf $(STAMP) .venv .ctloop .pytest_cache
+	rm -rf .venv .ctloop .pytest_cache
