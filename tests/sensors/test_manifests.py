@@ -11,7 +11,7 @@ import yaml
 
 from ctloop.settings import Settings
 from sensors.checks import sensor_problems
-from sensors.render import manifest_objects, render_manifests
+from sensors.render import manifest_objects, render_manifests, stale_files
 
 SCHEMA = Path(__file__).resolve().parents[2] / ".." / "shared" / "schemas" / "argo-events-schema.json"
 PREFIX = "io.argoproj.events.v1alpha1."
@@ -132,3 +132,8 @@ def test_minio_and_webhook_take_credentials_from_secrets(objects):
 def test_rendering_is_deterministic():
     settings = Settings(home=Path("/nonexistent"))
     assert render_manifests(settings) == render_manifests(settings)
+
+
+def test_checked_in_sensor_manifests_are_fresh(tmp_path):
+    generated = Path(__file__).resolve().parents[2] / "k8s" / "base" / "generated"
+    assert stale_files(render_manifests(Settings(home=tmp_path)), generated) == [], "run `ctloop render`"
