@@ -1,0 +1,109 @@
+"""Registry outage during promotion (a real `mlflow server` SIGKILLed mid-promotion, then restarted): the
+workflow step is retried, and the aliases end fully moved; the champion is never half-moved on the way."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+
+import pytest
+from hera.workflows import DAG, Parameter, WorkflowTemplate, script
+
+from ctloop.modelspec import PromotionPolicy
+from ctloop.settings import Settings
+from deploy.policy import decide
+from deploy.promotion import apply_decision, register_challenger
+from deploy.registry import Registry
+from tests.deploy.helpers import evaluation, log_constant_model
+from tests.reliability import promote_steps
+from workflows.local_engine import LocalEngine
+from workflows.template import transient_retry
+
+pytestmark = [pytest.mark.reliability, pytest.mark.mlflow_server]
+POLICY = PromotionPolicy(metric="accuracy", direction="max", min_improvement=0.01)
+PROVENANCE = {"event_id": "evt", "data_digest": "sha256:x", "code_version": "test", "run_id": None}
+
+
+def promotion_workflow() -> WorkflowTemplate:
+    step = script(constructor="runner", image="python:3.11", retry_strategy=transient_retry())(
+        promote_steps.promote_version)
+    names = ("model", "version", "tracking-uri", "lock-dir")
+    with WorkflowTemplate(name="promote-only", entrypoint="main",
+                          arguments=[Parameter(name=n) for n in names]) as template, DAG(name="main"):
+        step(name="promote", arguments={n: f"{{{{workflow.parameters.{n}}}}}" for n in names})
+    return template
+
+
+class AliasWatcher(threading.Thread):
+    """Reads the aliases through the other server (same backend) until stopped; keeps every distinct view."""
+
+    def __init__(self, registry: Registry, model: str) -> None:
+        super().__init__(daemon=True)
+        self.registry, self.model = registry, model
+        self.views: list[dict[str, str]] = []
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            view = self.registry.aliases(self.model)
+            if not self.views or self.views[-1] != view:
+                self.views.append(view)
+            time.sleep(0.02)
+
+    def stop(self) -> list[dict[str, str]]:
+        self._done.set()
+        self.join(timeout=30)
+        return self.views
+
+
+@pytest.fixture(scope="module")
+def uri(mlflow_server: str) -> str:
+    return log_constant_model(mlflow_server, 1.0)
+
+
+def test_a_registry_killed_mid_promotion_is_retried_and_the_aliases_move_fully(
+        mlflow_server, killable_mlflow_server, uri, tmp_path):
+    rng = random.Random(2)
+    observer = Registry(mlflow_server)
+    model = f"outage-{uuid.uuid4().hex[:8]}"
+    first = evaluation(model, uri, 0.8)
+    v1, _ = apply_decision(observer, model, uri, first, decide(first, POLICY), PROVENANCE, policy=POLICY,
+                           lock_dir=tmp_path / "locks")
+    second = evaluation(model, uri, 0.9, champion=(v1, 0.8))
+    v2 = register_challenger(observer, model, uri, provenance=PROVENANCE, evaluation=second,
+                             decision=decide(second, POLICY), lock_dir=tmp_path / "locks")
+    before = observer.aliases(model)
+    assert before == {"champion": v1, "challenger": v2}
+
+    server = killable_mlflow_server
+    engine = LocalEngine(Settings(home=tmp_path / "home"), template=promotion_workflow())
+
+    def outage() -> None:
+        time.sleep(rng.uniform(0.0, 0.6))
+        server.kill()
+        time.sleep(rng.uniform(0.5, 2.0))
+        server.start()
+
+    killer = threading.Thread(target=outage)
+    watcher = AliasWatcher(observer, model)
+    watcher.start()
+    killer.start()
+    handle = engine.start({"model": model, "version": v2, "tracking-uri": server.url,
+                           "lock-dir": str(tmp_path / "locks")}, key=f"promote-{model}")
+    killer.join()
+    views = watcher.stop()
+
+    run = engine.run(handle.run_id)
+    assert handle.status == "Succeeded", run.error
+    print(f"promote step attempts: {run.step('promote').attempts}; alias views: {views}")
+    assert observer.aliases(model) == {"champion": v2, "previous": v1}, "fully moved"
+    for view in views:
+        assert view.get("champion") in (v1, v2)
+        if view.get("champion") == v2:
+            assert view.get("previous") == v1, f"champion moved without previous: {view}"
+    audit = observer.model(model).audit
+    promotions = [e for e in audit if e["action"] == "promote" and e["version"] == v2]
+    assert len(promotions) == 1 and promotions[0]["from_version"] == v1
+    assert {e["action"] for e in audit} <= {"promote", "recover"}
