@@ -17,14 +17,13 @@ from sensors.spec import (
     MinioSource,
     ParamSource,
     Path,
-    Prefixed,
     SecretRef,
     Segment,
     SensorSpec,
     WebhookSource,
+    WorkflowName,
 )
 
-WORKFLOW_PREFIX = "retrain-"
 ANY = ("^.+$",)
 
 
@@ -51,7 +50,7 @@ def _params(model: ParamSource, uri: ParamSource, event_id: ParamSource, trigger
             key: KeyOf) -> dict[str, ParamSource]:
     return {
         "model": model, "data-uri": uri, "event-id": event_id, "trigger": Const(trigger),
-        "idempotency-key": key, "workflow-name": Prefixed(WORKFLOW_PREFIX, key),
+        "idempotency-key": key, "workflow-name": WorkflowName(key.model, key),
     }
 
 

@@ -20,12 +20,12 @@ from sensors.spec import (
     MinioSource,
     ParamSource,
     Path,
-    Prefixed,
     Segment,
     SensorSpec,
     Source,
     SpecError,
     WebhookSource,
+    WorkflowName,
     check_path,
 )
 
@@ -121,8 +121,11 @@ def go_expr(source: ParamSource) -> str:
         fmt = json.dumps("%v\n%v\n%v")
         version = json.dumps(source.code_version)
         return f"(printf {fmt} {go_expr(source.model)} {digest} {version} | sha256sum | trunc 32)"
-    if isinstance(source, Prefixed):
-        return f"(printf \"%v%v\" {json.dumps(source.prefix)} {go_expr(source.key)})"
+    if isinstance(source, WorkflowName):
+        slug = (f'(regexReplaceAll "-+$" (trunc 34 (trimAll "-" (regexReplaceAll "[^a-z0-9-]+" '
+                f'(lower {go_expr(source.model)}) "-"))) "" | default "model")')
+        return f'(printf "retrain-%s-%s" {slug} (trunc 20 {go_expr(source.key)}))'
+
     raise SpecError(f"{source!r} cannot be used inside a template")
 
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from sensors.eventdata import PathMissing, as_text, lookup
-from sensors.spec import Concat, Const, Context, KeyOf, ParamSource, Path, Prefixed, Segment, SensorSpec
+from sensors.spec import Concat, Const, Context, KeyOf, ParamSource, Path, Segment, SensorSpec, WorkflowName
 from workflows.engine import idempotency_key
+
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+def workflow_name(model: str, key: str) -> str:
+    """`retrain-<model slug>-<key[:20]>`: at most 63 characters, the same for the same key."""
+    slug = _NOT_DNS.sub("-", model.lower()).strip("-")[:34].rstrip("-") or "model"
+    return f"retrain-{slug}-{key[:20]}"
 
 
 class MappingError(ValueError):
@@ -42,8 +51,8 @@ def resolve(source: ParamSource, data: Any, context: Mapping[str, str],
         if memo is not None:
             memo[id(source)] = key
         return key
-    if isinstance(source, Prefixed):
-        return source.prefix + resolve(source.key, data, context, memo)
+    if isinstance(source, WorkflowName):
+        return workflow_name(resolve(source.model, data, context), resolve(source.key, data, context, memo))
     raise MappingError(f"unsupported parameter source {source!r}")
 
 

@@ -192,14 +192,15 @@ class KeyOf:
 
 
 @dataclass(frozen=True)
-class Prefixed:
-    """A Workflow name: a prefix and an idempotency key, so a second submit of a key fails on Argo."""
+class WorkflowName:
+    """The Workflow's name, `retrain-<model slug>-<key[:20]>` as `workflows.argo_engine` names it, so a
+    second submit of a key fails on Argo with AlreadyExists, whichever path submitted first."""
 
-    prefix: str
+    model: Path | Const | Segment
     key: KeyOf
 
 
-ParamSource = Path | Const | Context | Concat | Segment | KeyOf | Prefixed
+ParamSource = Path | Const | Context | Concat | Segment | KeyOf | WorkflowName
 
 
 @dataclass(frozen=True)
@@ -237,5 +238,5 @@ class SensorSpec:
         unknown = [p for p in self.params if p not in (*WORKFLOW_PARAMETERS, WORKFLOW_NAME)]
         if missing or unknown:
             raise SpecError(f"sensor {self.name}: parameters missing {missing}, unknown {unknown}")
-        if not isinstance(self.params[WORKFLOW_NAME], Prefixed):
+        if not isinstance(self.params[WORKFLOW_NAME], WorkflowName):
             raise SpecError(f"sensor {self.name}: {WORKFLOW_NAME} must derive from the idempotency key")

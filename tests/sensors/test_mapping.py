@@ -1,0 +1,51 @@
+"""Parameter mapping as LocalSensor applies it, and its agreement with the other engine's naming."""
+
+from __future__ import annotations
+
+import pytest
+
+from ctloop.settings import Settings
+from sensors.catalog import ClusterEndpoints, data_arrived_sensor, minio_sensor
+from sensors.mapping import MappingError, parameters, workflow_name
+from workflows.engine import idempotency_key
+
+
+@pytest.mark.parametrize("model", ["churn", "Churn_Model.v2", "--x--", "é", "a" * 80, "ab-" * 20])
+def test_workflow_names_match_the_argo_engine(model):
+    argo_engine = pytest.importorskip("workflows.argo_engine")
+    key = idempotency_key(model, "digest", "v1")
+    assert workflow_name(model, key) == argo_engine.workflow_name(model, key)
+    assert len(workflow_name(model, key)) <= 63
+
+
+def test_a_data_arrival_maps_onto_the_workflow_parameters():
+    spec = data_arrived_sensor(Settings(), "v1", ClusterEndpoints())
+    data = {"body": {"id": "ev-1", "type": "ctloop.data.arrived", "data": {"model": "churn", "uri": "s3://b/k",
+                                                                          "digest": "abc"}}}
+    params = parameters(spec, data, {"id": "ctx"})
+    key = idempotency_key("churn", "abc", "v1")
+    assert params == {"model": "churn", "data-uri": "s3://b/k", "event-id": "ev-1", "trigger": "data",
+                      "idempotency-key": key, "workflow-name": f"retrain-churn-{key[:20]}"}
+
+
+def test_without_a_digest_the_key_falls_back_to_the_event_id():
+    spec = data_arrived_sensor(Settings(), "v1", ClusterEndpoints())
+    data = {"body": {"id": "ev-1", "data": {"model": "churn", "uri": "s3://b/k"}}}
+    assert parameters(spec, data, {})["idempotency-key"] == idempotency_key("churn", "ev-1", "v1")
+
+
+def test_a_minio_notification_maps_model_uri_and_etag():
+    spec = minio_sensor("v1", ClusterEndpoints())
+    data = {"notification": [{"eventName": "s3:ObjectCreated:Put", "s3": {
+        "bucket": {"name": "ctloop-data"}, "object": {"key": "incoming/churn/part-1.parquet", "eTag": "e1"}}}]}
+    params = parameters(spec, data, {})
+    assert params["model"] == "churn"
+    assert params["data-uri"] == "s3://ctloop-data/incoming/churn/part-1.parquet"
+    assert params["event-id"] == "ctloop-data/incoming/churn/part-1.parquet@e1"
+    assert params["idempotency-key"] == idempotency_key("churn", "e1", "v1")
+
+
+def test_a_missing_field_is_named():
+    spec = data_arrived_sensor(Settings(), "v1", ClusterEndpoints())
+    with pytest.raises(MappingError, match=r"parameter model: no value at body\.data\.model"):
+        parameters(spec, {"body": {"id": "x", "data": {}}}, {})
