@@ -4,9 +4,9 @@
 # to check that the weight hash is reproducible on the GPU. Prints samples/s; about 3-5 minutes.
 #
 # Run from the repository root on the GPU machine:  bash bench/trainer_gpu.sh [OUT_DIR]
-# It installs only what is missing into a venv that sees the system's packages (so a CUDA torch that
-# is already there is kept): torch numpy pandas pyarrow pydantic pydantic-settings, and mlflow for the
-# end-to-end step. Without network it uses what is installed (or wheels in ./.whl) and skips what it lacks.
+# It installs only what is missing (a CUDA torch that is already there is kept): torch numpy pandas
+# pyarrow pydantic pydantic-settings, and mlflow for the end-to-end step. Without network it uses what
+# is installed (or wheels in ./.whl) and skips what it lacks. Each step has a timeout; typical total ~3 min.
 set -uo pipefail
 OUT=${1:-${OUT:-/tmp/ctloop-gpu}}
 mkdir -p "$OUT"
@@ -15,37 +15,43 @@ log() { printf '\n== %s\n' "$*"; }
 
 log "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-VENV=/tmp/ctloop-gpu-venv
-python3 -m venv --system-site-packages "$VENV" && PY="$VENV/bin/python" || PY=python3
+PY=python3
+# Inside a venv already (e.g. the image's torch venv): install what is missing right there, since a new
+# venv's --system-site-packages would see the base interpreter's packages, not this venv's torch.
+# A system interpreter (possibly externally managed) gets a venv that sees its packages instead.
+if ! "$PY" -c 'import sys; sys.exit(sys.prefix == sys.base_prefix)'; then
+    "$PY" -m venv --system-site-packages /tmp/ctloop-gpu-venv && PY=/tmp/ctloop-gpu-venv/bin/python
+fi
 
 need() {  # pip names whose import name (after the colon) is missing
     for spec in "$@"; do "$PY" -c "import ${spec#*:}" 2>/dev/null || printf '%s ' "${spec%%:*}"; done
 }
-install() {
+install() {  # $1: seconds allowed, then pip names
+    local seconds=$1; shift
     [ -z "$*" ] && return 0
     log "installing: $*"
     if [ -d .whl ]; then
-        timeout 120 "$PY" -m pip install -q --no-index --find-links .whl "$@" && return 0
+        timeout "$seconds" "$PY" -m pip install -q --no-index --find-links .whl "$@" && return 0
     fi
-    timeout 240 "$PY" -m pip install -q "$@" || echo "could not install $* (no network?)"
+    timeout "$seconds" "$PY" -m pip install -q "$@" || echo "could not install $* (no network?)"
 }
-install $(need torch:torch numpy:numpy pandas:pandas pyarrow:pyarrow pydantic:pydantic \
+install 150 $(need torch:torch numpy:numpy pandas:pandas pyarrow:pyarrow pydantic:pydantic \
                pydantic-settings:pydantic_settings)
-install $(need mlflow:mlflow)
+install 90 $(need mlflow:mlflow sqlalchemy:sqlalchemy)
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
 
 BENCH=(--device cuda --rows 200000 --epochs 3 --reps 5)
 log "CUDA + bf16, batch 256 (the spec default)"
-timeout 150 "$PY" bench/trainer.py "${BENCH[@]}" --batch-size 256 --json "$OUT/cuda_b256.json"
+timeout 100 "$PY" bench/trainer.py "${BENCH[@]}" --batch-size 256 --json "$OUT/cuda_b256.json"
 log "CUDA + bf16, batch 4096"
-timeout 90 "$PY" bench/trainer.py "${BENCH[@]}" --batch-size 4096 --json "$OUT/cuda_b4096.json"
+timeout 60 "$PY" bench/trainer.py "${BENCH[@]}" --batch-size 4096 --json "$OUT/cuda_b4096.json"
 log "torchrun --nproc_per_node=1 through the DDP path (NCCL), batch 256"
-timeout 150 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 \
+timeout 100 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 \
     bench/trainer.py "${BENCH[@]}" --batch-size 256 --ddp --json "$OUT/ddp_b256.json"
 
 if "$PY" -c "import mlflow, sqlalchemy" 2>/dev/null; then
     log "end to end: train() twice on CUDA, SQLite tracking under /tmp"
-    timeout 150 "$PY" - "$OUT" <<'PY'
+    timeout 100 "$PY" - "$OUT" <<'PY'
 import json, sys, tempfile, time
 from pathlib import Path
 
@@ -82,4 +88,4 @@ else
     log "end to end skipped: mlflow (with sqlalchemy) is not importable here"
 fi
 log "figures in $OUT"
-cat "$OUT"/*.json 2>/dev/null
+for f in "$OUT"/*.json; do [ -f "$f" ] && printf '%s: %s\n' "$(basename "$f")" "$(tr -d ' \n' < "$f")"; done
