@@ -89,3 +89,4 @@ else
 fi
 log "figures in $OUT"
 for f in "$OUT"/*.json; do [ -f "$f" ] && printf '%s: %s\n' "$(basename "$f")" "$(tr -d ' \n' < "$f")"; done
+exit 0
