@@ -18,6 +18,7 @@ from deploy.promotion import apply_decision, register_challenger
 from deploy.registry import Registry
 from tests.deploy.helpers import evaluation, log_constant_model
 from tests.reliability import promote_steps
+from tests.reliability.aliases import AliasWatcher
 from workflows.local_engine import LocalEngine
 from workflows.template import transient_retry
 
@@ -34,28 +35,6 @@ def promotion_workflow() -> WorkflowTemplate:
                           arguments=[Parameter(name=n) for n in names]) as template, DAG(name="main"):
         step(name="promote", arguments={n: f"{{{{workflow.parameters.{n}}}}}" for n in names})
     return template
-
-
-class AliasWatcher(threading.Thread):
-    """Reads the aliases through the other server (same backend) until stopped; keeps every distinct view."""
-
-    def __init__(self, registry: Registry, model: str) -> None:
-        super().__init__(daemon=True)
-        self.registry, self.model = registry, model
-        self.views: list[dict[str, str]] = []
-        self._done = threading.Event()
-
-    def run(self) -> None:
-        while not self._done.is_set():
-            view = self.registry.aliases(self.model)
-            if not self.views or self.views[-1] != view:
-                self.views.append(view)
-            time.sleep(0.02)
-
-    def stop(self) -> list[dict[str, str]]:
-        self._done.set()
-        self.join(timeout=30)
-        return self.views
 
 
 @pytest.fixture(scope="module")
