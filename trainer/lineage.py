@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 import mlflow
 import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ctloop.modelspec import ModelSpec
@@ -47,7 +48,13 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str | None
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        experiment = client.get_experiment_by_name(name)  # a concurrent run of the same model created it first
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def run_tags(spec: ModelSpec, snapshot: Snapshot, event_id: str | None) -> dict[str, str]:

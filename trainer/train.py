@@ -55,7 +55,15 @@ def train(
     if len(parts.train) == 0:
         raise ValueError(f"{snapshot.uri}: no rows left for training after the holdout/validation split")
     ctx = distributed.start(distributed.select_device(device))
-    torch_device = distributed.select_device(device, ctx)
+    try:
+        return _run(snapshot, spec, parts, ctx, distributed.select_device(device, ctx), tracking_uri=tracking_uri,
+                    event_id=event_id, checkpoint_dir=checkpoint_dir, artifact_location=artifact_location)
+    finally:
+        distributed.stop(ctx)
+
+
+def _run(snapshot, spec, parts, ctx, device, *, tracking_uri, event_id, checkpoint_dir, artifact_location
+         ) -> TrainResult:
     client: MlflowClient | None = None
     run_id = ""
     if ctx.is_main:  # other ranks never open the tracking store (a SQLite one would be migrated by each)
@@ -67,14 +75,11 @@ def train(
                                    run_name=f"{spec.name}-{snapshot.digest[:8]}").info.run_id
     run_id = distributed.broadcast(run_id, ctx)
     try:
-        result = _train_and_log(snapshot, spec, parts, ctx, torch_device, client, run_id, checkpoint_dir)
+        return _train_and_log(snapshot, spec, parts, ctx, device, client, run_id, checkpoint_dir)
     except BaseException:
         if client is not None:
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
         raise
-    finally:
-        distributed.stop(ctx)
-    return result
 
 
 def _train_and_log(snapshot, spec, parts, ctx, device, client, run_id, checkpoint_dir) -> TrainResult:
