@@ -9,8 +9,9 @@ import boto3
 import pandas as pd
 import pytest
 
-from tests.trainer.conftest import make_frame, write_dataset
+from tests.trainer.conftest import make_frame, make_spec, write_dataset
 from trainer.snapshot import Snapshot, SnapshotError, load_frame, take_snapshot
+from trainer.validation import validate
 
 
 def test_same_data_gives_the_same_digest(dataset: Path) -> None:
@@ -103,6 +104,7 @@ def test_s3_snapshot_and_load(s3_endpoint: str, s3_bucket: str, tmp_path: Path) 
     assert take_snapshot(uri, s3_endpoint_url=s3_endpoint).digest == snapshot.digest
     frame = load_frame(snapshot, s3_endpoint_url=s3_endpoint)
     pd.testing.assert_frame_equal(frame, load_frame(take_snapshot(str(tmp_path / "data"))))
+    assert validate(snapshot, make_spec().data, s3_endpoint_url=s3_endpoint).rows == 400
 
     s3.put_object(Bucket=s3_bucket, Key="churn/2026/part-1.csv", Body=b"id,x1\n1,2\n")
     assert take_snapshot(uri, s3_endpoint_url=s3_endpoint).digest != snapshot.digest
