@@ -1,12 +1,14 @@
 """A durable log on SQLite with per-group offsets: the bus of the embedded default.
 
-Several processes may share one file (WAL mode); each topic has a single partition.
+Several processes may share one file (WAL mode); each topic has a single partition. Threads may
+share one instance: a lock serializes its connection, whose transactions cannot interleave.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,10 +40,11 @@ class EmbeddedBus:
         self.path = Path(path)
         self._db = connect(self.path)
         self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
 
     def publish(self, topic: str, value: bytes, *, key: str | bytes | None = None, headers: Headers = ()) -> None:
         encoded = json.dumps([[k, v.hex()] for k, v in headers])
-        with self._db:
+        with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
                 "INSERT INTO bus_messages VALUES (?, (SELECT COALESCE(MAX(offset) + 1, 0) FROM bus_messages"
@@ -56,8 +59,9 @@ class EmbeddedBus:
         return EmbeddedConsumer(connect(self.path), list(topics), group)
 
     def end_offsets(self, topic: str) -> int:
-        row = self._db.execute("SELECT COALESCE(MAX(offset) + 1, 0) FROM bus_messages WHERE topic = ?", (topic,))
-        return int(row.fetchone()[0])
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(MAX(offset) + 1, 0) FROM bus_messages WHERE topic = ?", (topic,))
+            return int(row.fetchone()[0])
 
     def close(self) -> None:
         self._db.close()
@@ -68,6 +72,7 @@ class EmbeddedConsumer:
         self._db = db
         self._topics = topics
         self._group = group
+        self._lock = threading.Lock()
         self._position = {topic: self._committed(topic) for topic in topics}
 
     def _committed(self, topic: str) -> int:
@@ -79,7 +84,8 @@ class EmbeddedConsumer:
     def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
         deadline = time.monotonic() + timeout_s
         while True:
-            batch = self._fetch(max_records)
+            with self._lock:
+                batch = self._fetch(max_records)
             if batch or time.monotonic() >= deadline:
                 return batch
             time.sleep(min(0.01, max(0.0, deadline - time.monotonic())))
@@ -102,7 +108,7 @@ class EmbeddedConsumer:
         return out
 
     def commit(self, message: Message) -> None:
-        with self._db:
+        with self._lock, self._db:
             self._db.execute(
                 "INSERT INTO bus_offsets VALUES (?, ?, ?) ON CONFLICT (grp, topic)"
                 " DO UPDATE SET next_offset = MAX(next_offset, excluded.next_offset)",
