@@ -74,25 +74,26 @@ def prepare_home(home: Path, resume: bool) -> tuple[Journal | None, str]:
 
 
 def demo_settings(options: DemoOptions, journal: Journal) -> Settings:
+    """The embedded default under the demo's home, whatever CTLOOP_* or ctloop.toml say: a demo must not
+    register its models in a registry or write to an object store it was not pointed at by its own flags."""
     suffix = journal.topic_suffix
     topics = Topics(**{name: value + suffix for name, value in Topics().model_dump().items()})
-    overrides: dict[str, object] = {"home": options.home.resolve(), "topics": topics, "engine": "local"}
-    if options.kafka:
-        overrides |= {"bus": "kafka", "kafka_bootstrap": options.kafka}
-    else:
-        overrides["bus"] = "embedded"
-    if options.tracking_uri:
-        overrides["mlflow_tracking_uri"] = options.tracking_uri
-    return Settings(**overrides)
+    return Settings(
+        home=options.home.resolve(), topics=topics, engine="local",
+        bus="kafka" if options.kafka else "embedded", kafka_bootstrap=options.kafka or "127.0.0.1:9092",
+        mlflow_tracking_uri=options.tracking_uri, s3_endpoint_url=None,
+    )
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment under which a `ctloop` command sees these settings, as a user's shell would."""
-    env = {"CTLOOP_HOME": str(settings.home), "CTLOOP_BUS": settings.bus,
-           "CTLOOP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "CTLOOP_ENGINE": settings.engine}
+def settings_env(settings: Settings) -> dict[str, str | None]:
+    """The environment under which a `ctloop` command sees these settings, as a user's shell would;
+    None unsets a variable the caller's environment may hold."""
+    env: dict[str, str | None] = {
+        "CTLOOP_HOME": str(settings.home), "CTLOOP_BUS": settings.bus,
+        "CTLOOP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "CTLOOP_ENGINE": settings.engine,
+        "CTLOOP_MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri, "CTLOOP_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+    }
     env |= {f"CTLOOP_TOPICS__{name.upper()}": value for name, value in settings.topics.model_dump().items()}
-    if settings.mlflow_tracking_uri:
-        env["CTLOOP_MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
     return env
 
 

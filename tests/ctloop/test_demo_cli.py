@@ -1,4 +1,5 @@
-"""`ctloop demo` as a user runs it: the whole story on the embedded default, its JSON summary, and resume."""
+"""`ctloop demo` as a user runs it: refusals, then one story on the embedded default that is interrupted,
+resumed by `ctloop demo --resume --json`, and resumed once more with nothing left to do."""
 
 import json
 
@@ -6,6 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ctloop.cli import app
+from ctloop.demo.journal import load_journal
+from ctloop.demo.narration import Silent
+from ctloop.demo.runner import DemoOptions, run_demo
 
 
 def test_a_malformed_kafka_address_is_refused():
@@ -22,38 +26,55 @@ def test_a_home_that_is_not_a_demo_home_is_refused_untouched(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
-@pytest.fixture(scope="module")
-def demo_home(tmp_path_factory):
-    return tmp_path_factory.mktemp("demo") / "home"
+class _Interrupted(Exception):
+    pass
+
+
+class _StopsAtStage(Silent):
+    """A narrator whose user pressed ^C as stage `number` began."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+
+    def stage(self, number: int, title: str) -> None:
+        if number == self.number:
+            raise _Interrupted(title)
 
 
 @pytest.fixture(scope="module")
-def first_run(demo_home):
-    result = CliRunner().invoke(app, ["demo", "--home", str(demo_home), "--json"])
-    return result
+def resumed(tmp_path_factory):
+    """The demo interrupted as stage 3 began, then finished by `ctloop demo --resume --json`."""
+    home = tmp_path_factory.mktemp("demo") / "home"
+    with pytest.raises(_Interrupted):
+        run_demo(DemoOptions(home=home), _StopsAtStage(3))
+    journal = load_journal(home)
+    assert journal is not None and journal.done == ["bootstrap", "burst"]
+    return home, CliRunner().invoke(app, ["demo", "--home", str(home), "--json", "--resume"])
 
 
 @pytest.mark.e2e
-def test_the_demo_keeps_the_story_on_the_embedded_default(first_run, demo_home):
-    assert first_run.exit_code == 0, first_run.output
-    summary = json.loads(first_run.stdout)
-    assert summary["start"].startswith("starting clean")
+def test_a_resumed_demo_finishes_the_story_on_the_embedded_default(resumed):
+    home, result = resumed
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["start"].startswith("resuming") and "bootstrap, burst" in summary["start"]
     assert summary["bus"] == "embedded"
-    assert summary["tracking_uri"] == f"sqlite:///{demo_home.resolve() / 'mlflow.db'}"
-    assert all(check["ok"] for check in summary["checks"]), summary["checks"]
-    assert len(summary["versions"]) >= 3
+    assert summary["tracking_uri"] == f"sqlite:///{home.resolve() / 'mlflow.db'}"
+    assert [c["name"] for c in summary["checks"] if not c["ok"]] == []
+    assert [r["trigger"] for r in summary["runs"]] == ["data", "data", "drift"]
     assert summary["champion"] == next(v["version"] for v in summary["versions"] if v["trigger"] == "drift")
     assert any(step.startswith("mlflow ui --backend-store-uri sqlite:///") for step in summary["next_steps"])
     assert summary["reports"] and all(path.endswith(".html") for path in summary["reports"])
 
 
 @pytest.mark.e2e
-def test_resume_after_a_finished_demo_reruns_nothing_and_says_so(first_run, demo_home):
-    assert first_run.exit_code == 0, first_run.output
-    before = json.loads(first_run.stdout)
-    again = CliRunner().invoke(app, ["demo", "--home", str(demo_home), "--json", "--resume"])
+def test_resuming_a_finished_demo_reruns_nothing_and_says_so(resumed):
+    home, first = resumed
+    assert first.exit_code == 0, first.output
+    before = json.loads(first.stdout)
+    again = CliRunner().invoke(app, ["demo", "--home", str(home), "--json", "--resume"])
     assert again.exit_code == 0, again.output
     summary = json.loads(again.stdout)
-    assert summary["start"].startswith("resuming")
+    assert summary["start"].startswith("resuming") and "manual" in summary["start"]
     assert [r["id"] for r in summary["runs"]] == [r["id"] for r in before["runs"]]
     assert [v["version"] for v in summary["versions"]] == [v["version"] for v in before["versions"]]

@@ -5,8 +5,7 @@ from pathlib import Path
 import pytest
 
 from ctloop.demo.journal import Journal, load_journal, save_journal
-from ctloop.demo.narration import Silent
-from ctloop.demo.runner import DemoError, DemoOptions, demo_settings, prepare_home, run_demo, settings_env
+from ctloop.demo.runner import DemoError, DemoOptions, demo_settings, prepare_home, settings_env
 from ctloop.settings import Settings
 
 
@@ -60,12 +59,26 @@ def test_the_environment_gives_a_command_the_same_settings(tmp_path, monkeypatch
     settings = demo_settings(DemoOptions(home=tmp_path, kafka="10.0.0.1:9999", tracking_uri="http://127.0.0.1:5000"),
                              Journal(model="m", bus="kafka", topic_suffix=".demo-x"))
     for name, value in settings_env(settings).items():
-        monkeypatch.setenv(name, value)
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
     seen = Settings()
     assert seen.home == settings.home
     assert seen.bus == "kafka" and seen.kafka_bootstrap == "10.0.0.1:9999"
     assert seen.topics == settings.topics
     assert seen.tracking_uri == "http://127.0.0.1:5000"
+
+
+def test_the_demo_ignores_a_registry_and_store_set_in_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTLOOP_MLFLOW_TRACKING_URI", "http://production-mlflow:5000")
+    monkeypatch.setenv("CTLOOP_S3_ENDPOINT_URL", "http://production-minio:9000")
+    monkeypatch.setenv("CTLOOP_BUS", "kafka")
+    settings = demo_settings(DemoOptions(home=tmp_path), Journal(model="m", bus="embedded"))
+    assert settings.tracking_uri == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    assert settings.s3_endpoint_url is None and settings.bus == "embedded"
+    env = settings_env(settings)
+    assert env["CTLOOP_MLFLOW_TRACKING_URI"] is None and env["CTLOOP_S3_ENDPOINT_URL"] is None
 
 
 def test_the_journal_round_trips(tmp_path):
@@ -74,30 +87,3 @@ def test_the_journal_round_trips(tmp_path):
     assert load_journal(tmp_path) == journal
     assert load_journal(tmp_path / "elsewhere") is None
 
-
-class _Interrupted(Exception):
-    pass
-
-
-class _StopsAtStage(Silent):
-    """A narrator whose user pressed ^C when stage `number` began."""
-
-    def __init__(self, number: int) -> None:
-        self.number = number
-
-    def stage(self, number: int, title: str) -> None:
-        if number == self.number:
-            raise _Interrupted(title)
-
-
-@pytest.mark.e2e
-def test_an_interrupted_demo_resumes_after_its_last_finished_stage(tmp_path):
-    home = tmp_path / "demo"
-    with pytest.raises(_Interrupted):
-        run_demo(DemoOptions(home=home), _StopsAtStage(3))
-    journal = load_journal(home)
-    assert journal is not None and journal.done == ["bootstrap", "burst"]
-    summary = run_demo(DemoOptions(home=home, resume=True), Silent())
-    assert summary.start.startswith("resuming") and "bootstrap, burst" in summary.start
-    assert [c.name for c in summary.checks if not c.ok] == []
-    assert [r.trigger for r in summary.runs] == ["data", "data", "drift"]
