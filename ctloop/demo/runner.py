@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
@@ -33,6 +34,10 @@ from ctloop.demo.narration import Narrator
 from ctloop.demo.story import CATEGORICAL, LABEL, NUMERIC, Batch, Story, StoryConfig, TrafficWindow, build_story
 from ctloop.demo.summary import Summary, collect
 from ctloop.settings import Settings, Topics
+
+if TYPE_CHECKING:
+    from monitors.monitor import WindowOutcome
+    from workflows.run_store import RunRecord
 
 STAGES = ("bootstrap", "burst", "drift", "manual")
 SENSOR_GROUP = "ctloop-sensor"
@@ -241,7 +246,7 @@ class Loop:
         self.narrator.say(f"{batch.name} landed ({len(batch.frame)} rows{noisy}) → data.arrived {event.id[:8]}")
         return record
 
-    def _await_run(self, event_ids: list[str], what: str):
+    def _await_run(self, event_ids: list[str], what: str) -> RunRecord:
         """Step the sensor until it triggered a run for one of these events, wait for the run to end, then
         step the sensor until it saw the end, so the model's slot is free for the next trigger."""
         from workflows.engine import FINAL_STATUSES
@@ -308,14 +313,15 @@ class Loop:
             for d in reversed(list_decisions(self.settings.state_db, event_id=eid)):
                 self.narrator.say(f"sensor: event {eid[:8]} {d.kind} — {d.reason}")
 
-    def _tell_run(self, run) -> None:
+    def _tell_run(self, run: RunRecord) -> None:
         from deploy.registry import Registry
 
         if run.status != "Succeeded":
             raise DemoError(f"run {run.id} ended {run.status}: {run.error or 'see `ctloop runs show`'}")
-        step = run.step("promote") if run.step("promote") and run.step("promote").status == "Succeeded" else (
-            run.step("register"))
-        version = step.outputs.get("version") if step else None
+        # Exactly one of promote and register ran (their `when`s are complementary); it names the version.
+        made = [s.outputs["version"] for s in run.steps
+                if s.name in ("promote", "register") and s.status == "Succeeded" and s.outputs.get("version")]
+        version = made[0] if made else None
         if version is None:
             raise DemoError(f"run {run.id} succeeded but registered no version")
         info = Registry(self.settings.tracking_uri).version(self.model, version)
@@ -416,7 +422,7 @@ class Monitoring:
         self.journal = journal
         self._persist = persist
         self._stack = ExitStack()
-        self._outcomes: list = []
+        self._outcomes: list[WindowOutcome] = []
         self.service = None
 
     def __enter__(self) -> Monitoring:
@@ -462,7 +468,7 @@ class Monitoring:
         service.on_outcome = self._record
         self.service = service
 
-    def _record(self, outcome) -> None:
+    def _record(self, outcome: WindowOutcome) -> None:
         self._outcomes.append(outcome)
         if outcome.report_uri:
             self.journal.reports.append(outcome.report_uri)
@@ -477,7 +483,7 @@ class Monitoring:
         self.journal.alerts = self.receiver.received
         self._persist()
 
-    def await_window(self, timeout_s: float):
+    def await_window(self, timeout_s: float) -> WindowOutcome:
         """Step the monitor until the next window closes; its outcome."""
         assert self.service is not None
         seen = len(self._outcomes)
