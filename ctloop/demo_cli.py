@@ -61,6 +61,8 @@ def demo(
     else:
         console.rule("[bold]Summary")
         render(summary, console)
-        console.print(f"finished in {summary.wall_s:.1f}s" + ("" if summary.ok else "; [red]the story's checks failed"))
+        console.print(f"finished in {summary.wall_s:.1f}s" + ("" if summary.ok else "; [red]the story was not kept"))
+    if summary.error:
+        typer.echo(f"error: {summary.error}", err=True)
     if not summary.ok:
         raise typer.Exit(1)

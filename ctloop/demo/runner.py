@@ -115,16 +115,22 @@ def run_demo(options: DemoOptions, narrator: Narrator) -> Summary:
         raise DemoError(f"the demo in {home} ran on the {journal.bus} bus; resume it on the same bus or use --clean")
     settings = demo_settings(options, journal)
     save_journal(home, journal)
+    error = None
     with Loop(settings, story, journal, narrator, options) as loop:
         for number, stage in enumerate(STAGES, start=1):
             if stage in journal.done:
                 narrator.say(f"stage {number} ({stage}) already done; skipped")
                 continue
-            getattr(loop, stage)(number)
+            try:
+                getattr(loop, stage)(number)
+            except DemoError as exc:
+                # What happened so far is still on record; the summary shows it, and the failure.
+                error = f"stage {number} ({stage}) failed: {exc}"
+                break
             journal.done.append(stage)
             save_journal(home, journal)
     summary = collect(settings, journal, said)
-    return summary.model_copy(update={"wall_s": round(time.monotonic() - started, 2)})
+    return summary.model_copy(update={"wall_s": round(time.monotonic() - started, 2), "error": error})
 
 
 class Loop:

@@ -85,10 +85,12 @@ class Summary(BaseModel):
     checks: list[Check]
     next_steps: list[str]
     wall_s: float | None = None
+    error: str | None = None
+    """Why the story stopped early, if it did."""
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks)
+        return self.error is None and all(c.ok for c in self.checks)
 
 
 def collect(settings: Settings, journal: Journal, start: str) -> Summary:
@@ -256,6 +258,8 @@ def render(summary: Summary, console: Console) -> None:
         console.print(audit)
 
     console.print(f"Champion: [bold]v{summary.champion}[/bold]" if summary.champion else "Champion: none")
+    if summary.error:
+        console.print(f"[red]The story stopped early[/red]: {summary.error}")
     for check in summary.checks:
         mark = "[green]PASS[/green]" if check.ok else "[red]FAIL[/red]"
         console.print(f"  {mark} {check.name}: {check.detail}")

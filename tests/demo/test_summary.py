@@ -1,6 +1,6 @@
 """The story's checks fail exactly when the record lacks what the story promised."""
 
-from ctloop.demo.summary import AuditRow, EventRow, RunRow, VersionRow, story_checks
+from ctloop.demo.summary import AuditRow, EventRow, RunRow, Summary, VersionRow, story_checks
 
 
 def _version(n: str, decision: str, caused_by: str | None = "e") -> VersionRow:
@@ -82,3 +82,11 @@ def test_a_version_without_a_causing_event_breaks_lineage():
 def test_a_burst_that_became_two_runs_is_not_coalesced():
     split = [BURST[0], _event("burst", ["triggered: run rx"], "rx"), BURST[2]]
     assert _failed(events=split) == ["the burst coalesced into one run"]
+
+
+def test_a_story_stopped_early_is_not_ok_even_when_its_checks_pass():
+    summary = Summary(start="starting clean", model="m", home="/h", bus="embedded", tracking_uri="sqlite:///x",
+                      champion="3", events=[], runs=[], versions=[], audit=[], alerts=1, reports=[],
+                      checks=story_checks(**GOOD), next_steps=[])
+    assert summary.ok
+    assert not summary.model_copy(update={"error": "stage 3 (drift) failed: no drift"}).ok
