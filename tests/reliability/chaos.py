@@ -108,26 +108,34 @@ class Report:
     problems: tuple[str, ...]
 
     def table(self) -> str:
-        rows = [
-            ("events sent (incl. redeliveries, garbage)", self.events_sent),
-            ("distinct valid events", self.distinct_events),
-            ("events with a recorded decision", self.decided_events),
-            ("distinct (model, digest)", self.distinct_keys),
-            ("runs in the run store", self.runs),
-            ("(model, digest) trained", self.trained_keys),
-            ("duplicates (trained twice)", self.duplicates),
-            ("lost", self.lost),
-            ("runs interrupted by a kill", self.interrupted_runs),
-            ("runs left unfinished", self.unfinished_runs),
-            ("garbage sent / dead-lettered", f"{self.garbage_sent} / {self.dead_lettered}"),
-            ("SIGKILLs survived", self.kills),
-            ("broker restarts", self.broker_restarts),
-            ("wall time", f"{self.seconds:.0f} s"),
-        ]
-        width = max(len(name) for name, _ in rows)
-        lines = [f"| {'measure'.ljust(width)} | value |", f"|{'-' * (width + 2)}|-------|"]
-        lines += [f"| {name.ljust(width)} | {value} |" for name, value in rows]
-        return "\n".join(lines)
+        return side_by_side({"value": self})
+
+
+def side_by_side(reports: dict[str, Report]) -> str:
+    """A markdown table, one column per report."""
+    rows: list[tuple[str, Callable[[Report], object]]] = [
+        ("events sent (incl. redeliveries, garbage)", lambda r: r.events_sent),
+        ("distinct valid events", lambda r: r.distinct_events),
+        ("events with a recorded decision", lambda r: r.decided_events),
+        ("distinct (model, digest)", lambda r: r.distinct_keys),
+        ("runs in the run store", lambda r: r.runs),
+        ("(model, digest) trained", lambda r: r.trained_keys),
+        ("duplicates (trained twice)", lambda r: r.duplicates),
+        ("lost", lambda r: r.lost),
+        ("runs interrupted by a kill (then retried)", lambda r: r.interrupted_runs),
+        ("runs left unfinished", lambda r: r.unfinished_runs),
+        ("garbage sent / dead-lettered", lambda r: f"{r.garbage_sent} / {r.dead_lettered}"),
+        ("SIGKILLs survived", lambda r: r.kills),
+        ("broker restarts", lambda r: r.broker_restarts),
+        ("wall time", lambda r: f"{r.seconds:.0f} s"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = ["| " + " | ".join(["measure".ljust(width), *reports]) + " |",
+             "|" + "|".join(["-" * (width + 2), *("-" * (len(n) + 2) for n in reports)]) + "|"]
+    for name, value in rows:
+        cells = [str(value(r)).ljust(len(n)) for n, r in reports.items()]
+        lines.append("| " + " | ".join([name.ljust(width), *cells]) + " |")
+    return "\n".join(lines)
 
 
 class _Publisher:
@@ -182,7 +190,9 @@ def _env(settings: Settings) -> dict[str, str]:
 def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
-        return subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc.log_path = log  # type: ignore[attr-defined]
+    return proc
 
 
 def _query(db: Path, sql: str) -> list[tuple]:
@@ -216,27 +226,33 @@ def run_chaos(settings: Settings, work: Workload, *, kills: int, rng: random.Ran
               restart_broker: Callable[[], None] | None = None, restart_after_kill: int | None = None,
               settle_timeout_s: float = 180.0, pace_s: float = 0.05) -> Report:
     """Publish `work` in `kills` chunks, each while a sensor process runs that is SIGKILLed at a random
-    moment after it made progress; after kill number `restart_after_kill` the broker is restarted while
-    the next process runs. A last process runs until everything settled; then audit."""
+    moment after it made progress; in round `restart_after_kill` the broker is restarted while the
+    process runs. A last process runs until everything settled (with no kills, it gets all of `work`);
+    then audit."""
     started = time.monotonic()
     command = [sys.executable, "-m", "tests.reliability.chaos_process", str(train_s)]
     env = _env(settings)
     db = settings.state_db
-    size = -(-len(work.messages) // kills)
-    chunks = [work.messages[i:i + size] for i in range(0, len(work.messages), size)]
+    size = -(-len(work.messages) // max(kills, 1))
+    chunks = [work.messages[i:i + size] for i in range(0, len(work.messages), size)] if kills else []
     publisher = _Publisher(settings.kafka_bootstrap, settings.topics.data, pace_s)
     restarts = 0
     try:
         for k, chunk in enumerate(chunks):
-            before = _decided(db)
+            restart_here = restart_broker is not None and k == restart_after_kill
+            # The broker restarts under a consuming sensor: one that starts while it is down fails fast, by design.
+            parts = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2:]] if restart_here else [chunk]
             proc = _spawn(command, env, settings.home / f"sensor-{k}.log")
             try:
-                publisher.send(chunk)
-                if restart_broker is not None and k == restart_after_kill:
-                    publisher.join()
-                    restart_broker()
-                    restarts += 1
-                _wait(lambda b=before: _decided(db) > b, proc, 90, "progress before a kill")
+                for i, part in enumerate(parts):
+                    if i:
+                        publisher.join()
+                        restart_broker()  # type: ignore[misc]
+                        restarts += 1
+                    before = _decided(db)
+                    publisher.send(part)
+                    _wait(lambda b=before: _decided(db) > b, proc, 90,
+                          f"progress in round {k}{' after the broker restart' if i else ''} (from {before} decided)")
                 time.sleep(rng.uniform(0, 4 * train_s))
             finally:
                 proc.send_signal(signal.SIGKILL)
@@ -245,6 +261,9 @@ def run_chaos(settings: Settings, work: Workload, *, kills: int, rng: random.Ran
         distinct = {a.event_id for a in work.arrivals}
         proc = _spawn(command, env, settings.home / "sensor-final.log")
         try:
+            if not kills:
+                publisher.send(work.messages)
+                publisher.join()
             _wait(lambda: _settled(db, len(distinct)), proc, settle_timeout_s, "everything settled")
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -286,7 +305,8 @@ def _wait(done: Callable[[], bool], proc: subprocess.Popen, timeout_s: float, wh
     deadline = time.monotonic() + timeout_s
     while not done():
         if proc.poll() is not None:
-            raise RuntimeError(f"the sensor process exited with {proc.returncode} before {what}")
+            tail = proc.log_path.read_text(errors="replace")[-3000:]  # type: ignore[attr-defined]
+            raise RuntimeError(f"the sensor process exited with {proc.returncode} before {what}:\n{tail}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"not {what} within {timeout_s:.0f} s")
         time.sleep(0.1)
