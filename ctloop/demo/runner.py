@@ -297,6 +297,7 @@ class Loop:
 
     def _send(self, serving: Serving, mon: Monitoring, window: TrafficWindow) -> None:
         rows = window.features.to_dict(orient="records")
+        alerts_before = len(self.journal.alerts)
         versions = set()
         for start in range(0, len(rows), REQUEST_ROWS):
             versions.add(serving.predict(rows[start:start + REQUEST_ROWS]))
@@ -309,8 +310,12 @@ class Loop:
         self.narrator.say(f"{window.name}: {len(rows)} rows served by {served} → monitor: {state} "
                           f"(drifted share {verdict.drifted_share:.2f}; columns: {columns})")
         if outcome.event is not None:
-            self.narrator.say(f"drift event {outcome.event.id[:8]} published; alerts sent so far: "
-                              f"{len(self.journal.alerts)}")
+            self.narrator.say(f"drift event {outcome.event.id[:8]} published to {self.settings.topics.drift}")
+            # Not the monitor's doing: the demo's label join (see `labelling`) stands in for a labelling job.
+            self.narrator.say(f"its data: the window's served rows, labelled by the demo's label join → "
+                              f"{getattr(outcome.event.data, 'data_uri', None)}")
+        for alert in self.journal.alerts[alerts_before:]:
+            self.narrator.say(f"webhook received an alert: {alert['body'].get('text', alert['body'])}")
 
     def _tell_decisions(self, event_ids: list[str]) -> None:
         from sensors.decisions import list_decisions
