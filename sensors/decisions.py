@@ -16,7 +16,8 @@ from sensors.admission import AdmissionState, Decision
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sensor_events (
-    sensor TEXT NOT NULL, event_id TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (sensor, event_id)
+    sensor TEXT NOT NULL, event_id TEXT NOT NULL, at REAL NOT NULL, digest TEXT,
+    PRIMARY KEY (sensor, event_id)
 );
 CREATE TABLE IF NOT EXISTS sensor_decisions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -53,6 +54,9 @@ class DecisionLog:
         self.sensor = sensor
         self._db = connect(path)
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sensor_events)")}
+        if "digest" not in columns:
+            self._db.execute("ALTER TABLE sensor_events ADD COLUMN digest TEXT")
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[None]:
@@ -68,12 +72,17 @@ class DecisionLog:
         self._db.execute("COMMIT")
 
     def seen(self, event_id: str) -> bool:
-        row = self._db.execute("SELECT 1 FROM sensor_events WHERE sensor = ? AND event_id = ?",
-                               (self.sensor, event_id)).fetchone()
-        return row is not None
+        return self.seen_digest(event_id) is not None
 
-    def mark_seen(self, event_id: str, at: float) -> None:
-        self._db.execute("INSERT OR IGNORE INTO sensor_events VALUES (?, ?, ?)", (self.sensor, event_id, at))
+    def seen_digest(self, event_id: str) -> str | None:
+        """The content digest the event had when first seen ("" if not recorded); None if never seen."""
+        row = self._db.execute("SELECT digest FROM sensor_events WHERE sensor = ? AND event_id = ?",
+                               (self.sensor, event_id)).fetchone()
+        return None if row is None else (row[0] or "")
+
+    def mark_seen(self, event_id: str, at: float, digest: str) -> None:
+        self._db.execute("INSERT OR IGNORE INTO sensor_events (sensor, event_id, at, digest) VALUES (?, ?, ?, ?)",
+                         (self.sensor, event_id, at, digest))
 
     def ran(self, key: str) -> bool:
         return self._db.execute("SELECT 1 FROM sensor_runs WHERE key = ?", (key,)).fetchone() is not None

@@ -11,6 +11,7 @@ instant loses no event and starts no run twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -45,6 +46,11 @@ DigestResolver = Callable[[str], str]
 Record = tuple[Decision, float | None]  # a decision and, for a submitted run, its event-to-trigger latency
 TRIGGERS = ("data", "drift", "manual")
 _log = logging.getLogger("ctloop.sensor")
+
+
+def content_digest(event: Event) -> str:
+    """What a redelivery repeats exactly: type and payload (not `time`, which a re-emit may renew)."""
+    return hashlib.sha256(f"{event.type}\n{event.data.model_dump_json()}".encode()).hexdigest()[:32]
 
 
 class LocalSensor:
@@ -118,24 +124,30 @@ class LocalSensor:
         and the engine refuses a key it already has. It keeps the fsync out of the trigger latency."""
         now = self.clock()
         self.metrics.events_in.inc(len(messages))
-        routed: list[tuple[Event, Candidate | str]] = []
+        routed: list[tuple[Event, Message, Candidate | str]] = []
         for message in messages:
             try:
                 event = parse(message.value, max_bytes=self.settings.max_event_bytes)
-                routed.append((event, self._candidate(event, message)))
+                routed.append((event, message, self._candidate(event, message)))
             except EventError as exc:
                 self._dead_letter(message, exc.reason)
             except Unroutable as exc:
                 self._dead_letter(message, f"unroutable: {exc}")
         state = self.state
-        fresh: dict[str, Event] = {}
+        fresh: dict[str, str] = {}
         records: list[Record] = []
         rejected: list[tuple[Event, str]] = []
-        for event, routed_to in routed:
-            if event.id in fresh or self.log.seen(event.id):
-                self.metrics.redelivered.inc()
+        for event, message, routed_to in routed:
+            digest = content_digest(event)
+            before = fresh.get(event.id, self.log.seen_digest(event.id))
+            if before is not None:
+                if before in (digest, ""):
+                    self.metrics.redelivered.inc()
+                else:
+                    # Not a redelivery: a producer reused an id. Taking it as one would drop it silently.
+                    self._dead_letter(message, f"event id {event.id} reused with a different body")
                 continue
-            fresh[event.id] = event
+            fresh[event.id] = digest
             if isinstance(routed_to, str):
                 rejected.append((event, routed_to))
                 continue
@@ -144,8 +156,8 @@ class LocalSensor:
             records.extend((d, None) for d in outcome.decisions)
         state, launched = self._launch(state)
         with self.log.transaction(durable=False):
-            for event_id in fresh:
-                self.log.mark_seen(event_id, now)
+            for event_id, digest in fresh.items():
+                self.log.mark_seen(event_id, now, digest)
             for event, reason in rejected:
                 self.log.record_rejection(event.id, event.model, reason, at=now)
             self._write([*records, *launched], state, now)

@@ -204,3 +204,16 @@ def test_a_missing_digest_is_resolved_by_snapshotting_the_uri(settings, bus, eng
     [dead] = bus.consumer([settings.topics.deadletter], "t").poll(timeout_s=0.05)
     assert "cannot snapshot" in reason_of(dead)
     sensor.close()
+
+
+def test_an_event_id_reused_with_a_different_body_is_dead_lettered(settings, bus, engine):
+    bus.publish(settings.topics.data, arrival("churn", "a", "ev-1"))
+    bus.publish(settings.topics.data, arrival("churn", "a", "ev-1"))
+    bus.publish(settings.topics.data, arrival("churn", "b", "ev-1"))
+    sensor = make_sensor(settings, bus, engine)
+    drain(sensor)
+    assert [r["digest"] for r in engine.runs()] == ["a"]
+    [dead] = bus.consumer([settings.topics.deadletter], "t").poll(timeout_s=0.05)
+    assert "ev-1 reused with a different body" in reason_of(dead)
+    assert sensor.metrics.value("ctloop_sensor_redelivered_total") == 1
+    sensor.close()
