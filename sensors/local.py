@@ -92,6 +92,8 @@ class LocalSensor:
         self.state: AdmissionState = self.log.load_state()
         self._consumer = bus.consumer(sorted(self._by_topic), group)
         self._next_status_check = 0.0
+        self._engine_down_until = 0.0
+        self._engine_backoff_s = 0.0
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -276,11 +278,15 @@ class LocalSensor:
             records.extend((d, None) for d in outcome.decisions)
             freed = False
             for model, slot in list(state.running.items()):
-                if slot.run_id is not None:
+                if slot.run_id is not None or time.monotonic() < self._engine_down_until:
                     continue
                 result = self._submit(slot.candidate)
                 if result is None:
+                    # Back off while the engine is down rather than hammer it on every poll.
+                    self._engine_backoff_s = min(30.0, max(0.5, self._engine_backoff_s * 2))
+                    self._engine_down_until = time.monotonic() + self._engine_backoff_s
                     continue
+                self._engine_backoff_s = 0.0
                 decision, status = result
                 records.append((decision, max(0.0, time.time() - slot.candidate.event_time)))
                 state = started(state, model, decision.run_id or "unknown")
