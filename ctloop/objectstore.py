@@ -53,13 +53,16 @@ class LocalStore:
         return self.root / check_key(key)
 
     def list(self, prefix: str) -> list[ObjectInfo]:
-        check_key(prefix) if prefix else None
         base = self._path(prefix) if prefix else self.root
         if base.is_file():
             candidates = [base]
+        elif base.is_dir():
+            candidates = [p for p in base.rglob("*") if p.is_file()]
+        elif prefix.endswith("/") or not base.parent.is_dir():
+            candidates = []
         else:
-            start = base if base.is_dir() else base.parent
-            candidates = [p for p in start.rglob("*") if p.is_file()] if start.is_dir() else []
+            # A partial name ("data/2026-") matches siblings: only then is the parent walked.
+            candidates = [p for p in base.parent.rglob("*") if p.is_file()]
         out = []
         for path in candidates:
             key = path.relative_to(self.root).as_posix()

@@ -41,3 +41,18 @@ def test_missing_object_and_unknown_scheme_are_clear_errors(tmp_path):
         LocalStore(tmp_path).get("nope.csv")
     with pytest.raises(StoreError, match="unsupported URI scheme 'gs'"):
         open_uri("gs://bucket/x")
+
+
+def test_a_missing_prefix_lists_nothing_without_walking_its_parent(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("sibling/f.csv", b"1")
+    assert store.list("missing/") == []
+    assert store.list("missing/deeper/") == []
+
+
+def test_a_partial_name_prefix_matches_siblings(tmp_path):
+    store = LocalStore(tmp_path)
+    store.put("data/2026-01/a.csv", b"1")
+    store.put("data/2026-02/b.csv", b"2")
+    store.put("data/2025-12/c.csv", b"3")
+    assert [o.key for o in store.list("data/2026-")] == ["data/2026-01/a.csv", "data/2026-02/b.csv"]
