@@ -226,7 +226,7 @@ class Loop:
         self._ctloop(["promote", self.model, target, "--actor", ACTOR,
                       "--reason", "reviewed by hand: accept the larger training set despite the policy"])
         self._ctloop(["rollback", self.model, "--actor", ACTOR,
-                      "--reason", f"v{target} is worse on recent traffic; back to v{champion}"])
+                      "--reason", f"undo the manual promotion of v{target}: v{champion} was trained on recent traffic"])
 
     # --- steps -------------------------------------------------------------------------------------
 
@@ -485,7 +485,8 @@ class Monitoring:
             self.journal.reports.append(outcome.report_uri)
         if outcome.event is not None:
             data = outcome.event.data
-            self.journal.labelled.append(data.data_uri or "")
+            if data.data_uri:
+                self.journal.labelled.append(data.data_uri)
             self.journal.events.append(EventRecord(
                 id=outcome.event.id, type=outcome.event.type, topic=self.settings.topics.drift, stage="drift",
                 detail=f"{outcome.verdict.rows} served rows of v{data.version}, drifted share "
