@@ -4,7 +4,6 @@ workflow step is retried, and the aliases end fully moved; the champion is never
 from __future__ import annotations
 
 import random
-import threading
 import time
 import uuid
 
@@ -59,24 +58,26 @@ def test_a_registry_killed_mid_promotion_is_retried_and_the_aliases_move_fully(
     server = killable_mlflow_server
     engine = LocalEngine(Settings(home=tmp_path / "home"), template=promotion_workflow())
 
-    def outage() -> None:
-        time.sleep(rng.uniform(0.0, 0.6))
-        server.kill()
-        time.sleep(rng.uniform(0.5, 2.0))
-        server.start()
-
-    killer = threading.Thread(target=outage)
     watcher = AliasWatcher(observer, model)
     watcher.start()
-    killer.start()
     handle = engine.start({"model": model, "version": v2, "tracking-uri": server.url,
-                           "lock-dir": str(tmp_path / "locks")}, key=f"promote-{model}")
-    killer.join()
+                           "lock-dir": str(tmp_path / "locks")}, key=f"promote-{model}", wait=False)
+    deadline = time.monotonic() + 30
+    while engine.run(handle.run_id).step("promote") is None:
+        assert time.monotonic() < deadline, "the promote step never started"
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.05))  # somewhere inside the promotion's dozen registry calls
+    server.kill()
+    time.sleep(rng.uniform(0.5, 2.0))
+    server.start()
+    while engine.status(handle.run_id) == "Running":
+        assert time.monotonic() < deadline + 120, "the promotion did not finish after the registry came back"
+        time.sleep(0.1)
     views = watcher.stop()
 
     run = engine.run(handle.run_id)
-    assert handle.status == "Succeeded", run.error
-    print(f"promote step attempts: {run.step('promote').attempts}; alias views: {views}")
+    assert run.status == "Succeeded", run.error
+    assert run.step("promote").attempts >= 2, "the outage hit the promotion, and the engine retried it"
     assert observer.aliases(model) == {"champion": v2, "previous": v1}, "fully moved"
     for view in views:
         assert view.get("champion") in (v1, v2)
