@@ -131,7 +131,6 @@ def test_the_drift_monitor_dead_letters_every_bad_prediction_batch_and_keeps_cou
         service.close()
 
 
-@pytest.mark.xfail(strict=True, reason="sensor bug: a reused id with a different body is skipped as a redelivery")
 def test_an_event_id_reused_with_a_different_body_is_dead_lettered_not_taken_for_a_redelivery(
         kafka_settings, kafka_bus, dead_letters):
     engine = LocalEngine(kafka_settings, template=cheap_retrain(0.0))
