@@ -59,7 +59,8 @@ class DriftDetected(Payload):
     dataset_drift: bool
     columns: dict[str, ColumnDrift]
     report_uri: str | None = None
-    data_uri: str | None = None
+    data_uri: str | None = None  # labelled data a drift-triggered run retrains on
+    rows_uri: str | None = None  # the drifted window's own (unlabelled) rows, as evidence
 
 
 class ModelPromoted(Payload):

@@ -75,6 +75,9 @@ class PromotionPolicy(Frozen):
 class ModelSpec(Frozen):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     data: DataSchema
+    # Where labelled recent data for this model lands (a prefix); a drift-triggered run retrains
+    # on it. Prediction windows carry no labels, so they cannot be trained on themselves.
+    retrain_uri: str | None = None
     train: TrainParams = TrainParams()
     policy: PromotionPolicy = PromotionPolicy()
 
