@@ -53,7 +53,7 @@ def run(
     from monitors.monitor import DriftMonitor, MonitorConfig
     from monitors.reference import ReferenceNotFound, reference_from_file, reference_from_registry
     from monitors.report import ReportSink
-    from monitors.service import MonitorService
+    from monitors.service import MonitorService, retrain_uri_for
     from monitors.window import WindowPolicy
 
     if bus not in (None, "kafka", "embedded"):
@@ -74,6 +74,7 @@ def run(
             report_every=report_every,
         )
         notifier = WebhookNotifier(webhook) if webhook else None
+        retrain_uri = retrain_uri_for(model, settings)
     except (ReferenceNotFound, ValueError) as exc:
         _fail(str(exc))
     sink = ReportSink(
@@ -82,7 +83,7 @@ def run(
         tracking_uri=settings.tracking_uri if reference.run_id else None,
         run_id=reference.run_id,
     )
-    monitor = DriftMonitor(reference, config, sink=sink)
+    monitor = DriftMonitor(reference, config, sink=sink, retrain_uri=retrain_uri)
     if runtime == "faust":
         _run_faust(settings, monitor, notifier)
         return

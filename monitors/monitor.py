@@ -3,6 +3,10 @@
 Both runtimes drive it: the embedded service (any `ctloop.bus.Bus`) and the Faust app. It decides
 drift, renders and stores evidence, builds the `DriftDetected` event and decides alerts; publishing,
 HTTP and offset commits stay with the runtime, which performs them in that order per window.
+
+A drift event names two things: the drifting window's own rows (`rows_uri`, unlabelled, as evidence)
+and the labelled data a drift-triggered run retrains on (`data_uri`, the model spec's `retrain_uri`,
+which the runtime's edge reads and hands in).
 """
 
 from __future__ import annotations
@@ -56,8 +60,10 @@ class DriftMonitor:
         config: MonitorConfig | None = None,
         *,
         sink: ReportSink | None = None,
+        retrain_uri: str | None = None,
     ) -> None:
         self.reference = reference
+        self.retrain_uri = retrain_uri
         self.config = config or MonitorConfig()
         self.detector = DriftDetector(reference.profile, self.config.thresholds)
         self.sink = sink
@@ -106,11 +112,11 @@ class DriftMonitor:
         verdict = self.detector.detect(window)
         drifted = verdict.dataset_drift if self.config.trigger == "dataset" else verdict.any_drift
         every = self.config.report_every
-        report_uri = data_uri = None
+        report_uri = rows_uri = None
         if self.sink is not None and (drifted or (every and self.closed % every == 0)):
             report_uri = self._report(window, verdict)
             if drifted:
-                data_uri = self.sink.save_rows(_jsonl(window), model=self.model, window_end=verdict.end)
+                rows_uri = self.sink.save_rows(_jsonl(window), model=self.model, window_end=verdict.end)
         self.episode, alert_now = decide(self.episode, drifted, verdict.end, self.config.alerts)
         event = None
         if drifted:
@@ -129,7 +135,8 @@ class DriftMonitor:
                     dataset_drift=verdict.dataset_drift,
                     columns=verdict.columns,
                     report_uri=report_uri,
-                    data_uri=data_uri,
+                    data_uri=self.retrain_uri,
+                    rows_uri=rows_uri,
                 )
             )
         alert = slack_message(self.model, self._version, verdict, report_uri) if alert_now else None

@@ -17,6 +17,7 @@ from typing import Any
 from ctloop.bus import Bus, Consumer, Message
 from ctloop.deadletter import dead_letter
 from ctloop.events import to_bytes
+from ctloop.modelspec import SpecNotFound, load_spec
 from ctloop.predictions import PredictionBatchError, parse_batch
 from ctloop.settings import Settings
 from monitors.alerts import WebhookNotifier
@@ -34,6 +35,20 @@ class ServiceStats:
     drift_events: int = 0
     alerts_sent: int = 0
     dead_lettered: int = 0
+
+
+def retrain_uri_for(model: str, settings: Settings) -> str | None:
+    """The model spec's `retrain_uri`, which drift events carry as the data to retrain on. Without it
+    they carry none, and the drift sensor records why it starts no run; said here once, at start."""
+    try:
+        uri = load_spec(model, settings).retrain_uri
+    except SpecNotFound as exc:
+        log.warning("%s; drift events for %s will carry no data_uri, so they trigger no retrain", exc, model)
+        return None
+    if uri is None:
+        log.warning("the spec of %s sets no retrain_uri; drift events will carry no data_uri, so they trigger "
+                    "no retrain", model)
+    return uri
 
 
 class MonitorService:

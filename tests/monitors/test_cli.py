@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 from ctloop.cli import app
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import parse
+from ctloop.modelspec import DataSchema, Feature, ModelSpec, save_spec
 from ctloop.predictions import PredictionBatch
 from ctloop.profile import build_profile
 from ctloop.settings import Settings
@@ -53,6 +54,9 @@ def test_run_on_the_embedded_bus_publishes_drift_events(tmp_path, monkeypatch):
     profile_path = tmp_path / "profile.json"
     profile_path.write_text(build_profile(_frame(rng, 2000, 0), numeric=["x"], categorical=["c"]).to_json())
     settings.state_db.parent.mkdir(parents=True)
+    retrain = (tmp_path / "recent" / "m").as_uri() + "/"
+    schema = DataSchema(features=(Feature(name="x"), Feature(name="c", kind="categorical")), label="y")
+    save_spec(ModelSpec(name="m", data=schema, retrain_uri=retrain), settings)
     bus = EmbeddedBus(settings.state_db)
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     for i, shift in enumerate([0, 0, 3, 3]):
@@ -66,4 +70,6 @@ def test_run_on_the_embedded_bus_publishes_drift_events(tmp_path, monkeypatch):
     events = [parse(m.value) for m in bus.consumer([settings.topics.drift], "t").poll(timeout_s=1)]
     assert [e.data.model for e in events] == ["m", "m"]
     assert all(e.data.report_uri and e.data.report_uri.startswith("file://") for e in events)
+    assert [e.data.data_uri for e in events] == [retrain, retrain], "drift runs retrain on the spec's retrain_uri"
+    assert all(e.data.rows_uri and e.data.rows_uri.endswith(".jsonl") for e in events)
     bus.close()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -53,6 +54,21 @@ def test_reports_are_kept_every_nth_window_even_without_drift(tmp_path):
     assert [o.drifted for o in outcomes] == [False] * 4
     assert [o.report_uri is not None for o in outcomes] == [False, True, False, True]
     assert len(list((tmp_path / "reports" / "m").iterdir())) == 2
+
+
+def test_a_drift_event_points_at_the_labelled_retrain_data_and_keeps_the_windows_rows_as_evidence(tmp_path):
+    rng = np.random.default_rng(4)
+    retrain = "s3://bucket/recent/m/"
+    config = MonitorConfig(window=WindowPolicy(max_rows=1000), trigger="column")
+    monitor = DriftMonitor(_monitor(config).reference, config,
+                           sink=ReportSink(tmp_path.as_uri()), retrain_uri=retrain)
+    event = monitor.add(_batch(rng, 0, x_shift=3.0))[0].event
+    assert event is not None and event.data.data_uri == retrain
+    rows = (tmp_path / event.data.rows_uri.removeprefix(tmp_path.as_uri() + "/")).read_text().splitlines()
+    assert len(rows) == 1000 and set(json.loads(rows[0])) == {"x", "y", "c"}
+    unlabelled = _monitor(config).add(_batch(rng, 1, x_shift=3.0))[0]
+    assert unlabelled.event is not None and unlabelled.event.data.data_uri is None
+    assert unlabelled.event.data.rows_uri is None, "without a sink no rows are kept"
 
 
 def test_messages_without_rows_are_committed_with_the_open_window():
