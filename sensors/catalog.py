@@ -74,7 +74,9 @@ def drift_sensor(settings: Settings, code_version: str, where: ClusterEndpoints)
         "drift-detected", source,
         data=(DataFilter("body.type", "string", (r"^ctloop\.drift\.detected$",)),
               DataFilter("body.data.dataset_drift", "bool", ("true",)),
-              DataFilter("body.data.data_uri", "string", ANY)),
+              DataFilter("body.data.data_uri", "string", ANY,
+                         reason="drift event for {body.data.model} carries no data_uri: "
+                                "set retrain_uri in the model's spec")),
         # A verdict on an empty window is noise, not drift.
         exprs=(ExprFilter("rows > 0", (("rows", "body.data.rows"),)),),
     )

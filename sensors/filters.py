@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
@@ -30,7 +31,8 @@ def data_filter_passes(f: DataFilter, data: Any) -> bool:
     except PathMissing:
         return False
     if f.type == "string":
-        text = as_text(actual)
+        # gjson's string of a JSON null is "", which is what Argo Events matches the regexes against.
+        text = "" if actual is None else as_text(actual)
         matched = any(_regex(v).search(text) for v in f.values)
         return matched if f.comparator == "=" else not all(_regex(v).search(text) for v in f.values)
     if f.type == "bool":
@@ -67,8 +69,23 @@ def rejection(dependency: Dependency, data: Any) -> str | None:
     """None when the event passes the dependency's filters, else the first filter that failed."""
     for f in dependency.data:
         if not data_filter_passes(f, data):
+            if f.reason:
+                return _fill(f.reason, data)
             return f"data filter {f.path} {f.comparator} {list(f.values)} failed"
     for f in dependency.exprs:
         if not expr_filter_passes(f, data):
             return f"expr filter {f.expr!r} failed"
     return None
+
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.-]+)\}")
+
+
+def _fill(template: str, data: Mapping[str, Any]) -> str:
+    def value(match: re.Match[str]) -> str:
+        try:
+            return as_text(lookup(data, match.group(1)))
+        except PathMissing:
+            return "?"
+
+    return _PLACEHOLDER.sub(value, template)

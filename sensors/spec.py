@@ -100,6 +100,9 @@ class DataFilter:
     type: FilterType
     values: tuple[str, ...]
     comparator: Comparator = "="
+    # Why an event that fails this filter is refused, for the decision log (not rendered: Argo Events
+    # has no such field). `{dotted.path}` is replaced by that value of the event data.
+    reason: str | None = None
 
     def __post_init__(self) -> None:
         check_path(self.path)

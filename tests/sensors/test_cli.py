@@ -11,7 +11,7 @@ from ctloop.cli import app
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import parse
 from ctloop.settings import Settings
-from tests.sensors.helpers import arrival, drain, make_sensor
+from tests.sensors.helpers import arrival, drain, drift, make_sensor
 from tests.sensors.ledger import LedgerEngine
 
 
@@ -46,6 +46,7 @@ def test_events_list_shows_each_decision_with_its_reason(env, tmp_path):
     bus = EmbeddedBus(env.state_db)
     bus.publish(env.topics.data, arrival("churn", "abc", "ev-1"))
     bus.publish(env.topics.data, arrival("churn", "abc", "ev-2"))
+    bus.publish(env.topics.drift, drift("churn", "ev-3", data_uri=None))
     engine = LedgerEngine(tmp_path / "runs.db")
     sensor = make_sensor(env, bus, engine)
     drain(sensor)
@@ -53,9 +54,11 @@ def test_events_list_shows_each_decision_with_its_reason(env, tmp_path):
     result = runner.invoke(app, ["events", "list", "--json"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.output.splitlines()]
-    assert sorted((r["event_id"], r["kind"]) for r in rows) == [("ev-1", "triggered"), ("ev-2", "deduped")]
+    assert sorted((r["event_id"], r["kind"]) for r in rows) == [
+        ("ev-1", "triggered"), ("ev-2", "deduped"), ("ev-3", "rejected")]
     text = runner.invoke(app, ["events", "list", "--model", "churn"]).output
     assert "triggered" in text and "deduped" in text and "already in the running" in text
+    assert "drift event for churn carries no data_uri: set retrain_uri in the model's spec" in text
     bus.close()
     engine.close()
 

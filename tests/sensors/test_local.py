@@ -105,6 +105,20 @@ def test_events_the_filters_reject_are_recorded_not_run(settings, bus, engine):
     sensor.close()
 
 
+def test_a_drift_event_without_labelled_data_is_rejected_with_the_fix_and_the_sensor_goes_on(settings, bus, engine):
+    bus.publish(settings.topics.drift, drift("churn", "d-nodata", data_uri=None))
+    bus.publish(settings.topics.drift, drift("churn", "d-real"))
+    sensor = make_sensor(settings, bus, engine)
+    drain(sensor)
+    assert [r["event_id"] for r in engine.runs()] == ["d-real"]
+    [nodata] = list_decisions(settings.state_db, event_id="d-nodata")
+    assert nodata.kind == "rejected" and nodata.model == "churn"
+    assert nodata.reason == ("ctloop-drift: drift event for churn carries no data_uri: "
+                             "set retrain_uri in the model's spec")
+    assert bus.consumer([settings.topics.deadletter], "t").poll(timeout_s=0.05) == [], "refused, not unroutable"
+    sensor.close()
+
+
 def test_a_drift_run_is_followed_by_a_cooldown(settings, bus, engine):
     bus.publish(settings.topics.drift, drift("churn", "d1", data_uri="file:///live/1"))
     bus.publish(settings.topics.drift, drift("churn", "d2", data_uri="file:///live/2"))
