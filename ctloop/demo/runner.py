@@ -7,8 +7,10 @@ Stages (each recorded in the journal when done, so `--resume` continues after th
 2. burst: more batches land at once → admission control coalesces them into one run on the newest
    snapshot → the challenger is evaluated against the champion and promoted or rejected;
 3. drift: serving answers real HTTP requests and logs prediction batches; the traffic drifts → the
-   monitor publishes one drift event and sends one alert → the sensor admits a rerun on the drifting
-   window (labelled, see `labelling`) → a new version; the monitor then follows the new champion;
+   monitor publishes one drift event and sends one alert; the labels of served traffic land under the
+   spec's `retrain_uri` (the demo plays the user's label-join pipeline, see `labelling`), which the drift
+   event names as its data → the sensor admits a rerun on that recent labelled traffic → a new version;
+   the monitor then follows the new champion;
 4. by hand: a manual promotion and a rollback through the `ctloop` commands a user would type.
 
 The components run in this process but share nothing except the bus, the registry, the object store
@@ -30,8 +32,9 @@ from pydantic import BaseModel, ConfigDict
 
 from ctloop.bus import Bus
 from ctloop.demo.journal import EventRecord, Journal, load_journal, save_journal
+from ctloop.demo.labelling import LabelJoin
 from ctloop.demo.narration import Narrator
-from ctloop.demo.story import CATEGORICAL, LABEL, NUMERIC, Batch, Story, StoryConfig, TrafficWindow, build_story
+from ctloop.demo.story import Batch, Story, StoryConfig, TrafficWindow, build_story
 from ctloop.demo.summary import Summary, collect
 from ctloop.settings import Settings, Topics
 
@@ -156,8 +159,11 @@ class Loop:
         from sensors.local import LocalSensor
         from workflows.local_engine import LocalEngine
 
-        save_spec(self.story.spec, self.settings)
         self.store = LocalStore(self.settings.store_root)
+        # Where the label join lands recent labelled traffic; the monitor reads it from the spec.
+        retrain_uri = self.store.uri(f"recent/{self.model}") + "/"
+        save_spec(self.story.spec.model_copy(update={"retrain_uri": retrain_uri}), self.settings)
+        self.labels = LabelJoin(retrain_uri)
         self.bus: Bus = open_bus(self.settings)
         self._stack.callback(self.bus.close)
         self.engine = LocalEngine(self.settings)
@@ -310,10 +316,16 @@ class Loop:
         self.narrator.say(f"{window.name}: {len(rows)} rows served by {served} → monitor: {state} "
                           f"(drifted share {verdict.drifted_share:.2f}; columns: {columns})")
         if outcome.event is not None:
-            self.narrator.say(f"drift event {outcome.event.id[:8]} published to {self.settings.topics.drift}")
-            # Not the monitor's doing: the demo's label join (see `labelling`) stands in for a labelling job.
-            self.narrator.say(f"its data: the window's served rows, labelled by the demo's label join → "
-                              f"{getattr(outcome.event.data, 'data_uri', None)}")
+            data = outcome.event.data
+            self.narrator.say(f"drift event {outcome.event.id[:8]} published to {self.settings.topics.drift}; "
+                              f"its evidence, the window's served rows: {data.rows_uri}; its data to retrain on, "
+                              f"the spec's retrain_uri: {data.data_uri}")
+        # The outcomes of these rows become known; the demo plays the label-join pipeline a user runs.
+        landed = self.labels.land(window)
+        if window is self.story.traffic[0]:
+            self.narrator.say("the demo now plays your label-join pipeline (the story knows the outcomes): each "
+                              "served window lands labelled under the spec's retrain_uri, the latest one kept")
+        self.narrator.say(f"label join: {window.name}'s rows and labels → {landed}")
         for alert in self.journal.alerts[alerts_before:]:
             self.narrator.say(f"webhook received an alert: {alert['body'].get('text', alert['body'])}")
 
@@ -438,13 +450,11 @@ class Monitoring:
 
     def __enter__(self) -> Monitoring:
         from ctloop.bus_factory import open_bus
-        from ctloop.demo.labelling import GroundTruth
         from ctloop.demo.webhook import WebhookReceiver
 
         self.receiver = self._stack.enter_context(WebhookReceiver())
         self.bus = open_bus(self.settings)
         self._stack.callback(self.bus.close)
-        self.truth = GroundTruth([w.frame for w in self.story.traffic], [*NUMERIC, *CATEGORICAL], LABEL)
         self._stack.callback(self._close_service)
         self.follow_champion()
         return self
@@ -460,22 +470,24 @@ class Monitoring:
     def follow_champion(self) -> None:
         """(Re)start the monitor on the current champion's reference profile; its consumer group keeps
         its place in the prediction topic."""
-        from ctloop.demo.labelling import LabelledWindowSink
         from monitors.alerts import AlertPolicy, WebhookNotifier
         from monitors.monitor import DriftMonitor, MonitorConfig
         from monitors.reference import reference_from_registry
-        from monitors.service import MonitorService
+        from monitors.report import ReportSink
+        from monitors.service import MonitorService, retrain_uri_for
         from monitors.window import WindowPolicy
 
         self._close_service()
         reference = reference_from_registry(self.settings.tracking_uri, self.story.spec.name)
         self.reference_version = reference.version
-        sink = LabelledWindowSink(self.settings.store_root.as_uri(), self.truth,
-                                  tracking_uri=self.settings.tracking_uri, run_id=reference.run_id)
+        sink = ReportSink(self.settings.store_root.as_uri(), tracking_uri=self.settings.tracking_uri,
+                          run_id=reference.run_id)
         config = MonitorConfig(window=WindowPolicy(max_rows=self.story.config.traffic_rows),
                                alerts=AlertPolicy(clean_windows=2, cooldown_s=3600.0))
-        service = MonitorService(self.bus, self.settings, DriftMonitor(reference, config, sink=sink),
-                                 notifier=WebhookNotifier(self.receiver.url), group=MONITOR_GROUP)
+        monitor = DriftMonitor(reference, config, sink=sink,
+                               retrain_uri=retrain_uri_for(self.story.spec.name, self.settings))
+        service = MonitorService(self.bus, self.settings, monitor, notifier=WebhookNotifier(self.receiver.url),
+                                 group=MONITOR_GROUP)
         service.on_outcome = self._record
         self.service = service
 

@@ -221,7 +221,8 @@ def next_steps(settings: Settings, model: str, journal: Journal) -> list[str]:
     steps = [ui, f"{env} ctloop runs list --model {model}", f"{env} ctloop events list --model {model}",
              f"{env} ctloop models show {model}"]
     steps += [f"Evidently drift report: {_path(u)}" for u in journal.reports]
-    steps += [f"drift run's data (served rows + labels): {_path(u)}" for u in journal.labelled]
+    steps += [f"drift run's data (labelled recent traffic, the spec's retrain_uri): {_path(u)}"
+              for u in journal.labelled]
     return steps
 
 

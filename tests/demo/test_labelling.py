@@ -1,19 +1,11 @@
-"""The label join turns a drifting window's served rows into training data the retrain workflow accepts."""
-
-import json
-from datetime import UTC, datetime
+"""The demo's label join lands served traffic, labelled, where a drift-triggered run retrains."""
 
 import pytest
 
-from ctloop.demo.labelling import GroundTruth, LabelledWindowSink, UnknownRow
-from ctloop.demo.story import CATEGORICAL, LABEL, NUMERIC, build_story
+from ctloop.demo.labelling import LabelJoin
+from ctloop.demo.story import LABEL, build_story
 from trainer.snapshot import load_frame, take_snapshot
 from trainer.validation import validate
-
-
-def _served(frame) -> list[dict]:
-    """Rows as serving logs them: the features, through JSON."""
-    return [json.loads(json.dumps(r)) for r in frame[[*NUMERIC, *CATEGORICAL]].to_dict(orient="records")]
 
 
 @pytest.fixture(scope="module")
@@ -21,32 +13,21 @@ def story():
     return build_story()
 
 
-def test_served_rows_get_their_story_labels(story):
+def test_the_latest_window_lands_labelled_under_the_retrain_prefix_and_validates(story, tmp_path):
+    retrain_uri = (tmp_path / "recent" / story.spec.name).as_uri() + "/"
+    join = LabelJoin(retrain_uri)
+    join.land(story.traffic_before[0])
+    landed = join.land(story.traffic_after[0])
+    assert landed.startswith(retrain_uri)
+    snapshot = take_snapshot(retrain_uri)
+    assert len(snapshot.objects) == 1, "only the latest window is kept"
     window = story.traffic_after[0].frame
-    truth = GroundTruth([w.frame for w in story.traffic], [*NUMERIC, *CATEGORICAL], LABEL)
-    labelled = truth.label_rows(_served(window.head(50)))
-    assert labelled[LABEL].tolist() == window[LABEL].head(50).tolist()
-    assert labelled["row_id"].tolist() == window["row_id"].head(50).tolist()
+    assert validate(snapshot, story.spec.data).rows == len(window)
+    frame = load_frame(snapshot)
+    assert frame["row_id"].tolist() == window["row_id"].tolist()
+    assert frame[LABEL].tolist() == window[LABEL].tolist()
 
 
-def test_a_row_the_story_never_sent_is_an_error_naming_it(story):
-    truth = GroundTruth([w.frame for w in story.traffic], [*NUMERIC, *CATEGORICAL], LABEL)
-    row = {**_served(story.traffic_after[0].frame.head(1))[0], "usage_hours": 123.0}
-    with pytest.raises(UnknownRow, match=r"123\.0"):
-        truth.label_rows([row])
-
-
-def test_the_sink_returns_a_prefix_that_validates_against_the_spec(story, tmp_path):
-    window = story.traffic_after[0].frame
-    truth = GroundTruth([w.frame for w in story.traffic], [*NUMERIC, *CATEGORICAL], LABEL)
-    sink = LabelledWindowSink(tmp_path.as_uri(), truth)
-    jsonl = ("\n".join(json.dumps(r) for r in _served(window)) + "\n").encode()
-    uri = sink.save_rows(jsonl, model=story.spec.name, window_end=datetime(2026, 1, 1, tzinfo=UTC))
-    assert uri.endswith("/") and sink.labelled == [uri]
-    snapshot = take_snapshot(uri)
-    assert len(snapshot.objects) == 1
-    report = validate(snapshot, story.spec.data)
-    assert report.rows == len(window)
-    assert load_frame(snapshot)[LABEL].tolist() == window[LABEL].tolist()
-    # The monitor's own record of the window's rows is kept as it asked.
-    assert list((tmp_path / "windows" / story.spec.name).glob("*.jsonl"))
+def test_a_retrain_uri_that_is_not_a_prefix_is_refused():
+    with pytest.raises(ValueError, match="prefix"):
+        LabelJoin("file:///tmp/recent/renewals")
