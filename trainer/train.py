@@ -108,6 +108,9 @@ def _train_and_log(snapshot, spec, parts, ctx, device, client, run_id, checkpoin
         )
         lineage.log_spec(client, run_id, spec)
         lineage.log_profile(client, run_id, parts.train, spec)
+        # start_run checks the run against the process's active experiment, which other code in a
+        # long-lived process (an engine, a sensor) may have set to another one.
+        mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
         with mlflow.start_run(run_id=run_id):
             lineage.log_dataset(parts.train, spec, snapshot)
             lineage.log_model(model, parts.train[spec.data.feature_names].head(5), step=fitted.best_epoch)
