@@ -14,6 +14,7 @@ from ctloop.bus import Bus
 from ctloop.deadletter import reason_of
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import DriftDetected, parse
+from ctloop.modelspec import DataSchema, Feature, ModelSpec, save_spec
 from ctloop.predictions import PredictionBatch
 from ctloop.profile import build_profile
 from ctloop.settings import Settings, Topics
@@ -21,7 +22,7 @@ from monitors.alerts import AlertPolicy, WebhookNotifier
 from monitors.monitor import DriftMonitor, MonitorConfig
 from monitors.reference import Reference
 from monitors.report import ReportSink
-from monitors.service import MonitorService
+from monitors.service import MonitorService, retrain_uri_for
 from monitors.window import WindowPolicy
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -179,3 +180,18 @@ def test_bad_messages_are_dead_lettered_and_other_models_skipped(tmp_path):
         assert bus.consumer([settings.topics.predictions], "monitor-test").poll(timeout_s=0.1) == []
     finally:
         bus.close()
+
+
+def test_the_retrain_uri_comes_from_the_spec_and_its_absence_is_said(tmp_path, caplog):
+    settings = Settings(home=tmp_path)
+    with caplog.at_level("WARNING", logger="monitors.service"):
+        assert retrain_uri_for("churn", settings) is None
+    assert "no spec for model 'churn'" in caplog.text and "no data_uri" in caplog.text
+    schema = DataSchema(features=(Feature(name="x"),), label="y")
+    save_spec(ModelSpec(name="churn", data=schema), settings)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="monitors.service"):
+        assert retrain_uri_for("churn", settings) is None
+    assert "sets no retrain_uri" in caplog.text
+    save_spec(ModelSpec(name="churn", data=schema, retrain_uri="s3://b/recent/churn/"), settings)
+    assert retrain_uri_for("churn", settings) == "s3://b/recent/churn/"
