@@ -66,7 +66,7 @@ def test_a_registry_killed_mid_promotion_is_retried_and_the_aliases_move_fully(
     while engine.run(handle.run_id).step("promote") is None:
         assert time.monotonic() < deadline, "the promote step never started"
         time.sleep(0.005)
-    time.sleep(rng.uniform(0.0, 0.05))  # somewhere inside the promotion's dozen registry calls
+    time.sleep(rng.uniform(0.0, 0.02))  # somewhere inside the promotion's dozen registry calls
     server.kill()
     time.sleep(rng.uniform(0.5, 2.0))
     server.start()
