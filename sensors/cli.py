@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
@@ -51,16 +50,6 @@ def _engine(settings: Settings) -> Engine:
     return ArgoEngine(settings)
 
 
-def _snapshot_digest(settings: Settings) -> Callable[[str], str]:
-    def resolve(uri: str) -> str:
-        from trainer.snapshot import take_snapshot
-
-        snapshot = take_snapshot(uri, s3_endpoint_url=settings.s3_endpoint_url)
-        if not snapshot.objects:
-            raise ValueError(f"no data objects under {uri}")
-        return snapshot.digest
-
-    return resolve
 
 
 @sensor_app.command("run")
@@ -79,7 +68,7 @@ def run(
     from sensors import jsonlog
     from sensors.admission import AdmissionPolicy
     from sensors.catalog import kafka_sensors
-    from sensors.local import LocalSensor
+    from sensors.local import LocalSensor, snapshot_digest
     from sensors.metrics import SensorMetrics
 
     jsonlog.configure()
@@ -98,7 +87,7 @@ def run(
     policy = AdmissionPolicy(window_s=window, drift_cooldown_s=cooldown, max_gpu_runs=max_gpu_runs)
     the_bus = open_bus(settings)
     sensor = LocalSensor(settings, the_bus, _engine(settings), kafka_sensors(settings, code_version()), group=group,
-                         policy=policy, resolve_digest=_snapshot_digest(settings), metrics=metrics)
+                         policy=policy, resolve_digest=snapshot_digest(settings), metrics=metrics)
     try:
         sensor.run(lambda: stop["now"])
     finally:

@@ -43,9 +43,24 @@ from sensors.spec import KafkaSource, KeyOf, SensorSpec
 from workflows.engine import FINAL_STATUSES, AlreadyRan, Engine, RunRequest
 
 DigestResolver = Callable[[str], str]
+
 Record = tuple[Decision, float | None]  # a decision and, for a submitted run, its event-to-trigger latency
 TRIGGERS = ("data", "drift", "manual")
 _log = logging.getLogger("ctloop.sensor")
+
+
+def snapshot_digest(settings: Settings) -> DigestResolver:
+    """How a sensor names the data of an event that carries no digest: by snapshotting its URI."""
+
+    def digest_of(uri: str) -> str:
+        from trainer.snapshot import take_snapshot
+
+        snapshot = take_snapshot(uri, s3_endpoint_url=settings.s3_endpoint_url)
+        if not snapshot.objects:
+            raise ValueError(f"no data objects under {uri}")
+        return snapshot.digest
+
+    return digest_of
 
 
 def content_digest(event: Event) -> str:

@@ -156,7 +156,7 @@ class Loop:
         from ctloop.version import code_version
         from sensors.admission import AdmissionPolicy
         from sensors.catalog import kafka_sensors
-        from sensors.local import LocalSensor
+        from sensors.local import LocalSensor, snapshot_digest
         from workflows.local_engine import LocalEngine
 
         self.store = LocalStore(self.settings.store_root)
@@ -169,7 +169,7 @@ class Loop:
         self.engine = LocalEngine(self.settings)
         policy = AdmissionPolicy(window_s=self.options.coalesce_window_s, drift_cooldown_s=3600.0)
         self.sensor = LocalSensor(self.settings, self.bus, self.engine, kafka_sensors(self.settings, code_version()),
-                                  group=SENSOR_GROUP, policy=policy, resolve_digest=_snapshot_digest(self.settings))
+                                  group=SENSOR_GROUP, policy=policy, resolve_digest=snapshot_digest(self.settings))
         self._stack.callback(self.sensor.close)
         return self
 
@@ -525,14 +525,3 @@ class Monitoring:
             self.service = None
 
 
-def _snapshot_digest(settings: Settings) -> Callable[[str], str]:
-    """How the sensor names the data of an event that carries no digest (a drift event's window)."""
-    def resolve(uri: str) -> str:
-        from trainer.snapshot import take_snapshot
-
-        snapshot = take_snapshot(uri, s3_endpoint_url=settings.s3_endpoint_url)
-        if not snapshot.objects:
-            raise ValueError(f"no data objects under {uri}")
-        return snapshot.digest
-
-    return resolve
