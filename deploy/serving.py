@@ -147,7 +147,11 @@ class EventWatcher:
             for message in messages:
                 try:
                     event = parse(message.value)
-                except EventError:
+                except EventError as exc:
+                    # Not dead-lettered here: every replica reads in a group of its own, so each would copy
+                    # it. The event only wakes the follower early; the alias poll still follows the champion.
+                    log.warning("ignoring a bad message on %s at offset %d: %s", message.topic, message.offset,
+                                exc.reason)
                     continue
                 if isinstance(event.data, ModelPromoted | ModelRolledBack) and event.data.model == self._follower.name:
                     self._follower.wake()
