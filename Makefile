@@ -11,17 +11,17 @@ STAMP := $(VENV)/.editable-$(shell printf '%s' "$(CURDIR)" | sha256sum | cut -c1
 
 .PHONY: demo test lint venv render clean
 
-demo: $(STAMP)
+demo: $(STAMP) .venv
 	$(BIN)/ctloop demo
 
-test: $(STAMP)
+test: $(STAMP) .venv
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(STAMP) .venv
 	$(BIN)/ruff check .
 
-render: $(STAMP)
+render: $(STAMP) .venv
 	$(BIN)/ctloop render
 
 venv: $(DEPS)
@@ -35,9 +35,12 @@ $(DEPS):
 
 $(STAMP): $(DEPS)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	ln -sfn $(VENV) .venv
 	rm -f $(VENV)/.editable-*
 	touch $@
+
+# A convenience link in the clone, so `.venv/bin/ctloop` works after either command.
+.venv:
+	ln -sfn $(VENV) .venv
 
 clean:
 	rm -rf .venv .ctloop .pytest_cache
