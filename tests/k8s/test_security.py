@@ -180,6 +180,22 @@ def port_allowed(rule: Manifest, port: int) -> bool:
     return "ports" not in rule or any(p.get("port") == port for p in rule["ports"])
 
 
+def allows(policies: list[Manifest], direction: str, pod: dict[str, str], port: int, peer: dict[str, str],
+           peer_ns: dict[str, str]) -> bool:
+    """Some rule of a policy selecting `pod` lets `peer` through on `port`, `direction` "ingress" or "egress"."""
+    peers = "from" if direction == "ingress" else "to"
+    rules = [
+        r
+        for p in policies
+        if direction.capitalize() in p["spec"]["policyTypes"] and selector_matches(p["spec"]["podSelector"], pod)
+        for r in p["spec"].get(direction, [])
+    ]
+    return any(
+        port_allowed(r, port) and (peers not in r or any(peer_allowed(other, peer, peer_ns) for other in r[peers]))
+        for r in rules
+    )
+
+
 def can_connect(
     policies: list[Manifest],
     source: dict[str, str],
@@ -188,29 +204,10 @@ def can_connect(
     source_ns: dict[str, str] = CTLOOP_NS,
 ) -> bool:
     """Both ends' policies must allow it: the target's ingress and (if in ctloop) the source's egress."""
-    ingress_rules = [
-        r
-        for p in policies
-        if "Ingress" in p["spec"]["policyTypes"] and selector_matches(p["spec"]["podSelector"], target)
-        for r in p["spec"].get("ingress", [])
-    ]
-    ingress_ok = any(
-        port_allowed(r, port) and ("from" not in r or any(peer_allowed(peer, source, source_ns) for peer in r["from"]))
-        for r in ingress_rules
-    )
+    ingress_ok = allows(policies, "ingress", target, port, source, source_ns)
     if source_ns != CTLOOP_NS:
         return ingress_ok
-    egress_rules = [
-        r
-        for p in policies
-        if "Egress" in p["spec"]["policyTypes"] and selector_matches(p["spec"]["podSelector"], source)
-        for r in p["spec"].get("egress", [])
-    ]
-    egress_ok = any(
-        port_allowed(r, port) and ("to" not in r or any(peer_allowed(peer, target, CTLOOP_NS) for peer in r["to"]))
-        for r in egress_rules
-    )
-    return ingress_ok and egress_ok
+    return ingress_ok and allows(policies, "egress", source, port, target, CTLOOP_NS)
 
 
 def labels_of(overlay: list[Manifest], kind: str, name: str) -> dict[str, str]:
