@@ -59,19 +59,17 @@ def of_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
     return [m for m in manifests if m["kind"] == kind]
 
 
-def pod_spec(workload: Manifest) -> Manifest:
+def pod_template(workload: Manifest) -> Manifest:
     spec = workload["spec"]
-    if workload["kind"] == "Pod":
-        return spec
-    if workload["kind"] == "CronJob":
-        return spec["jobTemplate"]["spec"]["template"]["spec"]
-    return spec["template"]["spec"]
+    return spec["jobTemplate"]["spec"]["template"] if workload["kind"] == "CronJob" else spec["template"]
+
+
+def pod_spec(workload: Manifest) -> Manifest:
+    return workload["spec"] if workload["kind"] == "Pod" else pod_template(workload)["spec"]
 
 
 def pod_labels(workload: Manifest) -> dict[str, str]:
-    spec = workload["spec"]
-    template = spec["jobTemplate"]["spec"]["template"] if workload["kind"] == "CronJob" else spec["template"]
-    return template["metadata"]["labels"]
+    return pod_template(workload)["metadata"]["labels"]
 
 
 def containers(spec: Manifest) -> list[Manifest]:
