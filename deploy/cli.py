@@ -88,8 +88,7 @@ def show_model(name: str, tracking_uri: TrackingUri = None, as_json: AsJson = Fa
         "versions": [{
             "version": v.version, "aliases": list(v.aliases), "created": _when(v.created_ms), "source": v.source,
             "decision": v.decision, "reasons": v.reasons, "metrics": v.metrics,
-            "provenance": {k.removeprefix("ctloop."): v.tags.get(k) for k in (
-                "ctloop.event_id", "ctloop.data_digest", "ctloop.code_version", "ctloop.run_id")},
+            "provenance": v.provenance,
         } for v in versions],
         "audit": model.audit,
     }

@@ -38,16 +38,16 @@ from deploy.registry import (
     HOLDOUT_TAG,
     METRIC_PREFIX,
     PREVIOUS,
+    PROVENANCE_KEYS,
     REASONS_TAG,
     ROLE_ALIASES,
+    TAG_PREFIX,
     NotFound,
     Registry,
     RegistryError,
 )
 
 log = logging.getLogger(__name__)
-
-PROVENANCE_KEYS = ("event_id", "data_digest", "code_version", "run_id")
 
 
 class PromotionError(RegistryError):
@@ -110,8 +110,8 @@ def _audit(registry: Registry, model: str, entry: dict[str, Any]) -> str:
 
 
 def provenance_tags(provenance: dict[str, str | None], evaluation: Evaluation, decision: Decision) -> dict[str, str]:
-    tags = {f"ctloop.{k}": str(v) for k, v in provenance.items() if v is not None}
-    tags.setdefault("ctloop.code_version", code_version())
+    tags = {f"{TAG_PREFIX}{k}": str(v) for k, v in provenance.items() if v is not None}
+    tags.setdefault(f"{TAG_PREFIX}code_version", code_version())
     tags.update({f"{METRIC_PREFIX}{name}": repr(float(value)) for name, value in evaluation.challenger.items()})
     tags[HOLDOUT_TAG] = evaluation.holdout_digest
     tags["ctloop.holdout_rows"] = str(evaluation.holdout_rows)

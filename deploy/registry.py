@@ -26,6 +26,8 @@ DECISION_TAG = "ctloop.decision"
 REASONS_TAG = "ctloop.reasons"
 METRIC_PREFIX = "ctloop.metric."
 HOLDOUT_TAG = "ctloop.holdout_digest"
+# What a version was made from, each a tag `ctloop.<key>`: the triggering event, the data snapshot, code, run.
+PROVENANCE_KEYS = ("event_id", "data_digest", "code_version", "run_id")
 _REGISTRATION_TAG = "ctloop.registration_id"
 # MLflow's limit on a tag value is 5000 characters; longer reasons are cut, not rejected.
 _MAX_TAG_VALUE = 5000
@@ -80,6 +82,10 @@ class VersionInfo:
     def reasons(self) -> list[str]:
         raw = self.tags.get(REASONS_TAG)
         return json.loads(raw) if raw else []
+
+    @property
+    def provenance(self) -> dict[str, str | None]:
+        return {key: self.tags.get(f"{TAG_PREFIX}{key}") for key in PROVENANCE_KEYS}
 
 
 @dataclass(frozen=True)
@@ -278,10 +284,6 @@ class Registry:
                 f"tag {name} version {version}",
                 lambda k=key, v=value: self.client.set_model_version_tag(name, str(version), k, _clip(v)),
             )
-
-    def latest_version(self, name: str) -> str | None:
-        versions = self.versions(name)
-        return versions[-1].version if versions else None
 
     def _info(self, mv: Any) -> VersionInfo:
         return VersionInfo(

@@ -17,8 +17,6 @@ from rich.table import Table
 from ctloop.demo.journal import Journal
 from ctloop.settings import Settings
 
-PROVENANCE = ("event_id", "data_digest", "code_version", "run_id")
-
 
 class EventRow(BaseModel):
     id: str
@@ -135,7 +133,7 @@ def collect(settings: Settings, journal: Journal, start: str) -> Summary:
         roles.setdefault(number, []).append(alias)
     version_rows = []
     for v in versions:
-        provenance = {k: v.tags.get(f"ctloop.{k}") for k in PROVENANCE}
+        provenance = v.provenance
         event_id = provenance["event_id"]
         run = run_by_id.get(triggered.get(event_id or "", "") or "")
         caused = run is not None and run.mlflow_run_id == v.run_id and run.version == v.version

@@ -69,6 +69,8 @@ def test_first_challenger_becomes_champion_with_provenance(registry, model_name,
     assert info.tags["ctloop.code_version"] == "git:1234"
     assert info.tags["ctloop.holdout_digest"] == "holdout-1"
     assert info.run_id and info.tags["ctloop.run_id"] == info.run_id
+    assert info.provenance == {"event_id": "evt-1", "data_digest": "sha256:abc", "code_version": "git:1234",
+                               "run_id": info.run_id}
     assert info.metrics == {"accuracy": 0.8}
     assert info.decision == "promote" and "no champion" in info.reasons[0]
     assert info.tags["ctloop.promoted_by"] == "ctloop"
