@@ -141,20 +141,16 @@ class LocalSensor:
         and the engine refuses a key it already has. It keeps the fsync out of the trigger latency."""
         now = self.clock()
         self.metrics.events_in.inc(len(messages))
-        routed: list[tuple[Event, Message, Candidate | str]] = []
-        for message in messages:
-            try:
-                event = parse(message.value, max_bytes=self.settings.max_event_bytes)
-                routed.append((event, message, self._candidate(event, message)))
-            except EventError as exc:
-                self._dead_letter(message, exc.reason)
-            except Unroutable as exc:
-                self._dead_letter(message, f"unroutable: {exc}")
         state = self.state
         fresh: dict[str, str] = {}
         records: list[Record] = []
         rejected: list[tuple[Event, str]] = []
-        for event, message, routed_to in routed:
+        for message in messages:
+            try:
+                event = parse(message.value, max_bytes=self.settings.max_event_bytes)
+            except EventError as exc:
+                self._dead_letter(message, exc.reason)
+                continue
             digest = content_digest(event)
             before = fresh.get(event.id, self.log.seen_digest(event.id))
             if before is not None:
@@ -163,6 +159,13 @@ class LocalSensor:
                 else:
                     # Not a redelivery: a producer reused an id. Taking it as one would drop it silently.
                     self._dead_letter(message, f"event id {event.id} reused with a different body")
+                continue
+            # Routed only once known to be new: a redelivery is neither snapshotted again nor
+            # dead-lettered because its data has gone since it was decided.
+            try:
+                routed_to = self._candidate(event, message)
+            except Unroutable as exc:
+                self._dead_letter(message, f"unroutable: {exc}")
                 continue
             fresh[event.id] = digest
             if isinstance(routed_to, str):

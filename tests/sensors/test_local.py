@@ -10,6 +10,7 @@ from ctloop.settings import Settings
 from ctloop.version import code_version
 from sensors.admission import AdmissionPolicy
 from sensors.decisions import list_decisions
+from sensors.local import snapshot_digest
 from tests.sensors.helpers import arrival, drain, drift, make_sensor
 from tests.sensors.ledger import LedgerEngine
 from workflows.engine import RunRequest, idempotency_key
@@ -217,6 +218,23 @@ def test_a_missing_digest_is_resolved_by_snapshotting_the_uri(settings, bus, eng
     assert run["key"] == idempotency_key("churn", run["digest"], code_version())
     [dead] = bus.consumer([settings.topics.deadletter], "t").poll(timeout_s=0.05)
     assert "cannot snapshot" in reason_of(dead)
+    sensor.close()
+
+
+def test_a_redelivery_is_skipped_before_its_data_is_snapshotted_again(settings, bus, engine, tmp_path):
+    data = tmp_path / "incoming"
+    data.mkdir()
+    (data / "part-0.csv").write_text("a,b\n1,2\n")
+    event = arrival("churn", None, "ev-1", uri=data.as_uri() + "/")
+    bus.publish(settings.topics.data, event)
+    sensor = make_sensor(settings, bus, engine, resolve_digest=snapshot_digest(settings))
+    drain(sensor)
+    (data / "part-0.csv").unlink()
+    bus.publish(settings.topics.data, event)
+    drain(sensor)
+    assert [r["event_id"] for r in engine.runs()] == ["ev-1"]
+    assert bus.consumer([settings.topics.deadletter], "t").poll(timeout_s=0.05) == []
+    assert sensor.metrics.value("ctloop_sensor_redelivered_total") == 1
     sensor.close()
 
 
