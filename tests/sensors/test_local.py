@@ -202,16 +202,7 @@ def test_a_missing_digest_is_resolved_by_snapshotting_the_uri(settings, bus, eng
     (data / "part-0.csv").write_text("a,b\n1,2\n")
     bus.publish(settings.topics.data, arrival("churn", None, "ev-1", uri=data.as_uri() + "/"))
     bus.publish(settings.topics.data, arrival("churn", None, "ev-2", uri=(tmp_path / "missing").as_uri() + "/"))
-
-    def resolve(uri: str) -> str:
-        from trainer.snapshot import take_snapshot
-
-        snapshot = take_snapshot(uri)
-        if not snapshot.objects:
-            raise ValueError(f"no data objects under {uri}")
-        return snapshot.digest
-
-    sensor = make_sensor(settings, bus, engine, resolve_digest=resolve)
+    sensor = make_sensor(settings, bus, engine, resolve_digest=snapshot_digest(settings))
     drain(sensor)
     [run] = engine.runs()
     assert run["event_id"] == "ev-1" and run["digest"]
