@@ -76,9 +76,8 @@ def prepare_home(home: Path, resume: bool) -> tuple[Journal | None, str]:
             raise DemoError(f"{home} is not empty and holds no demo.json, so it is not a demo home; "
                             "pass another --home or empty it")
         shutil.rmtree(home)
-        why = "nothing to resume there" if resume and journal is None else "previous demo state removed"
-        return None, f"starting clean in {home} ({why})"
-    return None, f"starting clean in {home}"
+        return None, f"starting clean in {home} (previous demo state removed)"
+    return None, f"starting clean in {home}" + (" (nothing to resume there)" if resume else "")
 
 
 def demo_settings(options: DemoOptions, journal: Journal) -> Settings:
