@@ -33,10 +33,6 @@ class Journal(BaseModel):
     alerts: list[dict] = Field(default_factory=list)
     reports: list[str] = Field(default_factory=list)
     labelled: list[str] = Field(default_factory=list)
-    runs_seconds: float = 0.0
-
-    def event(self, event_id: str) -> EventRecord | None:
-        return next((e for e in self.events if e.id == event_id), None)
 
 
 def journal_path(home: Path) -> Path:
