@@ -15,11 +15,9 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ctloop.bus import Bus, Message
-from ctloop.deadletter import dead_letter
-from ctloop.events import to_bytes
-from ctloop.predictions import PredictionBatchError, parse_batch
 from ctloop.settings import Settings
 from monitors.alerts import WebhookNotifier
+from monitors.delivery import deliver, read_batch
 from monitors.monitor import DriftMonitor, WindowOutcome
 
 if TYPE_CHECKING:
@@ -41,12 +39,8 @@ class FaustRuntime:
         self._pending: list[Any] = []
 
     def handle(self, message: Message, event: Any) -> list[Any]:
-        try:
-            batch = parse_batch(message.value)
-        except PredictionBatchError as exc:
-            dead_letter(self.bus, self.settings.topics.deadletter, message, str(exc))
-            return self._hold(event)
-        if not self.monitor.accepts(batch):
+        batch = read_batch(self.bus, self.settings.topics.deadletter, message)
+        if batch is None or not self.monitor.accepts(batch):
             return self._hold(event)
         self._pending.append(event)
         closed = self.monitor.add(batch, event, (message.topic, message.partition))
@@ -77,11 +71,7 @@ class FaustRuntime:
         return []
 
     def _finish(self, outcome: WindowOutcome) -> None:
-        if outcome.event is not None:
-            self.bus.publish(self.settings.topics.drift, to_bytes(outcome.event), key=self.monitor.model)
-            self.bus.flush()
-        if outcome.alert is not None and self.notifier is not None:
-            self.notifier.send(outcome.alert)
+        deliver(outcome, self.monitor.model, self.bus, self.settings.topics.drift, self.notifier)
         self.outcomes.append(outcome)
 
 

@@ -15,12 +15,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ctloop.bus import Bus, Consumer, Message
-from ctloop.deadletter import dead_letter
-from ctloop.events import to_bytes
 from ctloop.modelspec import SpecNotFound, load_spec
-from ctloop.predictions import PredictionBatchError, parse_batch
 from ctloop.settings import Settings
 from monitors.alerts import WebhookNotifier
+from monitors.delivery import deliver, read_batch
 from monitors.monitor import DriftMonitor, WindowOutcome
 
 log = logging.getLogger(__name__)
@@ -75,14 +73,10 @@ class MonitorService:
         for message in self.consumer.poll(timeout_s=timeout_s, max_records=max_records):
             self.stats.messages += 1
             stream = (message.topic, message.partition)
-            try:
-                batch = parse_batch(message.value)
-            except PredictionBatchError as exc:
-                dead_letter(self.bus, self.settings.topics.deadletter, message, str(exc))
+            batch = read_batch(self.bus, self.settings.topics.deadletter, message)
+            if batch is None:
                 self.stats.dead_lettered += 1
-                self._commit(self.monitor.skip(message, stream))
-                continue
-            if not self.monitor.accepts(batch):
+            if batch is None or not self.monitor.accepts(batch):
                 self._commit(self.monitor.skip(message, stream))
                 continue
             self.stats.rows += len(batch.rows)
@@ -109,14 +103,10 @@ class MonitorService:
 
     def _finish(self, outcome: WindowOutcome) -> None:
         self.stats.windows += 1
-        if outcome.event is not None:
-            self.bus.publish(
-                self.settings.topics.drift, to_bytes(outcome.event), key=self.monitor.model
-            )
-            self.bus.flush()
-            self.stats.drift_events += 1
-        if outcome.alert is not None and self.notifier is not None and self.notifier.send(outcome.alert):
+        if deliver(outcome, self.monitor.model, self.bus, self.settings.topics.drift, self.notifier):
             self.stats.alerts_sent += 1
+        if outcome.event is not None:
+            self.stats.drift_events += 1
         self._commit(outcome.markers)
         if self.on_outcome is not None:
             self.on_outcome(outcome)
