@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
 
@@ -129,14 +129,9 @@ def promote_command(
     from deploy.promotion import promote
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
-    bus = _bus(settings)
-    try:
-        with _registry_errors():
-            result = promote(settings.tracking_uri, name, version, actor=actor or getpass.getuser(), reason=reason,
-                             manual=True, bus=bus, models_topic=settings.topics.models,
-                             lock_dir=settings.home / "locks")
-    finally:
-        bus.close()
+    with closing(_bus(settings)) as bus, _registry_errors():
+        result = promote(settings.tracking_uri, name, version, actor=actor or getpass.getuser(), reason=reason,
+                         manual=True, bus=bus, models_topic=settings.topics.models, lock_dir=settings.home / "locks")
     if not result.changed:
         typer.echo(f"{name} version {version} is already the champion; nothing changed")
         return
@@ -153,13 +148,9 @@ def rollback_command(
     from deploy.promotion import rollback
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
-    bus = _bus(settings)
-    try:
-        with _registry_errors():
-            result = rollback(settings.tracking_uri, name, actor=actor or getpass.getuser(), reason=reason, bus=bus,
-                              models_topic=settings.topics.models, lock_dir=settings.home / "locks")
-    finally:
-        bus.close()
+    with closing(_bus(settings)) as bus, _registry_errors():
+        result = rollback(settings.tracking_uri, name, actor=actor or getpass.getuser(), reason=reason, bus=bus,
+                          models_topic=settings.topics.models, lock_dir=settings.home / "locks")
     typer.echo(f"{name}: rolled back champion {result.previous} -> {result.version} (by {result.actor}: {reason})")
 
 
@@ -182,9 +173,6 @@ def serve_command(
         _fail(f"--poll must be positive, got {poll}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = _settings(mlflow_tracking_uri=tracking_uri, bus=bus)
-    event_bus = _bus(settings)
-    try:
+    with closing(_bus(settings)) as event_bus:
         serve(settings.tracking_uri, model, host=host, port=port, poll_s=poll, bus=event_bus,
               predictions_topic=settings.topics.predictions, models_topic=settings.topics.models)
-    finally:
-        event_bus.close()
