@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, get_args
 
 from ctloop.bus import Bus, Message
 from ctloop.consume import Unroutable
@@ -28,6 +28,7 @@ from sensors.admission import (
     AdmissionState,
     Candidate,
     Decision,
+    Trigger,
     admit,
     finished,
     started,
@@ -45,7 +46,7 @@ from workflows.engine import FINAL_STATUSES, AlreadyRan, Engine, RunRequest
 DigestResolver = Callable[[str], str]
 
 Record = tuple[Decision, float | None]  # a decision and, for a submitted run, its event-to-trigger latency
-TRIGGERS = ("data", "drift", "manual")
+TRIGGERS = get_args(Trigger)
 _log = logging.getLogger("ctloop.sensor")
 
 
