@@ -50,8 +50,6 @@ def _engine(settings: Settings) -> Engine:
     return ArgoEngine(settings)
 
 
-
-
 @sensor_app.command("run")
 def run(
     bus: Annotated[Literal["kafka", "embedded"] | None, typer.Option(help="Bus; default from CTLOOP_BUS.")] = None,
