@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -64,6 +64,10 @@ class DemoOptions(BaseModel):
     coalesce_window_s: float = 1.0
     step_timeout_s: float = 300.0
 
+    @property
+    def bus(self) -> Literal["embedded", "kafka"]:
+        return "kafka" if self.kafka else "embedded"
+
 
 def prepare_home(home: Path, resume: bool) -> tuple[Journal | None, str]:
     """The journal to resume from (or None for a clean start), and a sentence saying which it is."""
@@ -87,7 +91,7 @@ def demo_settings(options: DemoOptions, journal: Journal) -> Settings:
     topics = Topics(**{name: value + suffix for name, value in Topics().model_dump().items()})
     return Settings(
         home=options.home.resolve(), topics=topics, engine="local",
-        bus="kafka" if options.kafka else "embedded", kafka_bootstrap=options.kafka or "127.0.0.1:9092",
+        bus=options.bus, kafka_bootstrap=options.kafka or "127.0.0.1:9092",
         mlflow_tracking_uri=options.tracking_uri, s3_endpoint_url=None,
     )
 
@@ -112,8 +116,8 @@ def run_demo(options: DemoOptions, narrator: Narrator) -> Summary:
     narrator.say(said)
     if journal is None:
         suffix = f".demo-{secrets.token_hex(4)}" if options.kafka else ""
-        journal = Journal(model=story.spec.name, bus="kafka" if options.kafka else "embedded", topic_suffix=suffix)
-    elif journal.bus != ("kafka" if options.kafka else "embedded"):
+        journal = Journal(model=story.spec.name, bus=options.bus, topic_suffix=suffix)
+    elif journal.bus != options.bus:
         raise DemoError(f"the demo in {home} ran on the {journal.bus} bus; resume it on the same bus or use --clean")
     settings = demo_settings(options, journal)
     save_journal(home, journal)
