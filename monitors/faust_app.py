@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from typing import TYPE_CHECKING, Any
 
 from ctloop.bus import Bus, Message
@@ -37,8 +38,20 @@ class FaustRuntime:
         self.notifier = notifier
         self.outcomes: list[WindowOutcome] = []
         self._pending: list[Any] = []
+        # The agent's handle and the timer's tick run in separate worker threads; unserialised, a tick
+        # could close the window while handle is adding a batch and ack that batch's event with the
+        # wrong window, so a crash would lose it.
+        self._lock = threading.Lock()
 
     def handle(self, message: Message, event: Any) -> list[Any]:
+        with self._lock:
+            return self._handle(message, event)
+
+    def tick(self) -> list[Any]:
+        with self._lock:
+            return self._tick()
+
+    def _handle(self, message: Message, event: Any) -> list[Any]:
         batch = read_batch(self.bus, self.settings.topics.deadletter, message)
         if batch is None or not self.monitor.accepts(batch):
             return self._hold(event)
@@ -53,7 +66,7 @@ class FaustRuntime:
         done, self._pending = self._pending[: len(self._pending) - keep], self._pending[len(self._pending) - keep:]
         return done
 
-    def tick(self) -> list[Any]:
+    def _tick(self) -> list[Any]:
         closed = self.monitor.tick()
         for outcome in closed:
             self._finish(outcome)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ctloop.bus import Bus
+from ctloop.bus import Bus, Message
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import parse
 from ctloop.predictions import PredictionBatch
@@ -67,6 +68,42 @@ def test_faust_agent_runs_the_monitor(tmp_path):
     drift = bus.consumer([settings.topics.drift], "t").poll(timeout_s=0.5)
     assert [parse(m.value).data.model for m in drift] == ["m", "m"]
     assert len(bus.consumer([settings.topics.deadletter], "t").poll(timeout_s=0.5)) == 1
+    bus.close()
+
+
+class _HeldFlush(EmbeddedBus):
+    """Holds its first flush until released, so a test can act while a window is being published."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        self.flushing = threading.Event()
+        self.release = threading.Event()
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        self.flushing.set()
+        self.release.wait(10)
+        super().flush(timeout_s)
+
+
+def test_the_timer_waits_while_the_agent_finishes_a_window(tmp_path):
+    settings = Settings(home=tmp_path)
+    bus = _HeldFlush(tmp_path / "bus.db")
+    runtime = _runtime(bus, settings)
+    batches = _batches()
+    for offset, value in enumerate(batches[:2]):
+        assert runtime.handle(Message("p", 0, offset, b"m", value, (), None), offset) == [offset]
+    agent = threading.Thread(target=runtime.handle, args=(Message("p", 0, 2, b"m", batches[2], (), None), 2))
+    agent.start()
+    assert bus.flushing.wait(10)
+    timer = threading.Thread(target=runtime.tick)
+    timer.start()
+    timer.join(0.5)
+    still_waiting = timer.is_alive()
+    bus.release.set()
+    agent.join()
+    timer.join()
+    assert still_waiting
+    assert [o.drifted for o in runtime.outcomes] == [False, False, True]
     bus.close()
 
 
