@@ -11,7 +11,6 @@ import typer
 
 if TYPE_CHECKING:
     from ctloop.settings import Settings
-    from workflows.engine import Engine
 
 sensor_app = typer.Typer(help="Sensors: data and drift events become admitted retrain runs.", no_args_is_help=True)
 emit_app = typer.Typer(help="Publish ctloop events by hand.", no_args_is_help=True)
@@ -37,19 +36,6 @@ def _settings(bus: str | None = None, engine: str | None = None) -> Settings:
     return Settings(**overrides)
 
 
-def _engine(settings: Settings) -> Engine:
-    if settings.engine == "local":
-        from workflows.local_engine import LocalEngine
-
-        # The sensor outlives its runs, so it may restart those a crash of its process interrupted.
-        return LocalEngine(settings, retry_interrupted=2)
-    try:
-        from workflows.argo_engine import ArgoEngine
-    except ImportError as exc:
-        _fail(f"the Argo engine is not available: {exc}")
-    return ArgoEngine(settings)
-
-
 @sensor_app.command("run")
 def run(
     bus: Annotated[Literal["kafka", "embedded"] | None, typer.Option(help="Bus; default from CTLOOP_BUS.")] = None,
@@ -68,6 +54,7 @@ def run(
     from sensors.catalog import kafka_sensors
     from sensors.local import LocalSensor, snapshot_digest
     from sensors.metrics import SensorMetrics
+    from workflows.engine_factory import open_engine
 
     jsonlog.configure()
     settings = _settings(bus, engine)
@@ -84,8 +71,10 @@ def run(
     signal.signal(signal.SIGINT, request_stop)
     policy = AdmissionPolicy(window_s=window, drift_cooldown_s=cooldown, max_gpu_runs=max_gpu_runs)
     the_bus = open_bus(settings)
-    sensor = LocalSensor(settings, the_bus, _engine(settings), kafka_sensors(settings, code_version()), group=group,
-                         policy=policy, resolve_digest=snapshot_digest(settings), metrics=metrics)
+    # The sensor outlives its runs, so it may restart those a crash of its process interrupted.
+    sensor = LocalSensor(settings, the_bus, open_engine(settings, retry_interrupted=2),
+                         kafka_sensors(settings, code_version()), group=group, policy=policy,
+                         resolve_digest=snapshot_digest(settings), metrics=metrics)
     try:
         sensor.run(lambda: stop["now"])
     finally:

@@ -46,6 +46,7 @@ def retrain(
     from ctloop.settings import Settings
     from trainer.snapshot import take_snapshot
     from workflows.engine import AlreadyRan, RunRequest
+    from workflows.engine_factory import open_engine
 
     if engine not in (None, "local", "argo"):
         _fail(f"--engine must be local or argo, got {engine!r}")
@@ -63,22 +64,12 @@ def retrain(
     request = RunRequest(model=model, data_uri=data, trigger_event_id=event_id, trigger="manual",
                          data_digest=snapshot.digest, params=params)
     try:
-        handle = _engine(settings).submit(request, wait=wait)
+        handle = open_engine(settings).submit(request, wait=wait)
     except AlreadyRan as exc:
         _fail(f"{exc}; nothing to do", code=3)
     typer.echo(json.dumps(handle.model_dump()))
     if handle.status in ("Failed", "Error"):
         raise typer.Exit(1)
-
-
-def _engine(settings):
-    if settings.engine == "argo":
-        from workflows.argo_engine import ArgoEngine
-
-        return ArgoEngine(settings)
-    from workflows.local_engine import LocalEngine
-
-    return LocalEngine(settings)
 
 
 def _time(ts: float | None) -> str:
