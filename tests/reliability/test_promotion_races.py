@@ -13,16 +13,14 @@ from typing import Any
 
 import pytest
 
-from ctloop.modelspec import PromotionPolicy
 from deploy.policy import decide
 from deploy.promotion import PromotionRefused, apply_decision, promote, register_challenger, rollback
 from deploy.registry import Registry
-from tests.deploy.helpers import evaluation, log_constant_model
+from tests.deploy.helpers import evaluation
 from tests.reliability.aliases import AliasWatcher
+from tests.reliability.promotion_case import POLICY, PROVENANCE
 
 pytestmark = [pytest.mark.reliability, pytest.mark.mlflow_server]
-POLICY = PromotionPolicy(metric="accuracy", direction="max", min_improvement=0.01)
-PROVENANCE = {"event_id": "evt", "data_digest": "sha256:x", "code_version": "test", "run_id": None}
 
 
 def _auto(url: str, model: str, uri: str, accuracy: float, champion: tuple[str, float], locks: Path) -> Callable:
@@ -31,11 +29,6 @@ def _auto(url: str, model: str, uri: str, accuracy: float, champion: tuple[str, 
         return apply_decision(Registry(url), model, uri, ev, decide(ev, POLICY), PROVENANCE, policy=POLICY,
                               lock_dir=locks)
     return act
-
-
-@pytest.fixture(scope="module")
-def uri(mlflow_server: str) -> str:
-    return log_constant_model(mlflow_server, 1.0)
 
 
 @pytest.mark.parametrize("round_", [1, 2])

@@ -10,20 +10,18 @@ import uuid
 import pytest
 from hera.workflows import DAG, Parameter, WorkflowTemplate, script
 
-from ctloop.modelspec import PromotionPolicy
 from ctloop.settings import Settings
 from deploy.policy import decide
 from deploy.promotion import apply_decision, register_challenger
 from deploy.registry import Registry
-from tests.deploy.helpers import evaluation, log_constant_model
+from tests.deploy.helpers import evaluation
 from tests.reliability import promote_steps
 from tests.reliability.aliases import AliasWatcher
+from tests.reliability.promotion_case import POLICY, PROVENANCE
 from workflows.local_engine import LocalEngine
 from workflows.template import transient_retry
 
 pytestmark = [pytest.mark.reliability, pytest.mark.mlflow_server]
-POLICY = PromotionPolicy(metric="accuracy", direction="max", min_improvement=0.01)
-PROVENANCE = {"event_id": "evt", "data_digest": "sha256:x", "code_version": "test", "run_id": None}
 
 
 def promotion_workflow() -> WorkflowTemplate:
@@ -34,11 +32,6 @@ def promotion_workflow() -> WorkflowTemplate:
                           arguments=[Parameter(name=n) for n in names]) as template, DAG(name="main"):
         step(name="promote", arguments={n: f"{{{{workflow.parameters.{n}}}}}" for n in names})
     return template
-
-
-@pytest.fixture(scope="module")
-def uri(mlflow_server: str) -> str:
-    return log_constant_model(mlflow_server, 1.0)
 
 
 def test_a_registry_killed_mid_promotion_is_retried_and_the_aliases_move_fully(
