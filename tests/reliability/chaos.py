@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctloop.deadletter import ORIGIN_OFFSET, ORIGIN_TOPIC
+from ctloop.demo.runner import settings_env
 from ctloop.events import DataArrived, new_event, to_bytes
 from ctloop.kafka_bus import KafkaBus
 from ctloop.settings import Settings, Topics
@@ -180,11 +181,15 @@ class _Publisher:
 
 
 def _env(settings: Settings) -> dict[str, str]:
-    t = settings.topics
-    return {**os.environ, "CTLOOP_HOME": str(settings.home), "CTLOOP_BUS": "kafka",
-            "CTLOOP_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "CTLOOP_TOPICS__DATA": t.data,
-            "CTLOOP_TOPICS__DRIFT": t.drift, "CTLOOP_TOPICS__DEADLETTER": t.deadletter,
-            "CTLOOP_TOPICS__RUNS": t.runs, "CTLOOP_TOPICS__MODELS": t.models, "CTLOOP_CODE_VERSION": code_version()}
+    """This process's environment with `settings` in force, and its code version, so that the sensor
+    process computes the same idempotency keys as the audit."""
+    env = {**os.environ, "CTLOOP_CODE_VERSION": code_version()}
+    for name, value in settings_env(settings).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
 def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -216,8 +221,8 @@ def _settled(db: Path, expected_events: int) -> bool:
     """Every event decided, nothing reserved, queued or running in the sensor, no run unfinished."""
     if _decided(db) < expected_events:
         return False
-    state = _query(db, "SELECT state FROM sensor_state")
-    if any(json.loads(s)["running"] or json.loads(s)["queued"] or json.loads(s)["windows"] for (s,) in state):
+    states = [json.loads(s) for (s,) in _query(db, "SELECT state FROM sensor_state")]
+    if any(s["running"] or s["queued"] or s["windows"] for s in states):
         return False
     return not _query(db, "SELECT 1 FROM wf_runs WHERE status IN ('Pending', 'Running') LIMIT 1")
 
