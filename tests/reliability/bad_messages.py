@@ -33,19 +33,19 @@ def _envelope() -> dict[str, Any]:
     return json.loads(json.dumps(SPEC))
 
 
-def _set(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
-    node = doc
+def _parent(doc: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
     for part in path[:-1]:
-        node = node[part]
-    node[path[-1]] = value
+        doc = doc[part]
+    return doc
+
+
+def _set(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    _parent(doc, path)[path[-1]] = value
     return doc
 
 
 def _drop(doc: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
-    node = doc
-    for part in path[:-1]:
-        node = node[part]
-    del node[path[-1]]
+    del _parent(doc, path)[path[-1]]
     return doc
 
 
