@@ -76,8 +76,7 @@ def train_command(
         snapshot = take_snapshot(data, s3_endpoint_url=endpoint)
         validate(snapshot, model_spec.data, s3_endpoint_url=endpoint)
         result = train(snapshot, model_spec, tracking_uri=settings.tracking_uri, event_id=event_id,
-                       checkpoint_dir=checkpoint_dir, s3_endpoint_url=endpoint, device=device,
-                       artifact_location=settings.artifact_root.as_uri() if not settings.mlflow_tracking_uri else None)
+                       checkpoint_dir=checkpoint_dir, s3_endpoint_url=endpoint, device=device)
     except (DataValidationError, SnapshotError, StoreError) as exc:
         _fail(str(exc), code=1)
     typer.echo(f"run id:      {result.run_id}")

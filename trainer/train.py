@@ -42,7 +42,6 @@ def train(
     checkpoint_dir: Path | None = None,
     s3_endpoint_url: str | None = None,
     device: str | None = None,
-    artifact_location: str | None = None,
 ) -> TrainResult:
     """Train `spec`'s model on exactly the snapshot's data and log the run; deterministic given the seed.
 
@@ -57,20 +56,18 @@ def train(
     ctx = distributed.start(distributed.select_device(device))
     try:
         return _run(snapshot, spec, parts, ctx, distributed.select_device(device, ctx), tracking_uri=tracking_uri,
-                    event_id=event_id, checkpoint_dir=checkpoint_dir, artifact_location=artifact_location)
+                    event_id=event_id, checkpoint_dir=checkpoint_dir)
     finally:
         distributed.stop(ctx)
 
 
-def _run(snapshot, spec, parts, ctx, device, *, tracking_uri, event_id, checkpoint_dir, artifact_location
-         ) -> TrainResult:
+def _run(snapshot, spec, parts, ctx, device, *, tracking_uri, event_id, checkpoint_dir) -> TrainResult:
     client: MlflowClient | None = None
     run_id = ""
     if ctx.is_main:  # other ranks never open the tracking store (a SQLite one would be migrated by each)
         mlflow.set_tracking_uri(tracking_uri)
         client = MlflowClient(tracking_uri)
-        location = artifact_location or lineage.default_artifact_location(tracking_uri)
-        experiment = lineage.experiment_id(client, spec.name, location)
+        experiment = lineage.experiment_id(client, spec.name, lineage.default_artifact_location(tracking_uri))
         run_id = client.create_run(experiment, tags=lineage.run_tags(spec, snapshot, event_id),
                                    run_name=f"{spec.name}-{snapshot.digest[:8]}").info.run_id
     run_id = distributed.broadcast(run_id, ctx)
