@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    RebalanceInProgressError,
+)
 from kafka.structs import OffsetAndMetadata
 
 from ctloop.bus import Headers, Message, as_key
+
+_log = logging.getLogger("ctloop.kafka")
 
 _TOPIC_ALREADY_EXISTS = 36
 _PRUNE_PENDING_AT = 1000
@@ -149,7 +158,15 @@ class KafkaBusConsumer:
             return
         epochs = self._leader_epochs.get(partition, {})
         leader_epoch = epochs.get(message.offset, -1)
-        self._consumer.commit({partition: OffsetAndMetadata(next_offset, "", leader_epoch)})
+        try:
+            self._consumer.commit({partition: OffsetAndMetadata(next_offset, "", leader_epoch)})
+        except (CommitFailedError, RebalanceInProgressError) as exc:
+            # The group moved the partition away (this member was too slow, or a rebalance): its new owner
+            # gets the message again, which at-least-once allows and idempotent handlers absorb. Raising
+            # would only crash a consumer that rejoins on its next poll.
+            _log.warning("commit of %s[%d]@%d refused, it will be redelivered: %s",
+                         message.topic, message.partition, message.offset, exc)
+            return
         self._committed[partition] = next_offset
         for offset in [offset for offset in epochs if offset < next_offset]:
             del epochs[offset]

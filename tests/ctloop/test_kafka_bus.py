@@ -93,3 +93,30 @@ def test_open_bus_connects_to_the_configured_kafka(tmp_path, kafka_bootstrap: st
         assert bus.bootstrap == kafka_bootstrap
     finally:
         bus.close()
+
+
+@pytest.mark.kafka
+def test_a_member_dropped_from_its_group_does_not_crash_on_commit_and_the_message_comes_back(
+    kafka_bus: KafkaBus, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    from kafka import KafkaConsumer
+
+    from ctloop.kafka_bus import KafkaBusConsumer
+
+    kafka_bus.publish(unique_topic, b"slow work")
+    kafka_bus.flush()
+    raw = KafkaConsumer(
+        bootstrap_servers=kafka_bootstrap, group_id="slow", enable_auto_commit=False, auto_offset_reset="earliest",
+        max_poll_interval_ms=1000, session_timeout_ms=6000, heartbeat_interval_ms=500,
+    )
+    raw.subscribe([unique_topic])
+    slow = KafkaBusConsumer(raw)
+    [message] = slow.poll(timeout_s=20)
+    time.sleep(3)  # past max_poll_interval_ms: the group drops this member
+    slow.commit(message)
+    slow.close()
+    again = kafka_bus.consumer([unique_topic], "slow")
+    try:
+        assert [m.value for m in again.poll(timeout_s=20)] == [b"slow work"]
+    finally:
+        again.close()
