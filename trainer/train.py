@@ -53,9 +53,10 @@ def train(
     parts = split_frame(frame, spec)
     if len(parts.train) == 0:
         raise ValueError(f"{snapshot.uri}: no rows left for training after the holdout/validation split")
-    ctx = distributed.start(distributed.select_device(device))
+    target = distributed.select_device(device)
+    ctx = distributed.start(target)
     try:
-        return _run(snapshot, spec, parts, ctx, distributed.select_device(device, ctx), tracking_uri=tracking_uri,
+        return _run(snapshot, spec, parts, ctx, target, tracking_uri=tracking_uri,
                     event_id=event_id, checkpoint_dir=checkpoint_dir)
     finally:
         distributed.stop(ctx)
