@@ -123,7 +123,7 @@ def log_profile(client: MlflowClient, run_id: str, frame: pd.DataFrame, spec: Mo
     client.log_text(run_id, profile.model_dump_json(), PROFILE_ARTIFACT)
 
 
-def log_model(model: TabularModel, input_example: pd.DataFrame, *, step: int) -> str:
+def log_model(model: TabularModel, input_example: pd.DataFrame, *, step: int) -> None:
     """Log the pyfunc model in the active run; MLflow links the run's metrics at `step` to it."""
     from mlflow.models import infer_signature
 
@@ -143,7 +143,6 @@ def log_model(model: TabularModel, input_example: pd.DataFrame, *, step: int) ->
             input_example=example,
             step=step,
         )
-    return f"runs:/{mlflow.active_run().info.run_id}/{MODEL_NAME}"
 
 
 def log_spec(client: MlflowClient, run_id: str, spec: ModelSpec) -> None:
