@@ -24,6 +24,8 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PROFILE_FORMAT = 1
+# The artifact name under the training run: the trainer writes it, the monitor reads it.
+PROFILE_ARTIFACT = "reference_profile.json"
 QUANTILE_LEVELS: tuple[float, ...] = tuple(i / 100 for i in range(101))
 CategoryValue = bool | int | float | str
 

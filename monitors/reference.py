@@ -6,9 +6,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctloop.profile import ReferenceProfile, load_profile
-
-PROFILE_ARTIFACT = "reference_profile.json"
+from ctloop.profile import PROFILE_ARTIFACT, ReferenceProfile, load_profile
 
 
 class ReferenceNotFound(LookupError):

@@ -23,13 +23,13 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from ctloop.modelspec import ModelSpec
+from ctloop.profile import PROFILE_ARTIFACT
 from ctloop.version import code_version
 from trainer.loop import FitResult
 from trainer.model import TabularModel
 from trainer.snapshot import Snapshot
 
 MODEL_NAME = "model"
-PROFILE_ARTIFACT = "reference_profile.json"
 SPEC_ARTIFACT = "model_spec.json"
 _PINNED = ("torch", "numpy", "pandas", "pydantic", "mlflow")
 _BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
