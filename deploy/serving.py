@@ -18,7 +18,8 @@ import signal
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -384,34 +385,43 @@ def _handler(server: PredictionServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def serve(
-    tracking_uri: str, name: str, *, host: str = "127.0.0.1", port: int = 8080, poll_s: float = 2.0,
+@contextmanager
+def serving(
+    tracking_uri: str, name: str, *, host: str = "127.0.0.1", port: int = 0, poll_s: float = 2.0,
     bus: Bus | None = None, predictions_topic: str | None = None, models_topic: str | None = None,
-) -> None:
-    """Run until interrupted: follow the champion, serve HTTP, log predictions and watch events."""
+) -> Iterator[PredictionServer]:
+    """The follower, prediction log and event watcher running, and the HTTP server bound but not yet
+    serving (`start()` or `serve_forever()` it); everything stopped and closed on exit."""
     follower = ChampionFollower(Registry(tracking_uri), name, poll_s=poll_s)
     try:
         follower.refresh()
     except RegistryError as exc:
         log.warning("registry not reachable at start (%s); serving 503 until it is", exc)
-    follower.start()
-    prediction_log = PredictionLog(bus, predictions_topic) if bus is not None and predictions_topic else None
-    watcher = EventWatcher(bus, models_topic, follower) if bus is not None and models_topic else None
-    if watcher is not None:
-        watcher.start()
-    server = PredictionServer(follower, prediction_log, host=host, port=port)
-    if threading.current_thread() is threading.main_thread():
-        # SIGTERM (a pod stopping) ends serve_forever; shutdown() must come from another thread.
-        signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown).start())
-    log.info("serving models:/%s@champion on %s", name, server.url)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.httpd.server_close()
-        if watcher is not None:
-            watcher.stop()
+    with ExitStack() as stack:
+        follower.start()
+        stack.callback(follower.stop)
+        prediction_log = PredictionLog(bus, predictions_topic) if bus is not None and predictions_topic else None
         if prediction_log is not None:
-            prediction_log.close()
-        follower.stop()
+            stack.callback(prediction_log.close)
+        if bus is not None and models_topic:
+            watcher = EventWatcher(bus, models_topic, follower)
+            watcher.start()
+            stack.callback(watcher.stop)
+        server = PredictionServer(follower, prediction_log, host=host, port=port)
+        stack.callback(server.httpd.server_close)
+        yield server
+
+
+def serve(
+    tracking_uri: str, name: str, *, host: str = "127.0.0.1", port: int = 8080, poll_s: float = 2.0,
+    bus: Bus | None = None, predictions_topic: str | None = None, models_topic: str | None = None,
+) -> None:
+    """Run until interrupted: follow the champion, serve HTTP, log predictions and watch events."""
+    with serving(tracking_uri, name, host=host, port=port, poll_s=poll_s, bus=bus,
+                 predictions_topic=predictions_topic, models_topic=models_topic) as server:
+        if threading.current_thread() is threading.main_thread():
+            # SIGTERM (a pod stopping) ends serve_forever; shutdown() must come from another thread.
+            signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown).start())
+        log.info("serving models:/%s@champion on %s", name, server.url)
+        with suppress(KeyboardInterrupt):
+            server.serve_forever()

@@ -390,23 +390,17 @@ class Serving:
 
     def __enter__(self) -> Serving:
         from ctloop.bus_factory import open_bus
-        from deploy.registry import Registry
-        from deploy.serving import ChampionFollower, EventWatcher, PredictionLog, PredictionServer
+        from deploy.serving import serving
 
         bus = open_bus(self.settings)
         self._stack.callback(bus.close)
-        self.follower = ChampionFollower(Registry(self.settings.tracking_uri), self.model, poll_s=1.0)
-        self.follower.refresh()
-        self.follower.start()
-        self._stack.callback(self.follower.stop)
-        log = PredictionLog(bus, self.settings.topics.predictions)
-        self._stack.callback(log.close)
-        watcher = EventWatcher(bus, self.settings.topics.models, self.follower)
-        watcher.start()
-        self._stack.callback(watcher.stop)
-        self.server = PredictionServer(self.follower, log, port=0)
+        self.server = self._stack.enter_context(serving(
+            self.settings.tracking_uri, self.model, poll_s=1.0, bus=bus,
+            predictions_topic=self.settings.topics.predictions, models_topic=self.settings.topics.models,
+        ))
         self.server.start()
         self._stack.callback(self.server.stop)
+        self.follower = self.server.follower
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from ctloop.predictions import parse_batch
 from deploy.promotion import promote
 from deploy.registry import Registry
 from deploy.serving import ChampionFollower, EventWatcher, PredictionLog, PredictionServer
+from deploy.serving import serving as deploy_serving
 
 pytestmark = pytest.mark.mlflow_server
 
@@ -228,3 +230,26 @@ def test_prediction_batches_reach_the_real_broker(registry, model_name, champion
     finally:
         consumer.close()
     assert [(b.model, b.version, b.rows) for b in batches] == [(model_name, champion, ROWS)]
+
+
+def test_serving_wires_follower_log_and_watcher_and_closes_them_on_exit(
+    registry, model_name, champion, other_model_uri, bus, tmp_path
+):
+    with deploy_serving(registry.tracking_uri, model_name, poll_s=30.0, bus=bus, predictions_topic="predictions",
+                        models_topic="models") as server:
+        server.start()
+        answer = requests.post(f"{server.url}/predict", json={"rows": ROWS}, timeout=30).json()
+        assert answer["version"] == champion
+        v2 = register(registry, model_name, other_model_uri)
+        # The promoted event wakes the follower long before its 30 s alias poll would.
+        promote(registry, model_name, v2, actor="test", reason="better", manual=True, bus=bus, models_topic="models",
+                lock_dir=tmp_path / "locks")
+        for _ in range(500):
+            if server.follower.current.version == v2:
+                break
+            time.sleep(0.05)
+        assert server.follower.current.version == v2
+        server.stop()
+    assert [b.version for b in published_batches(bus)] == [champion]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{server.url}/health", timeout=5)
