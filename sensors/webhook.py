@@ -76,7 +76,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.UNAUTHORIZED, {"error": "missing or wrong bearer token"},
                         {"WWW-Authenticate": "Bearer"})
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        declared = self.headers.get("Content-Length") or "0"
+        if not declared.isdigit():
+            # A negative length would read until the client closes, stalling this one-request-at-a-time server.
+            self._reply(HTTPStatus.BAD_REQUEST, {"error": f"Content-Length must be a byte count, got {declared!r}"})
+            return
+        length = int(declared)
         if length > MAX_BODY:
             self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": f"body over {MAX_BODY} bytes"})
             return

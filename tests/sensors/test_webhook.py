@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -64,4 +66,21 @@ def test_a_bad_body_is_a_400_that_names_the_problem(server):
     status, body = post(server.url, {"model": "churn"}, "s3cret")
     assert status == 400
     assert "uri" in body["error"]
+    assert data_events(server) == []
+
+
+@pytest.mark.parametrize("length", ["-1", "ten"])
+def test_a_content_length_that_is_no_byte_count_is_a_400(server, length):
+    url = urllib.parse.urlsplit(server.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=5)
+    try:
+        connection.putrequest("POST", url.path)
+        connection.putheader("Authorization", "Bearer s3cret")
+        connection.putheader("Content-Length", length)
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 400
+        assert "Content-Length" in json.loads(response.read())["error"]
+    finally:
+        connection.close()
     assert data_events(server) == []
