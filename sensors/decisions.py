@@ -54,9 +54,6 @@ class DecisionLog:
         self.sensor = sensor
         self._db = connect(path)
         self._db.executescript(_SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sensor_events)")}
-        if "digest" not in columns:
-            self._db.execute("ALTER TABLE sensor_events ADD COLUMN digest TEXT")
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[None]:
