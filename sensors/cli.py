@@ -62,13 +62,6 @@ def run(
     if metrics_port is not None:
         port = metrics.serve(metrics_port)
         typer.echo(json.dumps({"msg": "metrics", "port": port}), err=True)
-    stop = {"now": False}
-
-    def request_stop(signum: int, frame: object) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     policy = AdmissionPolicy(window_s=window, drift_cooldown_s=cooldown, max_gpu_runs=max_gpu_runs)
     the_bus = open_bus(settings)
     # The sensor outlives its runs, so it may restart those a crash of its process interrupted.
@@ -76,9 +69,8 @@ def run(
                          kafka_sensors(settings, code_version()), group=group, policy=policy,
                          resolve_digest=snapshot_digest(settings), metrics=metrics)
     try:
-        sensor.run(lambda: stop["now"])
+        sensor.run_until_signalled()
     finally:
-        sensor.close()
         the_bus.close()
 
 

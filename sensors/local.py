@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, get_args
@@ -127,6 +129,16 @@ class LocalSensor:
     def run(self, should_stop: Callable[[], bool], poll_timeout_s: float = 0.1) -> None:
         while not should_stop():
             self.step(poll_timeout_s)
+
+    def run_until_signalled(self, poll_timeout_s: float = 0.1) -> None:
+        """Run until SIGTERM or SIGINT, then close: the batch in hand is finished and committed first."""
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        try:
+            self.run(stop.is_set, poll_timeout_s)
+        finally:
+            self.close()
 
     def close(self) -> None:
         self.commit()

@@ -6,7 +6,6 @@ Usage: python -m tests.reliability.chaos_process TRAIN_SECONDS   (settings from 
 
 from __future__ import annotations
 
-import signal
 import sys
 
 from ctloop.kafka_bus import KafkaBus
@@ -26,12 +25,9 @@ def main() -> None:
     engine = LocalEngine(settings, template=cheap_retrain(float(sys.argv[1])), retry_interrupted=2)
     sensor = LocalSensor(settings, bus, engine, kafka_sensors(settings, code_version()),
                          policy=AdmissionPolicy(window_s=0), status_interval_s=0.1)
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:
-        sensor.run(lambda: stop["now"], poll_timeout_s=0.1)
+        sensor.run_until_signalled()
     finally:
-        sensor.close()
         bus.close()
 
 

@@ -5,7 +5,6 @@ Usage: python -m tests.sensors.sensor_process LEDGER_DB BATCH_SIZE
 
 from __future__ import annotations
 
-import signal
 import sys
 
 from ctloop.kafka_bus import KafkaBus
@@ -19,12 +18,9 @@ def main() -> None:
     bus = KafkaBus(settings.kafka_bootstrap, client_id="ctloop-sensor-proc")
     engine = LedgerEngine(sys.argv[1])
     sensor = make_sensor(settings, bus, engine, batch_size=int(sys.argv[2]))
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:
-        sensor.run(lambda: stop["now"], poll_timeout_s=0.1)
+        sensor.run_until_signalled()
     finally:
-        sensor.close()
         bus.close()
         engine.close()
 
