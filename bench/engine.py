@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ctloop.settings import Settings
+from ctloop.workflows.local.engine import LocalEngine
 from tests.workflows import toy_steps, toy_templates
-from workflows.local_engine import LocalEngine
 
 
 def median_ms(samples: list[float]) -> float:

@@ -27,14 +27,14 @@ import pandas as pd
 
 from ctloop.bus import Bus
 from ctloop.embedded_bus import EmbeddedBus
+from ctloop.monitors.detector import DriftDetector
+from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
+from ctloop.monitors.reference import Reference
+from ctloop.monitors.service import MonitorService
+from ctloop.monitors.window import WindowPolicy
 from ctloop.predictions import PredictionBatch
 from ctloop.profile import build_profile
 from ctloop.settings import Settings, Topics
-from monitors.detector import DriftDetector
-from monitors.monitor import DriftMonitor, MonitorConfig
-from monitors.reference import Reference
-from monitors.service import MonitorService
-from monitors.window import WindowPolicy
 
 NUMERIC = [f"n{i}" for i in range(14)]
 CATEGORICAL = [f"c{i}" for i in range(6)]

@@ -24,14 +24,14 @@ from typing import Any
 
 from ctloop.events import DataArrived, new_event, to_bytes
 from ctloop.kafka_bus import KafkaBus
+from ctloop.sensors.admission import AdmissionPolicy
+from ctloop.sensors.catalog import kafka_sensors
+from ctloop.sensors.local.decisions import list_decisions
+from ctloop.sensors.local.sensor import LocalSensor
 from ctloop.settings import Settings, Topics
 from ctloop.version import code_version
-from sensors.admission import AdmissionPolicy
-from sensors.catalog import kafka_sensors
-from sensors.decisions import list_decisions
-from sensors.local import LocalSensor
-from workflows.arguments import run_key
-from workflows.engine import AlreadyRan, RunHandle, RunRequest, RunStatus
+from ctloop.workflows.arguments import run_key
+from ctloop.workflows.engine import AlreadyRan, RunHandle, RunRequest, RunStatus
 
 
 class CountingEngine:

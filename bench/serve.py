@@ -47,8 +47,8 @@ def build_registry(root: Path) -> tuple[str, str]:
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(name="model", python_model=Logistic(np.linspace(-1, 1, 8), 0.1),
                                        input_example=example, pip_requirements=[])
-    from deploy.promotion import promote
-    from deploy.registry import Registry
+    from ctloop.deploy.promotion import promote
+    from ctloop.deploy.registry import Registry
 
     registry = Registry(uri)
     version = registry.create_version("bench", info.model_uri, run_id=None, tags={}).version
@@ -57,9 +57,9 @@ def build_registry(root: Path) -> tuple[str, str]:
 
 
 def run_server(uri: str, root: Path, port_out) -> None:
+    from ctloop.deploy.registry import Registry
+    from ctloop.deploy.serving import ChampionFollower, PredictionLog, PredictionServer
     from ctloop.embedded_bus import EmbeddedBus
-    from deploy.registry import Registry
-    from deploy.serving import ChampionFollower, PredictionLog, PredictionServer
 
     follower = ChampionFollower(Registry(uri), "bench", poll_s=60)
     follower.refresh()
@@ -117,7 +117,7 @@ def main() -> None:
         server.start()
         url = f"http://127.0.0.1:{port_out.get(timeout=120)}/predict"
 
-        from deploy.serving import load_version
+        from ctloop.deploy.serving import load_version
 
         loaded = load_version(uri, "bench", version, root / "direct")
 

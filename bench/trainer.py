@@ -5,7 +5,7 @@
     torchrun --nproc_per_node=1 bench/trainer.py --device cuda --ddp   # through the DDP path
 
 Both sides train the same MLP (same seed, same initial weights) on the same encoded tensors, resident
-on the device, for the same epochs and batch size. The trainer side is `trainer.loop.fit` as `train()`
+on the device, for the same epochs and batch size. The trainer side is `ctloop.trainer.loop.fit` as `train()`
 runs it: deterministic algorithms, DistributedSampler shuffling, validation loss and a checkpoint each
 epoch, early stopping bookkeeping (patience set so that every epoch runs). The bare side is the
 textbook loop: randperm, slice, forward, backward, step. Repetitions alternate the two sides; medians
@@ -30,10 +30,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ctloop.modelspec import DataSchema, Feature, ModelSpec, TrainParams
-from trainer import distributed
-from trainer.loop import Tensors, autocast, deterministic, fit
-from trainer.model import Encoder, build_module, loss_fn, model_output
-from trainer.split import split_frame
+from ctloop.trainer import distributed
+from ctloop.trainer.loop import Tensors, autocast, deterministic, fit
+from ctloop.trainer.model import Encoder, build_module, loss_fn, model_output
+from ctloop.trainer.split import split_frame
 
 
 def synthetic(rows: int, numeric: int, seed: int = 0) -> pd.DataFrame:

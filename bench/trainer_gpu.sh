@@ -60,8 +60,8 @@ import pandas as pd
 
 from bench.trainer import synthetic
 from ctloop.modelspec import DataSchema, Feature, ModelSpec, TrainParams
-from trainer.snapshot import take_snapshot
-from trainer.train import train
+from ctloop.trainer.snapshot import take_snapshot
+from ctloop.trainer.train import train
 
 tmp = Path(tempfile.mkdtemp(prefix="ctloop-gpu-"))
 (tmp / "data").mkdir()

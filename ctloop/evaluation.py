@@ -1,6 +1,6 @@
 """The result of scoring a challenger against the champion on the same held-out data.
 
-Produced by `trainer.evaluate`, consumed by the promotion policy in `deploy`.
+Produced by `ctloop.trainer.evaluate`, consumed by the promotion policy in `deploy`.
 """
 
 from __future__ import annotations

@@ -38,8 +38,8 @@ def _settings(**overrides: Any):
 @contextmanager
 def _registry_errors():
     """Refusals exit 2 (nothing changed), registry failures exit 1."""
-    from deploy.promotion import PromotionRefused
-    from deploy.registry import NotFound, RegistryError
+    from ctloop.deploy.promotion import PromotionRefused
+    from ctloop.deploy.registry import NotFound, RegistryError
 
     try:
         yield
@@ -56,7 +56,7 @@ def _when(ms: int | None) -> str:
 @models_app.command("list")
 def list_models(tracking_uri: TrackingUri = None, as_json: AsJson = False) -> None:
     """Every registered model with its champion, previous and challenger versions."""
-    from deploy.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
+    from ctloop.deploy.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     with _registry_errors():
@@ -75,7 +75,7 @@ def list_models(tracking_uri: TrackingUri = None, as_json: AsJson = False) -> No
 @models_app.command("show")
 def show_model(name: str, tracking_uri: TrackingUri = None, as_json: AsJson = False) -> None:
     """Versions (aliases, metrics, decision, provenance) and the audit trail of NAME."""
-    from deploy.registry import Registry
+    from ctloop.deploy.registry import Registry
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     registry = Registry(settings.tracking_uri)
@@ -126,7 +126,7 @@ def promote_command(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Make VERSION the champion of NAME by hand; the old champion becomes `previous`."""
-    from deploy.promotion import promote
+    from ctloop.deploy.promotion import promote
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     with closing(_bus(settings)) as bus, _registry_errors():
@@ -145,7 +145,7 @@ def rollback_command(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Make NAME's `previous` version the champion again."""
-    from deploy.promotion import rollback
+    from ctloop.deploy.promotion import rollback
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     with closing(_bus(settings)) as bus, _registry_errors():
@@ -165,7 +165,7 @@ def serve_command(
     """Serve models:/MODEL@champion over HTTP (POST /predict, GET /health), following promotions."""
     import logging
 
-    from deploy.serving import serve
+    from ctloop.deploy.serving import serve
 
     if bus not in (None, "embedded", "kafka"):
         _fail(f"--bus must be embedded or kafka, got {bus!r}")

@@ -23,14 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ctloop.bus import Bus
-from ctloop.evaluation import Evaluation
-from ctloop.events import ModelPromoted, ModelRolledBack, Payload, new_event, to_bytes
-from ctloop.modelspec import PromotionPolicy
-from ctloop.settings import Settings
-from ctloop.version import code_version
-from deploy.lock import model_lock
-from deploy.policy import Decision, decide
-from deploy.registry import (
+from ctloop.deploy.lock import model_lock
+from ctloop.deploy.policy import Decision, decide
+from ctloop.deploy.registry import (
     AUDIT_PREFIX,
     CHALLENGER,
     CHAMPION,
@@ -46,6 +41,11 @@ from deploy.registry import (
     Registry,
     RegistryError,
 )
+from ctloop.evaluation import Evaluation
+from ctloop.events import ModelPromoted, ModelRolledBack, Payload, new_event, to_bytes
+from ctloop.modelspec import PromotionPolicy
+from ctloop.settings import Settings
+from ctloop.version import code_version
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ctloop.bus import Bus
+from ctloop.deploy.registry import CHAMPION, Registry, RegistryError
 from ctloop.events import EventError, ModelPromoted, ModelRolledBack, parse
 from ctloop.predictions import PredictionBatch
-from deploy.registry import CHAMPION, Registry, RegistryError
 
 log = logging.getLogger(__name__)
 

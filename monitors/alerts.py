@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from monitors.detector import WindowVerdict
+from ctloop.monitors.detector import WindowVerdict
 
 log = logging.getLogger(__name__)
 

@@ -10,10 +10,10 @@ import typer
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ctloop.monitors.alerts import WebhookNotifier
+    from ctloop.monitors.detector import WindowVerdict
+    from ctloop.monitors.monitor import DriftMonitor
     from ctloop.settings import Settings
-    from monitors.alerts import WebhookNotifier
-    from monitors.detector import WindowVerdict
-    from monitors.monitor import DriftMonitor
 
 monitor_app = typer.Typer(help="Watch live predictions for drift (Evidently 0.7's rules, fast path).",
                           no_args_is_help=True)
@@ -48,13 +48,13 @@ def run(
 ) -> None:
     """Consume the prediction topic, publish drift events, send one alert per drift episode."""
     from ctloop.bus_factory import open_bus
+    from ctloop.monitors.alerts import AlertPolicy, WebhookNotifier
+    from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
+    from ctloop.monitors.reference import ReferenceNotFound, reference_from_file, reference_from_registry
+    from ctloop.monitors.report import ReportSink
+    from ctloop.monitors.service import MonitorService, retrain_uri_for
+    from ctloop.monitors.window import WindowPolicy
     from ctloop.settings import load_settings
-    from monitors.alerts import AlertPolicy, WebhookNotifier
-    from monitors.monitor import DriftMonitor, MonitorConfig
-    from monitors.reference import ReferenceNotFound, reference_from_file, reference_from_registry
-    from monitors.report import ReportSink
-    from monitors.service import MonitorService, retrain_uri_for
-    from monitors.window import WindowPolicy
 
     if bus not in (None, "kafka", "embedded"):
         _fail(f"--bus must be kafka or embedded, got {bus!r}")
@@ -105,7 +105,7 @@ def _run_faust(settings: Settings, monitor: DriftMonitor, notifier: WebhookNotif
     from faust import Worker
 
     from ctloop.bus_factory import open_bus
-    from monitors.faust_app import FaustRuntime, create_app
+    from ctloop.monitors.faust_app import FaustRuntime, create_app
 
     if settings.bus != "kafka":
         _fail("--runtime faust reads Kafka: use --bus kafka (or CTLOOP_BUS=kafka)")
@@ -141,9 +141,9 @@ def check(
     from rich.console import Console
     from rich.table import Table
 
+    from ctloop.monitors.detector import DriftDetector
+    from ctloop.monitors.report import drift_report_html
     from ctloop.profile import build_profile
-    from monitors.detector import DriftDetector
-    from monitors.report import drift_report_html
 
     ref_frame, cur_frame = _read(reference), _read(current)
     num, cat = _column_kinds(ref_frame, cur_frame, numeric, categorical)

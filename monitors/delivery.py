@@ -5,9 +5,9 @@ from __future__ import annotations
 from ctloop.bus import Bus, Message
 from ctloop.deadletter import dead_letter
 from ctloop.events import to_bytes
+from ctloop.monitors.alerts import WebhookNotifier
+from ctloop.monitors.monitor import WindowOutcome
 from ctloop.predictions import PredictionBatch, PredictionBatchError, parse_batch
-from monitors.alerts import WebhookNotifier
-from monitors.monitor import WindowOutcome
 
 
 def read_batch(bus: Bus, deadletter_topic: str, message: Message) -> PredictionBatch | None:

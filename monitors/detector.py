@@ -9,15 +9,15 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from ctloop.events import ColumnDrift
-from ctloop.profile import ReferenceProfile
-from monitors.stattests import (
+from ctloop.monitors.stattests import (
     CategoricalReference,
     DriftThresholds,
     NumericReference,
     categorical_drift,
     numeric_drift,
 )
-from monitors.window import Window
+from ctloop.monitors.window import Window
+from ctloop.profile import ReferenceProfile
 
 
 @dataclass(frozen=True)

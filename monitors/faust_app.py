@@ -16,10 +16,10 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ctloop.bus import Bus, Message
+from ctloop.monitors.alerts import WebhookNotifier
+from ctloop.monitors.delivery import deliver, read_batch
+from ctloop.monitors.monitor import DriftMonitor, WindowOutcome
 from ctloop.settings import Settings
-from monitors.alerts import WebhookNotifier
-from monitors.delivery import deliver, read_batch
-from monitors.monitor import DriftMonitor, WindowOutcome
 
 if TYPE_CHECKING:
     import faust

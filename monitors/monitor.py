@@ -20,13 +20,13 @@ from datetime import UTC
 from typing import Any, Literal
 
 from ctloop.events import DriftDetected, Event, new_event
+from ctloop.monitors.alerts import AlertPolicy, EpisodeState, decide, slack_message
+from ctloop.monitors.detector import DriftDetector, WindowVerdict
+from ctloop.monitors.reference import Reference
+from ctloop.monitors.report import ReportSink, drift_report_html
+from ctloop.monitors.stattests import DriftThresholds
+from ctloop.monitors.window import TumblingWindows, Window, WindowPolicy
 from ctloop.predictions import PredictionBatch
-from monitors.alerts import AlertPolicy, EpisodeState, decide, slack_message
-from monitors.detector import DriftDetector, WindowVerdict
-from monitors.reference import Reference
-from monitors.report import ReportSink, drift_report_html
-from monitors.stattests import DriftThresholds
-from monitors.window import TumblingWindows, Window, WindowPolicy
 
 log = logging.getLogger(__name__)
 

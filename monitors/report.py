@@ -12,8 +12,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from ctloop.monitors.stattests import DriftThresholds
 from ctloop.objectstore import open_uri
-from monitors.stattests import DriftThresholds
 
 log = logging.getLogger(__name__)
 MLFLOW_REPORT_DIR = "drift_reports"

@@ -16,10 +16,10 @@ from typing import Any
 
 from ctloop.bus import Bus, Consumer, Message
 from ctloop.modelspec import SpecNotFound, load_spec
+from ctloop.monitors.alerts import WebhookNotifier
+from ctloop.monitors.delivery import deliver, read_batch
+from ctloop.monitors.monitor import DriftMonitor, WindowOutcome
 from ctloop.settings import Settings
-from monitors.alerts import WebhookNotifier
-from monitors.delivery import deliver, read_batch
-from monitors.monitor import DriftMonitor, WindowOutcome
 
 log = logging.getLogger(__name__)
 DEFAULT_GROUP = "ctloop-monitor"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ctloop.settings import Settings
-from sensors.spec import (
+from ctloop.sensors.spec import (
     Concat,
     Const,
     Context,
@@ -23,6 +22,7 @@ from sensors.spec import (
     WebhookSource,
     WorkflowName,
 )
+from ctloop.settings import Settings
 
 ANY = ("^.+$",)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sensors.spec import COMPARATORS
+from ctloop.sensors.spec import COMPARATORS
 
 FILTER_TYPES = ("string", "number", "bool")
 

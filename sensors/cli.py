@@ -48,13 +48,13 @@ def run(
 ) -> None:
     """Consume data and drift events and start admitted retrain runs until SIGINT/SIGTERM."""
     from ctloop.bus_factory import open_bus
+    from ctloop.sensors import jsonlog
+    from ctloop.sensors.admission import AdmissionPolicy
+    from ctloop.sensors.catalog import kafka_sensors
+    from ctloop.sensors.local.metrics import SensorMetrics
+    from ctloop.sensors.local.sensor import LocalSensor, snapshot_digest
     from ctloop.version import code_version
-    from sensors import jsonlog
-    from sensors.admission import AdmissionPolicy
-    from sensors.catalog import kafka_sensors
-    from sensors.local import LocalSensor, snapshot_digest
-    from sensors.metrics import SensorMetrics
-    from workflows.engine_factory import open_engine
+    from ctloop.workflows.engine_factory import open_engine
 
     jsonlog.configure()
     settings = _settings(bus, engine)
@@ -79,7 +79,7 @@ def sensor_render(
     out: Annotated[Path | None, typer.Option(help="Write one file per object here instead of printing.")] = None,
 ) -> None:
     """The sensor manifests (EventBus, EventSources, Sensors) as YAML."""
-    from sensors.render import render_manifests, write_files
+    from ctloop.sensors.render import render_manifests, write_files
 
     files = render_manifests(_settings())
     if out is None:
@@ -95,7 +95,7 @@ def render(
     check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if any file is stale.")] = False,
 ) -> None:
     """Render every generated manifest (workflows and sensors) into k8s/base/generated/."""
-    from sensors.render import all_manifests, stale_files, write_files
+    from ctloop.sensors.render import all_manifests, stale_files, write_files
 
     try:
         files = all_manifests(_settings())
@@ -121,7 +121,7 @@ def webhook(
 ) -> None:
     """Serve the manual-trigger webhook: POST /retrain {"model", "uri"} with a bearer token."""
     from ctloop.bus_factory import open_bus
-    from sensors.webhook import WebhookServer, token_from_env
+    from ctloop.sensors.local.webhook import WebhookServer, token_from_env
 
     settings = _settings()
     token = token_from_env()
@@ -151,7 +151,7 @@ def poll_s3(
     import time
 
     from ctloop.bus_factory import open_bus
-    from sensors.s3_poller import S3Poller
+    from ctloop.sensors.local.s3_poller import S3Poller
 
     settings = _settings()
     the_bus = open_bus(settings)
@@ -208,7 +208,7 @@ def events_list(
     from dataclasses import asdict
     from datetime import UTC, datetime
 
-    from sensors.decisions import list_decisions
+    from ctloop.sensors.local.decisions import list_decisions
 
     rows = list_decisions(_settings().state_db, model=model, event_id=event_id, limit=limit)
     for row in rows:

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from ctloop.bus import Message
-from sensors.spec import check_path
+from ctloop.sensors.spec import check_path
 
 _MISSING = object()
 

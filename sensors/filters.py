@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from functools import cache
 from typing import Any
 
-from sensors.eventdata import PathMissing, as_text, lookup
-from sensors.expr import ExprError, compile_expr, evaluate
-from sensors.spec import DataFilter, Dependency, ExprFilter
+from ctloop.sensors.eventdata import PathMissing, as_text, lookup
+from ctloop.sensors.expr import ExprError, compile_expr, evaluate
+from ctloop.sensors.spec import DataFilter, Dependency, ExprFilter
 
 _TRUE = ("true", "1", "t")
 

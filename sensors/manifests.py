@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from sensors.spec import (
+from ctloop.sensors.spec import (
     WORKFLOW_NAME,
     WORKFLOW_PARAMETERS,
     Concat,
@@ -107,7 +107,7 @@ def go_ref(path: str) -> str:
 
 
 def go_expr(source: ParamSource) -> str:
-    """The Go-template (sprig) expression computing what `sensors.mapping.resolve` computes locally."""
+    """The Go-template (sprig) expression computing what `ctloop.sensors.mapping.resolve` computes locally."""
     if isinstance(source, Path):
         return go_ref(source.path)
     if isinstance(source, Const):

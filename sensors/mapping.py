@@ -6,9 +6,9 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from sensors.eventdata import PathMissing, as_text, lookup
-from sensors.spec import Concat, Const, Context, KeyOf, ParamSource, Path, Segment, SensorSpec, WorkflowName
-from workflows.engine import idempotency_key
+from ctloop.sensors.eventdata import PathMissing, as_text, lookup
+from ctloop.sensors.spec import Concat, Const, Context, KeyOf, ParamSource, Path, Segment, SensorSpec, WorkflowName
+from ctloop.workflows.engine import idempotency_key
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 

@@ -1,7 +1,7 @@
 """Sensor specs: which events fire a retrain, and how their fields map onto the workflow's parameters.
 
-One definition, two engines: `sensors.manifests` renders these to Argo Events objects and
-`sensors.local.LocalSensor` interprets the very same objects over a ctloop bus. Every construct
+One definition, two engines: `ctloop.sensors.manifests` renders these to Argo Events objects and
+`ctloop.sensors.local.LocalSensor` interprets the very same objects over a ctloop bus. Every construct
 here has a rendering and a local meaning; anything without both is rejected at construction.
 """
 
@@ -137,7 +137,7 @@ class ExprFilter:
     fields: tuple[tuple[str, str], ...]
 
     def __post_init__(self) -> None:
-        from sensors.expr import ExprError, compile_expr
+        from ctloop.sensors.expr import ExprError, compile_expr
 
         for _, path in self.fields:
             check_path(path)
@@ -196,7 +196,7 @@ class KeyOf:
 
 @dataclass(frozen=True)
 class WorkflowName:
-    """The Workflow's name, `retrain-<model slug>-<key[:20]>` as `workflows.argo_engine` names it, so a
+    """The Workflow's name, `retrain-<model slug>-<key[:20]>` as `ctloop.workflows.argo_engine` names it, so a
     second submit of a key fails on Argo with AlreadyExists, whichever path submitted first."""
 
     model: Path | Const | Segment

@@ -41,8 +41,8 @@ def validate_command(data: Data, model: Model, spec: SpecFile = None) -> None:
     """Check a dataset against the model's declared schema, as the workflow's validate step does."""
     from ctloop.objectstore import StoreError
     from ctloop.settings import Settings
-    from trainer.snapshot import take_snapshot
-    from trainer.validation import DataValidationError, validate
+    from ctloop.trainer.snapshot import take_snapshot
+    from ctloop.trainer.validation import DataValidationError, validate
 
     settings = Settings()
     model_spec = _spec(model, spec, settings)
@@ -65,9 +65,9 @@ def train_command(
     """Validate a dataset and train one model on it; prints the run id, metrics and data digest."""
     from ctloop.objectstore import StoreError
     from ctloop.settings import Settings
-    from trainer.snapshot import SnapshotError, take_snapshot
-    from trainer.train import train
-    from trainer.validation import DataValidationError, validate
+    from ctloop.trainer.snapshot import SnapshotError, take_snapshot
+    from ctloop.trainer.train import train
+    from ctloop.trainer.validation import DataValidationError, validate
 
     settings = Settings()
     model_spec = _spec(model, spec, settings)

@@ -9,10 +9,10 @@ import pandas as pd
 
 from ctloop.evaluation import Evaluation
 from ctloop.modelspec import ModelSpec
-from trainer.labels import class_list
-from trainer.metrics import score
-from trainer.snapshot import Snapshot, load_frame
-from trainer.split import split_frame
+from ctloop.trainer.labels import class_list
+from ctloop.trainer.metrics import score
+from ctloop.trainer.snapshot import Snapshot, load_frame
+from ctloop.trainer.split import split_frame
 
 
 def holdout_frame(snapshot: Snapshot, spec: ModelSpec, *, s3_endpoint_url: str | None = None) -> pd.DataFrame:

@@ -24,10 +24,10 @@ from mlflow.tracking import MlflowClient
 
 from ctloop.modelspec import ModelSpec
 from ctloop.profile import PROFILE_ARTIFACT
+from ctloop.trainer.loop import FitResult
+from ctloop.trainer.model import TabularModel
+from ctloop.trainer.snapshot import Snapshot
 from ctloop.version import code_version
-from trainer.loop import FitResult
-from trainer.model import TabularModel
-from trainer.snapshot import Snapshot
 
 MODEL_NAME = "model"
 SPEC_ARTIFACT = "model_spec.json"
@@ -127,7 +127,7 @@ def log_model(model: TabularModel, input_example: pd.DataFrame, *, step: int) ->
     """Log the pyfunc model in the active run; MLflow links the run's metrics at `step` to it."""
     from mlflow.models import infer_signature
 
-    from trainer.pyfunc import BUNDLE, TabularPyfunc
+    from ctloop.trainer.pyfunc import BUNDLE, TabularPyfunc
 
     example = input_example.reset_index(drop=True)
     signature = infer_signature(example, pd.Series(model.predict(example), name="prediction"),

@@ -21,8 +21,8 @@ from torch import nn
 from torch.utils.data.distributed import DistributedSampler
 
 from ctloop.modelspec import TrainParams
-from trainer.distributed import DistContext
-from trainer.model import loss_fn, model_output
+from ctloop.trainer.distributed import DistContext
+from ctloop.trainer.model import loss_fn, model_output
 
 EVAL_BATCH = 8192
 SINGLE_PROCESS = DistContext()

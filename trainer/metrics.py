@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trainer.labels import label_keys
+from ctloop.trainer.labels import label_keys
 
 _EPS = 1e-15
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from ctloop.modelspec import DataSchema
-from trainer.labels import class_list, label_keys
+from ctloop.trainer.labels import class_list, label_keys
 
 MAX_CATEGORIES = 1000
 

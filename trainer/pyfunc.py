@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow.pyfunc
 import pandas as pd
 
-from trainer.model import TabularModel
+from ctloop.trainer.model import TabularModel
 
 BUNDLE = "bundle"
 

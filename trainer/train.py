@@ -11,14 +11,14 @@ from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict
 
 from ctloop.modelspec import ModelSpec
-from trainer import distributed, lineage
-from trainer.evaluate import frame_digest
-from trainer.loop import Tensors, deterministic, fit
-from trainer.metrics import score
-from trainer.model import Encoder, TabularModel, build_module, weight_hash
-from trainer.snapshot import Snapshot, load_frame
-from trainer.split import split_frame
-from trainer.validation import check_frame
+from ctloop.trainer import distributed, lineage
+from ctloop.trainer.evaluate import frame_digest
+from ctloop.trainer.loop import Tensors, deterministic, fit
+from ctloop.trainer.metrics import score
+from ctloop.trainer.model import Encoder, TabularModel, build_module, weight_hash
+from ctloop.trainer.snapshot import Snapshot, load_frame
+from ctloop.trainer.split import split_frame
+from ctloop.trainer.validation import check_frame
 
 
 class TrainResult(BaseModel):

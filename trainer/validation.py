@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict
 
 from ctloop.modelspec import DataSchema
 from ctloop.objectstore import StoreError, check_key
-from trainer.labels import label_keys
-from trainer.snapshot import Snapshot, SnapshotError, open_snapshot_store, read_object
+from ctloop.trainer.labels import label_keys
+from ctloop.trainer.snapshot import Snapshot, SnapshotError, open_snapshot_store, read_object
 
 
 class DataValidationError(ValueError):

@@ -23,10 +23,10 @@ from hera.workflows.models import (
 )
 
 from ctloop.settings import Settings
-from workflows.arguments import run_key, workflow_arguments
-from workflows.engine import FINAL_STATUSES, AlreadyRan, RunHandle, RunRequest, RunStatus
-from workflows.run_store import RunNotFound
-from workflows.template import TEMPLATE_NAME
+from ctloop.workflows.arguments import run_key, workflow_arguments
+from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, RunHandle, RunRequest, RunStatus
+from ctloop.workflows.local.run_store import RunNotFound
+from ctloop.workflows.template import TEMPLATE_NAME
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
 

@@ -9,7 +9,7 @@ import json
 import uuid
 
 from ctloop.version import code_version
-from workflows.engine import RunRequest, idempotency_key
+from ctloop.workflows.engine import RunRequest, idempotency_key
 
 
 def run_key(request: RunRequest, version: str | None = None) -> str:

@@ -44,9 +44,9 @@ def retrain(
     """Retrain MODEL on DATA → evaluate against the champion → promote if the policy says so."""
     from ctloop.modelspec import SpecNotFound, load_spec
     from ctloop.settings import Settings
-    from trainer.snapshot import take_snapshot
-    from workflows.engine import AlreadyRan, RunRequest
-    from workflows.engine_factory import open_engine
+    from ctloop.trainer.snapshot import take_snapshot
+    from ctloop.workflows.engine import AlreadyRan, RunRequest
+    from ctloop.workflows.engine_factory import open_engine
 
     if engine not in (None, "local", "argo"):
         _fail(f"--engine must be local or argo, got {engine!r}")
@@ -83,7 +83,7 @@ def list_runs(
 ) -> None:
     """The most recent runs, newest first."""
     from ctloop.settings import Settings
-    from workflows.run_store import RunStore
+    from ctloop.workflows.local.run_store import RunStore
 
     store = RunStore(Settings().state_db)
     for run in store.list(limit=limit, model=model):
@@ -97,7 +97,7 @@ def show_run(run_id: Annotated[str, typer.Argument(help="Run id, as `runs list` 
     from dataclasses import asdict
 
     from ctloop.settings import Settings
-    from workflows.run_store import RunNotFound, RunStore
+    from ctloop.workflows.local.run_store import RunNotFound, RunStore
 
     try:
         run = RunStore(Settings().state_db).get(run_id)

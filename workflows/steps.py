@@ -21,7 +21,7 @@ from hera.workflows.io import Output
 
 from ctloop.evaluation import Evaluation
 from ctloop.modelspec import ModelSpec, TrainParams, load_spec
-from workflows.step_context import current_settings
+from ctloop.workflows.step_context import current_settings
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ ACTOR = "ctloop-workflow"
 @contextmanager
 def transient_exits() -> Iterator[None]:
     """Turn transient infrastructure errors into exit code TRANSIENT_EXIT; let the rest through."""
-    from deploy.registry import is_transient
+    from ctloop.deploy.registry import is_transient
 
     try:
         yield
@@ -46,7 +46,7 @@ def transient_exits() -> Iterator[None]:
 
 
 def _snapshot(path: str):
-    from trainer.snapshot import Snapshot
+    from ctloop.trainer.snapshot import Snapshot
 
     return Snapshot.model_validate_json(Path(path).read_text())
 
@@ -92,8 +92,8 @@ def snapshot(
     params: Annotated[str, Parameter(name="params")],
 ) -> SnapshotOutput:
     """Pin the objects under the data URI; the train key is the run's idempotency key on the pinned digest."""
-    from trainer.snapshot import take_snapshot
-    from workflows.engine import idempotency_key
+    from ctloop.trainer.snapshot import take_snapshot
+    from ctloop.workflows.engine import idempotency_key
 
     _spec(model, params)
     with transient_exits():
@@ -114,7 +114,7 @@ def validate(
     snapshot: Annotated[str, Artifact(name="snapshot", loader=None)],
 ) -> ValidateOutput:
     """Check every pinned file against the model's data schema; a violation fails the workflow here."""
-    from trainer.validation import validate as validate_snapshot
+    from ctloop.trainer.validation import validate as validate_snapshot
 
     spec = _spec(model)
     with transient_exits():
@@ -142,7 +142,7 @@ def train(
     params: Annotated[str, Parameter(name="params")],
 ) -> TrainOutput:
     """Train on exactly the pinned data and log the MLflow run (memoized on `train-key`)."""
-    from trainer.train import train as train_model
+    from ctloop.trainer.train import train as train_model
 
     settings = current_settings()
     spec = _spec(model, params)
@@ -171,10 +171,10 @@ def evaluate(
     model_uri: Annotated[str, Parameter(name="model-uri")],
 ) -> EvaluateOutput:
     """Score challenger and current champion on the same held-out rows and apply the promotion policy."""
-    from deploy.policy import decide
-    from deploy.registry import CHAMPION, Registry
-    from trainer.evaluate import evaluate as score
-    from trainer.evaluate import frame_digest, holdout_frame
+    from ctloop.deploy.policy import decide
+    from ctloop.deploy.registry import CHAMPION, Registry
+    from ctloop.trainer.evaluate import evaluate as score
+    from ctloop.trainer.evaluate import frame_digest, holdout_frame
 
     settings = current_settings()
     spec = _spec(model)
@@ -213,8 +213,8 @@ def promote(
     """Register the challenger and, if the decision still holds against the champion of this moment, make it
     champion (read-verify-write under the model's lock; announced on the models topic)."""
     from ctloop.bus_factory import open_bus
-    from deploy.policy import decide
-    from deploy.promotion import apply_decision
+    from ctloop.deploy.policy import decide
+    from ctloop.deploy.promotion import apply_decision
 
     settings = current_settings()
     spec = _spec(model)
@@ -242,8 +242,8 @@ def register(
     code_version: Annotated[str, Parameter(name="code-version")],
 ) -> VersionOutput:
     """Register a rejected challenger with its decision and reasons, so it is on record but never champion."""
-    from deploy.policy import decide
-    from deploy.promotion import register_challenger
+    from ctloop.deploy.policy import decide
+    from ctloop.deploy.promotion import register_challenger
 
     settings = current_settings()
     spec = _spec(model)

@@ -33,7 +33,7 @@ from hera.workflows import (
 )
 
 from ctloop.settings import Settings
-from workflows import steps
+from ctloop.workflows import steps
 
 TEMPLATE_NAME = "ctloop-retrain"
 TRAIN_CACHE = "ctloop-train-cache"

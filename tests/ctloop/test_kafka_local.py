@@ -11,7 +11,7 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer
 from typer.testing import CliRunner
 
-from ctloop.cli import app
+from ctloop.app.cli import app
 from ctloop.kafka_bus import KafkaBus
 from ctloop.kafka_local import Broker, LocalKafka, free_port, pid_alive
 

@@ -14,8 +14,8 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from ctloop.cli import app
-from deploy.registry import Registry
+from ctloop.app.cli import app
+from ctloop.deploy.registry import Registry
 from tests.fixtures.mlflow_server import free_port
 
 pytestmark = pytest.mark.mlflow_server

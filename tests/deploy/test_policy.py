@@ -7,9 +7,9 @@ import math
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ctloop.deploy.policy import decide
 from ctloop.evaluation import Evaluation
 from ctloop.modelspec import Guardrail, PromotionPolicy
-from deploy.policy import decide
 
 
 def ev(challenger: dict[str, float], champion: dict[str, float] | None) -> Evaluation:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from ctloop.deploy.lock import lock_stem
+from ctloop.deploy.policy import decide
+from ctloop.deploy.promotion import PromotionFailed, PromotionRefused, apply_decision, promote, rollback
+from ctloop.deploy.registry import Registry, Retry
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import ModelPromoted, ModelRolledBack, parse
 from ctloop.modelspec import PromotionPolicy
-from deploy.lock import lock_stem
-from deploy.policy import decide
-from deploy.promotion import PromotionFailed, PromotionRefused, apply_decision, promote, rollback
-from deploy.registry import Registry, Retry
 from tests.deploy.helpers import evaluation
 
 pytestmark = pytest.mark.mlflow_server

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from mlflow.exceptions import MlflowException, RestException
 
-from deploy.promotion import PromotionFailed, promote, rollback
-from deploy.registry import Registry, RegistryUnavailable, Retry, is_transient
+from ctloop.deploy.promotion import PromotionFailed, promote, rollback
+from ctloop.deploy.registry import Registry, RegistryUnavailable, Retry, is_transient
 from tests.fixtures.mlflow_server import free_port
 
 

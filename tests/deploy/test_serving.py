@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from ctloop.deploy.promotion import promote
+from ctloop.deploy.registry import Registry
+from ctloop.deploy.serving import ChampionFollower, EventWatcher, PredictionLog, PredictionServer
+from ctloop.deploy.serving import serving as deploy_serving
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.predictions import parse_batch
-from deploy.promotion import promote
-from deploy.registry import Registry
-from deploy.serving import ChampionFollower, EventWatcher, PredictionLog, PredictionServer
-from deploy.serving import serving as deploy_serving
 
 pytestmark = pytest.mark.mlflow_server
 

@@ -8,17 +8,17 @@ from dataclasses import dataclass
 
 import pytest
 
-from ctloop.demo.journal import load_journal
-from ctloop.demo.narration import Silent
-from ctloop.demo.runner import DemoOptions, demo_settings, run_demo
-from ctloop.demo.story import StoryConfig
-from ctloop.demo.summary import Summary
+from ctloop.app.demo.journal import load_journal
+from ctloop.app.demo.narration import Silent
+from ctloop.app.demo.runner import DemoOptions, demo_settings, run_demo
+from ctloop.app.demo.story import StoryConfig
+from ctloop.app.demo.summary import Summary
+from ctloop.deploy.registry import CHAMPION, Registry, VersionInfo
 from ctloop.events import parse
 from ctloop.kafka_bus import KafkaBus
+from ctloop.sensors.local.decisions import list_decisions
 from ctloop.settings import Settings
-from deploy.registry import CHAMPION, Registry, VersionInfo
-from sensors.decisions import list_decisions
-from workflows.run_store import RunStore
+from ctloop.workflows.local.run_store import RunStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.kafka, pytest.mark.mlflow_server]
 

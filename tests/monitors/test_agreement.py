@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ctloop.monitors.detector import DriftDetector
 from ctloop.profile import build_profile
-from monitors.detector import DriftDetector
 from tests.monitors.evidently_oracle import evidently_verdict
 
 NUMERIC = ["x", "y", "level"]

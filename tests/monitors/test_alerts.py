@@ -3,8 +3,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ctloop.events import ColumnDrift
-from monitors.alerts import AlertPolicy, EpisodeState, WebhookNotifier, decide, slack_message
-from monitors.detector import WindowVerdict
+from ctloop.monitors.alerts import AlertPolicy, EpisodeState, WebhookNotifier, decide, slack_message
+from ctloop.monitors.detector import WindowVerdict
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
-from ctloop.cli import app
+from ctloop.app.cli import app
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import parse
 from ctloop.modelspec import DataSchema, Feature, ModelSpec, save_spec

@@ -10,13 +10,13 @@ import pandas as pd
 from ctloop.deadletter import reason_of
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import DriftDetected, parse
+from ctloop.monitors.alerts import WebhookNotifier
+from ctloop.monitors.delivery import deliver, read_batch
+from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
+from ctloop.monitors.reference import Reference
+from ctloop.monitors.window import WindowPolicy
 from ctloop.predictions import PredictionBatch
 from ctloop.profile import build_profile
-from monitors.alerts import WebhookNotifier
-from monitors.delivery import deliver, read_batch
-from monitors.monitor import DriftMonitor, MonitorConfig
-from monitors.reference import Reference
-from monitors.window import WindowPolicy
 
 
 def _drifting_outcome():

@@ -3,9 +3,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
+from ctloop.monitors.detector import DriftDetector
+from ctloop.monitors.stattests import DriftThresholds
 from ctloop.profile import build_profile
-from monitors.detector import DriftDetector
-from monitors.stattests import DriftThresholds
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

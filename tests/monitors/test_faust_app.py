@@ -14,13 +14,13 @@ import pytest
 from ctloop.bus import Bus, Message
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import parse
+from ctloop.monitors.faust_app import FaustRuntime, create_app
+from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
+from ctloop.monitors.reference import Reference
+from ctloop.monitors.window import WindowPolicy
 from ctloop.predictions import PredictionBatch
 from ctloop.profile import build_profile
 from ctloop.settings import Settings, Topics
-from monitors.faust_app import FaustRuntime, create_app
-from monitors.monitor import DriftMonitor, MonitorConfig
-from monitors.reference import Reference
-from monitors.window import WindowPolicy
 
 ROWS = 1000
 SHIFTS = [0, 0, 3, 3]

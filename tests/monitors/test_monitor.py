@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
+from ctloop.monitors.reference import Reference
+from ctloop.monitors.report import ReportSink
+from ctloop.monitors.window import WindowPolicy
 from ctloop.predictions import PredictionBatch
 from ctloop.profile import build_profile
-from monitors.monitor import DriftMonitor, MonitorConfig
-from monitors.reference import Reference
-from monitors.report import ReportSink
-from monitors.window import WindowPolicy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

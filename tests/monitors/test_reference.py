@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ctloop.monitors.reference import ReferenceNotFound, reference_from_file, reference_from_registry
+from ctloop.monitors.report import ReportSink
 from ctloop.profile import build_profile
-from monitors.reference import ReferenceNotFound, reference_from_file, reference_from_registry
-from monitors.report import ReportSink
 
 
 @pytest.fixture

@@ -15,15 +15,15 @@ from ctloop.deadletter import reason_of
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import DriftDetected, parse
 from ctloop.modelspec import DataSchema, Feature, ModelSpec, save_spec
+from ctloop.monitors.alerts import AlertPolicy, WebhookNotifier
+from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
+from ctloop.monitors.reference import Reference
+from ctloop.monitors.report import ReportSink
+from ctloop.monitors.service import MonitorService, retrain_uri_for
+from ctloop.monitors.window import WindowPolicy
 from ctloop.predictions import PredictionBatch
 from ctloop.profile import build_profile
 from ctloop.settings import Settings, Topics
-from monitors.alerts import AlertPolicy, WebhookNotifier
-from monitors.monitor import DriftMonitor, MonitorConfig
-from monitors.reference import Reference
-from monitors.report import ReportSink
-from monitors.service import MonitorService, retrain_uri_for
-from monitors.window import WindowPolicy
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 WINDOW_ROWS = 400
@@ -184,13 +184,13 @@ def test_bad_messages_are_dead_lettered_and_other_models_skipped(tmp_path):
 
 def test_the_retrain_uri_comes_from_the_spec_and_its_absence_is_said(tmp_path, caplog):
     settings = Settings(home=tmp_path)
-    with caplog.at_level("WARNING", logger="monitors.service"):
+    with caplog.at_level("WARNING", logger="ctloop.monitors.service"):
         assert retrain_uri_for("churn", settings) is None
     assert "no spec for model 'churn'" in caplog.text and "no data_uri" in caplog.text
     schema = DataSchema(features=(Feature(name="x"),), label="y")
     save_spec(ModelSpec(name="churn", data=schema), settings)
     caplog.clear()
-    with caplog.at_level("WARNING", logger="monitors.service"):
+    with caplog.at_level("WARNING", logger="ctloop.monitors.service"):
         assert retrain_uri_for("churn", settings) is None
     assert "sets no retrain_uri" in caplog.text
     save_spec(ModelSpec(name="churn", data=schema, retrain_uri="s3://b/recent/churn/"), settings)

@@ -5,8 +5,7 @@ import pytest
 from scipy import stats
 from scipy.spatial import distance
 
-from ctloop.profile import CategoricalProfile, NumericProfile
-from monitors.stattests import (
+from ctloop.monitors.stattests import (
     CategoricalReference,
     DriftThresholds,
     NumericReference,
@@ -14,6 +13,7 @@ from monitors.stattests import (
     numeric_drift,
     wasserstein_sorted,
 )
+from ctloop.profile import CategoricalProfile, NumericProfile
 
 T = DriftThresholds()
 

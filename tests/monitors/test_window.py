@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from monitors.window import TumblingWindows, Window, WindowPolicy
+from ctloop.monitors.window import TumblingWindows, Window, WindowPolicy
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from deploy.registry import Registry
+from ctloop.deploy.registry import Registry
 
 
 class AliasWatcher(threading.Thread):

@@ -22,14 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ctloop.app.demo.runner import settings_env
 from ctloop.deadletter import ORIGIN_OFFSET, ORIGIN_TOPIC
-from ctloop.demo.runner import settings_env
 from ctloop.events import DataArrived, new_event, to_bytes
 from ctloop.kafka_bus import KafkaBus
 from ctloop.settings import Settings, Topics
 from ctloop.version import code_version
+from ctloop.workflows.engine import idempotency_key
 from tests.reliability.cheap_template import TRAIN_STEP
-from workflows.engine import idempotency_key
 
 REPO = Path(__file__).resolve().parents[2]
 GARBAGE = (b"\xff\xfe not json", b"{}", b'{"specversion": "1.0", "id": "x", "type": "ctloop.nope", "source": "t"}')

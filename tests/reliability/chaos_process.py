@@ -9,13 +9,13 @@ from __future__ import annotations
 import sys
 
 from ctloop.kafka_bus import KafkaBus
+from ctloop.sensors.admission import AdmissionPolicy
+from ctloop.sensors.catalog import kafka_sensors
+from ctloop.sensors.local.sensor import LocalSensor
 from ctloop.settings import Settings
 from ctloop.version import code_version
-from sensors.admission import AdmissionPolicy
-from sensors.catalog import kafka_sensors
-from sensors.local import LocalSensor
+from ctloop.workflows.local.engine import LocalEngine
 from tests.reliability.cheap_template import cheap_retrain
-from workflows.local_engine import LocalEngine
 
 
 def main() -> None:

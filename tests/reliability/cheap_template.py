@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from hera.workflows import DAG, Parameter, WorkflowTemplate, models, script
 
+from ctloop.workflows.template import PARAMETERS, transient_retry
 from tests.reliability import cheap_steps
-from workflows.template import PARAMETERS, transient_retry
 
 TRAIN_STEP = "train"
 

@@ -13,9 +13,9 @@ def promote_version(model: Annotated[str, Parameter(name="model")],
                     version: Annotated[str, Parameter(name="version")],
                     tracking_uri: Annotated[str, Parameter(name="tracking-uri")],
                     lock_dir: Annotated[str, Parameter(name="lock-dir")]) -> None:
-    from deploy.promotion import promote
-    from deploy.registry import Registry, Retry
-    from workflows.steps import transient_exits
+    from ctloop.deploy.promotion import promote
+    from ctloop.deploy.registry import Registry, Retry
+    from ctloop.workflows.steps import transient_exits
 
     with transient_exits():
         promote(Registry(tracking_uri, retry=Retry(attempts=2, base_delay_s=0.1, timeout_s=3)), model, version,

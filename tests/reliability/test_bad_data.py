@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ctloop.deploy.registry import Registry
 from ctloop.modelspec import save_spec
 from ctloop.settings import Settings
-from deploy.registry import Registry
+from ctloop.workflows.engine import RunRequest
+from ctloop.workflows.local.engine import LocalEngine
 from tests.trainer.conftest import make_frame, make_spec
-from workflows.engine import RunRequest
-from workflows.local_engine import LocalEngine
 
 pytestmark = [pytest.mark.reliability, pytest.mark.mlflow_server, pytest.mark.s3]
 

@@ -17,20 +17,20 @@ from ctloop.bus import Consumer
 from ctloop.deadletter import reason_of
 from ctloop.events import DataArrived, new_event, to_bytes
 from ctloop.kafka_bus import KafkaBus
+from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
+from ctloop.monitors.reference import Reference
+from ctloop.monitors.service import MonitorService
+from ctloop.monitors.window import WindowPolicy
 from ctloop.predictions import PredictionBatch
 from ctloop.profile import build_profile
+from ctloop.sensors.admission import AdmissionPolicy
+from ctloop.sensors.catalog import kafka_sensors
+from ctloop.sensors.local.sensor import LocalSensor
 from ctloop.settings import Settings, Topics
 from ctloop.version import code_version
-from monitors.monitor import DriftMonitor, MonitorConfig
-from monitors.reference import Reference
-from monitors.service import MonitorService
-from monitors.window import WindowPolicy
-from sensors.admission import AdmissionPolicy
-from sensors.catalog import kafka_sensors
-from sensors.local import LocalSensor
+from ctloop.workflows.local.engine import LocalEngine
 from tests.reliability.bad_messages import bad_events, bad_prediction_batches
 from tests.reliability.cheap_template import cheap_retrain
-from workflows.local_engine import LocalEngine
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
 LIMIT = 16_384

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from deploy.policy import decide
-from deploy.promotion import PromotionRefused, apply_decision, promote, register_challenger, rollback
-from deploy.registry import Registry
+from ctloop.deploy.policy import decide
+from ctloop.deploy.promotion import PromotionRefused, apply_decision, promote, register_challenger, rollback
+from ctloop.deploy.registry import Registry
 from tests.deploy.helpers import evaluation
 from tests.reliability.aliases import AliasWatcher
 from tests.reliability.promotion_case import POLICY, PROVENANCE

@@ -10,16 +10,16 @@ import uuid
 import pytest
 from hera.workflows import DAG, Parameter, WorkflowTemplate, script
 
+from ctloop.deploy.policy import decide
+from ctloop.deploy.promotion import apply_decision, register_challenger
+from ctloop.deploy.registry import Registry
 from ctloop.settings import Settings
-from deploy.policy import decide
-from deploy.promotion import apply_decision, register_challenger
-from deploy.registry import Registry
+from ctloop.workflows.local.engine import LocalEngine
+from ctloop.workflows.template import transient_retry
 from tests.deploy.helpers import evaluation
 from tests.reliability import promote_steps
 from tests.reliability.aliases import AliasWatcher
 from tests.reliability.promotion_case import POLICY, PROVENANCE
-from workflows.local_engine import LocalEngine
-from workflows.template import transient_retry
 
 pytestmark = [pytest.mark.reliability, pytest.mark.mlflow_server]
 

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from ctloop.events import parse
-from sensors.webhook import WebhookServer
+from ctloop.sensors.local.webhook import WebhookServer
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
 TOKEN = "s3cret-token"

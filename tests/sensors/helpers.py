@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 
 from ctloop.bus import Bus
 from ctloop.events import DataArrived, DriftDetected, new_event, to_bytes
+from ctloop.sensors.admission import AdmissionPolicy
+from ctloop.sensors.catalog import kafka_sensors
+from ctloop.sensors.local.sensor import LocalSensor
 from ctloop.settings import Settings
 from ctloop.version import code_version
-from sensors.admission import AdmissionPolicy
-from sensors.catalog import kafka_sensors
-from sensors.local import LocalSensor
-from workflows.engine import Engine
+from ctloop.workflows.engine import Engine
 
 
 def arrival(model: str, digest: str | None, event_id: str, uri: str | None = None, gpu: bool = False) -> bytes:

@@ -8,8 +8,8 @@ import sqlite3
 from pathlib import Path
 
 from ctloop.sqlite import connect
-from workflows.arguments import run_key
-from workflows.engine import AlreadyRan, RunHandle, RunRequest, RunStatus
+from ctloop.workflows.arguments import run_key
+from ctloop.workflows.engine import AlreadyRan, RunHandle, RunRequest, RunStatus
 
 
 class LedgerEngine:

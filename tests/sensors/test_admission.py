@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from sensors.admission import AdmissionPolicy, AdmissionState, Candidate, admit, finished, next_due, started, tick
+from ctloop.sensors.admission import (
+    AdmissionPolicy,
+    AdmissionState,
+    Candidate,
+    admit,
+    finished,
+    next_due,
+    started,
+    tick,
+)
 
 
 def cand(n: int, model: str = "m", trigger: str = "data", gpu: bool = False, key: str | None = None) -> Candidate:

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from ctloop.cli import app
+from ctloop.app.cli import app
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import parse
 from ctloop.settings import Settings
@@ -72,7 +72,7 @@ def test_sensor_render_prints_every_sensor_manifest(env):
 
 
 def test_render_check_fails_on_stale_files_and_passes_once_written(env, tmp_path):
-    pytest.importorskip("workflows.render", reason="workflows.render not landed yet")
+    pytest.importorskip("ctloop.workflows.render", reason="ctloop.workflows.render not landed yet")
     out = tmp_path / "generated"
     stale = runner.invoke(app, ["render", "--dir", str(out), "--check"])
     assert stale.exit_code == 1

@@ -6,14 +6,14 @@ import pytest
 
 from ctloop.deadletter import reason_of
 from ctloop.embedded_bus import EmbeddedBus
+from ctloop.sensors.admission import AdmissionPolicy
+from ctloop.sensors.local.decisions import list_decisions
+from ctloop.sensors.local.sensor import snapshot_digest
 from ctloop.settings import Settings
 from ctloop.version import code_version
-from sensors.admission import AdmissionPolicy
-from sensors.decisions import list_decisions
-from sensors.local import snapshot_digest
+from ctloop.workflows.engine import RunRequest, idempotency_key
 from tests.sensors.helpers import arrival, drain, drift, make_sensor
 from tests.sensors.ledger import LedgerEngine
-from workflows.engine import RunRequest, idempotency_key
 
 
 @pytest.fixture

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from ctloop.deadletter import reason_of
+from ctloop.sensors.admission import AdmissionPolicy
+from ctloop.sensors.local.decisions import list_decisions
 from ctloop.settings import Settings, Topics
 from ctloop.version import code_version
-from sensors.admission import AdmissionPolicy
-from sensors.decisions import list_decisions
+from ctloop.workflows.engine import idempotency_key
 from tests.sensors.helpers import arrival, make_sensor
 from tests.sensors.ledger import LedgerEngine
-from workflows.engine import idempotency_key
 
 pytestmark = pytest.mark.kafka
 REPO = Path(__file__).resolve().parents[2]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ctloop.sensors.checks import sensor_problems
+from ctloop.sensors.render import manifest_objects, render_manifests, stale_files
 from ctloop.settings import Settings
-from sensors.checks import sensor_problems
-from sensors.render import manifest_objects, render_manifests, stale_files
 
 SCHEMA = Path(__file__).resolve().parents[2] / ".." / "shared" / "schemas" / "argo-events-schema.json"
 PREFIX = "io.argoproj.events.v1alpha1."
@@ -73,7 +73,7 @@ def test_sensors_are_consistent_with_their_event_sources_and_workflow(objects):
 
 
 def test_sensors_match_the_rendered_retrain_workflow_template(objects):
-    render = pytest.importorskip("workflows.render", reason="workflows.render not landed yet")
+    render = pytest.importorskip("ctloop.workflows.render", reason="ctloop.workflows.render not landed yet")
     files = render.render_manifests(Settings(home=Path("/nonexistent")))
     templates = {}
     for text in files.values():

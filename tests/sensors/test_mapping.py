@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from ctloop.sensors.catalog import ClusterEndpoints, data_arrived_sensor, minio_sensor
+from ctloop.sensors.mapping import MappingError, parameters, workflow_name
 from ctloop.settings import Settings
-from sensors.catalog import ClusterEndpoints, data_arrived_sensor, minio_sensor
-from sensors.mapping import MappingError, parameters, workflow_name
-from workflows.engine import idempotency_key
+from ctloop.workflows.engine import idempotency_key
 
 
 @pytest.mark.parametrize("model", ["churn", "Churn_Model.v2", "--x--", "é", "a" * 80, "ab-" * 20])
 def test_workflow_names_match_the_argo_engine(model):
-    argo_engine = pytest.importorskip("workflows.argo_engine")
+    argo_engine = pytest.importorskip("ctloop.workflows.argo_engine")
     key = idempotency_key(model, "digest", "v1")
     assert workflow_name(model, key) == argo_engine.workflow_name(model, key)
     assert len(workflow_name(model, key)) <= 63

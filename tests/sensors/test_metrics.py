@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from sensors.metrics import SensorMetrics
+from ctloop.sensors.local.metrics import SensorMetrics
 
 
 def test_metrics_are_served_on_a_port():

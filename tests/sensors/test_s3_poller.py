@@ -7,8 +7,8 @@ import pytest
 
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import parse
+from ctloop.sensors.local.s3_poller import S3Poller, object_event_id
 from ctloop.settings import Settings
-from sensors.s3_poller import S3Poller, object_event_id
 
 pytestmark = pytest.mark.s3
 

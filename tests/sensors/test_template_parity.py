@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from ctloop.sensors.catalog import ClusterEndpoints, cluster_sensors
+from ctloop.sensors.eventdata import as_text, lookup
+from ctloop.sensors.manifests import WORKFLOW_PARAMETERS, sensor
+from ctloop.sensors.mapping import parameters
 from ctloop.settings import Settings
-from sensors.catalog import ClusterEndpoints, cluster_sensors
-from sensors.eventdata import as_text, lookup
-from sensors.manifests import WORKFLOW_PARAMETERS, sensor
-from sensors.mapping import parameters
 
 HARNESS = Path(__file__).parent / "gotemplate"
 

@@ -13,7 +13,7 @@ import pytest
 
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import parse
-from sensors.webhook import WebhookServer
+from ctloop.sensors.local.webhook import WebhookServer
 
 
 @pytest.fixture

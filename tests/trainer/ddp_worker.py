@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
+from ctloop.trainer.snapshot import take_snapshot
+from ctloop.trainer.train import train
 from tests.trainer.conftest import make_spec
-from trainer.snapshot import take_snapshot
-from trainer.train import train
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

@@ -1,7 +1,7 @@
 import mlflow
 
-from trainer.snapshot import take_snapshot
-from trainer.train import train
+from ctloop.trainer.snapshot import take_snapshot
+from ctloop.trainer.train import train
 
 from .conftest import make_frame, make_spec
 

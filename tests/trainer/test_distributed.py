@@ -8,8 +8,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from ctloop.trainer.train import TrainResult
 from tests.trainer.conftest import write_dataset
-from trainer.train import TrainResult
 
 ROOT = Path(__file__).resolve().parents[2]
 

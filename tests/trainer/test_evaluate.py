@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from ctloop.trainer.evaluate import evaluate, frame_digest, holdout_frame
+from ctloop.trainer.snapshot import load_frame, take_snapshot
+from ctloop.trainer.split import split_frame
+from ctloop.trainer.train import train
 from tests.trainer.conftest import make_spec, write_dataset
-from trainer.evaluate import evaluate, frame_digest, holdout_frame
-from trainer.snapshot import load_frame, take_snapshot
-from trainer.split import split_frame
-from trainer.train import train
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainer.metrics import classification_metrics, regression_metrics, score
+from ctloop.trainer.metrics import classification_metrics, regression_metrics, score
 
 
 def test_classification_metrics() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ctloop.trainer.model import Encoder, build_module
 from tests.trainer.conftest import make_frame, make_spec
-from trainer.model import Encoder, build_module
 
 SCHEMA = make_spec().data
 

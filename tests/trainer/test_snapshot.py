@@ -9,9 +9,9 @@ import boto3
 import pandas as pd
 import pytest
 
+from ctloop.trainer.snapshot import Snapshot, SnapshotError, load_frame, take_snapshot
+from ctloop.trainer.validation import validate
 from tests.trainer.conftest import make_frame, make_spec, write_dataset
-from trainer.snapshot import Snapshot, SnapshotError, load_frame, take_snapshot
-from trainer.validation import validate
 
 
 def test_same_data_gives_the_same_digest(dataset: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ctloop.modelspec import DataSchema
+from ctloop.trainer.split import split_frame
 from tests.trainer.conftest import make_frame, make_spec
-from trainer.split import split_frame
 
 SPEC = make_spec()
 

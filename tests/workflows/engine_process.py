@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 from ctloop.settings import Settings
+from ctloop.workflows.engine import AlreadyRan
+from ctloop.workflows.local.engine import LocalEngine
 from tests.workflows import toy_templates
-from workflows.engine import AlreadyRan
-from workflows.local_engine import LocalEngine
 
 
 def main(home: str, template: str, key: str, log: str) -> None:

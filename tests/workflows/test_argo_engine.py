@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from ctloop.settings import ArgoSettings, Settings
-from workflows.argo_engine import ArgoEngine, workflow_name
-from workflows.engine import AlreadyRan, RunRequest
-from workflows.template import PARAMETERS, TEMPLATE_NAME
+from ctloop.workflows.argo_engine import ArgoEngine, workflow_name
+from ctloop.workflows.engine import AlreadyRan, RunRequest
+from ctloop.workflows.template import PARAMETERS, TEMPLATE_NAME
 
 TOKEN = "s3cr3t-token"
 NAMESPACE = "ml-team"

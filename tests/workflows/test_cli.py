@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ctloop.cli import app
+from ctloop.app.cli import app
 from ctloop.modelspec import save_spec
 from ctloop.settings import Settings
 from tests.trainer.conftest import make_frame, make_spec

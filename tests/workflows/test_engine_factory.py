@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from ctloop.settings import Settings
-from workflows.argo_engine import ArgoEngine
-from workflows.engine_factory import open_engine
-from workflows.local_engine import LocalEngine
+from ctloop.workflows.argo_engine import ArgoEngine
+from ctloop.workflows.engine_factory import open_engine
+from ctloop.workflows.local.engine import LocalEngine
 
 
 def test_the_local_engine_restarts_interrupted_runs_only_when_asked(tmp_path):

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from workflows.durations import seconds
-from workflows.expressions import ExpressionError, evaluate, is_true, names_in, substitute
+from ctloop.workflows.local.durations import seconds
+from ctloop.workflows.local.expressions import ExpressionError, evaluate, is_true, names_in, substitute
 
 
 def test_references_are_substituted_and_an_unknown_one_is_named() -> None:

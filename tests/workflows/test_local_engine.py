@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from ctloop.settings import Settings
+from ctloop.workflows.engine import AlreadyRan
+from ctloop.workflows.local.engine import LocalEngine
+from ctloop.workflows.local.mutex import FileLock, mutex
 from tests.workflows import toy_templates
-from workflows.engine import AlreadyRan
-from workflows.local_engine import LocalEngine
-from workflows.mutex import FileLock, mutex
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,9 +18,9 @@ from ctloop.events import parse
 from ctloop.modelspec import PromotionPolicy, save_spec
 from ctloop.settings import Settings
 from ctloop.version import code_version
+from ctloop.workflows.engine import AlreadyRan, RunRequest
+from ctloop.workflows.local.engine import LocalEngine
 from tests.trainer.conftest import make_frame, make_spec
-from workflows.engine import AlreadyRan, RunRequest
-from workflows.local_engine import LocalEngine
 
 MODEL = "churn"
 

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from ctloop.settings import GpuSettings, Settings, Toleration
+from ctloop.workflows.render import render_manifests
+from ctloop.workflows.template import PARAMETERS, TRAIN_CACHE, retrain_template
 from tests.workflows.argo_schema import CRD, schema_errors
-from workflows.render import render_manifests
-from workflows.template import PARAMETERS, TRAIN_CACHE, retrain_template
 
 GENERATED = Path(__file__).resolve().parents[2] / "k8s" / "base" / "generated"
 needs_schema = pytest.mark.skipif(not CRD.is_file(), reason=f"Argo CRD schema not present at {CRD}")
@@ -86,7 +86,7 @@ def test_steps_run_real_functions_through_the_hera_runner():
         if "script" in template:
             args = template["script"]["args"]
             assert args[:3] == ["-m", "hera.workflows.runner", "-e"], name
-            assert args[3].startswith("workflows.steps:"), name
+            assert args[3].startswith("ctloop.workflows.steps:"), name
 
 
 def test_train_is_memoized_retried_and_scheduled_on_gpus():
@@ -128,7 +128,7 @@ def test_artifacts_go_to_s3_with_secret_references_only():
 
 
 def test_the_local_engine_walks_exactly_the_rendered_template(tmp_path):
-    from workflows.local_engine import LocalEngine
+    from ctloop.workflows.local.engine import LocalEngine
 
     settings = Settings(home=tmp_path)
     engine = LocalEngine(settings)

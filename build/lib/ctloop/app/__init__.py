@@ -1,0 +1,1 @@
+"""Applications on top of the components: the `ctloop` command and the demo. Nothing imports this package."""

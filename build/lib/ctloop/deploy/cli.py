@@ -1,0 +1,178 @@
+"""`ctloop models list|show`, `ctloop promote`, `ctloop rollback`, `ctloop serve`."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+models_app = typer.Typer(help="Registered models: versions, aliases, decisions, audit trail.", no_args_is_help=True)
+
+TrackingUri = Annotated[str | None, typer.Option(help="MLflow tracking URI; default: the settings' one.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+Actor = Annotated[str | None, typer.Option(help="Who does this, for the audit trail; default: the OS user.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
+    app.command("promote")(promote_command)
+    app.command("rollback")(rollback_command)
+    app.command("serve")(serve_command)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(**overrides: Any):
+    from ctloop.settings import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@contextmanager
+def _registry_errors():
+    """Refusals exit 2 (nothing changed), registry failures exit 1."""
+    from ctloop.deploy.promotion import PromotionRefused
+    from ctloop.deploy.registry import NotFound, RegistryError
+
+    try:
+        yield
+    except (PromotionRefused, NotFound) as exc:
+        _fail(str(exc), code=2)
+    except RegistryError as exc:
+        _fail(str(exc), code=1)
+
+
+def _when(ms: int | None) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds") if ms else "-"
+
+
+@models_app.command("list")
+def list_models(tracking_uri: TrackingUri = None, as_json: AsJson = False) -> None:
+    """Every registered model with its champion, previous and challenger versions."""
+    from ctloop.deploy.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
+
+    settings = _settings(mlflow_tracking_uri=tracking_uri)
+    with _registry_errors():
+        models = Registry(settings.tracking_uri).models()
+    rows = [{"name": m.name, **{a: m.aliases.get(a) for a in (CHAMPION, PREVIOUS, CHALLENGER)}} for m in models]
+    if as_json:
+        typer.echo(json.dumps(rows))
+        return
+    if not rows:
+        typer.echo("no registered models")
+    for row in rows:
+        typer.echo(f"{row['name']}  champion={row[CHAMPION] or '-'}  previous={row[PREVIOUS] or '-'}"
+                   f"  challenger={row[CHALLENGER] or '-'}")
+
+
+@models_app.command("show")
+def show_model(name: str, tracking_uri: TrackingUri = None, as_json: AsJson = False) -> None:
+    """Versions (aliases, metrics, decision, provenance) and the audit trail of NAME."""
+    from ctloop.deploy.registry import Registry
+
+    settings = _settings(mlflow_tracking_uri=tracking_uri)
+    registry = Registry(settings.tracking_uri)
+    with _registry_errors():
+        model = registry.model(name)
+        versions = registry.versions(name)
+    doc = {
+        "name": name,
+        "aliases": model.aliases,
+        "versions": [{
+            "version": v.version, "aliases": list(v.aliases), "created": _when(v.created_ms), "source": v.source,
+            "decision": v.decision, "reasons": v.reasons, "metrics": v.metrics,
+            "provenance": v.provenance,
+        } for v in versions],
+        "audit": model.audit,
+    }
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+        return
+    typer.echo(f"model {name}  " + "  ".join(f"{a}={v}" for a, v in sorted(model.aliases.items())))
+    for v in doc["versions"]:
+        metrics = " ".join(f"{k}={val:.4g}" for k, val in sorted(v["metrics"].items()))
+        roles = f" [{','.join(v['aliases'])}]" if v["aliases"] else ""
+        typer.echo(f"  v{v['version']}{roles}  {v['created']}  decision={v['decision'] or '-'}  {metrics}")
+        prov = v["provenance"]
+        typer.echo(f"      event={prov['event_id'] or '-'} data={prov['data_digest'] or '-'}"
+                   f" code={prov['code_version'] or '-'} run={prov['run_id'] or '-'}")
+        for reason in v["reasons"]:
+            typer.echo(f"      - {reason}")
+    typer.echo("audit:")
+    for entry in doc["audit"]:
+        why = entry.get("reason") or "; ".join(entry.get("reasons", []))
+        typer.echo(f"  {entry['ts']}  {entry['action']:<8} v{entry.get('version', '-')}  by {entry['actor']}"
+                   f"{'  (manual)' if entry.get('manual') else ''}  {why}")
+
+
+def _bus(settings):
+    from ctloop.bus_factory import open_bus
+
+    return open_bus(settings)
+
+
+def promote_command(
+    name: str,
+    version: str,
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail (required).")],
+    actor: Actor = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Make VERSION the champion of NAME by hand; the old champion becomes `previous`."""
+    from ctloop.deploy.promotion import promote
+
+    settings = _settings(mlflow_tracking_uri=tracking_uri)
+    with closing(_bus(settings)) as bus, _registry_errors():
+        result = promote(settings.tracking_uri, name, version, actor=actor or getpass.getuser(), reason=reason,
+                         manual=True, bus=bus, models_topic=settings.topics.models, lock_dir=settings.home / "locks")
+    if not result.changed:
+        typer.echo(f"{name} version {version} is already the champion; nothing changed")
+        return
+    typer.echo(f"{name}: champion {result.previous or '-'} -> {result.version} (by {result.actor}: {reason})")
+
+
+def rollback_command(
+    name: str,
+    reason: Annotated[str, typer.Option(help="Why, for the audit trail.")] = "manual rollback",
+    actor: Actor = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Make NAME's `previous` version the champion again."""
+    from ctloop.deploy.promotion import rollback
+
+    settings = _settings(mlflow_tracking_uri=tracking_uri)
+    with closing(_bus(settings)) as bus, _registry_errors():
+        result = rollback(settings.tracking_uri, name, actor=actor or getpass.getuser(), reason=reason, bus=bus,
+                          models_topic=settings.topics.models, lock_dir=settings.home / "locks")
+    typer.echo(f"{name}: rolled back champion {result.previous} -> {result.version} (by {result.actor}: {reason})")
+
+
+def serve_command(
+    model: Annotated[str, typer.Option(help="Registered model whose champion is served.")],
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    poll: Annotated[float, typer.Option(help="Seconds between checks of the champion alias.")] = 2.0,
+    bus: Annotated[str | None, typer.Option(help="embedded or kafka; default: the settings' bus.")] = None,
+    tracking_uri: TrackingUri = None,
+) -> None:
+    """Serve models:/MODEL@champion over HTTP (POST /predict, GET /health), following promotions."""
+    import logging
+
+    from ctloop.deploy.serving import serve
+
+    if bus not in (None, "embedded", "kafka"):
+        _fail(f"--bus must be embedded or kafka, got {bus!r}")
+    if poll <= 0:
+        _fail(f"--poll must be positive, got {poll}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = _settings(mlflow_tracking_uri=tracking_uri, bus=bus)
+    with closing(_bus(settings)) as event_bus:
+        serve(settings.tracking_uri, model, host=host, port=port, poll_s=poll, bus=event_bus,
+              predictions_topic=settings.topics.predictions, models_topic=settings.topics.models)

@@ -1,0 +1,215 @@
+"""Event contracts: CloudEvents 1.0 in structured JSON mode, with typed payloads.
+
+Parsing returns a typed `Event` or raises `EventError`, whose `reason` names what is wrong;
+nothing else escapes, so a consumer can dead-letter any bad message and go on.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+from cloudevents.core.exceptions import BaseCloudEventException
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SPEC_VERSION = "1.0"
+DEFAULT_SOURCE = "urn:ctloop"
+DEFAULT_MAX_BYTES = 1_048_576
+
+
+class Payload(BaseModel):
+    """Base of every event body: strict about unknown fields so typos surface."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    event_type: ClassVar[str]
+
+
+class DataArrived(Payload):
+    """New data for a model: a URI that a snapshot resolves (an object or a prefix)."""
+
+    event_type: ClassVar[str] = "ctloop.data.arrived"
+    model: str = Field(min_length=1, max_length=200)
+    uri: str = Field(min_length=1, max_length=4096)
+    digest: str | None = None
+    size: int | None = Field(default=None, ge=0)
+    gpu: bool = False
+
+
+class ColumnDrift(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    stattest: str
+    score: float
+    threshold: float
+    drifted: bool
+
+
+class DriftDetected(Payload):
+    event_type: ClassVar[str] = "ctloop.drift.detected"
+    model: str = Field(min_length=1)
+    version: str | None = None
+    window_start: datetime
+    window_end: datetime
+    rows: int = Field(ge=0)
+    bad_rows: dict[str, int] = Field(default_factory=dict)
+    drifted_share: float = Field(ge=0.0, le=1.0)
+    dataset_drift: bool
+    columns: dict[str, ColumnDrift]
+    report_uri: str | None = None
+    data_uri: str | None = None  # labelled data a drift-triggered run retrains on
+    rows_uri: str | None = None  # the drifted window's own (unlabelled) rows, as evidence
+
+
+class ModelPromoted(Payload):
+    event_type: ClassVar[str] = "ctloop.model.promoted"
+    model: str
+    version: str
+    previous_version: str | None = None
+    actor: str
+    reason: str
+    manual: bool = False
+
+
+class ModelRolledBack(Payload):
+    event_type: ClassVar[str] = "ctloop.model.rolled_back"
+    model: str
+    from_version: str
+    to_version: str
+    actor: str
+    reason: str
+
+
+class RunFinished(Payload):
+    event_type: ClassVar[str] = "ctloop.run.finished"
+    run_id: str
+    model: str
+    status: Literal["Succeeded", "Failed", "Error", "Skipped"]
+    idempotency_key: str | None = None
+    trigger_event_id: str | None = None
+    version: str | None = None
+    promoted: bool | None = None
+    error: str | None = None
+
+
+PAYLOADS: dict[str, type[Payload]] = {
+    cls.event_type: cls for cls in (DataArrived, DriftDetected, ModelPromoted, ModelRolledBack, RunFinished)
+}
+
+
+_FORMAT = JSONFormat()
+
+
+class EventError(ValueError):
+    """A message that is not a valid ctloop event; `reason` says why, in words."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Event(BaseModel):
+    """One CloudEvent with a typed payload. A redelivered event keeps its `id`."""
+
+    model_config = ConfigDict(frozen=True)
+    id: str
+    type: str
+    source: str = DEFAULT_SOURCE
+    time: datetime
+    subject: str | None = None
+    data: Payload
+
+    @property
+    def model(self) -> str | None:
+        return getattr(self.data, "model", None)
+
+
+def new_event(data: Payload, *, source: str = DEFAULT_SOURCE, id: str | None = None,
+              subject: str | None = None, time: datetime | None = None) -> Event:
+    return Event(
+        id=id or str(uuid.uuid4()),
+        type=data.event_type,
+        source=source,
+        time=time or datetime.now(UTC),
+        subject=subject if subject is not None else getattr(data, "model", None),
+        data=data,
+    )
+
+
+def to_bytes(event: Event) -> bytes:
+    """Structured-mode JSON, as produced by the cloudevents SDK."""
+    attributes: dict[str, Any] = {
+        "id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "time": event.time,
+        "specversion": SPEC_VERSION,
+        "datacontenttype": "application/json",
+    }
+    if event.subject is not None:
+        attributes["subject"] = event.subject
+    return _FORMAT.write(CloudEvent(attributes, event.data.model_dump(mode="json")))
+
+
+def parse(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
+    """Parse one structured CloudEvent into a typed `Event`, or raise `EventError`."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", errors="surrogatepass")
+    if len(raw) > max_bytes:
+        raise EventError(f"oversized: {len(raw)} bytes exceeds the limit of {max_bytes}")
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise EventError(f"not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise EventError(f"not a CloudEvent: expected a JSON object, got {type(doc).__name__}")
+    for field in ("specversion", "id", "type", "source"):
+        value = doc.get(field)
+        if value is None:
+            raise EventError(f"missing field: {field}")
+        if not isinstance(value, str) or not value:
+            raise EventError(f"wrong type: {field} must be a non-empty string")
+    if doc["specversion"] != SPEC_VERSION:
+        raise EventError(f"unsupported specversion {doc['specversion']!r}, expected {SPEC_VERSION!r}")
+    payload_cls = PAYLOADS.get(doc["type"])
+    if payload_cls is None:
+        raise EventError(f"unknown type: {doc['type']!r} (known: {', '.join(sorted(PAYLOADS))})")
+    if "data" not in doc:
+        raise EventError("missing field: data")
+    attributes = {k: v for k, v in doc.items() if k not in ("data", "data_base64")}
+    try:
+        if "time" in attributes:
+            if not isinstance(attributes["time"], str):
+                raise EventError("wrong type: time must be an RFC 3339 string")
+            attributes["time"] = datetime.fromisoformat(attributes["time"])
+        cloud_event = CloudEvent(attributes, doc["data"])
+    except EventError:
+        raise
+    except (BaseCloudEventException, TypeError, ValueError) as exc:
+        raise EventError(f"invalid CloudEvent: {exc}") from None
+    try:
+        data = payload_cls.model_validate(cloud_event.get_data())
+        subject = cloud_event.get_subject()
+        return Event(
+            id=cloud_event.get_id(),
+            type=cloud_event.get_type(),
+            source=cloud_event.get_source(),
+            time=cloud_event.get_time() or datetime.now(UTC),
+            subject=subject if isinstance(subject, str) else None,
+            data=data,
+        )
+    except ValidationError as exc:
+        raise EventError(f"invalid {doc['type']}: {_describe(exc)}") from None
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise EventError(f"invalid {doc['type']}: {exc}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "data"
+        kind = "missing field" if err["type"] == "missing" else "wrong type" if "type" in err["type"] else "invalid"
+        parts.append(f"{kind} {where}: {err['msg']}")
+    return "; ".join(parts)

@@ -1,0 +1,47 @@
+"""The prediction log: what serving publishes to `settings.topics.predictions` and the monitor reads.
+
+One message is one JSON `PredictionBatch`: many rows per message, because per-row messages cap a
+Kafka/Faust pipeline at a few hundred messages per second. Rows are the model's input features as
+served (a dict per row, possibly malformed: the monitor counts bad rows instead of rejecting the
+batch); `predictions[i]` belongs to `rows[i]`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class PredictionBatchError(ValueError):
+    """A message that is not a prediction batch; the message says why."""
+
+
+class PredictionBatch(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(min_length=1)
+    version: str | None = None
+    rows: list[dict[str, Any]]
+    predictions: list[Any]
+    ts: datetime = Field(default_factory=lambda: datetime.now(UTC), description="when the batch was served")
+
+    @model_validator(mode="after")
+    def _one_prediction_per_row(self) -> PredictionBatch:
+        if len(self.predictions) != len(self.rows):
+            raise ValueError(f"{len(self.rows)} rows but {len(self.predictions)} predictions")
+        return self
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+def parse_batch(raw: bytes | str) -> PredictionBatch:
+    """Parse one prediction-log message, or raise `PredictionBatchError` naming the problem."""
+    try:
+        return PredictionBatch.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "batch"
+        raise PredictionBatchError(f"invalid prediction batch at {where}: {first['msg']}") from None

@@ -1,0 +1,127 @@
+"""ctloop's own sensors: data arrivals and drift from Kafka, MinIO notifications, and manual webhooks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ctloop.sensors.spec import (
+    Concat,
+    Const,
+    Context,
+    DataFilter,
+    Dependency,
+    ExprFilter,
+    KafkaSource,
+    KeyOf,
+    MinioSource,
+    ParamSource,
+    Path,
+    SecretRef,
+    Segment,
+    SensorSpec,
+    WebhookSource,
+    WorkflowName,
+)
+from ctloop.settings import Settings
+
+ANY = ("^.+$",)
+
+
+@dataclass(frozen=True)
+class ClusterEndpoints:
+    """Where the in-cluster event sources connect; the names the k8s base deploys."""
+
+    kafka_url: str = "kafka.ctloop.svc:9092"
+    consumer_group: str = "ctloop-argo-events"
+    minio_endpoint: str = "minio.ctloop.svc:9000"
+    minio_bucket: str = "ctloop-data"
+    minio_prefix: str = "incoming/"
+    minio_suffix: str = ".parquet"
+    minio_secret: str = "ctloop-minio"
+    webhook_port: int = 12000
+    webhook_secret: str = "ctloop-webhook"
+
+
+def _key(model: Path | Const | Segment, digest: str, fallback: Path | Concat, code_version: str) -> KeyOf:
+    return KeyOf(model=model, digest=Path(digest), fallback=fallback, code_version=code_version)
+
+
+def _params(model: ParamSource, uri: ParamSource, event_id: ParamSource, trigger: str,
+            key: KeyOf) -> dict[str, ParamSource]:
+    return {
+        "model": model, "data-uri": uri, "event-id": event_id, "trigger": Const(trigger),
+        "idempotency-key": key, "workflow-name": WorkflowName(key.model, key),
+    }
+
+
+def data_arrived_sensor(settings: Settings, code_version: str, where: ClusterEndpoints) -> SensorSpec:
+    source = KafkaSource("ctloop-kafka", "data-arrived", settings.topics.data, where.kafka_url, where.consumer_group)
+    dependency = Dependency(
+        "data-arrived", source,
+        data=(DataFilter("body.type", "string", (r"^ctloop\.data\.arrived$",)),
+              DataFilter("body.data.model", "string", ANY),
+              DataFilter("body.data.uri", "string", ANY)),
+    )
+    key = _key(Path("body.data.model"), "body.data.digest", Path("body.id"), code_version)
+    return SensorSpec("ctloop-data-arrived", dependency,
+                      _params(Path("body.data.model"), Path("body.data.uri"), Path("body.id"), "data", key))
+
+
+def drift_sensor(settings: Settings, code_version: str, where: ClusterEndpoints) -> SensorSpec:
+    source = KafkaSource("ctloop-kafka", "drift-detected", settings.topics.drift, where.kafka_url,
+                         where.consumer_group)
+    dependency = Dependency(
+        "drift-detected", source,
+        data=(DataFilter("body.type", "string", (r"^ctloop\.drift\.detected$",)),
+              DataFilter("body.data.dataset_drift", "bool", ("true",)),
+              DataFilter("body.data.data_uri", "string", ANY,
+                         reason="drift event for {body.data.model} carries no data_uri: "
+                                "set retrain_uri in the model's spec")),
+        # A verdict on an empty window is noise, not drift.
+        exprs=(ExprFilter("rows > 0", (("rows", "body.data.rows"),)),),
+    )
+    key = _key(Path("body.data.model"), "body.data.digest", Path("body.id"), code_version)
+    return SensorSpec("ctloop-drift", dependency,
+                      _params(Path("body.data.model"), Path("body.data.data_uri"), Path("body.id"), "drift", key))
+
+
+def minio_sensor(code_version: str, where: ClusterEndpoints) -> SensorSpec:
+    source = MinioSource(
+        "ctloop-minio", "data-object", where.minio_endpoint, where.minio_bucket, where.minio_prefix,
+        where.minio_suffix, SecretRef(where.minio_secret, "accesskey"), SecretRef(where.minio_secret, "secretkey"),
+    )
+    obj = "notification.0.s3.object"
+    dependency = Dependency(
+        "data-object", source, data=(DataFilter("notification.0.eventName", "string", ("^s3:ObjectCreated:",)),),
+    )
+    # Objects land as incoming/<model>/<file>; the etag names the content, so it is the digest.
+    model = Segment(Path(f"{obj}.key"), 1)
+    event_id = Concat((Path("notification.0.s3.bucket.name"), Const("/"), Path(f"{obj}.key"), Const("@"),
+                       Path(f"{obj}.eTag")))
+    uri = Concat((Const("s3://"), Path("notification.0.s3.bucket.name"), Const("/"), Path(f"{obj}.key")))
+    key = _key(model, f"{obj}.eTag", event_id, code_version)
+    return SensorSpec("ctloop-minio", dependency, _params(model, uri, event_id, "data", key))
+
+
+def manual_sensor(code_version: str, where: ClusterEndpoints) -> SensorSpec:
+    source = WebhookSource("ctloop-webhook", "manual", where.webhook_port, "/retrain",
+                           SecretRef(where.webhook_secret, "token"))
+    dependency = Dependency(
+        "manual", source, data=(DataFilter("body.model", "string", ANY), DataFilter("body.uri", "string", ANY)),
+    )
+    key = _key(Path("body.model"), "body.digest", Path("body.uri"), code_version)
+    return SensorSpec("ctloop-manual", dependency,
+                      _params(Path("body.model"), Path("body.uri"), Context("id"), "manual", key))
+
+
+def cluster_sensors(settings: Settings, code_version: str,
+                    where: ClusterEndpoints = ClusterEndpoints()) -> tuple[SensorSpec, ...]:
+    return (data_arrived_sensor(settings, code_version, where), drift_sensor(settings, code_version, where),
+            minio_sensor(code_version, where), manual_sensor(code_version, where))
+
+
+def kafka_sensors(settings: Settings, code_version: str,
+                  where: ClusterEndpoints = ClusterEndpoints()) -> tuple[SensorSpec, ...]:
+    """The sensors whose events come from the bus, which `LocalSensor` interprets."""
+    return tuple(s for s in cluster_sensors(settings, code_version, where) if isinstance(s.dependency.source,
+                                                                                          KafkaSource))

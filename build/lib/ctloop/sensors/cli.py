@@ -1,0 +1,223 @@
+"""`ctloop sensor run|render|webhook|poll-s3`, `ctloop render`, `ctloop emit data-arrived`, `ctloop events list`."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from ctloop.settings import Settings
+
+sensor_app = typer.Typer(help="Sensors: data and drift events become admitted retrain runs.", no_args_is_help=True)
+emit_app = typer.Typer(help="Publish ctloop events by hand.", no_args_is_help=True)
+events_app = typer.Typer(help="What the sensors decided about each event.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sensor_app, name="sensor")
+    app.add_typer(emit_app, name="emit")
+    app.add_typer(events_app, name="events")
+    app.command("render")(render)
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _settings(bus: str | None = None, engine: str | None = None) -> Settings:
+    from ctloop.settings import Settings
+
+    overrides = {k: v for k, v in (("bus", bus), ("engine", engine)) if v}
+    return Settings(**overrides)
+
+
+@sensor_app.command("run")
+def run(
+    bus: Annotated[Literal["kafka", "embedded"] | None, typer.Option(help="Bus; default from CTLOOP_BUS.")] = None,
+    engine: Annotated[Literal["local", "argo"] | None, typer.Option(help="Engine; default CTLOOP_ENGINE.")] = None,
+    group: Annotated[str, typer.Option(help="Consumer group (and decision-log name).")] = "ctloop-sensor",
+    window: Annotated[float, typer.Option(help="Coalescing window in seconds (0: no coalescing).")] = 0.0,
+    cooldown: Annotated[float, typer.Option(help="Seconds after a drift run before another drift run.")] = 3600.0,
+    max_gpu_runs: Annotated[int, typer.Option(help="Concurrent GPU runs at most.")] = 1,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
+) -> None:
+    """Consume data and drift events and start admitted retrain runs until SIGINT/SIGTERM."""
+    from ctloop.bus_factory import open_bus
+    from ctloop.sensors import jsonlog
+    from ctloop.sensors.admission import AdmissionPolicy
+    from ctloop.sensors.catalog import kafka_sensors
+    from ctloop.sensors.local.metrics import SensorMetrics
+    from ctloop.sensors.local.sensor import LocalSensor, snapshot_digest
+    from ctloop.version import code_version
+    from ctloop.workflows.engine_factory import open_engine
+
+    jsonlog.configure()
+    settings = _settings(bus, engine)
+    metrics = SensorMetrics()
+    if metrics_port is not None:
+        port = metrics.serve(metrics_port)
+        typer.echo(json.dumps({"msg": "metrics", "port": port}), err=True)
+    policy = AdmissionPolicy(window_s=window, drift_cooldown_s=cooldown, max_gpu_runs=max_gpu_runs)
+    the_bus = open_bus(settings)
+    # The sensor outlives its runs, so it may restart those a crash of its process interrupted.
+    sensor = LocalSensor(settings, the_bus, open_engine(settings, retry_interrupted=2),
+                         kafka_sensors(settings, code_version()), group=group, policy=policy,
+                         resolve_digest=snapshot_digest(settings), metrics=metrics)
+    try:
+        sensor.run_until_signalled()
+    finally:
+        the_bus.close()
+
+
+@sensor_app.command("render")
+def sensor_render(
+    out: Annotated[Path | None, typer.Option(help="Write one file per object here instead of printing.")] = None,
+) -> None:
+    """The sensor manifests (EventBus, EventSources, Sensors) as YAML."""
+    from ctloop.sensors.render import render_manifests, write_files
+
+    files = render_manifests(_settings())
+    if out is None:
+        typer.echo("---\n".join(files.values()), nl=False)
+        return
+    for name in write_files(files, out):
+        typer.echo(f"wrote {out / name}")
+
+
+def render(
+    directory: Annotated[Path, typer.Option("--dir", help="Where generated manifests live.")] = Path(
+        "k8s/base/generated"),
+    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if any file is stale.")] = False,
+) -> None:
+    """Render every generated manifest (workflows and sensors) into k8s/base/generated/."""
+    from ctloop.sensors.render import all_manifests, stale_files, write_files
+
+    try:
+        files = all_manifests(_settings())
+    except (ImportError, ValueError) as exc:
+        _fail(f"cannot render: {exc}")
+    if check:
+        stale = stale_files(files, directory)
+        for name in stale:
+            typer.echo(f"stale: {directory / name}", err=True)
+        if stale:
+            typer.echo("run `ctloop render` and commit the result", err=True)
+            raise typer.Exit(1)
+        typer.echo(f"{len(files)} generated manifests are fresh")
+        return
+    changed = write_files(files, directory)
+    typer.echo(f"{len(changed)} of {len(files)} manifests updated in {directory}")
+
+
+@sensor_app.command("webhook")
+def webhook(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 picks a free one).")] = 12000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the manual-trigger webhook: POST /retrain {"model", "uri"} with a bearer token."""
+    from ctloop.bus_factory import open_bus
+    from ctloop.sensors.local.webhook import WebhookServer, token_from_env
+
+    settings = _settings()
+    token = token_from_env()
+    if not token:
+        _fail("set CTLOOP_WEBHOOK_TOKEN to the bearer token the webhook requires")
+    the_bus = open_bus(settings)
+    server = WebhookServer(the_bus, settings.topics.data, token, host=host, port=port)
+    typer.echo(json.dumps({"msg": "webhook", "url": server.url}), err=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown_soon())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        the_bus.close()
+
+
+@sensor_app.command("poll-s3")
+def poll_s3(
+    prefix_uri: Annotated[str, typer.Argument(help="s3://bucket/prefix/ whose new objects are data arrivals.")],
+    model: Annotated[str, typer.Option(help="Model the objects are data for.")],
+    interval: Annotated[float, typer.Option(help="Seconds between listings.")] = 30.0,
+    once: Annotated[bool, typer.Option(help="List once and exit.")] = False,
+) -> None:
+    """Emit ctloop.data.arrived once per new object under a prefix (for stores without notifications)."""
+    import time
+
+    from ctloop.bus_factory import open_bus
+    from ctloop.sensors.local.s3_poller import S3Poller
+
+    settings = _settings()
+    the_bus = open_bus(settings)
+    poller = S3Poller(settings, the_bus, prefix_uri, model)
+    try:
+        while True:
+            emitted = poller.poll()
+            typer.echo(json.dumps({"msg": "polled", "emitted": len(emitted)}), err=True)
+            if once:
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        poller.close()
+        the_bus.close()
+
+
+@emit_app.command("data-arrived")
+def emit_data_arrived(
+    model: Annotated[str, typer.Option(help="Model the data is for.")],
+    uri: Annotated[str, typer.Option(help="URI of the data (an object or a prefix).")],
+    digest: Annotated[str | None, typer.Option(help="Content digest, when known.")] = None,
+    event_id: Annotated[str | None, typer.Option("--id", help="Event id (default: a new UUID).")] = None,
+    gpu: Annotated[bool, typer.Option(help="Ask for a GPU run.")] = False,
+) -> None:
+    """Publish one ctloop.data.arrived event to the data topic and print its id."""
+    from ctloop.bus_factory import open_bus
+    from ctloop.events import DataArrived, new_event, to_bytes
+
+    settings = _settings()
+    try:
+        payload = DataArrived(model=model, uri=uri, digest=digest, gpu=gpu)
+    except ValueError as exc:
+        _fail(f"invalid event: {exc}")
+    event = new_event(payload, id=event_id, source="urn:ctloop:cli")
+    the_bus = open_bus(settings)
+    try:
+        the_bus.publish(settings.topics.data, to_bytes(event), key=model)
+        the_bus.flush()
+    finally:
+        the_bus.close()
+    typer.echo(event.id)
+
+
+@events_app.command("list")
+def events_list(
+    model: Annotated[str | None, typer.Option(help="Only this model.")] = None,
+    event_id: Annotated[str | None, typer.Option("--event", help="Only this event id.")] = None,
+    limit: Annotated[int, typer.Option(help="Newest N decisions.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Sensor decisions, newest first: triggered, deduped, coalesced, deferred, rejected, with reasons."""
+    from dataclasses import asdict
+    from datetime import UTC, datetime
+
+    from ctloop.sensors.local.decisions import list_decisions
+
+    rows = list_decisions(_settings().state_db, model=model, event_id=event_id, limit=limit)
+    for row in rows:
+        if as_json:
+            typer.echo(json.dumps(asdict(row)))
+            continue
+        when = datetime.fromtimestamp(row.at, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        latency = f" {row.latency_ms:.1f}ms" if row.latency_ms is not None else ""
+        run = f" run={row.run_id}" if row.run_id else ""
+        typer.echo(f"{when} {row.kind:<9} {row.model or '-'} event={row.event_id}{run}{latency} {row.reason}")
+    if not rows and not as_json:
+        typer.echo("no decisions recorded", err=True)

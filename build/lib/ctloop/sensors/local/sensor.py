@@ -1,0 +1,362 @@
+"""LocalSensor: the cluster's Kafka sensors interpreted on one machine, over any `Bus`, onto any `Engine`.
+
+Per consumed batch: parse (bad messages are dead-lettered), apply each sensor's filters and parameter
+mapping exactly as rendered, run admission control, submit the runs it allows, and record every
+decision with the admission state in one SQLite transaction. Offsets are committed only after an
+fsync has made those records durable (batched every `commit_interval_s`).
+A crash anywhere before the commit redelivers the batch, which is decided again: events already
+recorded are skipped by id, and the engine refuses a key it already has. So a sensor killed at any
+instant loses no event and starts no run twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, get_args
+
+from ctloop.bus import Bus, Message
+from ctloop.consume import Unroutable
+from ctloop.deadletter import dead_letter
+from ctloop.events import Event, EventError, parse
+from ctloop.sensors.admission import (
+    AdmissionPolicy,
+    AdmissionState,
+    Candidate,
+    Decision,
+    Trigger,
+    admit,
+    finished,
+    started,
+    tick,
+)
+from ctloop.sensors.eventdata import PathMissing, kafka_event_data, lookup
+from ctloop.sensors.filters import rejection
+from ctloop.sensors.local.decisions import DecisionLog
+from ctloop.sensors.local.jsonlog import log
+from ctloop.sensors.local.metrics import SensorMetrics
+from ctloop.sensors.mapping import MappingError, parameters, resolve
+from ctloop.sensors.spec import KafkaSource, KeyOf, SensorSpec
+from ctloop.settings import Settings
+from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, Engine, RunRequest
+
+DigestResolver = Callable[[str], str]
+
+Record = tuple[Decision, float | None]  # a decision and, for a submitted run, its event-to-trigger latency
+TRIGGERS = get_args(Trigger)
+_log = logging.getLogger("ctloop.sensor")
+
+
+def snapshot_digest(settings: Settings) -> DigestResolver:
+    """How a sensor names the data of an event that carries no digest: by snapshotting its URI."""
+
+    def digest_of(uri: str) -> str:
+        from ctloop.trainer.snapshot import take_snapshot
+
+        snapshot = take_snapshot(uri, s3_endpoint_url=settings.s3_endpoint_url)
+        if not snapshot.objects:
+            raise ValueError(f"no data objects under {uri}")
+        return snapshot.digest
+
+    return digest_of
+
+
+def content_digest(event: Event) -> str:
+    """What a redelivery repeats exactly: type and payload (not `time`, which a re-emit may renew)."""
+    return hashlib.sha256(f"{event.type}\n{event.data.model_dump_json()}".encode()).hexdigest()[:32]
+
+
+class LocalSensor:
+    def __init__(
+        self,
+        settings: Settings,
+        bus: Bus,
+        engine: Engine,
+        specs: Sequence[SensorSpec],
+        *,
+        group: str = "ctloop-sensor",
+        policy: AdmissionPolicy | None = None,
+        resolve_digest: DigestResolver | None = None,
+        metrics: SensorMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+        batch_size: int = 500,
+        status_interval_s: float = 0.5,
+        commit_interval_s: float = 0.05,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.engine = engine
+        self.policy = policy or AdmissionPolicy()
+        self.metrics = metrics or SensorMetrics()
+        self.clock = clock
+        self.batch_size = batch_size
+        self.status_interval_s = status_interval_s
+        self.commit_interval_s = commit_interval_s
+        self._uncommitted: dict[tuple[str, int], Message] = {}
+        self._last_commit = time.monotonic()
+        self._resolve_digest = resolve_digest
+        self._by_topic: dict[str, list[SensorSpec]] = {}
+        for spec in specs:
+            if not isinstance(spec.dependency.source, KafkaSource):
+                raise ValueError(f"sensor {spec.name} reads {type(spec.dependency.source).__name__}; "
+                                 "LocalSensor interprets Kafka-sourced sensors only")
+            self._by_topic.setdefault(spec.dependency.source.topic, []).append(spec)
+        self.log = DecisionLog(settings.state_db, group)
+        self.state: AdmissionState = self.log.load_state()
+        self._consumer = bus.consumer(sorted(self._by_topic), group)
+        self._next_status_check = 0.0
+        self._engine_down_until = 0.0
+        self._engine_backoff_s = 0.0
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def step(self, timeout_s: float = 0.1) -> int:
+        """Consume one batch (waiting up to `timeout_s`), then start whatever admission allows."""
+        messages = self._consumer.poll(timeout_s=timeout_s, max_records=self.batch_size)
+        if messages:
+            self._consume(messages)
+        else:
+            self.advance()
+        if self._uncommitted and (not messages or time.monotonic() - self._last_commit >= self.commit_interval_s):
+            self.commit()
+        return len(messages)
+
+    def run(self, should_stop: Callable[[], bool], poll_timeout_s: float = 0.1) -> None:
+        while not should_stop():
+            self.step(poll_timeout_s)
+
+    def run_until_signalled(self, poll_timeout_s: float = 0.1) -> None:
+        """Run until SIGTERM or SIGINT, then close: the batch in hand is finished and committed first."""
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        try:
+            self.run(stop.is_set, poll_timeout_s)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.commit()
+        self._consumer.close()
+        self.log.close()
+
+    # --- consuming ---------------------------------------------------------------------------------
+
+    def _consume(self, messages: list[Message]) -> None:
+        """Decide the batch, submit what may start, record it all durably, then commit the offsets.
+
+        Submitting before the record is safe: after a crash the batch is redelivered and decided again,
+        and the engine refuses a key it already has. It keeps the fsync out of the trigger latency."""
+        now = self.clock()
+        self.metrics.events_in.inc(len(messages))
+        state = self.state
+        fresh: dict[str, str] = {}
+        records: list[Record] = []
+        rejected: list[tuple[Event, str]] = []
+        for message in messages:
+            try:
+                event = parse(message.value, max_bytes=self.settings.max_event_bytes)
+            except EventError as exc:
+                self._dead_letter(message, exc.reason)
+                continue
+            digest = content_digest(event)
+            before = fresh.get(event.id, self.log.seen_digest(event.id))
+            if before is not None:
+                if before in (digest, ""):
+                    self.metrics.redelivered.inc()
+                else:
+                    # Not a redelivery: a producer reused an id. Taking it as one would drop it silently.
+                    self._dead_letter(message, f"event id {event.id} reused with a different body")
+                continue
+            # Routed only once known to be new: a redelivery is neither snapshotted again nor
+            # dead-lettered because its data has gone since it was decided.
+            try:
+                routed_to = self._candidate(event, message)
+            except Unroutable as exc:
+                self._dead_letter(message, f"unroutable: {exc}")
+                continue
+            fresh[event.id] = digest
+            if isinstance(routed_to, str):
+                rejected.append((event, routed_to))
+                continue
+            outcome = admit(state, routed_to, already_ran=self.log.ran(routed_to.key), now=now, policy=self.policy)
+            state = outcome.state
+            records.extend((d, None) for d in outcome.decisions)
+        state, launched = self._launch(state)
+        with self.log.transaction(durable=False):
+            for event_id, digest in fresh.items():
+                self.log.mark_seen(event_id, now, digest)
+            for event, reason in rejected:
+                self.log.record_rejection(event.id, event.model, reason, at=now)
+            self._write([*records, *launched], state, now)
+        self.metrics.filtered.inc(len(rejected))
+        self._observe([*records, *launched])
+        self.state = state
+        for message in messages:
+            self._uncommitted[(message.topic, message.partition)] = message
+
+    def commit(self) -> None:
+        """Make every decision so far durable (one fsync), then commit the consumed offsets.
+
+        Batches are written without an fsync and committed together every `commit_interval_s`:
+        the durability point is here, before the offsets move, which is all at-least-once needs."""
+        if not self._uncommitted:
+            return
+        with self.log.transaction():
+            self.log.save_state(self.state)
+        for message in self._uncommitted.values():
+            self._consumer.commit(message)
+        self._uncommitted.clear()
+        self._last_commit = time.monotonic()
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        dead_letter(self.bus, self.settings.topics.deadletter, message, reason)
+        self.metrics.dead_lettered.inc()
+        log(_log, "dead-lettered", level=logging.WARNING, topic=message.topic, partition=message.partition,
+            offset=message.offset, reason=reason)
+
+    def _candidate(self, event: Event, message: Message) -> Candidate | str:
+        """The candidate run of the first sensor whose filters pass, or why none did."""
+        specs = self._by_topic.get(message.topic, [])
+        data = kafka_event_data(message, json.loads(message.value))
+        context = {"id": event.id, "type": event.type, "source": event.source, "subject": event.subject or ""}
+        reasons = []
+        for spec in specs:
+            why = rejection(spec.dependency, data)
+            if why:
+                reasons.append(f"{spec.name}: {why}")
+                continue
+            digest = self._digest(spec, data, context)
+            try:
+                params = parameters(spec, data, context)
+            except MappingError as exc:
+                raise Unroutable(f"{spec.name}: {exc}") from None
+            if params["trigger"] not in TRIGGERS:
+                raise Unroutable(f"{spec.name}: trigger {params['trigger']!r} is not one of {TRIGGERS}")
+            event_time = message.timestamp_ms / 1000 if message.timestamp_ms else event.time.timestamp()
+            return Candidate(event_id=params["event-id"], model=params["model"], key=params["idempotency-key"],
+                             uri=params["data-uri"], digest=digest, trigger=params["trigger"], params=params,
+                             gpu=bool(getattr(event.data, "gpu", False)), event_time=event_time)
+        return "; ".join(reasons) or f"no sensor listens on {message.topic}"
+
+    def _digest(self, spec: SensorSpec, data: dict[str, Any], context: dict[str, str]) -> str:
+        """The event's data digest; when absent, resolved by snapshotting the URI and written into the
+        event data, so the key the mapping computes names the data rather than the event."""
+        key = spec.params["idempotency-key"]
+        if not isinstance(key, KeyOf):
+            return ""
+        try:
+            digest = lookup(data, key.digest.path)
+        except PathMissing:
+            digest = None
+        if digest or self._resolve_digest is None:
+            return str(digest or "")
+        try:
+            uri = resolve(spec.params["data-uri"], data, context)
+            digest = self._resolve_digest(uri)
+        except (PathMissing, MappingError) as exc:
+            raise Unroutable(f"{spec.name}: no data URI to snapshot: {exc}") from None
+        except Exception as exc:
+            raise Unroutable(f"{spec.name}: cannot snapshot the data: {exc}") from None
+        *parents, leaf = key.digest.path.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else node[int(part)]
+        node[leaf] = digest
+        return digest
+
+    def _write(self, records: Sequence[Record], state: AdmissionState, now: float) -> None:
+        """Decisions and the admission state, inside the caller's transaction."""
+        for decision, latency_s in records:
+            self.log.record(decision, at=now, latency_ms=None if latency_s is None else latency_s * 1000)
+        self.log.save_state(state)
+
+    def _observe(self, records: Sequence[Record]) -> None:
+        """Metrics and logs, once the records are written."""
+        for decision, latency_s in records:
+            self.metrics.by_kind[decision.kind].inc()
+            if decision.kind == "triggered" and latency_s is not None:
+                self.metrics.latency.observe(latency_s)
+            c = decision.candidate
+            log(_log, decision.kind, event_id=c.event_id, model=c.model, key=c.key, reason=decision.reason,
+                run_id=decision.run_id, latency_ms=None if latency_s is None else round(latency_s * 1000, 3))
+
+    # --- starting runs -----------------------------------------------------------------------------
+
+    def advance(self) -> None:
+        """Free the slots of finished runs, close due windows, and submit every reserved run."""
+        state, records = self._launch(self._check_running(self.state, self.clock()))
+        if records or state != self.state:
+            # Not fsynced: lost with the machine, these are rebuilt on restart (a window re-closes,
+            # a reserved run is resubmitted and refused by the engine if it already started).
+            with self.log.transaction(durable=False):
+                self._write(records, state, self.clock())
+            self._observe(records)
+            self.state = state
+
+    def _launch(self, state: AdmissionState) -> tuple[AdmissionState, list[Record]]:
+        """Tick admission and submit the reserved runs, in memory; repeat while a run that finished at
+        once freed its model for a queued candidate."""
+        records: list[Record] = []
+        while True:
+            outcome = tick(state, now=self.clock(), policy=self.policy)
+            state = outcome.state
+            records.extend((d, None) for d in outcome.decisions)
+            freed = False
+            for model, slot in list(state.running.items()):
+                if slot.run_id is not None or time.monotonic() < self._engine_down_until:
+                    continue
+                result = self._submit(slot.candidate)
+                if result is None:
+                    # Back off while the engine is down rather than hammer it on every poll.
+                    self._engine_backoff_s = min(30.0, max(0.5, self._engine_backoff_s * 2))
+                    self._engine_down_until = time.monotonic() + self._engine_backoff_s
+                    continue
+                self._engine_backoff_s = 0.0
+                decision, status = result
+                records.append((decision, max(0.0, time.time() - slot.candidate.event_time)))
+                state = started(state, model, decision.run_id or "unknown")
+                if decision.kind != "triggered" or status in FINAL_STATUSES:
+                    state = finished(state, model)
+                    freed = True
+            if not freed or not state.queued:
+                return state, records
+
+    def _check_running(self, state: AdmissionState, now: float) -> AdmissionState:
+        if now < self._next_status_check:
+            return state
+        self._next_status_check = now + self.status_interval_s
+        for model, slot in state.running.items():
+            if slot.run_id is None:
+                continue
+            try:
+                status = self.engine.status(slot.run_id)
+            except LookupError:
+                status = "Error"
+            if status in FINAL_STATUSES:
+                state = finished(state, model)
+        return state
+
+    def _submit(self, candidate: Candidate) -> tuple[Decision, str] | None:
+        """Submit a reserved run: its decision and the engine's status, or None when the engine failed.
+
+        Recorded after the fact: a crash in between leaves the slot reserved, and the resubmission on
+        restart is refused by the engine (AlreadyRan) rather than run twice."""
+        request = RunRequest(model=candidate.model, data_uri=candidate.uri, trigger_event_id=candidate.event_id,
+                             trigger=candidate.trigger, data_digest=candidate.digest or None, gpu=candidate.gpu)
+        try:
+            handle = self.engine.submit(request, wait=False)
+        except AlreadyRan as exc:
+            reason = f"engine refused: key already ran ({exc.run_id or 'unknown run'})"
+            return Decision("deduped", reason, candidate, run_id=exc.run_id or "unknown"), "Skipped"
+        except Exception as exc:
+            # Engine unavailable: the slot stays reserved and is submitted again on the next pass.
+            self.metrics.submit_errors.inc()
+            log(_log, "submit failed", level=logging.ERROR, model=candidate.model, key=candidate.key, error=str(exc))
+            return None
+        return Decision("triggered", f"run {handle.run_id} submitted", candidate, run_id=handle.run_id), handle.status

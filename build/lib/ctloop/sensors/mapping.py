@@ -1,0 +1,71 @@
+"""Trigger parameters resolved locally: the same sources the rendered `dataKey`/`dataTemplate`s read."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ctloop.sensors.eventdata import PathMissing, as_text, lookup
+from ctloop.sensors.spec import Concat, Const, Context, KeyOf, ParamSource, Path, Segment, SensorSpec, WorkflowName
+from ctloop.workflows.engine import idempotency_key
+
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
+
+
+def workflow_name(model: str, key: str) -> str:
+    """`retrain-<model slug>-<key[:20]>`: at most 63 characters, the same for the same key."""
+    slug = _NOT_DNS.sub("-", model.lower()).strip("-")[:34].rstrip("-") or "model"
+    return f"retrain-{slug}-{key[:20]}"
+
+
+class MappingError(ValueError):
+    """A parameter that cannot be resolved from the event; the message names it."""
+
+
+def resolve(source: ParamSource, data: Any, context: Mapping[str, str],
+            memo: dict[int, str] | None = None) -> str:
+    """The value `source` names in the event data; `memo` shares a key between the parameters using it."""
+    if isinstance(source, Const):
+        return source.value
+    if isinstance(source, Path):
+        return as_text(lookup(data, source.path))
+    if isinstance(source, Context):
+        return context[source.key]
+    if isinstance(source, Concat):
+        return "".join(resolve(p, data, context) for p in source.parts)
+    if isinstance(source, Segment):
+        parts = resolve(source.of, data, context).split("/")
+        if source.index >= len(parts):
+            raise MappingError(f"{source.of.path} has no segment {source.index}")
+        return parts[source.index]
+    if isinstance(source, KeyOf):
+        if memo is not None and id(source) in memo:
+            return memo[id(source)]
+        try:
+            digest = as_text(lookup(data, source.digest.path))
+        except PathMissing:
+            digest = ""
+        digest = digest or resolve(source.fallback, data, context)
+        key = idempotency_key(resolve(source.model, data, context), digest, source.code_version)
+        if memo is not None:
+            memo[id(source)] = key
+        return key
+    if isinstance(source, WorkflowName):
+        return workflow_name(resolve(source.model, data, context), resolve(source.key, data, context, memo))
+    raise MappingError(f"unsupported parameter source {source!r}")
+
+
+def parameters(spec: SensorSpec, data: Any, context: Mapping[str, str]) -> dict[str, str]:
+    """Every parameter of the sensor's trigger, or `MappingError` naming the one that failed."""
+    out = {}
+    memo: dict[int, str] = {}  # by identity: hashing the nested spec would cost more than the key
+    for name, source in spec.params.items():
+        try:
+            value = resolve(source, data, context, memo)
+        except PathMissing as exc:
+            raise MappingError(f"parameter {name}: no value at {exc.args[0]}") from None
+        if not value:
+            raise MappingError(f"parameter {name}: empty")
+        out[name] = value
+    return out

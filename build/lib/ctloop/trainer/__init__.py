@@ -1,0 +1,1 @@
+"""Reproducible torch training on pinned data snapshots, with its lineage in MLflow."""

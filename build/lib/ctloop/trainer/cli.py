@@ -1,0 +1,86 @@
+"""`ctloop train` (one run by hand) and `ctloop validate` (check data against a model's schema)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+Data = Annotated[str, typer.Option("--data", help="Dataset URI: file://, a path, or s3:// (object or prefix).")]
+Model = Annotated[str, typer.Option("--model", help="Model name; its spec is <home>/specs/NAME.json.")]
+SpecFile = Annotated[Path | None, typer.Option("--spec", help="Model spec JSON to use instead of the saved one.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    app.command("validate")(validate_command)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _spec(model: str, spec_file: Path | None, settings):
+    from pydantic import ValidationError
+
+    from ctloop.modelspec import ModelSpec, SpecNotFound, load_spec
+
+    try:
+        spec = ModelSpec.model_validate_json(spec_file.read_text()) if spec_file else load_spec(model, settings)
+    except (SpecNotFound, OSError, ValidationError) as exc:
+        _fail(f"spec for {model!r}: {exc}")
+    if spec.name != model:
+        _fail(f"spec {spec_file} is for model {spec.name!r}, not {model!r}")
+    return spec
+
+
+def validate_command(data: Data, model: Model, spec: SpecFile = None) -> None:
+    """Check a dataset against the model's declared schema, as the workflow's validate step does."""
+    from ctloop.objectstore import StoreError
+    from ctloop.settings import Settings
+    from ctloop.trainer.snapshot import take_snapshot
+    from ctloop.trainer.validation import DataValidationError, validate
+
+    settings = Settings()
+    model_spec = _spec(model, spec, settings)
+    try:
+        snapshot = take_snapshot(data, s3_endpoint_url=settings.s3_endpoint_url)
+        report = validate(snapshot, model_spec.data, s3_endpoint_url=settings.s3_endpoint_url)
+    except (DataValidationError, StoreError) as exc:
+        _fail(str(exc), code=1)
+    typer.echo(report.model_dump_json(indent=2))
+
+
+def train_command(
+    data: Data,
+    model: Model,
+    spec: SpecFile = None,
+    event_id: Annotated[str | None, typer.Option(help="Triggering event id, recorded on the run.")] = None,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Write (and resume from) per-epoch checkpoints.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda; default: CUDA when present.")] = None,
+) -> None:
+    """Validate a dataset and train one model on it; prints the run id, metrics and data digest."""
+    from ctloop.objectstore import StoreError
+    from ctloop.settings import Settings
+    from ctloop.trainer.snapshot import SnapshotError, take_snapshot
+    from ctloop.trainer.train import train
+    from ctloop.trainer.validation import DataValidationError, validate
+
+    settings = Settings()
+    model_spec = _spec(model, spec, settings)
+    endpoint = settings.s3_endpoint_url
+    try:
+        snapshot = take_snapshot(data, s3_endpoint_url=endpoint)
+        validate(snapshot, model_spec.data, s3_endpoint_url=endpoint)
+        result = train(snapshot, model_spec, tracking_uri=settings.tracking_uri, event_id=event_id,
+                       checkpoint_dir=checkpoint_dir, s3_endpoint_url=endpoint, device=device)
+    except (DataValidationError, SnapshotError, StoreError) as exc:
+        _fail(str(exc), code=1)
+    typer.echo(f"run id:      {result.run_id}")
+    typer.echo(f"model:       {result.model_uri}")
+    typer.echo(f"data digest: {result.data_digest}")
+    typer.echo(f"epochs:      {result.epochs_run}")
+    typer.echo(f"metrics:     {json.dumps(result.metrics, sort_keys=True)}")

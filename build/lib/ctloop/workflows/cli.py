@@ -1,0 +1,106 @@
+"""`ctloop run retrain`, `ctloop runs list`, `ctloop runs show ID`."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, NoReturn
+
+import typer
+
+run_app = typer.Typer(help="Start workflow runs.", no_args_is_help=True)
+runs_app = typer.Typer(help="Runs of the local engine, as its run store recorded them.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(run_app, name="run")
+    app.add_typer(runs_app, name="runs")
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            _fail(f"--param expects NAME=VALUE, got {pair!r}")
+        params[name] = value
+    return params
+
+
+@run_app.command("retrain")
+def retrain(
+    model: Annotated[str, typer.Option(help="Model name; its spec is <home>/specs/<model>.json.")],
+    data: Annotated[str, typer.Option(help="Data URI (file://, s3:// or a path): one object or a prefix.")],
+    engine: Annotated[str | None, typer.Option(help="local or argo; default: the settings' engine.")] = None,
+    event_id: Annotated[str | None, typer.Option(help="Id of the triggering event, recorded as provenance.")] = None,
+    param: Annotated[list[str] | None, typer.Option(help="Training-parameter override NAME=VALUE, repeatable.")] = None,
+    wait: Annotated[bool, typer.Option(help="Wait for the run to finish.")] = True,
+) -> None:
+    """Retrain MODEL on DATA → evaluate against the champion → promote if the policy says so."""
+    from ctloop.modelspec import SpecNotFound, load_spec
+    from ctloop.settings import Settings
+    from ctloop.trainer.snapshot import take_snapshot
+    from ctloop.workflows.engine import AlreadyRan, RunRequest
+    from ctloop.workflows.engine_factory import open_engine
+
+    if engine not in (None, "local", "argo"):
+        _fail(f"--engine must be local or argo, got {engine!r}")
+    settings = Settings(**({"engine": engine} if engine else {}))
+    params = _params(param or [])
+    try:
+        load_spec(model, settings)
+    except SpecNotFound as exc:
+        if settings.engine == "local":
+            _fail(str(exc))
+    # The digest makes a rerun on unchanged data a refused duplicate rather than a second training.
+    snapshot = take_snapshot(data, s3_endpoint_url=settings.s3_endpoint_url)
+    if not snapshot.objects:
+        _fail(f"no .parquet or .csv objects under {data}")
+    request = RunRequest(model=model, data_uri=data, trigger_event_id=event_id, trigger="manual",
+                         data_digest=snapshot.digest, params=params)
+    try:
+        handle = open_engine(settings).submit(request, wait=wait)
+    except AlreadyRan as exc:
+        _fail(f"{exc}; nothing to do", code=3)
+    typer.echo(json.dumps(handle.model_dump()))
+    if handle.status in ("Failed", "Error"):
+        raise typer.Exit(1)
+
+
+def _time(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+@runs_app.command("list")
+def list_runs(
+    model: Annotated[str | None, typer.Option(help="Only this model's runs.")] = None,
+    limit: Annotated[int, typer.Option(min=1)] = 20,
+) -> None:
+    """The most recent runs, newest first."""
+    from ctloop.settings import Settings
+    from ctloop.workflows.local.run_store import RunStore
+
+    store = RunStore(Settings().state_db)
+    for run in store.list(limit=limit, model=model):
+        typer.echo(f"{run.id}\t{run.status}\t{run.model or '-'}\t{run.trigger or '-'}\t{_time(run.created_at)}"
+                   f"\t{run.error or ''}")
+
+
+@runs_app.command("show")
+def show_run(run_id: Annotated[str, typer.Argument(help="Run id, as `runs list` prints it.")]) -> None:
+    """One run with each step's status, attempts, timings, outputs and error, as JSON."""
+    from dataclasses import asdict
+
+    from ctloop.settings import Settings
+    from ctloop.workflows.local.run_store import RunNotFound, RunStore
+
+    try:
+        run = RunStore(Settings().state_db).get(run_id)
+    except RunNotFound as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(asdict(run), indent=2))

@@ -1,0 +1,53 @@
+"""What any engine (local or Argo) accepts and returns; sensors and the CLI talk to this only."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RunStatus = Literal["Pending", "Running", "Succeeded", "Failed", "Error", "Skipped"]
+FINAL_STATUSES: frozenset[str] = frozenset({"Succeeded", "Failed", "Error", "Skipped"})
+
+
+class RunRequest(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    model: str
+    data_uri: str
+    trigger_event_id: str | None = None
+    trigger: str = "manual"
+    data_digest: str | None = None
+    gpu: bool = False
+    params: dict[str, str] = Field(default_factory=dict)
+
+
+class RunHandle(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    idempotency_key: str
+    status: RunStatus
+
+
+class AlreadyRan(RuntimeError):
+    """A run with this idempotency key already succeeded (locally) or exists (on Argo)."""
+
+    def __init__(self, key: str, run_id: str | None = None) -> None:
+        super().__init__(f"a run with idempotency key {key} already exists" + (f" ({run_id})" if run_id else ""))
+        self.key = key
+        self.run_id = run_id
+
+
+class Engine(Protocol):
+    def submit(self, request: RunRequest, *, wait: bool = True) -> RunHandle:
+        """Start the retrain workflow; raises AlreadyRan for a key that already ran."""
+
+    def status(self, run_id: str) -> RunStatus: ...
+
+
+def idempotency_key(model: str, data_digest: str, code_version: str, params: dict[str, str] | None = None) -> str:
+    """model + data digest + code version + params: the same key never trains twice."""
+    material = "\n".join([model, data_digest, code_version, *(f"{k}={v}" for k, v in sorted((params or {}).items()))])
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
