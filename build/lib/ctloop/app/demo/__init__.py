@@ -1,1 +1,0 @@
-"""The demo: the whole loop played on one machine (`ctloop demo`, `make demo`)."""

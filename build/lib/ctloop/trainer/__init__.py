@@ -1,1 +1,0 @@
-"""Reproducible torch training on pinned data snapshots, with its lineage in MLflow."""
