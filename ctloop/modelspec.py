@@ -5,10 +5,14 @@ Specs are JSON files under `<home>/specs/<name>.json` (a ConfigMap mounted at ho
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ctloop.cron import Cron, parse_interval, schedule_ticks, zone
 from ctloop.settings import Settings
 
 
@@ -72,6 +76,60 @@ class PromotionPolicy(Frozen):
     guardrails: tuple[Guardrail, ...] = ()
 
 
+class Schedule(Frozen):
+    """Retrain on a calendar: a five-field cron expression in an IANA time zone, or a fixed interval.
+
+    Each tick snapshots `data_uri` (default: the spec's `retrain_uri`) and goes through the sensor's
+    admission control like any arrival: unchanged data is skipped, never retrained. Tick instants and
+    daylight-saving rules are those of `ctloop.cron` (the Argo Events calendar's).
+    """
+
+    cron: str | None = None
+    timezone: str = "UTC"
+    interval: str | None = None
+    data_uri: str | None = Field(default=None, min_length=1)
+    gpu: bool = False
+
+    @field_validator("cron")
+    @classmethod
+    def _cron_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            Cron.parse(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone_exists(cls, value: str) -> str:
+        zone(value)
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_interval(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_timer(self) -> Schedule:
+        if (self.cron is None) == (self.interval is None):
+            raise ValueError("set exactly one of cron (e.g. '30 2 * * *') and interval (e.g. '6h')")
+        if self.interval is not None and self.timezone != "UTC":
+            raise ValueError(f"timezone {self.timezone!r} has no effect on an interval; it applies to cron only")
+        return self
+
+    @property
+    def description(self) -> str:
+        return f"cron '{self.cron}' {self.timezone}" if self.cron else f"every {self.interval}"
+
+    def ticks(self, after: datetime) -> Iterator[datetime]:
+        """Tick instants (UTC) strictly after `after` (an aware datetime), in order."""
+        return schedule_ticks(after, cron=self.cron or "", timezone=self.timezone, interval=self.interval or "")
+
+    def next_tick(self, after: datetime) -> datetime | None:
+        return next(self.ticks(after), None)
+
+
 class ModelSpec(Frozen):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     data: DataSchema
@@ -80,6 +138,7 @@ class ModelSpec(Frozen):
     retrain_uri: str | None = None
     train: TrainParams = TrainParams()
     policy: PromotionPolicy = PromotionPolicy()
+    schedule: Schedule | None = None
 
     @model_validator(mode="after")
     def _label_not_a_feature(self) -> ModelSpec:
@@ -87,9 +146,26 @@ class ModelSpec(Frozen):
             raise ValueError(f"label column {self.data.label!r} is also listed as a feature")
         return self
 
+    @model_validator(mode="after")
+    def _schedule_has_data(self) -> ModelSpec:
+        if self.schedule is not None and not (self.schedule.data_uri or self.retrain_uri):
+            raise ValueError("schedule has no data to retrain on: set schedule.data_uri or retrain_uri")
+        return self
+
+    @property
+    def schedule_uri(self) -> str | None:
+        """The prefix a scheduled tick snapshots: the schedule's own, else `retrain_uri`."""
+        if self.schedule is None:
+            return None
+        return self.schedule.data_uri or self.retrain_uri
+
 
 class SpecNotFound(LookupError):
     pass
+
+
+class SpecInvalid(ValueError):
+    """A spec file that does not validate; the message names the file and each problem."""
 
 
 def spec_path(name: str, settings: Settings):
@@ -107,3 +183,19 @@ def load_spec(name: str, settings: Settings) -> ModelSpec:
     if not path.is_file():
         raise SpecNotFound(f"no spec for model {name!r}: expected {path}")
     return ModelSpec.model_validate_json(path.read_text())
+
+
+def read_spec(path: Path) -> ModelSpec:
+    """The spec in one JSON file, or `SpecInvalid` naming the file and what is wrong."""
+    try:
+        return ModelSpec.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors())
+        raise SpecInvalid(f"{path}: {problems}") from None
+
+
+def load_specs(directory: Path) -> tuple[ModelSpec, ...]:
+    """Every spec under `directory` (`*.json`), by name; none when the directory does not exist."""
+    if not directory.is_dir():
+        return ()
+    return tuple(sorted((read_spec(p) for p in directory.glob("*.json")), key=lambda s: s.name))

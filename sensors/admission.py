@@ -2,7 +2,8 @@
 
 Rules, in order, for each candidate run:
 - dedupe: a key that already ran, or is already waiting or running, is dropped;
-- cooldown: a drift-triggered candidate within `drift_cooldown_s` of the model's last drift run is rejected;
+- cooldown: a drift-triggered or scheduled candidate within `drift_cooldown_s` of the model's last drift run
+  is rejected;
 - coalesce: arrivals for a model within `window_s` of the first one collapse into one run on the newest;
 - concurrency: one run per model; a candidate for a busy model waits, and a newer one replaces it;
 - GPU cap: at most `max_gpu_runs` GPU runs at once; GPU candidates past the cap wait.
@@ -21,7 +22,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 DecisionKind = Literal["triggered", "deduped", "coalesced", "deferred", "rejected"]
-Trigger = Literal["data", "drift", "manual"]
+Trigger = Literal["data", "drift", "manual", "schedule"]
+# Triggers held off after a drift run: another drift verdict, and a scheduled tick (the drift run has just
+# retrained on the recent data).
+COOLDOWN_TRIGGERS: tuple[Trigger, ...] = ("drift", "schedule")
 
 
 class AdmissionPolicy(BaseModel):
@@ -118,12 +122,14 @@ def admit(state: AdmissionState, candidate: Candidate, *, already_ran: bool, now
           policy: AdmissionPolicy) -> Outcome:
     """Decide on one candidate. `already_ran` says whether its key ever triggered a run (durable record)."""
     if already_ran:
-        return Outcome(state, (Decision("deduped", f"key {candidate.key} already triggered a run", candidate),))
+        reason = (f"no change since the last run (same data digest and code version): skipped, key {candidate.key}"
+                  if candidate.trigger == "schedule" else f"key {candidate.key} already triggered a run")
+        return Outcome(state, (Decision("deduped", reason, candidate),))
     where = state.holds(candidate)
     if where:
         return Outcome(state, (Decision("deduped", f"key {candidate.key} is already in the {where}", candidate),))
     last = state.last_drift_at.get(candidate.model)
-    if candidate.trigger == "drift" and last is not None and now < last + policy.drift_cooldown_s:
+    if candidate.trigger in COOLDOWN_TRIGGERS and last is not None and now < last + policy.drift_cooldown_s:
         reason = f"drift cooldown for {candidate.model} until {last + policy.drift_cooldown_s:.3f}"
         return Outcome(state, (Decision("rejected", reason, candidate),))
     window = state.windows.get(candidate.model)

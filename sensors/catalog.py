@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ctloop.modelspec import ModelSpec
 from ctloop.sensors.spec import (
+    CalendarSource,
     Concat,
     Const,
     Context,
@@ -19,12 +23,16 @@ from ctloop.sensors.spec import (
     SecretRef,
     Segment,
     SensorSpec,
+    SpecError,
     WebhookSource,
     WorkflowName,
 )
 from ctloop.settings import Settings
 
 ANY = ("^.+$",)
+CALENDAR_SOURCE = "ctloop-calendar"
+SCHEDULE_PREFIX = "ctloop-schedule-"
+_NOT_DNS = re.compile(r"[^a-z0-9-]+")
 
 
 @dataclass(frozen=True)
@@ -125,3 +133,38 @@ def kafka_sensors(settings: Settings, code_version: str,
     """The sensors whose events come from the bus, which `LocalSensor` interprets."""
     return tuple(s for s in cluster_sensors(settings, code_version, where) if isinstance(s.dependency.source,
                                                                                           KafkaSource))
+
+
+def schedule_slug(model: str) -> str:
+    """The model's name as a DNS label short enough for `ctloop-schedule-<slug>`."""
+    return _NOT_DNS.sub("-", model.lower()).strip("-")[:63 - len(SCHEDULE_PREFIX)].rstrip("-") or "model"
+
+
+def schedule_sensor(model: ModelSpec, code_version: str) -> SensorSpec:
+    """A model's schedule as a calendar event and the sensor that maps each tick to the retrain workflow.
+
+    A tick carries no digest: locally the sensor snapshots `metadata.uri` and writes the digest into the
+    event data before the mapping reads it; in the cluster the key falls back to the tick's time."""
+    schedule = model.schedule
+    if schedule is None or model.schedule_uri is None:
+        raise SpecError(f"model {model.name} has no schedule")
+    slug = schedule_slug(model.name)
+    metadata = (("model", model.name), ("uri", model.schedule_uri), ("gpu", str(schedule.gpu).lower()))
+    source = CalendarSource(CALENDAR_SOURCE, slug, metadata, schedule=schedule.cron or "",
+                            timezone=schedule.timezone if schedule.cron else "", interval=schedule.interval or "")
+    key = _key(Path("metadata.model"), "digest", Path("eventTime"), code_version)
+    return SensorSpec(f"{SCHEDULE_PREFIX}{slug}", Dependency("schedule", source),
+                      _params(Path("metadata.model"), Path("metadata.uri"), Context("id"), "schedule", key))
+
+
+def schedule_sensors(models: Iterable[ModelSpec], code_version: str) -> tuple[SensorSpec, ...]:
+    """One calendar sensor per model with a schedule; two models whose names slug alike are an error."""
+    specs: dict[str, tuple[str, SensorSpec]] = {}
+    for model in models:
+        if model.schedule is None:
+            continue
+        spec = schedule_sensor(model, code_version)
+        if spec.name in specs:
+            raise SpecError(f"models {specs[spec.name][0]!r} and {model.name!r} both render as sensor {spec.name}")
+        specs[spec.name] = (model.name, spec)
+    return tuple(spec for _, spec in specs.values())

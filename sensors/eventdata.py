@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from ctloop.bus import Message
@@ -25,6 +27,11 @@ def kafka_event_data(message: Message, body: Any) -> dict[str, Any]:
         "headers": {k: v.decode("utf-8", errors="replace") for k, v in message.headers},
         "body": body,
     }
+
+
+def calendar_event_data(tick: datetime, metadata: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The calendar EventSource's payload: the tick's time as Go prints it (in UTC) and the source's metadata."""
+    return {"eventTime": tick.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC"), "metadata": dict(metadata)}
 
 
 def lookup(data: Any, path: str) -> Any:

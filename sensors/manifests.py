@@ -10,6 +10,7 @@ from typing import Any
 from ctloop.sensors.spec import (
     WORKFLOW_NAME,
     WORKFLOW_PARAMETERS,
+    CalendarSource,
     Concat,
     Const,
     Context,
@@ -62,6 +63,12 @@ def _source_entry(source: Source) -> tuple[str, dict[str, Any]]:
             "accessKey": {"name": source.access_key.name, "key": source.access_key.key},
             "secretKey": {"name": source.secret_key.name, "key": source.secret_key.key},
         }
+    if isinstance(source, CalendarSource):
+        # No persistence: Argo Events' catch-up would replay every missed tick, and its ConfigMap store
+        # needs an API token the event-source account does not have. See docs/schedules.md.
+        timer = ({"schedule": source.schedule, "timezone": source.timezone} if source.schedule
+                 else {"interval": source.interval})
+        return "calendar", {**timer, "metadata": dict(source.metadata)}
     return "webhook", {
         "port": str(source.port), "endpoint": source.endpoint, "method": source.method, "url": "",
         "authSecret": {"name": source.auth_secret.name, "key": source.auth_secret.key},

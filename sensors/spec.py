@@ -15,7 +15,7 @@ from typing import Literal
 Comparator = Literal["=", "!=", ">", ">=", "<", "<="]
 COMPARATORS: tuple[str, ...] = ("=", "!=", ">", ">=", "<", "<=")
 FilterType = Literal["string", "number", "bool"]
-TriggerKind = Literal["data", "drift", "manual"]
+TriggerKind = Literal["data", "drift", "manual", "schedule"]
 
 # The retrain WorkflowTemplate's parameters that a sensor fills in.
 WORKFLOW_PARAMETERS: tuple[str, ...] = ("model", "data-uri", "event-id", "trigger", "idempotency-key")
@@ -89,7 +89,24 @@ class WebhookSource:
     method: str = "POST"
 
 
-Source = KafkaSource | MinioSource | WebhookSource
+@dataclass(frozen=True)
+class CalendarSource:
+    """Argo Events calendar ticks: a cron `schedule` in `timezone`, or every `interval`. Each event's data is
+    `{"eventTime": ..., "metadata": {...}}`, with `metadata` copied from here."""
+
+    source: str
+    event: str
+    metadata: tuple[tuple[str, str], ...]
+    schedule: str = ""
+    timezone: str = ""
+    interval: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.schedule) == bool(self.interval):
+            raise SpecError(f"calendar event {self.source}/{self.event}: set exactly one of schedule and interval")
+
+
+Source = KafkaSource | MinioSource | WebhookSource | CalendarSource
 
 
 @dataclass(frozen=True)

@@ -116,8 +116,8 @@ class DecisionLog:
 
 
 def list_decisions(path: Path | str, *, model: str | None = None, event_id: str | None = None,
-                   limit: int = 50) -> list[DecisionRow]:
-    """The newest decisions first, optionally for one model or one event."""
+                   event_prefix: str | None = None, limit: int = 50) -> list[DecisionRow]:
+    """The newest decisions first, optionally for one model, one event, or events whose id starts so."""
     if not Path(path).is_file():
         return []
     db = connect(path)
@@ -130,6 +130,9 @@ def list_decisions(path: Path | str, *, model: str | None = None, event_id: str 
         if event_id:
             where.append("event_id = ?")
             args.append(event_id)
+        if event_prefix:
+            where.append("substr(event_id, 1, ?) = ?")
+            args.extend((len(event_prefix), event_prefix))
         sql = "SELECT seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms FROM sensor_decisions"
         if where:
             sql += " WHERE " + " AND ".join(where)

@@ -37,11 +37,12 @@ from ctloop.sensors.admission import (
 )
 from ctloop.sensors.eventdata import PathMissing, kafka_event_data, lookup
 from ctloop.sensors.filters import rejection
+from ctloop.sensors.local.calendar import Calendar
 from ctloop.sensors.local.decisions import DecisionLog
 from ctloop.sensors.local.jsonlog import log
 from ctloop.sensors.local.metrics import SensorMetrics
 from ctloop.sensors.mapping import MappingError, parameters, resolve
-from ctloop.sensors.spec import KafkaSource, KeyOf, SensorSpec
+from ctloop.sensors.spec import CalendarSource, KafkaSource, KeyOf, SensorSpec
 from ctloop.settings import Settings
 from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, Engine, RunRequest
 
@@ -101,12 +102,17 @@ class LocalSensor:
         self._last_commit = time.monotonic()
         self._resolve_digest = resolve_digest
         self._by_topic: dict[str, list[SensorSpec]] = {}
+        scheduled = [spec for spec in specs if isinstance(spec.dependency.source, CalendarSource)]
         for spec in specs:
+            if isinstance(spec.dependency.source, CalendarSource):
+                continue
             if not isinstance(spec.dependency.source, KafkaSource):
                 raise ValueError(f"sensor {spec.name} reads {type(spec.dependency.source).__name__}; "
-                                 "LocalSensor interprets Kafka-sourced sensors only")
+                                 "LocalSensor interprets Kafka- and calendar-sourced sensors only")
             self._by_topic.setdefault(spec.dependency.source.topic, []).append(spec)
         self.log = DecisionLog(settings.state_db, group)
+        # Calendar sensors tick from this loop: see `_fire_ticks` and `ctloop.sensors.local.calendar`.
+        self.calendar = Calendar(settings.state_db, group, scheduled)
         self.state: AdmissionState = self.log.load_state()
         self._consumer = bus.consumer(sorted(self._by_topic), group)
         self._next_status_check = 0.0
@@ -116,7 +122,9 @@ class LocalSensor:
     # --- the loop ----------------------------------------------------------------------------------
 
     def step(self, timeout_s: float = 0.1) -> int:
-        """Consume one batch (waiting up to `timeout_s`), then start whatever admission allows."""
+        """Fire due calendar ticks, consume one batch (waiting up to `timeout_s`), then start whatever
+        admission allows."""
+        self._fire_ticks()
         messages = self._consumer.poll(timeout_s=timeout_s, max_records=self.batch_size)
         if messages:
             self._consume(messages)
@@ -143,6 +151,7 @@ class LocalSensor:
     def close(self) -> None:
         self.commit()
         self._consumer.close()
+        self.calendar.close()
         self.log.close()
 
     # --- consuming ---------------------------------------------------------------------------------
@@ -360,3 +369,55 @@ class LocalSensor:
             log(_log, "submit failed", level=logging.ERROR, model=candidate.model, key=candidate.key, error=str(exc))
             return None
         return Decision("triggered", f"run {handle.run_id} submitted", candidate, run_id=handle.run_id), handle.status
+
+    # --- events from no bus: calendar ticks --------------------------------------------------------
+
+    def _fire_ticks(self) -> None:
+        for due in self.calendar.due(self.clock()):
+            self.offer(due.spec, due.data, due.context, event_time=due.at.timestamp(), gpu=due.gpu)
+            self.calendar.fired(due)
+
+    def offer(self, spec: SensorSpec, data: dict[str, Any], context: dict[str, str], *, event_time: float,
+              gpu: bool = False) -> tuple[Decision, ...]:
+        """Decide one event that no bus delivered (a calendar tick) as a consumed one is decided: filters,
+        digest (snapshot), mapping, admission and submission, recorded durably before it returns. An id
+        already decided is a no-op, so offering it again after a crash starts nothing twice."""
+        event_id = context["id"]
+        if self.log.seen(event_id):
+            return ()
+        now = self.clock()
+        state, records = self.state, []
+        refusal = rejection(spec.dependency, data)
+        if refusal is not None:
+            refusal = f"{spec.name}: {refusal}"
+        else:
+            try:
+                digest = self._digest(spec, data, context)
+                params = parameters(spec, data, context)
+            except Unroutable as exc:
+                refusal = str(exc)
+            except MappingError as exc:
+                refusal = f"{spec.name}: {exc}"
+        if refusal is None:
+            candidate = Candidate(event_id=params["event-id"], model=params["model"], key=params["idempotency-key"],
+                                  uri=params["data-uri"], digest=digest, trigger=params["trigger"], params=params,
+                                  gpu=gpu, event_time=event_time)
+            outcome = admit(state, candidate, already_ran=self.log.ran(candidate.key), now=now, policy=self.policy)
+            records.extend((d, None) for d in outcome.decisions)
+            state, launched = self._launch(outcome.state)
+            records.extend(launched)
+        with self.log.transaction():
+            self.log.mark_seen(event_id, now, "")
+            if refusal is not None:
+                self.log.record_rejection(event_id, _model_of(spec, data, context), refusal, at=now)
+            self._write(records, state, now)
+        self._observe(records)
+        self.state = state
+        return tuple(decision for decision, _ in records)
+
+
+def _model_of(spec: SensorSpec, data: dict[str, Any], context: dict[str, str]) -> str | None:
+    try:
+        return resolve(spec.params["model"], data, context)
+    except (PathMissing, MappingError):
+        return None
