@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -16,7 +17,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
-SCHEMAS = REPO.parent / "shared" / "schemas"
+# A worktree's parent has no shared/: CTLOOP_SCHEMAS_DIR points at the schemas from there.
+SCHEMAS = Path(os.environ.get("CTLOOP_SCHEMAS_DIR") or REPO.parent / "shared" / "schemas")
 
 ARGO_EVENTS_KINDS = ("EventBus", "EventSource", "Sensor")
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")

@@ -157,7 +157,8 @@ def test_a_tick_during_a_running_retrain_of_the_model_coalesces_with_the_queued_
     assert running["event_id"] == "ev-running"
     walk(s, clock, at("2026-06-01T02:40:00+02:00"))
     tick = tick_id("churn", at("2026-06-01T02:30:00+02:00"))
-    assert [(k, r) for e, k, r in ticks(settings)] == [("deferred", "churn has a run in progress; queued (latest only)")]
+    assert [(k, r) for _, k, r in ticks(settings)] == [
+        ("deferred", "churn has a run in progress; queued (latest only)")]
     [coalesced] = [r for r in list_decisions(settings.state_db, event_id="ev-queued") if r.kind == "coalesced"]
     assert coalesced.reason == f"queued run replaced by newer {tick}"
     engine.complete(running["run_id"])

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
+from ctloop.modelspec import ModelSpec
+from ctloop.sensors.catalog import schedule_sensors
 from ctloop.sensors.checks import sensor_problems
 from ctloop.sensors.render import manifest_objects, render_manifests, stale_files
+from ctloop.sensors.spec import SpecError
 from ctloop.settings import Settings
 
-SCHEMA = Path(__file__).resolve().parents[2] / ".." / "shared" / "schemas" / "argo-events-schema.json"
+SCHEMA = Path(os.environ.get("CTLOOP_SCHEMAS_DIR") or Path(__file__).resolve().parents[2] / ".." / "shared" / "schemas"
+               ) / "argo-events-schema.json"
 PREFIX = "io.argoproj.events.v1alpha1."
 
 
@@ -67,7 +72,7 @@ def test_a_misspelt_field_is_caught_by_the_strict_schema(validators, objects):
 def test_sensors_are_consistent_with_their_event_sources_and_workflow(objects):
     sources = [o for o in objects.values() if o["kind"] == "EventSource"]
     sensors = [o for o in objects.values() if o["kind"] == "Sensor"]
-    assert len(sensors) == 4
+    assert len(sensors) == 5, "four event sensors and the shipped churn spec's schedule"
     for sensor in sensors:
         assert sensor_problems(sensor, sources) == []
 
@@ -137,3 +142,54 @@ def test_rendering_is_deterministic():
 def test_checked_in_sensor_manifests_are_fresh(tmp_path):
     generated = Path(__file__).resolve().parents[2] / "k8s" / "base" / "generated"
     assert stale_files(render_manifests(Settings(home=tmp_path)), generated) == [], "run `ctloop render`"
+
+
+def scheduled(name: str, **schedule: object) -> ModelSpec:
+    return ModelSpec.model_validate({"name": name, "data": {"features": [{"name": "x"}], "label": "y"},
+                                     "retrain_uri": f"s3://ctloop-data/incoming/{name}/", "schedule": schedule})
+
+
+@pytest.fixture(scope="module")
+def scheduled_objects():
+    models = [scheduled("churn", cron="0 4 * * *", timezone="Europe/Berlin"),
+              scheduled("Fraud_Model.v2", interval="6h", gpu=True)]
+    return manifest_objects(Settings(home=Path("/nonexistent")), models)
+
+
+def test_schedules_render_as_one_calendar_event_source_and_a_sensor_each(validators, scheduled_objects):
+    calendar = scheduled_objects["eventsource-calendar.yaml"]
+    assert calendar["spec"]["calendar"] == {
+        "churn": {"schedule": "0 4 * * *", "timezone": "Europe/Berlin",
+                  "metadata": {"model": "churn", "uri": "s3://ctloop-data/incoming/churn/", "gpu": "false"}},
+        "fraud-model-v2": {"interval": "6h", "metadata": {"model": "Fraud_Model.v2",
+                                                          "uri": "s3://ctloop-data/incoming/Fraud_Model.v2/",
+                                                          "gpu": "true"}},
+    }
+    sources = [o for o in scheduled_objects.values() if o["kind"] == "EventSource"]
+    for name in ("sensor-schedule-churn.yaml", "sensor-schedule-fraud-model-v2.yaml"):
+        sensor = scheduled_objects[name]
+        assert sensor_problems(sensor, sources) == []
+        assert sensor["spec"]["triggers"][0]["template"]["argoWorkflow"]["source"]["resource"]["spec"][
+            "arguments"]["parameters"][3] == {"name": "trigger", "value": "schedule"}
+    for name, obj in scheduled_objects.items():
+        errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
+                  for e in validators[obj["kind"]].iter_errors(obj)]
+        assert errors == [], name
+
+
+def test_a_misspelt_calendar_field_is_caught_by_the_strict_schema(validators, scheduled_objects):
+    calendar = copy.deepcopy(scheduled_objects["eventsource-calendar.yaml"])
+    calendar["spec"]["calendar"]["churn"]["timeZone"] = calendar["spec"]["calendar"]["churn"].pop("timezone")
+    assert not validators["EventSource"].is_valid(calendar)
+
+
+def test_two_models_whose_names_render_alike_are_an_error():
+    with pytest.raises(SpecError, match="models 'churn' and 'Churn' both render as sensor ctloop-schedule-churn"):
+        schedule_sensors([scheduled("churn", interval="1h"), scheduled("Churn", interval="1h")], "v1")
+
+
+def test_models_without_a_schedule_render_no_calendar(objects):
+    plain = ModelSpec.model_validate({"name": "plain", "data": {"features": [{"name": "x"}], "label": "y"}})
+    files = manifest_objects(Settings(home=Path("/nonexistent")), [plain])
+    assert "eventsource-calendar.yaml" not in files
+    assert set(objects) - set(files) == {"eventsource-calendar.yaml", "sensor-schedule-churn.yaml"}

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from ctloop.sensors.catalog import ClusterEndpoints, cluster_sensors
-from ctloop.sensors.eventdata import as_text, lookup
+from ctloop.modelspec import ModelSpec
+from ctloop.sensors.catalog import ClusterEndpoints, cluster_sensors, schedule_sensors
+from ctloop.sensors.eventdata import as_text, calendar_event_data, lookup
 from ctloop.sensors.manifests import WORKFLOW_PARAMETERS, sensor
 from ctloop.sensors.mapping import parameters
 from ctloop.settings import Settings
@@ -54,11 +56,24 @@ SAMPLES = {
     "ctloop-minio": [{"notification": [{"eventName": "s3:ObjectCreated:Put", "s3": {
         "bucket": {"name": "ctloop-data"}, "object": {"key": "incoming/churn/p1.parquet", "eTag": "e1"}}}]}],
     "ctloop-manual": [{"header": {}, "body": {"model": "churn", "uri": "s3://b/k", "digest": "abc"}}],
+    # A tick as Argo Events sends it (no digest: the key falls back to the tick's time), and as the local
+    # sensor maps it once it has snapshotted the prefix and written the digest in.
+    "ctloop-schedule-churn-model-v2": [
+        {"eventTime": "2026-11-30 03:00:00.000412 +0000 UTC m=+3600.001",
+         "metadata": {"model": "Churn_Model.v2", "uri": "s3://b/incoming/churn/", "gpu": "false"}},
+        calendar_event_data(datetime(2026, 11, 30, 3, tzinfo=UTC), (("model", "Churn_Model.v2"),
+                                                                    ("uri", "s3://b/incoming/churn/")))
+        | {"digest": "d1"},
+    ],
 }
+SCHEDULED = ModelSpec.model_validate({"name": "Churn_Model.v2", "data": {"features": [{"name": "x"}], "label": "y"},
+                                      "schedule": {"cron": "0 4 * * *", "timezone": "Europe/Berlin",
+                                                   "data_uri": "s3://b/incoming/churn/"}})
 
 
 def test_every_rendered_parameter_matches_the_local_mapping(gotemplate):
-    specs = cluster_sensors(Settings(), "ghcr.io/ctloop/ctloop:test", ClusterEndpoints())
+    version = "ghcr.io/ctloop/ctloop:test"
+    specs = (*cluster_sensors(Settings(), version, ClusterEndpoints()), *schedule_sensors([SCHEDULED], version))
     jobs, expected = [], []
     for spec in specs:
         rendered = sensor(spec, "ctloop")["spec"]["triggers"][0]["template"]["argoWorkflow"]["parameters"]
