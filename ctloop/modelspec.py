@@ -168,8 +168,12 @@ class SpecInvalid(ValueError):
     """A spec file that does not validate; the message names the file and each problem."""
 
 
+def specs_dir(settings: Settings) -> Path:
+    return settings.home / "specs"
+
+
 def spec_path(name: str, settings: Settings):
-    return settings.home / "specs" / f"{name}.json"
+    return specs_dir(settings) / f"{name}.json"
 
 
 def save_spec(spec: ModelSpec, settings: Settings) -> None:

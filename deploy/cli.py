@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+from collections.abc import Callable
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, NoReturn
@@ -15,6 +16,11 @@ models_app = typer.Typer(help="Registered models: versions, aliases, decisions, 
 TrackingUri = Annotated[str | None, typer.Option(help="MLflow tracking URI; default: the settings' one.")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 Actor = Annotated[str | None, typer.Option(help="Who does this, for the audit trail; default: the OS user.")]
+
+# Parts of `ctloop models show` that other components own (the sensors add the model's schedule):
+# model name -> (JSON key, JSON value, text lines), or None when they have nothing on that model.
+ModelSection = Callable[[str], tuple[str, Any, list[str]] | None]
+model_sections: list[ModelSection] = []
 
 
 def register(app: typer.Typer) -> None:
@@ -92,6 +98,8 @@ def show_model(name: str, tracking_uri: TrackingUri = None, as_json: AsJson = Fa
         } for v in versions],
         "audit": model.audit,
     }
+    sections = [section for provide in model_sections if (section := provide(name)) is not None]
+    doc.update({key: value for key, value, _ in sections})
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
         return
@@ -110,6 +118,8 @@ def show_model(name: str, tracking_uri: TrackingUri = None, as_json: AsJson = Fa
         why = entry.get("reason") or "; ".join(entry.get("reasons", []))
         typer.echo(f"  {entry['ts']}  {entry['action']:<8} v{entry.get('version', '-')}  by {entry['actor']}"
                    f"{'  (manual)' if entry.get('manual') else ''}  {why}")
+    for _, _, lines in sections:
+        typer.echo("\n".join(lines))
 
 
 def _bus(settings):

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ctloop.modelspec import ModelSpec
+from ctloop.modelspec import ModelSpec, load_specs, specs_dir
 from ctloop.sensors.spec import (
     CalendarSource,
     Concat,
@@ -168,3 +168,10 @@ def schedule_sensors(models: Iterable[ModelSpec], code_version: str) -> tuple[Se
             raise SpecError(f"models {specs[spec.name][0]!r} and {model.name!r} both render as sensor {spec.name}")
         specs[spec.name] = (model.name, spec)
     return tuple(spec for _, spec in specs.values())
+
+
+def local_sensors(settings: Settings, code_version: str,
+                  where: ClusterEndpoints = ClusterEndpoints()) -> tuple[SensorSpec, ...]:
+    """What `LocalSensor` runs: the bus sensors, and a calendar sensor per scheduled spec in `<home>/specs`."""
+    return (*kafka_sensors(settings, code_version, where),
+            *schedule_sensors(load_specs(specs_dir(settings)), code_version))

@@ -18,10 +18,28 @@ events_app = typer.Typer(help="What the sensors decided about each event.", no_a
 
 
 def register(app: typer.Typer) -> None:
+    from ctloop.deploy.cli import model_sections
+
     app.add_typer(sensor_app, name="sensor")
     app.add_typer(emit_app, name="emit")
     app.add_typer(events_app, name="events")
     app.command("render")(render)
+    if _schedule_section not in model_sections:
+        model_sections.append(_schedule_section)
+
+
+def _schedule_section(name: str) -> tuple[str, object, list[str]] | None:
+    """`ctloop models show`'s schedule part: the schedule, its next tick and what the last ticks decided."""
+    from ctloop.modelspec import SpecInvalid
+    from ctloop.sensors.local.schedules import schedule_views
+
+    try:
+        views = schedule_views(_settings(), model=name)
+    except SpecInvalid as exc:
+        return "schedule", {"error": str(exc)}, [f"schedule: cannot read the specs: {exc}"]
+    if not views:
+        return None
+    return "schedule", views[0].as_json(), views[0].lines()
 
 
 def _fail(message: str) -> NoReturn:
@@ -46,11 +64,13 @@ def run(
     max_gpu_runs: Annotated[int, typer.Option(help="Concurrent GPU runs at most.")] = 1,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
 ) -> None:
-    """Consume data and drift events and start admitted retrain runs until SIGINT/SIGTERM."""
+    """Consume data and drift events, fire the specs' scheduled ticks, and start admitted retrain runs until
+    SIGINT/SIGTERM."""
     from ctloop.bus_factory import open_bus
-    from ctloop.sensors import jsonlog
+    from ctloop.modelspec import SpecInvalid
     from ctloop.sensors.admission import AdmissionPolicy
-    from ctloop.sensors.catalog import kafka_sensors
+    from ctloop.sensors.catalog import local_sensors
+    from ctloop.sensors.local import jsonlog
     from ctloop.sensors.local.metrics import SensorMetrics
     from ctloop.sensors.local.sensor import LocalSensor, snapshot_digest
     from ctloop.version import code_version
@@ -63,10 +83,14 @@ def run(
         port = metrics.serve(metrics_port)
         typer.echo(json.dumps({"msg": "metrics", "port": port}), err=True)
     policy = AdmissionPolicy(window_s=window, drift_cooldown_s=cooldown, max_gpu_runs=max_gpu_runs)
+    try:
+        specs = local_sensors(settings, code_version())
+    except SpecInvalid as exc:
+        _fail(f"cannot read the model specs: {exc}")
     the_bus = open_bus(settings)
     # The sensor outlives its runs, so it may restart those a crash of its process interrupted.
     sensor = LocalSensor(settings, the_bus, open_engine(settings, retry_interrupted=2),
-                         kafka_sensors(settings, code_version()), group=group, policy=policy,
+                         specs, group=group, policy=policy,
                          resolve_digest=snapshot_digest(settings), metrics=metrics)
     try:
         sensor.run_until_signalled()
@@ -204,13 +228,25 @@ def events_list(
     limit: Annotated[int, typer.Option(help="Newest N decisions.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """Sensor decisions, newest first: triggered, deduped, coalesced, deferred, rejected, with reasons."""
+    """Sensor decisions, newest first: triggered, deduped, coalesced, deferred, rejected, with reasons.
+    The text form starts with each scheduled model's schedule, next tick and last tick decisions."""
     from dataclasses import asdict
     from datetime import UTC, datetime
 
+    from ctloop.modelspec import SpecInvalid
     from ctloop.sensors.local.decisions import list_decisions
+    from ctloop.sensors.local.schedules import schedule_views
 
-    rows = list_decisions(_settings().state_db, model=model, event_id=event_id, limit=limit)
+    settings = _settings()
+    if not as_json and event_id is None:
+        try:
+            views = schedule_views(settings, model=model)
+        except SpecInvalid as exc:
+            typer.echo(f"warning: schedules not shown: {exc}", err=True)
+            views = []
+        for view in views:
+            typer.echo("\n".join(view.lines()))
+    rows = list_decisions(settings.state_db, model=model, event_id=event_id, limit=limit)
     for row in rows:
         if as_json:
             typer.echo(json.dumps(asdict(row)))

@@ -187,3 +187,17 @@ class Calendar:
 
     def close(self) -> None:
         self._db.close()
+
+
+def tick_records(path: Path | str) -> dict[str, TickRecord]:
+    """Each calendar sensor's newest record across sensor groups, by sensor name; for display."""
+    if not Path(path).is_file():
+        return {}
+    db = connect(path)
+    try:
+        db.executescript(_SCHEMA)
+        rows = db.execute("SELECT name, timer, last_tick, missed, fired FROM calendar_ticks ORDER BY last_tick")
+        return {name: TickRecord(timer, datetime.fromtimestamp(last, UTC), int(missed), bool(fired))
+                for name, timer, last, missed, fired in rows.fetchall()}
+    finally:
+        db.close()
