@@ -1,5 +1,7 @@
 """The embedded executor of sensor specs: `LocalSensor` applies the same filters, parameter mapping and
-admission rules that `ctloop.sensors.manifests` renders for Argo Events, over a ctloop bus.
+admission rules that `ctloop.sensors.manifests` renders for Argo Events, over a ctloop bus, and fires the
+calendar sensors' scheduled ticks itself.
 
-Public: `LocalSensor`, `DecisionLog`, and the local event sources (`s3_poller`, `webhook`).
+Public: `LocalSensor`, `DecisionLog`, the local event sources (`s3_poller`, `webhook`, `calendar`), and
+`schedules.schedule_views` for display.
 """

@@ -1,4 +1,5 @@
-"""LocalSensor: the cluster's Kafka sensors interpreted on one machine, over any `Bus`, onto any `Engine`.
+"""LocalSensor: the cluster's Kafka sensors interpreted on one machine, over any `Bus`, onto any `Engine`;
+calendar sensors tick from the same loop (`ctloop.sensors.local.calendar`, decided through `offer`).
 
 Per consumed batch: parse (bad messages are dead-lettered), apply each sensor's filters and parameter
 mapping exactly as rendered, run admission control, submit the runs it allows, and record every
