@@ -15,4 +15,4 @@ def open_bus(settings: Settings) -> Bus:
         return EmbeddedBus(settings.state_db)
     from ctloop.kafka_bus import KafkaBus
 
-    return KafkaBus(settings.kafka_bootstrap)
+    return KafkaBus(settings.kafka_bootstrap, connect_timeout_s=settings.kafka_connect_timeout_s)

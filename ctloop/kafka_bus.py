@@ -18,6 +18,7 @@ from kafka.errors import (
 from kafka.structs import OffsetAndMetadata
 
 from ctloop.bus import Headers, Message, as_key
+from ctloop.failures import Unreachable
 
 _log = logging.getLogger("ctloop.kafka")
 
@@ -25,7 +26,7 @@ _TOPIC_ALREADY_EXISTS = 36
 _PRUNE_PENDING_AT = 1000
 
 
-class KafkaUnavailable(ConnectionError):
+class KafkaUnavailable(ConnectionError, Unreachable):
     """No Kafka broker answered at the configured bootstrap address."""
 
 

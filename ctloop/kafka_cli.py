@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from ctloop.failures import Failure, Refused
 
 if TYPE_CHECKING:
     from ctloop.kafka_local import BrokerState
@@ -36,7 +38,8 @@ def up(
     state = BrokerState.load(state_file)
     if state is not None and _is_our_broker(state) and broker_answers(state.bootstrap):
         if port not in (None, state.port):
-            _fail(f"a broker is already running at {state.bootstrap}; `ctloop kafka down` first to change the port")
+            raise Refused(f"a broker is already running at {state.bootstrap}",
+                          fix="`ctloop kafka down` first to change the port")
         typer.echo(f"Kafka already running at {state.bootstrap} (pid {state.pid})")
         _print_usage(state.bootstrap)
         return
@@ -45,8 +48,9 @@ def up(
         broker.start()
     except BrokerError as exc:
         if docker_available():
-            _fail(f"{exc}\nWith Docker instead: docker run -d -p 9092:9092 apache/kafka:{KAFKA_VERSION}")
-        _fail(str(exc))
+            raise Failure(str(exc), fix=f"with Docker instead: docker run -d -p 9092:9092 apache/kafka:{KAFKA_VERSION}"
+                          ) from None
+        raise
     broker.state().save(state_file)
     typer.echo(f"Kafka running at {broker.bootstrap} (pid {broker.pid}, data in {broker.data_dir})")
     _print_usage(broker.bootstrap)
@@ -110,8 +114,3 @@ def _is_our_broker(state: BrokerState) -> bool:
 def _print_usage(bootstrap: str) -> None:
     typer.echo(f"bootstrap: {bootstrap}")
     typer.echo(f"use it:    export CTLOOP_BUS=kafka CTLOOP_KAFKA_BOOTSTRAP={bootstrap}")
-
-
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ctloop.failures import Failure
+
 KAFKA_VERSION = "4.1.2"
 # Kafka 4.1 logs through SLF4J 1.7 + log4j2 but its POM leaves the binding out; without it the
 # broker logs nothing. The version matches the log4j-core that kafka_2.13 4.1.2 pulls in.
@@ -52,7 +54,7 @@ _INSTALL_HINT = (
 )
 
 
-class BrokerError(RuntimeError):
+class BrokerError(RuntimeError, Failure):
     """The local broker could not be set up, started or stopped; the message says why."""
 
 

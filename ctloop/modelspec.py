@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ctloop.cron import Cron, parse_interval, schedule_ticks, zone
+from ctloop.failures import Refused
 from ctloop.settings import Settings
 
 
@@ -160,11 +161,11 @@ class ModelSpec(Frozen):
         return self.schedule.data_uri or self.retrain_uri
 
 
-class SpecNotFound(LookupError):
-    pass
+class SpecNotFound(LookupError, Refused):
+    fix = "write the model's spec (a ModelSpec as JSON) there, or point CTLOOP_HOME at the home that has it"
 
 
-class SpecInvalid(ValueError):
+class SpecInvalid(ValueError, Refused):
     """A spec file that does not validate; the message names the file and each problem."""
 
 

@@ -9,8 +9,10 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 from urllib.parse import unquote, urlparse
 
+from ctloop.failures import Refused
 
-class StoreError(ValueError):
+
+class StoreError(ValueError, Refused):
     """A URI or key that cannot be used; the message names it."""
 
 

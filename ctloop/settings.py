@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     home: Path = Path(".ctloop")
     bus: Literal["embedded", "kafka"] = "embedded"
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # How long a command waits for the broker before it says none answered.
+    kafka_connect_timeout_s: float = Field(default=5.0, gt=0)
     topics: Topics = Topics()
     engine: Literal["local", "argo"] = "local"
     mlflow_tracking_uri: str | None = None

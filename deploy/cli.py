@@ -5,11 +5,13 @@ from __future__ import annotations
 import getpass
 import json
 from collections.abc import Callable
-from contextlib import closing, contextmanager
+from contextlib import closing
 from datetime import UTC, datetime
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
+
+from ctloop.failures import Refused
 
 models_app = typer.Typer(help="Registered models: versions, aliases, decisions, audit trail.", no_args_is_help=True)
 
@@ -30,29 +32,10 @@ def register(app: typer.Typer) -> None:
     app.command("serve")(serve_command)
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _settings(**overrides: Any):
     from ctloop.settings import Settings
 
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
-
-
-@contextmanager
-def _registry_errors():
-    """Refusals exit 2 (nothing changed), registry failures exit 1."""
-    from ctloop.deploy.promotion import PromotionRefused
-    from ctloop.deploy.registry import NotFound, RegistryError
-
-    try:
-        yield
-    except (PromotionRefused, NotFound) as exc:
-        _fail(str(exc), code=2)
-    except RegistryError as exc:
-        _fail(str(exc), code=1)
 
 
 def _when(ms: int | None) -> str:
@@ -65,8 +48,7 @@ def list_models(tracking_uri: TrackingUri = None, as_json: AsJson = False) -> No
     from ctloop.deploy.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
-    with _registry_errors():
-        models = Registry(settings.tracking_uri).models()
+    models = Registry(settings.tracking_uri).models()
     rows = [{"name": m.name, **{a: m.aliases.get(a) for a in (CHAMPION, PREVIOUS, CHALLENGER)}} for m in models]
     if as_json:
         typer.echo(json.dumps(rows))
@@ -85,9 +67,8 @@ def show_model(name: str, tracking_uri: TrackingUri = None, as_json: AsJson = Fa
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     registry = Registry(settings.tracking_uri)
-    with _registry_errors():
-        model = registry.model(name)
-        versions = registry.versions(name)
+    model = registry.model(name)
+    versions = registry.versions(name)
     doc = {
         "name": name,
         "aliases": model.aliases,
@@ -122,12 +103,6 @@ def show_model(name: str, tracking_uri: TrackingUri = None, as_json: AsJson = Fa
         typer.echo("\n".join(lines))
 
 
-def _bus(settings):
-    from ctloop.bus_factory import open_bus
-
-    return open_bus(settings)
-
-
 def promote_command(
     name: str,
     version: str,
@@ -136,10 +111,11 @@ def promote_command(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Make VERSION the champion of NAME by hand; the old champion becomes `previous`."""
+    from ctloop.bus_factory import open_bus
     from ctloop.deploy.promotion import promote
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
-    with closing(_bus(settings)) as bus, _registry_errors():
+    with closing(open_bus(settings)) as bus:
         result = promote(settings.tracking_uri, name, version, actor=actor or getpass.getuser(), reason=reason,
                          manual=True, bus=bus, models_topic=settings.topics.models, lock_dir=settings.home / "locks")
     if not result.changed:
@@ -155,10 +131,11 @@ def rollback_command(
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Make NAME's `previous` version the champion again."""
+    from ctloop.bus_factory import open_bus
     from ctloop.deploy.promotion import rollback
 
     settings = _settings(mlflow_tracking_uri=tracking_uri)
-    with closing(_bus(settings)) as bus, _registry_errors():
+    with closing(open_bus(settings)) as bus:
         result = rollback(settings.tracking_uri, name, actor=actor or getpass.getuser(), reason=reason, bus=bus,
                           models_topic=settings.topics.models, lock_dir=settings.home / "locks")
     typer.echo(f"{name}: rolled back champion {result.previous} -> {result.version} (by {result.actor}: {reason})")
@@ -175,14 +152,16 @@ def serve_command(
     """Serve models:/MODEL@champion over HTTP (POST /predict, GET /health), following promotions."""
     import logging
 
+    from ctloop.bus_factory import open_bus
     from ctloop.deploy.serving import serve
 
     if bus not in (None, "embedded", "kafka"):
-        _fail(f"--bus must be embedded or kafka, got {bus!r}")
+        raise Refused(f"--bus must be embedded or kafka, got {bus!r}")
     if poll <= 0:
-        _fail(f"--poll must be positive, got {poll}")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        raise Refused(f"--poll must be positive, got {poll}")
     settings = _settings(mlflow_tracking_uri=tracking_uri, bus=bus)
-    with closing(_bus(settings)) as event_bus:
+    with closing(open_bus(settings)) as event_bus:
+        # After the bus is open: a broker that does not answer is one error line, not the client's log.
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         serve(settings.tracking_uri, model, host=host, port=port, poll_s=poll, bus=event_bus,
               predictions_topic=settings.topics.predictions, models_topic=settings.topics.models)

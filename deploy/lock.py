@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ctloop.failures import Failure
 
-class LockTimeout(TimeoutError):
+
+class LockTimeout(TimeoutError, Failure):
     pass
 
 

@@ -43,6 +43,7 @@ from ctloop.deploy.registry import (
 )
 from ctloop.evaluation import Evaluation
 from ctloop.events import ModelPromoted, ModelRolledBack, Payload, new_event, to_bytes
+from ctloop.failures import Refused
 from ctloop.modelspec import PromotionPolicy
 from ctloop.settings import Settings
 from ctloop.version import code_version
@@ -54,7 +55,7 @@ class PromotionError(RegistryError):
     """A promotion or rollback that did not happen; the message says why."""
 
 
-class PromotionRefused(PromotionError):
+class PromotionRefused(PromotionError, Refused):
     """Refused before anything was written: missing version, rejected version, no previous."""
 
 

@@ -8,12 +8,14 @@ or slow costs at most `Retry.budget_s()` per call before `RegistryUnavailable` i
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from ctloop.failures import Failure, Refused, Unreachable
+from ctloop.mlflow_http import bound_mlflow_http, brief
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -37,15 +39,17 @@ _TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_
 T = TypeVar("T")
 
 
-class RegistryError(RuntimeError):
+class RegistryError(RuntimeError, Failure):
     """A registry operation that cannot be done; the message says which and why."""
 
 
-class RegistryUnavailable(RegistryError):
+class RegistryUnavailable(RegistryError, Unreachable):
     """The registry did not answer within the retry budget."""
 
+    fix = "is the MLflow server running there? Check CTLOOP_MLFLOW_TRACKING_URI (or --tracking-uri)"
 
-class NotFound(RegistryError):
+
+class NotFound(RegistryError, Refused):
     pass
 
 
@@ -126,20 +130,13 @@ def _error_code(exc: BaseException) -> str | None:
     return getattr(exc, "error_code", None)
 
 
-def _bound_mlflow_http(retry: Retry) -> None:
-    """MLflow retries each HTTP call up to 7 times with backoff up to minutes; this layer owns retries
-    instead, so a dead registry fails in bounded time. Explicit environment settings win."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(retry.timeout_s))
-
-
 class Registry:
     def __init__(self, tracking_uri: str, *, retry: Retry | None = None) -> None:
         from mlflow import MlflowClient
 
         self.tracking_uri = tracking_uri
         self.retry = retry or Retry()
-        _bound_mlflow_http(self.retry)
+        bound_mlflow_http(self.retry.timeout_s)
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -153,7 +150,7 @@ class Registry:
                 if attempt == len(delays):
                     raise RegistryUnavailable(
                         f"registry {self.tracking_uri} unavailable: {what} failed {self.retry.attempts} times;"
-                        f" last error: {str(exc)[:300]}"
+                        f" last error: {brief(exc)}"
                     ) from exc
                 time.sleep(delays[attempt])
         raise AssertionError("unreachable")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+
+from ctloop.failures import Refused
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -21,11 +24,6 @@ monitor_app = typer.Typer(help="Watch live predictions for drift (Evidently 0.7'
 
 def register(app: typer.Typer) -> None:
     app.add_typer(monitor_app, name="monitor")
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    raise typer.Exit(2)
 
 
 @monitor_app.command()
@@ -49,24 +47,19 @@ def run(
     """Consume the prediction topic, publish drift events, send one alert per drift episode."""
     from ctloop.bus_factory import open_bus
     from ctloop.monitors.alerts import AlertPolicy, WebhookNotifier
-    from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
-    from ctloop.monitors.reference import ReferenceNotFound, reference_from_file, reference_from_registry
-    from ctloop.monitors.report import ReportSink
-    from ctloop.monitors.service import MonitorService, retrain_uri_for
+    from ctloop.monitors.assembly import drift_monitor, monitor_service
+    from ctloop.monitors.monitor import MonitorConfig
     from ctloop.monitors.window import WindowPolicy
     from ctloop.settings import load_settings
 
     if bus not in (None, "kafka", "embedded"):
-        _fail(f"--bus must be kafka or embedded, got {bus!r}")
+        raise Refused(f"--bus must be kafka or embedded, got {bus!r}")
     if runtime not in ("embedded", "faust"):
-        _fail(f"--runtime must be embedded or faust, got {runtime!r}")
+        raise Refused(f"--runtime must be embedded or faust, got {runtime!r}")
     if trigger not in ("dataset", "column"):
-        _fail(f"--trigger must be dataset or column, got {trigger!r}")
+        raise Refused(f"--trigger must be dataset or column, got {trigger!r}")
     settings = load_settings(bus=bus) if bus else load_settings()
     try:
-        reference = (
-            reference_from_file(profile, model) if profile else reference_from_registry(settings.tracking_uri, model)
-        )
         config = MonitorConfig(
             window=WindowPolicy(max_rows=window_rows, max_seconds=window_seconds),
             alerts=AlertPolicy(clean_windows=clean_windows, cooldown_s=cooldown),
@@ -74,29 +67,23 @@ def run(
             report_every=report_every,
         )
         notifier = WebhookNotifier(webhook) if webhook else None
-        retrain_uri = retrain_uri_for(model, settings)
-    except (ReferenceNotFound, ValueError) as exc:
-        _fail(str(exc))
-    sink = ReportSink(
-        settings.store_root.as_uri(),
-        s3_endpoint_url=settings.s3_endpoint_url,
-        tracking_uri=settings.tracking_uri if reference.run_id else None,
-        run_id=reference.run_id,
-    )
-    monitor = DriftMonitor(reference, config, sink=sink, retrain_uri=retrain_uri)
+    except ValueError as exc:
+        raise Refused(str(exc)) from None
     if runtime == "faust":
-        _run_faust(settings, monitor, notifier)
+        _run_faust(settings, drift_monitor(settings, model, config, profile=profile), notifier)
         return
-    service = MonitorService(open_bus(settings), settings, monitor, notifier=notifier)
-    service.on_outcome = lambda o: typer.echo(_summary(o.verdict, o.drifted, o.report_uri))
-    typer.echo(f"monitoring {model}" + (f" v{reference.version}" if reference.version else "")
-               + f" on {settings.bus}:{settings.topics.predictions}")
-    try:
-        stats = service.run_for(duration) if duration is not None else service.run(lambda: False)
-    except KeyboardInterrupt:
-        stats = service.stats
-    finally:
-        service.close()
+    with closing(open_bus(settings)) as event_bus:
+        service = monitor_service(settings, event_bus, model, config, profile=profile, notifier=notifier)
+        service.on_outcome = lambda o: typer.echo(_summary(o.verdict, o.drifted, o.report_uri))
+        version = service.monitor.reference.version
+        typer.echo(f"monitoring {model}" + (f" v{version}" if version else "")
+                   + f" on {settings.bus}:{settings.topics.predictions}")
+        try:
+            stats = service.run_for(duration) if duration is not None else service.run(lambda: False)
+        except KeyboardInterrupt:
+            stats = service.stats
+        finally:
+            service.close()
     typer.echo(f"{stats.messages} messages, {stats.rows} rows, {stats.windows} windows, "
                f"{stats.drift_events} drift events, {stats.alerts_sent} alerts, {stats.dead_lettered} dead-lettered")
 
@@ -108,7 +95,7 @@ def _run_faust(settings: Settings, monitor: DriftMonitor, notifier: WebhookNotif
     from ctloop.monitors.faust_app import FaustRuntime, create_app
 
     if settings.bus != "kafka":
-        _fail("--runtime faust reads Kafka: use --bus kafka (or CTLOOP_BUS=kafka)")
+        raise Refused("--runtime faust reads Kafka: use --bus kafka (or CTLOOP_BUS=kafka)")
     typer.echo(f"faust worker for {monitor.model} on kafka:{settings.topics.predictions}")
     app = create_app(FaustRuntime(monitor, open_bus(settings), settings, notifier))
     Worker(app, loglevel="warning").execute_from_commandline()
@@ -150,7 +137,7 @@ def check(
     try:
         profile = build_profile(ref_frame, numeric=num, categorical=cat, sample_rows=sample_rows)
     except ValueError as exc:
-        _fail(str(exc))
+        raise Refused(str(exc)) from None
     verdict = DriftDetector(profile).detect_frame(cur_frame[[c for c in [*num, *cat] if c in cur_frame]])
     table = Table(title=f"Drift of {current.name} against {reference.name}")
     for heading in ("column", "kind", "test", "score", "threshold", "drift"):
@@ -178,12 +165,12 @@ def _read(path: Path) -> pd.DataFrame:
     import pandas as pd
 
     if not path.is_file():
-        _fail(f"no such file: {path}")
+        raise Refused(f"no such file: {path}")
     if path.suffix.lower() in (".parquet", ".pq"):
         return pd.read_parquet(path)
     if path.suffix.lower() == ".csv":
         return pd.read_csv(path)
-    _fail(f"unsupported file type {path.suffix!r} for {path} (use .csv or .parquet)")
+    raise Refused(f"unsupported file type {path.suffix!r} for {path} (use .csv or .parquet)")
 
 
 def _column_kinds(
@@ -198,10 +185,10 @@ def _column_kinds(
         num, cat = split(numeric or ""), split(categorical or "")
         missing = [c for c in [*num, *cat] if c not in ref or c not in cur]
         if missing:
-            _fail(f"columns {missing} are not in both files")
+            raise Refused(f"columns {missing} are not in both files")
         return num, cat
     shared = [c for c in ref.columns if c in cur.columns]
     if not shared:
-        _fail("the two files have no column in common")
+        raise Refused("the two files have no column in common")
     num = [c for c in shared if pd.api.types.is_numeric_dtype(ref[c]) and not pd.api.types.is_bool_dtype(ref[c])]
     return num, [c for c in shared if c not in num]

@@ -6,10 +6,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ctloop.failures import Refused, Unreachable
+from ctloop.mlflow_http import bound_mlflow_http, brief, no_answer
 from ctloop.profile import PROFILE_ARTIFACT, ReferenceProfile, load_profile
 
 
-class ReferenceNotFound(LookupError):
+class ReferenceNotFound(LookupError, Refused):
     """No reference profile where one was expected; the message says where."""
 
 
@@ -33,10 +35,14 @@ def reference_from_registry(tracking_uri: str, model: str, alias: str = "champio
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    bound_mlflow_http()
     client = MlflowClient(tracking_uri)
     try:
         version = client.get_model_version_by_alias(model, alias)
     except MlflowException as exc:
+        if no_answer(exc):
+            raise Unreachable(f"registry {tracking_uri} unavailable: {brief(exc)}",
+                              fix="is the MLflow server running there? Check CTLOOP_MLFLOW_TRACKING_URI") from None
         raise ReferenceNotFound(f"models:/{model}@{alias} does not resolve: {exc.message}") from None
     if not version.run_id:
         raise ReferenceNotFound(f"models:/{model}@{alias} (version {version.version}) has no training run")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
+from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+
+from ctloop.failures import Refused
 
 if TYPE_CHECKING:
     from ctloop.settings import Settings
@@ -42,11 +45,6 @@ def _schedule_section(name: str) -> tuple[str, object, list[str]] | None:
     return "schedule", views[0].as_json(), views[0].lines()
 
 
-def _fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
-
-
 def _settings(bus: str | None = None, engine: str | None = None) -> Settings:
     from ctloop.settings import Settings
 
@@ -67,13 +65,10 @@ def run(
     """Consume data and drift events, fire the specs' scheduled ticks, and start admitted retrain runs until
     SIGINT/SIGTERM."""
     from ctloop.bus_factory import open_bus
-    from ctloop.modelspec import SpecInvalid
     from ctloop.sensors.admission import AdmissionPolicy
-    from ctloop.sensors.catalog import local_sensors
     from ctloop.sensors.local import jsonlog
+    from ctloop.sensors.local.assembly import local_sensor
     from ctloop.sensors.local.metrics import SensorMetrics
-    from ctloop.sensors.local.sensor import LocalSensor, snapshot_digest
-    from ctloop.version import code_version
     from ctloop.workflows.engine_factory import open_engine
 
     jsonlog.configure()
@@ -83,19 +78,11 @@ def run(
         port = metrics.serve(metrics_port)
         typer.echo(json.dumps({"msg": "metrics", "port": port}), err=True)
     policy = AdmissionPolicy(window_s=window, drift_cooldown_s=cooldown, max_gpu_runs=max_gpu_runs)
-    try:
-        specs = local_sensors(settings, code_version())
-    except SpecInvalid as exc:
-        _fail(f"cannot read the model specs: {exc}")
-    the_bus = open_bus(settings)
-    # The sensor outlives its runs, so it may restart those a crash of its process interrupted.
-    sensor = LocalSensor(settings, the_bus, open_engine(settings, retry_interrupted=2),
-                         specs, group=group, policy=policy,
-                         resolve_digest=snapshot_digest(settings), metrics=metrics)
-    try:
+    with closing(open_bus(settings)) as the_bus:
+        # The sensor outlives its runs, so it may restart those a crash of its process interrupted.
+        sensor = local_sensor(settings, the_bus, open_engine(settings, retry_interrupted=2), group=group,
+                              policy=policy, metrics=metrics)
         sensor.run_until_signalled()
-    finally:
-        the_bus.close()
 
 
 @sensor_app.command("render")
@@ -124,7 +111,7 @@ def render(
     try:
         files = all_manifests(_settings())
     except (ImportError, ValueError) as exc:
-        _fail(f"cannot render: {exc}")
+        raise Refused(f"cannot render: {exc}") from None
     if check:
         stale = stale_files(files, directory)
         for name in stale:
@@ -150,18 +137,20 @@ def webhook(
     settings = _settings()
     token = token_from_env()
     if not token:
-        _fail("set CTLOOP_WEBHOOK_TOKEN to the bearer token the webhook requires")
-    the_bus = open_bus(settings)
-    server = WebhookServer(the_bus, settings.topics.data, token, host=host, port=port)
-    typer.echo(json.dumps({"msg": "webhook", "url": server.url}), err=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.shutdown_soon())
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        the_bus.close()
+        raise Refused("no bearer token for the webhook", fix="set CTLOOP_WEBHOOK_TOKEN to the token it requires")
+    with closing(open_bus(settings)) as the_bus:
+        try:
+            server = WebhookServer(the_bus, settings.topics.data, token, host=host, port=port)
+        except OSError as exc:
+            raise Refused(f"cannot listen on {host}:{port}: {exc.strerror or exc}", fix="pick another --port") from None
+        typer.echo(json.dumps({"msg": "webhook", "url": server.url}), err=True)
+        signal.signal(signal.SIGTERM, lambda *_: server.shutdown_soon())
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
 
 
 @sensor_app.command("poll-s3")
@@ -178,20 +167,16 @@ def poll_s3(
     from ctloop.sensors.local.s3_poller import S3Poller
 
     settings = _settings()
-    the_bus = open_bus(settings)
-    poller = S3Poller(settings, the_bus, prefix_uri, model)
-    try:
-        while True:
-            emitted = poller.poll()
-            typer.echo(json.dumps({"msg": "polled", "emitted": len(emitted)}), err=True)
-            if once:
-                return
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        poller.close()
-        the_bus.close()
+    with closing(open_bus(settings)) as the_bus, closing(S3Poller(settings, the_bus, prefix_uri, model)) as poller:
+        try:
+            while True:
+                emitted = poller.poll()
+                typer.echo(json.dumps({"msg": "polled", "emitted": len(emitted)}), err=True)
+                if once:
+                    return
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
 
 
 @emit_app.command("data-arrived")
@@ -207,17 +192,11 @@ def emit_data_arrived(
     from ctloop.events import DataArrived, new_event, to_bytes
 
     settings = _settings()
-    try:
-        payload = DataArrived(model=model, uri=uri, digest=digest, gpu=gpu)
-    except ValueError as exc:
-        _fail(f"invalid event: {exc}")
+    payload = DataArrived(model=model, uri=uri, digest=digest, gpu=gpu)
     event = new_event(payload, id=event_id, source="urn:ctloop:cli")
-    the_bus = open_bus(settings)
-    try:
+    with closing(open_bus(settings)) as the_bus:
         the_bus.publish(settings.topics.data, to_bytes(event), key=model)
         the_bus.flush()
-    finally:
-        the_bus.close()
     typer.echo(event.id)
 
 

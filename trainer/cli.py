@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
@@ -18,39 +18,29 @@ def register(app: typer.Typer) -> None:
     app.command("validate")(validate_command)
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _spec(model: str, spec_file: Path | None, settings):
-    from pydantic import ValidationError
-
-    from ctloop.modelspec import ModelSpec, SpecNotFound, load_spec
+    from ctloop.failures import Refused
+    from ctloop.modelspec import ModelSpec, load_spec
 
     try:
         spec = ModelSpec.model_validate_json(spec_file.read_text()) if spec_file else load_spec(model, settings)
-    except (SpecNotFound, OSError, ValidationError) as exc:
-        _fail(f"spec for {model!r}: {exc}")
+    except OSError as exc:
+        raise Refused(f"spec for {model!r}: {exc}") from None
     if spec.name != model:
-        _fail(f"spec {spec_file} is for model {spec.name!r}, not {model!r}")
+        raise Refused(f"spec {spec_file} is for model {spec.name!r}, not {model!r}")
     return spec
 
 
 def validate_command(data: Data, model: Model, spec: SpecFile = None) -> None:
     """Check a dataset against the model's declared schema, as the workflow's validate step does."""
-    from ctloop.objectstore import StoreError
     from ctloop.settings import Settings
     from ctloop.trainer.snapshot import take_snapshot
-    from ctloop.trainer.validation import DataValidationError, validate
+    from ctloop.trainer.validation import validate
 
     settings = Settings()
     model_spec = _spec(model, spec, settings)
-    try:
-        snapshot = take_snapshot(data, s3_endpoint_url=settings.s3_endpoint_url)
-        report = validate(snapshot, model_spec.data, s3_endpoint_url=settings.s3_endpoint_url)
-    except (DataValidationError, StoreError) as exc:
-        _fail(str(exc), code=1)
+    snapshot = take_snapshot(data, s3_endpoint_url=settings.s3_endpoint_url)
+    report = validate(snapshot, model_spec.data, s3_endpoint_url=settings.s3_endpoint_url)
     typer.echo(report.model_dump_json(indent=2))
 
 
@@ -63,22 +53,18 @@ def train_command(
     device: Annotated[str | None, typer.Option(help="cpu or cuda; default: CUDA when present.")] = None,
 ) -> None:
     """Validate a dataset and train one model on it; prints the run id, metrics and data digest."""
-    from ctloop.objectstore import StoreError
     from ctloop.settings import Settings
-    from ctloop.trainer.snapshot import SnapshotError, take_snapshot
+    from ctloop.trainer.snapshot import take_snapshot
     from ctloop.trainer.train import train
-    from ctloop.trainer.validation import DataValidationError, validate
+    from ctloop.trainer.validation import validate
 
     settings = Settings()
     model_spec = _spec(model, spec, settings)
     endpoint = settings.s3_endpoint_url
-    try:
-        snapshot = take_snapshot(data, s3_endpoint_url=endpoint)
-        validate(snapshot, model_spec.data, s3_endpoint_url=endpoint)
-        result = train(snapshot, model_spec, tracking_uri=settings.tracking_uri, event_id=event_id,
-                       checkpoint_dir=checkpoint_dir, s3_endpoint_url=endpoint, device=device)
-    except (DataValidationError, SnapshotError, StoreError) as exc:
-        _fail(str(exc), code=1)
+    snapshot = take_snapshot(data, s3_endpoint_url=endpoint)
+    validate(snapshot, model_spec.data, s3_endpoint_url=endpoint)
+    result = train(snapshot, model_spec, tracking_uri=settings.tracking_uri, event_id=event_id,
+                   checkpoint_dir=checkpoint_dir, s3_endpoint_url=endpoint, device=device)
     typer.echo(f"run id:      {result.run_id}")
     typer.echo(f"model:       {result.model_uri}")
     typer.echo(f"data digest: {result.data_digest}")

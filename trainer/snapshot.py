@@ -15,13 +15,14 @@ from urllib.parse import urlparse
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from ctloop.failures import Failure
 from ctloop.objectstore import ObjectInfo, ObjectStore, StoreError, open_uri
 
 DATA_SUFFIXES = (".parquet", ".csv")
 _DIGEST_FORMAT = b"ctloop-snapshot-v1\n"
 
 
-class SnapshotError(ValueError):
+class SnapshotError(ValueError, Failure):
     """The data a snapshot pins cannot be read as pinned; the message names the object."""
 
 

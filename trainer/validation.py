@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from ctloop.failures import Failure
 from ctloop.modelspec import DataSchema
 from ctloop.objectstore import StoreError, check_key
 from ctloop.trainer.labels import label_keys
 from ctloop.trainer.snapshot import Snapshot, SnapshotError, open_snapshot_store, read_object
 
 
-class DataValidationError(ValueError):
+class DataValidationError(ValueError, Failure):
     def __init__(self, file: str, rule: str, detail: str, *, column: str | None = None) -> None:
         self.file, self.column, self.rule, self.detail = file, column, rule, detail
         where = f"{file}: column {column!r}" if column is not None else file

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
+
+from ctloop.failures import Failure, Refused
 
 run_app = typer.Typer(help="Start workflow runs.", no_args_is_help=True)
 runs_app = typer.Typer(help="Runs of the local engine, as its run store recorded them.", no_args_is_help=True)
@@ -17,17 +19,12 @@ def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _params(pairs: list[str]) -> dict[str, str]:
     params = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         if not sep or not name:
-            _fail(f"--param expects NAME=VALUE, got {pair!r}")
+            raise Refused(f"--param expects NAME=VALUE, got {pair!r}")
         params[name] = value
     return params
 
@@ -49,24 +46,24 @@ def retrain(
     from ctloop.workflows.engine_factory import open_engine
 
     if engine not in (None, "local", "argo"):
-        _fail(f"--engine must be local or argo, got {engine!r}")
+        raise Refused(f"--engine must be local or argo, got {engine!r}")
     settings = Settings(**({"engine": engine} if engine else {}))
     params = _params(param or [])
     try:
         load_spec(model, settings)
-    except SpecNotFound as exc:
+    except SpecNotFound:
         if settings.engine == "local":
-            _fail(str(exc))
+            raise
     # The digest makes a rerun on unchanged data a refused duplicate rather than a second training.
     snapshot = take_snapshot(data, s3_endpoint_url=settings.s3_endpoint_url)
     if not snapshot.objects:
-        _fail(f"no .parquet or .csv objects under {data}")
+        raise Refused(f"no .parquet or .csv objects under {data}", fix="check --data")
     request = RunRequest(model=model, data_uri=data, trigger_event_id=event_id, trigger="manual",
                          data_digest=snapshot.digest, params=params)
     try:
         handle = open_engine(settings).submit(request, wait=wait)
     except AlreadyRan as exc:
-        _fail(f"{exc}; nothing to do", code=3)
+        raise Failure(f"{exc}; nothing to do", exit_code=3) from None
     typer.echo(json.dumps(handle.model_dump()))
     if handle.status in ("Failed", "Error"):
         raise typer.Exit(1)
@@ -97,10 +94,7 @@ def show_run(run_id: Annotated[str, typer.Argument(help="Run id, as `runs list` 
     from dataclasses import asdict
 
     from ctloop.settings import Settings
-    from ctloop.workflows.local.run_store import RunNotFound, RunStore
+    from ctloop.workflows.local.run_store import RunStore
 
-    try:
-        run = RunStore(Settings().state_db).get(run_id)
-    except RunNotFound as exc:
-        _fail(str(exc))
+    run = RunStore(Settings().state_db).get(run_id)
     typer.echo(json.dumps(asdict(run), indent=2))

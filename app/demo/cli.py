@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ctloop.failures import Failure, Refused
+
 DEFAULT_HOME = Path(".ctloop") / "demo"
 
 
@@ -32,12 +34,11 @@ def demo(
     from rich.console import Console
 
     from ctloop.app.demo.narration import RichNarrator, Silent
-    from ctloop.app.demo.runner import DemoError, DemoOptions, run_demo
+    from ctloop.app.demo.runner import DemoOptions, run_demo
     from ctloop.app.demo.summary import render
 
     if kafka is not None and (":" not in kafka or not kafka.rsplit(":", 1)[1].isdigit()):
-        typer.echo(f"error: --kafka expects HOST:PORT, got {kafka!r}", err=True)
-        raise typer.Exit(2)
+        raise Refused(f"--kafka expects HOST:PORT, got {kafka!r}")
     # The components log for operators; the demo tells its own story instead. MLflow sets its loggers'
     # levels when imported, so it is imported before they are lowered.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -51,11 +52,7 @@ def demo(
         logging.getLogger(noisy).setLevel(logging.ERROR)
     console = Console(stderr=as_json, highlight=False)
     narrator = Silent() if quiet or as_json else RichNarrator(console)
-    try:
-        summary = run_demo(DemoOptions(home=home, kafka=kafka, resume=resume), narrator)
-    except DemoError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
+    summary = run_demo(DemoOptions(home=home, kafka=kafka, resume=resume), narrator)
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
     else:
@@ -63,6 +60,6 @@ def demo(
         render(summary, console)
         console.print(f"finished in {summary.wall_s:.1f}s" + ("" if summary.ok else "; [red]the story was not kept"))
     if summary.error:
-        typer.echo(f"error: {summary.error}", err=True)
+        raise Failure(summary.error)
     if not summary.ok:
         raise typer.Exit(1)

@@ -36,6 +36,7 @@ from ctloop.app.demo.narration import Narrator
 from ctloop.app.demo.story import Batch, Story, StoryConfig, TrafficWindow, build_story
 from ctloop.app.demo.summary import Summary, collect
 from ctloop.bus import Bus
+from ctloop.failures import Failure
 from ctloop.settings import Settings, Topics
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ REQUEST_ROWS = 100
 ACTOR = "demo-operator"
 
 
-class DemoError(RuntimeError):
+class DemoError(RuntimeError, Failure):
     """The story could not be played; the message says which step and why."""
 
 

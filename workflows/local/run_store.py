@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ctloop.failures import Refused
 from ctloop.sqlite import connect
 from ctloop.workflows.engine import AlreadyRan
 
@@ -95,8 +96,8 @@ class RunRecord:
 T = TypeVar("T")
 
 
-class RunNotFound(LookupError):
-    pass
+class RunNotFound(LookupError, Refused):
+    fix = "`ctloop runs list` shows the runs there are"
 
 
 def _locked(method: Callable[..., T]) -> Callable[..., T]:
