@@ -9,11 +9,15 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ctloop.mlflow_http import brief, no_answer
+
 FAILED = 1
 REFUSED = 2
+REGISTRY_FIX = "is the MLflow server running there? Check CTLOOP_MLFLOW_TRACKING_URI (or --tracking-uri)"
 
 
 class Failure(Exception):
@@ -53,6 +57,11 @@ def describe(exc: BaseException) -> Report | None:
     kind = type(exc)
     if kind.__name__ == "ValidationError" and kind.__module__.startswith("pydantic"):
         return _invalid(exc)
+    if kind.__module__ == "mlflow.exceptions" and no_answer(exc):
+        # Raised by code that talks to MLflow directly (training logs its run there).
+        where = re.search(r"API request to (\S+?)/api/", str(exc))
+        server = where.group(1) if where else "the tracking server"
+        return Report(_line(f"registry {server} unavailable: {brief(exc)}", REGISTRY_FIX), FAILED)
     if kind.__module__ == "kafka.errors":
         # kafka-python raises these when a broker that answered at connect goes away mid-command.
         return Report(_line(f"Kafka: {kind.__name__}: {exc}",

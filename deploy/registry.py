@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from ctloop.failures import Failure, Refused, Unreachable
+from ctloop.failures import REGISTRY_FIX, Failure, Refused, Unreachable
 from ctloop.mlflow_http import bound_mlflow_http, brief
 
 CHAMPION = "champion"
@@ -46,7 +46,7 @@ class RegistryError(RuntimeError, Failure):
 class RegistryUnavailable(RegistryError, Unreachable):
     """The registry did not answer within the retry budget."""
 
-    fix = "is the MLflow server running there? Check CTLOOP_MLFLOW_TRACKING_URI (or --tracking-uri)"
+    fix = REGISTRY_FIX
 
 
 class NotFound(RegistryError, Refused):

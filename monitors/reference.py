@@ -6,7 +6,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctloop.failures import Refused, Unreachable
+from ctloop.failures import REGISTRY_FIX, Refused, Unreachable
 from ctloop.mlflow_http import bound_mlflow_http, brief, no_answer
 from ctloop.profile import PROFILE_ARTIFACT, ReferenceProfile, load_profile
 
@@ -42,7 +42,7 @@ def reference_from_registry(tracking_uri: str, model: str, alias: str = "champio
     except MlflowException as exc:
         if no_answer(exc):
             raise Unreachable(f"registry {tracking_uri} unavailable: {brief(exc)}",
-                              fix="is the MLflow server running there? Check CTLOOP_MLFLOW_TRACKING_URI") from None
+                              fix=REGISTRY_FIX) from None
         raise ReferenceNotFound(f"models:/{model}@{alias} does not resolve: {exc.message}") from None
     if not version.run_id:
         raise ReferenceNotFound(f"models:/{model}@{alias} (version {version.version}) has no training run")

@@ -18,6 +18,8 @@ from ctloop.trainer.snapshot import Snapshot, SnapshotError, open_snapshot_store
 
 
 class DataValidationError(ValueError, Failure):
+    fix = "fix the data, or the spec's data schema if the data is right"
+
     def __init__(self, file: str, rule: str, detail: str, *, column: str | None = None) -> None:
         self.file, self.column, self.rule, self.detail = file, column, rule, detail
         where = f"{file}: column {column!r}" if column is not None else file
