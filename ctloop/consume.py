@@ -1,4 +1,4 @@
-"""The consume loop every component shares: parse, handle, then commit; bad messages dead-lettered."""
+"""How every component consumes a batch: parse, handle, then commit; bad messages dead-lettered."""
 
 from __future__ import annotations
 
@@ -50,19 +50,3 @@ def process_batch(
         consumer.commit(message)
     return stats
 
-
-def run_loop(
-    consumer: Consumer,
-    bus: Bus,
-    handle: Handler,
-    *,
-    deadletter_topic: str,
-    should_stop: Callable[[], bool],
-    max_bytes: int = DEFAULT_MAX_BYTES,
-    poll_timeout_s: float = 0.5,
-) -> LoopStats:
-    stats = LoopStats()
-    while not should_stop():
-        batch = consumer.poll(timeout_s=poll_timeout_s)
-        process_batch(consumer, bus, batch, handle, deadletter_topic=deadletter_topic, max_bytes=max_bytes, stats=stats)
-    return stats

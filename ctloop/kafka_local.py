@@ -1,8 +1,8 @@
-"""A real single-node KRaft Kafka broker on 127.0.0.1, for tests and laptops.
+"""A real single-node KRaft Kafka broker on 127.0.0.1 for laptops (`ctloop kafka up`) and tests.
 
-Without Docker, the Apache Kafka jars are fetched once with Maven into a cache outside the repo
-and the broker runs as a plain Java process; with a Docker engine, testcontainers' Kafka container
-is used instead (`open_broker`).
+The Apache Kafka jars are fetched once with Maven into a cache outside the repo and the broker runs
+as a plain Java process. (Tests use testcontainers' Kafka container instead where Docker answers:
+tests/fixtures/kafka.py.)
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
 
 from ctloop.failures import Failure
 
@@ -56,17 +55,6 @@ _INSTALL_HINT = (
 
 class BrokerError(RuntimeError, Failure):
     """The local broker could not be set up, started or stopped; the message says why."""
-
-
-class Broker(Protocol):
-    @property
-    def bootstrap(self) -> str: ...
-
-    def start(self, timeout_s: float = 120.0) -> None: ...
-
-    def stop(self, timeout_s: float = 20.0) -> None: ...
-
-    def restart(self, timeout_s: float = 120.0) -> None: ...
 
 
 def cache_root() -> Path:
@@ -372,47 +360,3 @@ class LocalKafka:
         except OSError:
             return "(no broker log)"
 
-
-class ContainerKafka:
-    """testcontainers' KRaft Kafka container, used where a Docker engine answers."""
-
-    def __init__(self) -> None:
-        from testcontainers.community.kafka import KafkaContainer
-
-        self._container = KafkaContainer().with_kraft()
-        self._bootstrap: str | None = None
-
-    @property
-    def bootstrap(self) -> str:
-        if self._bootstrap is None:
-            raise BrokerError("the Kafka container is not running")
-        return self._bootstrap
-
-    def start(self, timeout_s: float = 120.0) -> None:
-        self._container.start(timeout=int(timeout_s))
-        self._bootstrap = self._container.get_bootstrap_server()
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        self._container.stop()
-        self._bootstrap = None
-
-    def restart(self, timeout_s: float = 120.0) -> None:
-        """Restarts the same container (same data); its advertised port was fixed at first start."""
-        before = self.bootstrap
-        self._container.get_wrapped_container().restart(timeout=20)
-        if self._container.get_bootstrap_server() != before:
-            raise BrokerError(f"Docker moved the restarted Kafka container off {before}")
-        deadline = time.monotonic() + timeout_s
-        while not broker_answers(before):
-            if time.monotonic() > deadline:
-                raise BrokerError(f"the restarted Kafka container did not answer at {before} within {timeout_s:.0f}s")
-            time.sleep(0.5)
-
-
-def open_broker(data_dir: Path | str) -> Broker:
-    """A broker for tests: testcontainers where Docker answers, else the local Java broker."""
-    if docker_available():
-        return ContainerKafka()
-    if shutil.which("java") is None:
-        raise BrokerError(f"a real Kafka broker is needed and neither Java nor Docker is available: {_INSTALL_HINT}")
-    return LocalKafka(data_dir)

@@ -45,7 +45,6 @@ from ctloop.evaluation import Evaluation
 from ctloop.events import ModelPromoted, ModelRolledBack, Payload, new_event, to_bytes
 from ctloop.failures import Refused
 from ctloop.modelspec import PromotionPolicy
-from ctloop.settings import Settings
 from ctloop.version import code_version
 
 log = logging.getLogger(__name__)
@@ -80,14 +79,6 @@ class PromotionResult:
 
 def _registry(target: str | Registry) -> Registry:
     return target if isinstance(target, Registry) else Registry(target)
-
-
-def _lock_dir(lock_dir: Path | None) -> Path:
-    return lock_dir if lock_dir is not None else Settings().home / "locks"
-
-
-def _models_topic(topic: str | None) -> str:
-    return topic if topic is not None else Settings().topics.models
 
 
 def _now() -> datetime:
@@ -130,7 +121,7 @@ def register_challenger(
     provenance: dict[str, str | None],
     evaluation: Evaluation,
     decision: Decision,
-    lock_dir: Path | None = None,
+    lock_dir: Path,
 ) -> str:
     """Register `model_uri` as a new version of `model`, tagged with provenance, metrics and decision,
     and point `challenger` at it. Returns the version."""
@@ -140,7 +131,7 @@ def register_challenger(
     registry = _registry(client_or_tracking_uri)
     tags = provenance_tags(provenance, evaluation, decision)
     info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags)
-    with model_lock(_lock_dir(lock_dir), model):
+    with model_lock(lock_dir, model):
         registry.set_alias(model, CHALLENGER, info.version)
     return info.version
 
@@ -238,11 +229,17 @@ def _move(
     return key
 
 
+def _announcing(bus: Bus | None, topic: str | None) -> None:
+    """Checked before anything moves: an announcement needs both the bus and its topic."""
+    if bus is not None and topic is None:
+        raise ValueError("a bus to announce promotions on needs the models topic too")
+
+
 def _publish(bus: Bus | None, topic: str | None, model: str, payload: Payload) -> bool:
-    if bus is None:
+    if bus is None or topic is None:
         return False
     try:
-        bus.publish(_models_topic(topic), to_bytes(new_event(payload)), key=model)
+        bus.publish(topic, to_bytes(new_event(payload)), key=model)
         bus.flush()
         return True
     except Exception:
@@ -307,14 +304,15 @@ def promote(
     manual: bool,
     bus: Bus | None = None,
     models_topic: str | None = None,
-    lock_dir: Path | None = None,
+    lock_dir: Path,
 ) -> PromotionResult:
     """Make `version` the champion (the old one becomes `previous`). Without `manual`, only a version
     whose recorded decision is promote may be promoted."""
     if not reason.strip():
         raise PromotionRefused("a promotion needs a reason")
+    _announcing(bus, models_topic)
     registry = _registry(tracking_uri)
-    with model_lock(_lock_dir(lock_dir), model) as lock_path:
+    with model_lock(lock_dir, model) as lock_path:
         result = _promote_locked(registry, model, str(version), lock_path, actor=actor, reason=reason, manual=manual)
     if not result.changed:
         return result
@@ -333,12 +331,13 @@ def rollback(
     reason: str = "rollback",
     bus: Bus | None = None,
     models_topic: str | None = None,
-    lock_dir: Path | None = None,
+    lock_dir: Path,
 ) -> PromotionResult:
     """Make `previous` the champion again and drop `previous`, so a second rollback is refused
     instead of flipping back to the version just rolled away from."""
+    _announcing(bus, models_topic)
     registry = _registry(tracking_uri)
-    with model_lock(_lock_dir(lock_dir), model) as lock_path:
+    with model_lock(lock_dir, model) as lock_path:
         _recover(registry, model, lock_path)
         before = _snapshot(registry, model)
         if before[PREVIOUS] is None:
@@ -396,19 +395,20 @@ def apply_decision(
     bus: Bus | None = None,
     topic: str | None = None,
     policy: PromotionPolicy | None = None,
-    lock_dir: Path | None = None,
+    lock_dir: Path,
 ) -> tuple[str, PromotionResult | None]:
     """The automatic path: register the challenger, then under the lock promote it if the decision
     still holds against the champion of that moment. Every decision lands in the audit trail.
 
     If the champion changed since the evaluation, the challenger is judged again against the new
     champion's recorded metrics (given `policy` and the same holdout), else rejected as stale."""
+    _announcing(bus, topic)
     registry = _registry(tracking_uri)
     version = register_challenger(
         registry, model, model_uri, provenance=provenance, evaluation=evaluation, decision=decision,
         lock_dir=lock_dir,
     )
-    with model_lock(_lock_dir(lock_dir), model) as lock_path:
+    with model_lock(lock_dir, model) as lock_path:
         _recover(registry, model, lock_path)
         champion = registry.alias(model, CHAMPION)
         final = decision

@@ -130,7 +130,7 @@ def run_demo(options: DemoOptions, narrator: Narrator) -> Summary:
                 continue
             try:
                 getattr(loop, stage)(number)
-            except DemoError as exc:
+            except Failure as exc:
                 # What happened so far is still on record; the summary shows it, and the failure.
                 error = f"stage {number} ({stage}) failed: {exc}"
                 break
@@ -158,9 +158,7 @@ class Loop:
         from ctloop.modelspec import save_spec
         from ctloop.objectstore import LocalStore
         from ctloop.sensors.admission import AdmissionPolicy
-        from ctloop.sensors.catalog import kafka_sensors
-        from ctloop.sensors.local.sensor import LocalSensor, snapshot_digest
-        from ctloop.version import code_version
+        from ctloop.sensors.local.assembly import local_sensor
         from ctloop.workflows.local.engine import LocalEngine
 
         self.store = LocalStore(self.settings.store_root)
@@ -172,8 +170,7 @@ class Loop:
         self._stack.callback(self.bus.close)
         self.engine = LocalEngine(self.settings)
         policy = AdmissionPolicy(window_s=self.options.coalesce_window_s, drift_cooldown_s=3600.0)
-        self.sensor = LocalSensor(self.settings, self.bus, self.engine, kafka_sensors(self.settings, code_version()),
-                                  group=SENSOR_GROUP, policy=policy, resolve_digest=snapshot_digest(self.settings))
+        self.sensor = local_sensor(self.settings, self.bus, self.engine, group=SENSOR_GROUP, policy=policy)
         self._stack.callback(self.sensor.close)
         return self
 
@@ -224,6 +221,7 @@ class Loop:
             self._drain_sensor()
 
     def manual(self, number: int) -> None:
+        from ctloop.deploy.promotion import promote, rollback
         from ctloop.deploy.registry import Registry
 
         self.narrator.stage(number, "By hand: a manual promotion and a rollback")
@@ -233,10 +231,16 @@ class Loop:
         if not rejected:
             raise DemoError("no rejected challenger to promote by hand; the burst retrain was promoted")
         target = rejected[-1]
-        self._ctloop(["promote", self.model, target, "--actor", ACTOR,
-                      "--reason", "reviewed by hand: accept the larger training set despite the policy"])
-        self._ctloop(["rollback", self.model, "--actor", ACTOR,
-                      "--reason", f"undo the manual promotion of v{target}: v{champion} was trained on recent traffic"])
+        reason = "reviewed by hand: accept the larger training set despite the policy"
+        self._as_typed("promote", self.model, target, "--actor", ACTOR, "--reason", reason)
+        result = promote(self.settings.tracking_uri, self.model, target, actor=ACTOR, reason=reason, manual=True,
+                         bus=self.bus, models_topic=self.settings.topics.models, lock_dir=self.settings.home / "locks")
+        self.narrator.say(f"  {self.model}: champion {result.previous or '-'} -> {result.version} (by {ACTOR})")
+        reason = f"undo the manual promotion of v{target}: v{champion} was trained on recent traffic"
+        self._as_typed("rollback", self.model, "--actor", ACTOR, "--reason", reason)
+        result = rollback(self.settings.tracking_uri, self.model, actor=ACTOR, reason=reason, bus=self.bus,
+                          models_topic=self.settings.topics.models, lock_dir=self.settings.home / "locks")
+        self.narrator.say(f"  {self.model}: rolled back champion {result.previous} -> {result.version} (by {ACTOR})")
 
     # --- steps -------------------------------------------------------------------------------------
 
@@ -367,18 +371,9 @@ class Loop:
             raise DemoError(f"{self.model} has no champion")
         return champion
 
-    def _ctloop(self, args: list[str]) -> None:
-        """Run a `ctloop` command in this process, with the settings in the environment as a shell has them."""
-        from typer.testing import CliRunner
-
-        from ctloop.app.cli import app
-
+    def _as_typed(self, *args: str) -> None:
+        """Say which `ctloop` command a user would type for the step that follows (it calls the same function)."""
         self.narrator.say("$ ctloop " + " ".join(a if " " not in a else repr(a) for a in args))
-        result = CliRunner().invoke(app, args, env=settings_env(self.settings))
-        for line in result.output.strip().splitlines():
-            self.narrator.say(f"  {line}")
-        if result.exit_code != 0:
-            raise DemoError(f"`ctloop {' '.join(args)}` exited {result.exit_code}: {result.output.strip()}")
 
 
 class Serving:
@@ -469,23 +464,16 @@ class Monitoring:
         """(Re)start the monitor on the current champion's reference profile; its consumer group keeps
         its place in the prediction topic."""
         from ctloop.monitors.alerts import AlertPolicy, WebhookNotifier
-        from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
-        from ctloop.monitors.reference import reference_from_registry
-        from ctloop.monitors.report import ReportSink
-        from ctloop.monitors.service import MonitorService, retrain_uri_for
+        from ctloop.monitors.assembly import monitor_service
+        from ctloop.monitors.monitor import MonitorConfig
         from ctloop.monitors.window import WindowPolicy
 
         self._close_service()
-        reference = reference_from_registry(self.settings.tracking_uri, self.story.spec.name)
-        self.reference_version = reference.version
-        sink = ReportSink(self.settings.store_root.as_uri(), tracking_uri=self.settings.tracking_uri,
-                          run_id=reference.run_id)
         config = MonitorConfig(window=WindowPolicy(max_rows=self.story.config.traffic_rows),
                                alerts=AlertPolicy(clean_windows=2, cooldown_s=3600.0))
-        monitor = DriftMonitor(reference, config, sink=sink,
-                               retrain_uri=retrain_uri_for(self.story.spec.name, self.settings))
-        service = MonitorService(self.bus, self.settings, monitor, notifier=WebhookNotifier(self.receiver.url),
-                                 group=MONITOR_GROUP)
+        service = monitor_service(self.settings, self.bus, self.story.spec.name, config,
+                                  notifier=WebhookNotifier(self.receiver.url), group=MONITOR_GROUP)
+        self.reference_version = service.monitor.reference.version
         service.on_outcome = self._record
         self.service = service
 

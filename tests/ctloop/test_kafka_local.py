@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from ctloop.app.cli import app
 from ctloop.kafka_bus import KafkaBus
-from ctloop.kafka_local import Broker, LocalKafka, free_port, pid_alive
+from ctloop.kafka_local import LocalKafka, free_port, pid_alive
+from tests.fixtures.kafka import Broker
 
 runner = CliRunner()
 

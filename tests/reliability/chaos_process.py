@@ -10,10 +10,8 @@ import sys
 
 from ctloop.kafka_bus import KafkaBus
 from ctloop.sensors.admission import AdmissionPolicy
-from ctloop.sensors.catalog import kafka_sensors
-from ctloop.sensors.local.sensor import LocalSensor
+from ctloop.sensors.local.assembly import local_sensor
 from ctloop.settings import Settings
-from ctloop.version import code_version
 from ctloop.workflows.local.engine import LocalEngine
 from tests.reliability.cheap_template import cheap_retrain
 
@@ -23,8 +21,7 @@ def main() -> None:
     # A short session, so that the next process takes over a killed one's partition in seconds.
     bus = KafkaBus(settings.kafka_bootstrap, client_id="ctloop-chaos", session_timeout_ms=2000)
     engine = LocalEngine(settings, template=cheap_retrain(float(sys.argv[1])), retry_interrupted=2)
-    sensor = LocalSensor(settings, bus, engine, kafka_sensors(settings, code_version()),
-                         policy=AdmissionPolicy(window_s=0), status_interval_s=0.1)
+    sensor = local_sensor(settings, bus, engine, policy=AdmissionPolicy(window_s=0), status_interval_s=0.1)
     try:
         sensor.run_until_signalled()
     finally:

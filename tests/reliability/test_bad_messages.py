@@ -24,10 +24,8 @@ from ctloop.monitors.window import WindowPolicy
 from ctloop.predictions import PredictionBatch
 from ctloop.profile import build_profile
 from ctloop.sensors.admission import AdmissionPolicy
-from ctloop.sensors.catalog import kafka_sensors
-from ctloop.sensors.local.sensor import LocalSensor
+from ctloop.sensors.local.assembly import local_sensor
 from ctloop.settings import Settings, Topics
-from ctloop.version import code_version
 from ctloop.workflows.local.engine import LocalEngine
 from tests.reliability.bad_messages import bad_events, bad_prediction_batches
 from tests.reliability.cheap_template import cheap_retrain
@@ -78,8 +76,7 @@ def assert_dead_lettered(dead: list, sent: list[bytes]) -> None:
 def test_the_sensor_dead_letters_every_bad_message_on_its_topics_and_keeps_deciding(
         kafka_settings, kafka_bus, dead_letters):
     engine = LocalEngine(kafka_settings, template=cheap_retrain(0.0))
-    sensor = LocalSensor(kafka_settings, kafka_bus, engine, kafka_sensors(kafka_settings, code_version()),
-                         policy=AdmissionPolicy(window_s=0))
+    sensor = local_sensor(kafka_settings, kafka_bus, engine, policy=AdmissionPolicy(window_s=0))
     topics = [kafka_settings.topics.data, kafka_settings.topics.drift]
 
     @EXAMPLES
@@ -134,8 +131,7 @@ def test_the_drift_monitor_dead_letters_every_bad_prediction_batch_and_keeps_cou
 def test_an_event_id_reused_with_a_different_body_is_dead_lettered_not_taken_for_a_redelivery(
         kafka_settings, kafka_bus, dead_letters):
     engine = LocalEngine(kafka_settings, template=cheap_retrain(0.0))
-    sensor = LocalSensor(kafka_settings, kafka_bus, engine, kafka_sensors(kafka_settings, code_version()),
-                         policy=AdmissionPolicy(window_s=0))
+    sensor = local_sensor(kafka_settings, kafka_bus, engine, policy=AdmissionPolicy(window_s=0))
     original = new_event(DataArrived(model="churn", uri="file:///data/churn/a", digest="a"), id="evt-1")
     impostor = new_event(DataArrived(model="churn", uri="file:///data/churn/b", digest="b"), id="evt-1")
     after = new_event(DataArrived(model="churn", uri="file:///data/churn/c", digest="c"), id="evt-2")

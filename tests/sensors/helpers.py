@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 from ctloop.bus import Bus
 from ctloop.events import DataArrived, DriftDetected, new_event, to_bytes
 from ctloop.sensors.admission import AdmissionPolicy
-from ctloop.sensors.catalog import kafka_sensors
+from ctloop.sensors.local.assembly import local_sensor
 from ctloop.sensors.local.sensor import LocalSensor
 from ctloop.settings import Settings
-from ctloop.version import code_version
 from ctloop.workflows.engine import Engine
 
 
@@ -27,9 +26,11 @@ def drift(model: str, event_id: str, *, dataset_drift: bool = True, rows: int = 
     return to_bytes(new_event(payload, id=event_id))
 
 
-def make_sensor(settings: Settings, bus: Bus, engine: Engine, **kwargs: object) -> LocalSensor:
+def make_sensor(settings: Settings, bus: Bus, engine: Engine, *, snapshot_digests: bool = False,
+                **kwargs: object) -> LocalSensor:
+    """The sensor as `ctloop sensor run` assembles it; no coalescing and, unless asked, no snapshotting."""
     kwargs.setdefault("policy", AdmissionPolicy(window_s=0))
-    return LocalSensor(settings, bus, engine, kafka_sensors(settings, code_version()), **kwargs)
+    return local_sensor(settings, bus, engine, snapshot_digests=snapshot_digests, **kwargs)  # type: ignore[arg-type]
 
 
 def drain(sensor: LocalSensor, *, idle_polls: int = 2, timeout_s: float = 0.05) -> None:

@@ -8,7 +8,6 @@ from ctloop.deadletter import reason_of
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.sensors.admission import AdmissionPolicy
 from ctloop.sensors.local.decisions import list_decisions
-from ctloop.sensors.local.sensor import snapshot_digest
 from ctloop.settings import Settings
 from ctloop.version import code_version
 from ctloop.workflows.engine import RunRequest, idempotency_key
@@ -202,7 +201,7 @@ def test_a_missing_digest_is_resolved_by_snapshotting_the_uri(settings, bus, eng
     (data / "part-0.csv").write_text("a,b\n1,2\n")
     bus.publish(settings.topics.data, arrival("churn", None, "ev-1", uri=data.as_uri() + "/"))
     bus.publish(settings.topics.data, arrival("churn", None, "ev-2", uri=(tmp_path / "missing").as_uri() + "/"))
-    sensor = make_sensor(settings, bus, engine, resolve_digest=snapshot_digest(settings))
+    sensor = make_sensor(settings, bus, engine, snapshot_digests=True)
     drain(sensor)
     [run] = engine.runs()
     assert run["event_id"] == "ev-1" and run["digest"]
@@ -218,7 +217,7 @@ def test_a_redelivery_is_skipped_before_its_data_is_snapshotted_again(settings, 
     (data / "part-0.csv").write_text("a,b\n1,2\n")
     event = arrival("churn", None, "ev-1", uri=data.as_uri() + "/")
     bus.publish(settings.topics.data, event)
-    sensor = make_sensor(settings, bus, engine, resolve_digest=snapshot_digest(settings))
+    sensor = make_sensor(settings, bus, engine, snapshot_digests=True)
     drain(sensor)
     (data / "part-0.csv").unlink()
     bus.publish(settings.topics.data, event)
