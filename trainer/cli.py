@@ -31,15 +31,25 @@ def _spec(model: str, spec_file: Path | None, settings):
     return spec
 
 
+def _snapshot(data: str, s3_endpoint_url: str | None):
+    """The data to use; none at all is a wrong --data, refused before anything runs."""
+    from ctloop.failures import Refused
+    from ctloop.trainer.snapshot import take_snapshot
+
+    snapshot = take_snapshot(data, s3_endpoint_url=s3_endpoint_url)
+    if not snapshot.objects:
+        raise Refused(f"no .parquet or .csv objects under {data}", fix="check --data")
+    return snapshot
+
+
 def validate_command(data: Data, model: Model, spec: SpecFile = None) -> None:
     """Check a dataset against the model's declared schema, as the workflow's validate step does."""
     from ctloop.settings import Settings
-    from ctloop.trainer.snapshot import take_snapshot
     from ctloop.trainer.validation import validate
 
     settings = Settings()
     model_spec = _spec(model, spec, settings)
-    snapshot = take_snapshot(data, s3_endpoint_url=settings.s3_endpoint_url)
+    snapshot = _snapshot(data, settings.s3_endpoint_url)
     report = validate(snapshot, model_spec.data, s3_endpoint_url=settings.s3_endpoint_url)
     typer.echo(report.model_dump_json(indent=2))
 
@@ -54,14 +64,13 @@ def train_command(
 ) -> None:
     """Validate a dataset and train one model on it; prints the run id, metrics and data digest."""
     from ctloop.settings import Settings
-    from ctloop.trainer.snapshot import take_snapshot
     from ctloop.trainer.train import train
     from ctloop.trainer.validation import validate
 
     settings = Settings()
     model_spec = _spec(model, spec, settings)
     endpoint = settings.s3_endpoint_url
-    snapshot = take_snapshot(data, s3_endpoint_url=endpoint)
+    snapshot = _snapshot(data, endpoint)
     validate(snapshot, model_spec.data, s3_endpoint_url=endpoint)
     result = train(snapshot, model_spec, tracking_uri=settings.tracking_uri, event_id=event_id,
                    checkpoint_dir=checkpoint_dir, s3_endpoint_url=endpoint, device=device)

@@ -91,16 +91,22 @@ def test_a_bad_spec_names_the_field(home, tmp_path, args):
 
 
 @pytest.mark.parametrize(("args", "exit_code", "named"), [
-    (["train", "--model", "churn", "--data", "{missing}"], 1, ("{missing}", "no .parquet or .csv", "fix the data")),
-    (["validate", "--model", "churn", "--data", "{missing}"], 1, ("{missing}", "no .parquet or .csv")),
-    (["run", "retrain", "--model", "churn", "--data", "{missing}"], 2, ("{missing}", "check --data")),
+    (["train", "--model", "churn", "--data", "{missing}"], 2, ("no .parquet or .csv objects under {missing}",
+                                                              "check --data")),
+    (["validate", "--model", "churn", "--data", "{missing}"], 2, ("no .parquet or .csv objects under {missing}",)),
+    (["run", "retrain", "--model", "churn", "--data", "{missing}"], 2, ("no .parquet or .csv objects under {missing}",
+                                                                       "check --data")),
+    (["train", "--model", "churn", "--data", "{unreadable}"], 1, ("unreadable.csv", "fix the data")),
     (["train", "--model", "nope", "--data", "{missing}"], 2, ("no spec for model 'nope'", "write the model's spec")),
     (["monitor", "run", "--model", "churn", "--profile", "{missing}"], 2, ("no reference profile file at {missing}",)),
     (["monitor", "check", "--reference", "{missing}", "--current", "{current}"], 2, ("no such file: {missing}",)),
     (["runs", "show", "no-such-run"], 2, ("no run with id 'no-such-run'", "ctloop runs list")),
 ], ids=lambda v: " ".join(v[:2]) if isinstance(v, list) else None)
 def test_missing_data_is_named_where_it_was_looked_for(home, tmp_path, args, exit_code, named):
-    paths = {"missing": tmp_path / "missing", "current": tmp_path / "current.csv"}
+    (tmp_path / "unreadable").mkdir()
+    (tmp_path / "unreadable" / "unreadable.csv").write_bytes(b"\xff\xfe\x00 not a table")
+    paths = {"missing": tmp_path / "missing", "current": tmp_path / "current.csv",
+             "unreadable": tmp_path / "unreadable"}
     _fails([a.format(**paths) for a in args], {}, exit_code, *(n.format(**paths) for n in named))
 
 
