@@ -187,7 +187,7 @@ def load_spec(name: str, settings: Settings) -> ModelSpec:
     path = spec_path(name, settings)
     if not path.is_file():
         raise SpecNotFound(f"no spec for model {name!r}: expected {path}")
-    return ModelSpec.model_validate_json(path.read_text())
+    return read_spec(path)
 
 
 def read_spec(path: Path) -> ModelSpec:

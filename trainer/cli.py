@@ -20,10 +20,10 @@ def register(app: typer.Typer) -> None:
 
 def _spec(model: str, spec_file: Path | None, settings):
     from ctloop.failures import Refused
-    from ctloop.modelspec import ModelSpec, load_spec
+    from ctloop.modelspec import load_spec, read_spec
 
     try:
-        spec = ModelSpec.model_validate_json(spec_file.read_text()) if spec_file else load_spec(model, settings)
+        spec = read_spec(spec_file) if spec_file else load_spec(model, settings)
     except OSError as exc:
         raise Refused(f"spec for {model!r}: {exc}") from None
     if spec.name != model:

@@ -82,12 +82,13 @@ def test_no_registry_names_the_uri_and_what_to_check(home, tmp_path, args):
     ["validate", "--model", "churn", "--data", "{data}"],
     ["run", "retrain", "--model", "churn", "--data", "{data}"],
     ["monitor", "run", "--model", "churn", "--profile", "{profile}", "--duration", "1"],
+    ["sensor", "run"],
 ], ids=lambda args: " ".join(args[:2]))
-def test_a_bad_spec_names_the_field(home, tmp_path, args):
+def test_a_bad_spec_names_the_file_and_the_field(home, tmp_path, args):
     spec = spec_path("churn", Settings(home=home))
     spec.write_text(spec.read_text().replace('"epochs": 1', '"epochs": -1'))
     args = [a.format(data=tmp_path / "data", profile=tmp_path / "profile.json") for a in args]
-    _fails(args, {}, 2, "invalid ModelSpec", "train.epochs")
+    _fails(args, {}, 2, f"{spec}: train.epochs: Input should be greater than or equal to 1")
 
 
 @pytest.mark.parametrize(("args", "exit_code", "named"), [
