@@ -1,0 +1,6 @@
+"""The drift monitor: Evidently 0.7's drift rules on a fast path, over windows of served predictions.
+
+Public: `assembly.drift_monitor` and `assembly.monitor_service` (the monitor as `ctloop monitor run` wires it),
+`monitor.DriftMonitor` and `MonitorConfig`, `service.MonitorService`, `reference`, `alerts`, `report`, and
+`faust_app` for the Faust runtime.
+"""

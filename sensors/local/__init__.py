@@ -2,6 +2,6 @@
 admission rules that `ctloop.sensors.manifests` renders for Argo Events, over a ctloop bus, and fires the
 calendar sensors' scheduled ticks itself.
 
-Public: `LocalSensor`, `DecisionLog`, the local event sources (`s3_poller`, `webhook`, `calendar`), and
-`schedules.schedule_views` for display.
+Public: `assembly.local_sensor` (the sensor as `ctloop sensor run` wires it), `LocalSensor`, `DecisionLog`,
+the local event sources (`s3_poller`, `webhook`, `calendar`), and `schedules.schedule_views` for display.
 """
