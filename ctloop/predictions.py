@@ -3,7 +3,8 @@
 One message is one JSON `PredictionBatch`: many rows per message, because per-row messages cap a
 Kafka/Faust pipeline at a few hundred messages per second. Rows are the model's input features as
 served (a dict per row, possibly malformed: the monitor counts bad rows instead of rejecting the
-batch); `predictions[i]` belongs to `rows[i]`.
+batch); `predictions[i]` belongs to `rows[i]`, and `ids[i]`, when present, is the id serving returned to
+the client for that prediction (what a later label names).
 """
 
 from __future__ import annotations
@@ -25,12 +26,15 @@ class PredictionBatch(BaseModel):
     version: str | None = None
     rows: list[dict[str, Any]]
     predictions: list[Any]
+    ids: list[str] | None = Field(default=None, description="the served prediction ids, one per row")
     ts: datetime = Field(default_factory=lambda: datetime.now(UTC), description="when the batch was served")
 
     @model_validator(mode="after")
     def _one_prediction_per_row(self) -> PredictionBatch:
         if len(self.predictions) != len(self.rows):
             raise ValueError(f"{len(self.rows)} rows but {len(self.predictions)} predictions")
+        if self.ids is not None and len(self.ids) != len(self.rows):
+            raise ValueError(f"{len(self.rows)} rows but {len(self.ids)} ids")
         return self
 
     def to_bytes(self) -> bytes:

@@ -1,48 +1,68 @@
-"""Serving `models:/NAME@champion` over HTTP, following the alias without downtime.
+"""Serving `models:/NAME@champion` over HTTP with MLflow's scoring protocol, following the alias without downtime.
 
 - `ChampionFollower` polls the alias (and wakes early on promoted/rolled-back events); it loads a new
   version completely before swapping one reference, so a request that already took the old model
   finishes on it and no request sees a half-loaded one.
 - `PredictionLog` publishes every served batch to the predictions topic from a background thread,
   off the request path; when its queue is full it drops and counts instead of stalling requests.
-- `PredictionServer` is a stdlib `ThreadingHTTPServer`: `POST /predict`, `GET /health`.
+- `ScoringApp` is the ASGI app (on uvicorn, through `PredictionServer`): `POST /invocations` as
+  `mlflow models serve` speaks it (`POST /predict` is the same endpoint under ctloop's older name),
+  `GET /ping`, `/health`, `/version` and Prometheus `/metrics`. Each served row gets an id, returned
+  in `ids` and logged with the batch, which later labels can name.
+
+Requests are scored on the event loop's one thread, one at a time, so the prediction log holds
+batches in exactly the order they were answered and never goes back to an older version after a
+swap; a slow or stalled client costs nothing, since bodies are read asynchronously. To use more
+cores, run more replicas (each follows the alias and logs on its own).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import queue
-import signal
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from ctloop.bus import Bus
 from ctloop.deploy.registry import CHAMPION, Registry, RegistryError
+from ctloop.deploy.scoring import MAX_ROWS, BadRequest, Features, ScoringRequest, parse_request
 from ctloop.events import EventError, ModelPromoted, ModelRolledBack, parse
+from ctloop.httpserver import (
+    AppServer,
+    ClientGone,
+    HttpError,
+    Receive,
+    Scope,
+    Send,
+    error_body,
+    header,
+    read_body,
+    send_json,
+    send_text,
+)
 from ctloop.predictions import PredictionBatch
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
-MAX_ROWS = 10_000
+BODY_TIMEOUT_S = 30.0
+
+NO_SIGNATURE = Features(None)
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     version: str
     model: Any
-    features: tuple[str, ...] | None
-    required: frozenset[str]
+    features: Features = NO_SIGNATURE
     float_columns: frozenset[str] = frozenset()
 
 
@@ -58,11 +78,12 @@ def load_version(tracking_uri: str, name: str, version: str, cache_dir: Path) ->
     model = mlflow.pyfunc.load_model(local)
     schema = model.metadata.get_input_schema()
     if schema is None or not schema.has_input_names():
-        return LoadedModel(version, model, None, frozenset())
+        return LoadedModel(version, model)
     floats = frozenset(
         c.name for c in schema.inputs if getattr(getattr(c, "type", None), "name", None) in ("double", "float")
     )
-    return LoadedModel(version, model, tuple(schema.input_names()), frozenset(schema.required_input_names()), floats)
+    features = Features(tuple(schema.input_names()), frozenset(schema.required_input_names()))
+    return LoadedModel(version, model, features, floats)
 
 
 class ChampionFollower:
@@ -212,103 +233,138 @@ class PredictionLog:
         self._flush()
 
 
-class BadRequest(Exception):
-    def __init__(self, status: HTTPStatus, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+ROUTES = {"/invocations": "POST", "/predict": "POST", "/ping": "GET", "/health": "GET", "/version": "GET",
+          "/metrics": "GET"}
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-_SCALARS = (str, int, float, bool, type(None))
+class ServingMetrics:
+    """Prometheus metrics of one server, in a registry of its own (tests run several servers in a process)."""
+
+    def __init__(self, follower: ChampionFollower, prediction_log: PredictionLog | None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("ctloop_serving_requests", "HTTP requests answered, by path and status code",
+                                ["path", "status"], registry=self.registry)
+        self.latency = Histogram("ctloop_serving_request_seconds", "Seconds from request to reply, by path",
+                                 ["path"], buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.errors = Counter("ctloop_serving_errors", "Refused or failed requests, by kind (the reply's error_code)",
+                              ["kind"], registry=self.registry)
+        self.rows = Counter("ctloop_serving_rows", "Rows scored", registry=self.registry)
+        self.registry.register(_StateCollector(follower, prediction_log))
+
+    def observe(self, path: str, status: int, seconds: float, kind: str | None) -> None:
+        label = path if path in ROUTES else "other"  # a path per fuzzed URL would grow the registry without end
+        self.requests.labels(label, str(status)).inc()
+        self.latency.labels(label).observe(seconds)
+        if kind is not None:
+            self.errors.labels(kind).inc()
+
+    def exposition(self) -> bytes:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry)
 
 
-def parse_rows(body: bytes, loaded: LoadedModel, *, max_rows: int = MAX_ROWS) -> list[dict[str, Any]]:
-    """The rows of a predict request, or `BadRequest` naming what is wrong."""
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"body must be a JSON object, got {type(doc).__name__}")
-    if "rows" not in doc:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "missing field 'rows'")
-    unknown_fields = sorted(set(doc) - {"rows"})
-    if unknown_fields:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"unknown fields {unknown_fields}; expected only 'rows'")
-    rows = doc["rows"]
-    if not isinstance(rows, list) or not rows:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, "'rows' must be a non-empty list of objects")
-    if len(rows) > max_rows:
-        raise BadRequest(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{len(rows)} rows exceed the limit of {max_rows}")
-    known = set(loaded.features) if loaded.features is not None else None
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict):
-            raise BadRequest(HTTPStatus.BAD_REQUEST, f"row {i} must be an object, got {type(row).__name__}")
-        for key, value in row.items():
-            if not isinstance(value, _SCALARS) or (isinstance(value, float) and not math.isfinite(value)):
-                raise BadRequest(HTTPStatus.BAD_REQUEST, f"row {i} feature {key!r} must be a finite scalar")
-        if known is not None:
-            missing = sorted(loaded.required - row.keys())
-            if missing:
-                raise BadRequest(HTTPStatus.BAD_REQUEST, f"row {i} is missing features {missing}")
-            extra = sorted(row.keys() - known)
-            if extra:
-                raise BadRequest(HTTPStatus.BAD_REQUEST, f"row {i} has unknown features {extra}")
-    return rows
+class _StateCollector:
+    """The served version and the prediction log's counts, read when scraped."""
+
+    def __init__(self, follower: ChampionFollower, prediction_log: PredictionLog | None) -> None:
+        self.follower = follower
+        self.prediction_log = prediction_log
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        loaded = self.follower.current
+        ready = GaugeMetricFamily("ctloop_serving_ready", "1 once a champion is loaded", labels=["model"])
+        ready.add_metric([self.follower.name], 1.0 if loaded else 0.0)
+        yield ready
+        version = GaugeMetricFamily("ctloop_serving_model_version", "Registered version that answers requests",
+                                    labels=["model"])
+        if loaded is not None and loaded.version.isdigit():
+            version.add_metric([self.follower.name], float(loaded.version))
+        yield version
+        if self.prediction_log is not None:
+            yield CounterMetricFamily("ctloop_serving_prediction_batches_published", "Batches on the predictions topic",
+                                      value=self.prediction_log.published)
+            yield CounterMetricFamily("ctloop_serving_prediction_batches_dropped",
+                                      "Batches not logged (queue full or bus error)", value=self.prediction_log.dropped)
 
 
-def _jsonable(value: Any) -> Any:
-    if hasattr(value, "to_dict") and hasattr(value, "columns"):
-        return value.to_dict(orient="records")
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    return list(value)
-
-
-class PredictionServer:
-    """The HTTP front of a follower; `start()` serves from a background thread, `serve_forever()` blocks."""
+class ScoringApp:
+    """The ASGI app: MLflow's scoring protocol over the follower's current model, plus health and metrics."""
 
     def __init__(
-        self, follower: ChampionFollower, prediction_log: PredictionLog | None = None, *,
-        host: str = "127.0.0.1", port: int = 0, max_rows: int = MAX_ROWS,
+        self, follower: ChampionFollower, prediction_log: PredictionLog | None = None, *, max_rows: int = MAX_ROWS,
+        max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
     ) -> None:
         self.follower = follower
         self.prediction_log = prediction_log
         self.max_rows = max_rows
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
+        self.metrics = ServingMetrics(follower, prediction_log)
 
-    @property
-    def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        started = time.perf_counter()
+        path, method = scope["path"], scope["method"]
+        kind: str | None = None
+        try:
+            status = await self._answer(path, method, scope, receive, send)
+        except HttpError as exc:
+            status, kind = exc.status, exc.kind
+            allow = [(b"allow", ROUTES[path].encode())] if status == HTTPStatus.METHOD_NOT_ALLOWED else None
+            await send_json(send, status, error_body(str(exc), kind), allow)
+        except ClientGone:
+            status, kind = 499, "CLIENT_GONE"  # nginx's code for it: nobody is left to answer
+        except Exception as exc:
+            log.exception("prediction failed")
+            status, kind = HTTPStatus.INTERNAL_SERVER_ERROR, "PREDICT_FAILED"
+            await send_json(send, status, error_body(f"prediction failed: {type(exc).__name__}", kind))
+        self.metrics.observe(path, status, time.perf_counter() - started, kind)
 
-    def predict(self, body: bytes) -> tuple[HTTPStatus, dict[str, Any]]:
+    async def _answer(self, path: str, method: str, scope: Scope, receive: Receive, send: Send) -> int:
+        allowed = ROUTES.get(path)
+        if allowed is None:
+            raise HttpError(HTTPStatus.NOT_FOUND, f"no such path {path!r}; use POST /invocations (or /predict), "
+                                                  "GET /ping, /health, /version or /metrics", "NOT_FOUND")
+        if method != allowed:
+            raise HttpError(HTTPStatus.METHOD_NOT_ALLOWED, f"use {allowed} for {path}", "METHOD_NOT_ALLOWED")
+        if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST
+
+            await send_text(send, HTTPStatus.OK, self.metrics.exposition().decode(), CONTENT_TYPE_LATEST.encode())
+            return HTTPStatus.OK
+        if method == "GET":
+            status, body = self.version() if path == "/version" else self.health()
+        else:
+            _check_content_type(scope)
+            status, body = self.score(await read_body(scope, receive, limit=self.max_body_bytes,
+                                                      timeout_s=self.body_timeout_s))
+        await send_json(send, status, body)
+        return status
+
+    def score(self, body: bytes) -> tuple[HTTPStatus, dict[str, Any]]:
+        """Score one request body on the current model and log the batch; `HttpError` when it cannot."""
         # One read of the reference: this request finishes on this model whatever is swapped in meanwhile.
         loaded = self.follower.current
         name = self.follower.name
         if loaded is None:
-            return HTTPStatus.SERVICE_UNAVAILABLE, {"error": f"no champion loaded for model {name!r} yet"}
-        rows = parse_rows(body, loaded, max_rows=self.max_rows)
-        import pandas as pd
-
-        frame = pd.DataFrame(rows, columns=list(loaded.features) if loaded.features else None)
-        for column in loaded.float_columns:
-            # JSON has one number type: 1 for a double feature is 1.0, which MLflow will not cast itself.
-            if frame[column].dtype.kind in "iu":
-                frame[column] = frame[column].astype("float64")
-        try:
-            predictions = _jsonable(loaded.model.predict(frame))
-        except Exception as exc:
-            from mlflow.exceptions import MlflowException
-
-            if isinstance(exc, MlflowException) and exc.error_code == "INVALID_PARAMETER_VALUE":
-                raise BadRequest(HTTPStatus.BAD_REQUEST, f"rows do not match the model's schema: {exc}") from None
-            raise
+            raise HttpError(HTTPStatus.SERVICE_UNAVAILABLE, f"no champion loaded for model {name!r} yet",
+                            "NO_CHAMPION")
+        request = parse_request(body, loaded.features, max_rows=self.max_rows)
+        predictions = _predict(loaded, request)
+        batch_id = uuid.uuid4().hex
+        ids = [f"{batch_id}-{i}" for i in range(len(request.rows))]
+        self.metrics.rows.inc(len(request.rows))
         if self.prediction_log is not None:
-            self.prediction_log.submit(PredictionBatch(model=name, version=loaded.version, rows=rows,
-                                                       predictions=predictions))
-        return HTTPStatus.OK, {"predictions": predictions, "model": name, "version": loaded.version}
+            self.prediction_log.submit(PredictionBatch(model=name, version=loaded.version, rows=request.rows,
+                                                       predictions=predictions, ids=ids))
+        return HTTPStatus.OK, {"predictions": predictions, "ids": ids, "model": name, "version": loaded.version}
 
     def health(self) -> tuple[HTTPStatus, dict[str, Any]]:
         loaded = self.follower.current
@@ -320,69 +376,88 @@ class PredictionServer:
             body |= {"published_batches": self.prediction_log.published, "dropped_batches": self.prediction_log.dropped}
         return (HTTPStatus.OK if loaded else HTTPStatus.SERVICE_UNAVAILABLE), body
 
+    def version(self) -> tuple[HTTPStatus, dict[str, Any]]:
+        import mlflow
+
+        loaded = self.follower.current
+        body = {"model": self.follower.name, "version": loaded.version if loaded else None,
+                "mlflow_version": mlflow.__version__}
+        return (HTTPStatus.OK if loaded else HTTPStatus.SERVICE_UNAVAILABLE), body
+
+
+def _check_content_type(scope: Scope) -> None:
+    given = header(scope, b"content-type")
+    if given is None:
+        return
+    mime, _, parameters = given.partition(";")
+    charset = parameters.strip().lower().removeprefix("charset=") if parameters.strip() else "utf-8"
+    if mime.strip().lower() != "application/json" or charset.strip('"') != "utf-8":
+        raise HttpError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+                        f"Content-Type must be application/json (UTF-8), got {given!r}", "UNSUPPORTED_MEDIA_TYPE")
+
+
+def _predict(loaded: LoadedModel, request: ScoringRequest) -> list[Any]:
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    names = loaded.features.names
+    frame = pd.DataFrame(request.rows, columns=list(names) if names is not None else None)
+    for column in loaded.float_columns:
+        # JSON has one number type: 1 for a double feature is 1.0, which MLflow will not cast itself.
+        if frame[column].dtype.kind in "iu":
+            frame[column] = frame[column].astype("float64")
+    try:
+        raw = (loaded.model.predict(frame, params=request.params) if request.params is not None
+               else loaded.model.predict(frame))
+    except MlflowException as exc:
+        if exc.error_code != "INVALID_PARAMETER_VALUE":
+            raise
+        raise BadRequest(HTTPStatus.BAD_REQUEST,
+                         f"the request does not match the model's signature: {exc.message[:1000]}") from None
+    return _jsonable(raw)
+
+
+def _jsonable(value: Any) -> list[Any]:
+    if hasattr(value, "to_json") and hasattr(value, "columns"):
+        import json
+
+        return json.loads(value.to_json(orient="records"))  # numpy scalars inside records become plain JSON
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    return list(value)
+
+
+class PredictionServer:
+    """`ScoringApp` on uvicorn: bound when built; `start()` serves from a thread, `serve_forever()` blocks."""
+
+    def __init__(
+        self, follower: ChampionFollower, prediction_log: PredictionLog | None = None, *,
+        host: str = "127.0.0.1", port: int = 0, max_rows: int = MAX_ROWS, max_body_bytes: int = MAX_BODY_BYTES,
+        body_timeout_s: float = BODY_TIMEOUT_S,
+    ) -> None:
+        self.app = ScoringApp(follower, prediction_log, max_rows=max_rows, max_body_bytes=max_body_bytes,
+                              body_timeout_s=body_timeout_s)
+        self._http = AppServer(self.app, host=host, port=port, name="prediction-server")
+
+    @property
+    def follower(self) -> ChampionFollower:
+        return self.app.follower
+
+    @property
+    def url(self) -> str:
+        return self._http.url
+
     def start(self) -> None:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="prediction-server", daemon=True)
-        self._thread.start()
+        self._http.start()
 
     def serve_forever(self) -> None:
-        self.httpd.serve_forever()
+        self._http.serve_forever()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._http.stop()
 
-
-def _handler(server: PredictionServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
-        # Headers and body go out in separate writes; with Nagle on, each response waits ~40 ms for an ACK.
-        disable_nagle_algorithm = True
-
-        def _send(self, status: HTTPStatus, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            if self.path == "/health":
-                self._send(*server.health())
-            elif self.path == "/predict":
-                self._send(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "use POST for /predict"})
-            else:
-                self._send(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path!r}; use /predict or /health"})
-
-        def do_POST(self) -> None:
-            if self.path != "/predict":
-                self._send(HTTPStatus.NOT_FOUND, {"error": f"no such path {self.path!r}; use POST /predict"})
-                return
-            try:
-                length = int(self.headers.get("Content-Length", ""))
-            except ValueError:
-                self._send(HTTPStatus.LENGTH_REQUIRED, {"error": "a Content-Length header is required"})
-                return
-            if length > MAX_BODY_BYTES:
-                self.close_connection = True
-                self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                           {"error": f"body of {length} bytes exceeds the limit of {MAX_BODY_BYTES}"})
-                return
-            body = self.rfile.read(length)
-            try:
-                self._send(*server.predict(body))
-            except BadRequest as exc:
-                self._send(exc.status, {"error": str(exc)})
-            except Exception as exc:
-                log.exception("prediction failed")
-                self._send(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"prediction failed: {type(exc).__name__}"})
-
-        def log_message(self, format: str, *args: Any) -> None:
-            log.debug("%s " + format, self.address_string(), *args)
-
-    return Handler
+    def close(self) -> None:
+        self._http.close()
 
 
 @contextmanager
@@ -408,7 +483,7 @@ def serving(
             watcher.start()
             stack.callback(watcher.stop)
         server = PredictionServer(follower, prediction_log, host=host, port=port)
-        stack.callback(server.httpd.server_close)
+        stack.callback(server.close)
         yield server
 
 
@@ -419,9 +494,6 @@ def serve(
     """Run until interrupted: follow the champion, serve HTTP, log predictions and watch events."""
     with serving(tracking_uri, name, host=host, port=port, poll_s=poll_s, bus=bus,
                  predictions_topic=predictions_topic, models_topic=models_topic) as server:
-        if threading.current_thread() is threading.main_thread():
-            # SIGTERM (a pod stopping) ends serve_forever; shutdown() must come from another thread.
-            signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.httpd.shutdown).start())
         log.info("serving models:/%s@champion on %s", name, server.url)
-        with suppress(KeyboardInterrupt):
-            server.serve_forever()
+        # SIGTERM (a pod stopping) or SIGINT ends serve_forever; the exit stack then flushes the prediction log.
+        server.serve_forever()

@@ -91,13 +91,52 @@ def test_predicts_with_the_champion_and_logs_the_batch(serving, model_name, cham
     response = requests.post(f"{serving.url}/predict", json={"rows": ROWS}, timeout=10)
 
     assert response.status_code == 200
-    assert response.json() == {"predictions": [1.0, 1.0], "model": model_name, "version": champion}
+    answer = response.json()
+    ids = answer.pop("ids")
+    assert answer == {"predictions": [1.0, 1.0], "model": model_name, "version": champion}
+    assert len(ids) == 2 and len(set(ids)) == 2
     health = requests.get(f"{serving.url}/health", timeout=10)
     assert health.status_code == 200
     assert health.json()["ready"] is True and health.json()["version"] == champion
     serving.log.close()
     [batch] = published_batches(bus)
     assert (batch.model, batch.version, batch.rows, batch.predictions) == (model_name, champion, ROWS, [1.0, 1.0])
+    assert batch.ids == ids, "the log carries the ids the client received"
+
+
+@pytest.mark.parametrize("payload", [
+    {"dataframe_split": {"columns": ["x", "y"], "data": [[1.0, 2.0], [3.0, 4.5]]}},
+    {"dataframe_split": {"index": [7, 8], "columns": ["y", "x"], "data": [[2.0, 1.0], [4.5, 3.0]]}},
+    {"dataframe_records": ROWS},
+    {"instances": ROWS},
+    {"instances": {"x": [1.0, 3.0], "y": [2.0, 4.5]}},
+    {"inputs": ROWS},
+    {"inputs": {"x": [1.0, 3.0], "y": [2.0, 4.5]}, "params": {}},
+])
+def test_invocations_speaks_every_mlflow_input_format(serving, payload, bus):
+    response = requests.post(f"{serving.url}/invocations", json=payload, timeout=10)
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == [1.0, 1.0]
+    serving.log.close()
+    [batch] = published_batches(bus)
+    assert sorted(batch.rows, key=lambda r: r["x"]) == ROWS
+
+
+def test_ping_version_and_metrics(serving, model_name, champion):
+    assert requests.get(f"{serving.url}/ping", timeout=10).status_code == 200
+    version = requests.get(f"{serving.url}/version", timeout=10)
+    assert version.status_code == 200 and version.json()["version"] == champion
+    requests.post(f"{serving.url}/invocations", json={"inputs": ROWS}, timeout=10)
+    requests.post(f"{serving.url}/invocations", data=b"{", timeout=10)
+    metrics = requests.get(f"{serving.url}/metrics", timeout=10)
+    assert metrics.status_code == 200 and metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert 'ctloop_serving_requests_total{path="/invocations",status="200"} 1.0' in text
+    assert 'ctloop_serving_requests_total{path="/invocations",status="400"} 1.0' in text
+    assert 'ctloop_serving_errors_total{kind="BAD_REQUEST"} 1.0' in text
+    assert f'ctloop_serving_model_version{{model="{model_name}"}} {float(champion)}' in text
+    assert 'ctloop_serving_request_seconds_count{path="/invocations"} 2.0' in text
+    assert "ctloop_serving_rows_total 2.0" in text
 
 
 def test_json_integers_are_accepted_for_double_features(serving):
@@ -108,32 +147,53 @@ def test_json_integers_are_accepted_for_double_features(serving):
 @pytest.mark.parametrize(("body", "status", "message"), [
     (b"{not json", 400, "body is not JSON"),
     (b"[1, 2]", 400, "body must be a JSON object, got list"),
-    (b'{"inputs": []}', 400, "missing field 'rows'"),
+    (b'{"params": {}}', 400, "exactly one input field"),
+    (b'{"inputs": [], "instances": []}', 400, "got ['instances', 'inputs']"),
     (b'{"rows": []}', 400, "'rows' must be a non-empty list"),
     (b'{"rows": [1]}', 400, "row 0 must be an object, got int"),
     (b'{"rows": [{"x": 1.0, "y": 2.0}, {"x": 1.0}]}', 400, "row 1 is missing features ['y']"),
     (b'{"rows": [{"x": 1.0, "y": 2.0, "z": 3}]}', 400, "row 0 has unknown features ['z']"),
     (b'{"rows": [{"x": {"a": 1}, "y": 2.0}]}', 400, "row 0 feature 'x' must be a finite scalar"),
-    (b'{"rows": [{"x": "abc", "y": 2.0}]}', 400, "rows do not match the model's schema"),
+    (b'{"rows": [{"x": NaN, "y": 2.0}]}', 400, "row 0 feature 'x' must be a finite scalar"),
+    (b'{"rows": [{"x": "abc", "y": 2.0}]}', 400, "does not match the model's signature"),
     (b'{"rows": [{"x": 1.0, "y": 2.0}], "limit": 3}', 400, "unknown fields ['limit']"),
+    (b'{"rows": [{"x": 1.0, "y": 2.0}], "params": [1]}', 400, "'params' must be an object"),
+    (b'{"dataframe_split": {"columns": ["x", "y"], "data": [[1.0]]}}', 400, "row 0 must be a list of 2 values"),
+    (b'{"dataframe_split": {"data": [[1.0, 2.0]]}}', 400, "'dataframe_split.columns' must be a list"),
+    (b'{"inputs": {"x": [1.0, 2.0], "y": [1.0]}}', 400, "all of the same length"),
 ])
-def test_invalid_requests_get_a_4xx_naming_the_problem(serving, body, status, message):
-    response = requests.post(f"{serving.url}/predict", data=body, timeout=10,
-                             headers={"Content-Type": "application/json"})
-    assert response.status_code == status
-    assert message in response.json()["error"]
+def test_invalid_requests_get_a_4xx_naming_the_problem(serving, body, status, message, bus):
+    for path in ("/invocations", "/predict"):
+        response = requests.post(f"{serving.url}{path}", data=body, timeout=10,
+                                 headers={"Content-Type": "application/json"})
+        assert response.status_code == status
+        assert message in response.json()["error"]
+    serving.log.close()
+    assert published_batches(bus) == [], "nothing refused reaches the predictions topic"
 
 
-def test_wrong_paths_and_methods_are_named(serving):
-    assert requests.get(f"{serving.url}/predict", timeout=10).status_code == 405
+def test_wrong_paths_methods_and_media_types_are_named(serving):
+    wrong_method = requests.get(f"{serving.url}/invocations", timeout=10)
+    assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "POST"
     missing = requests.post(f"{serving.url}/score", json={"rows": ROWS}, timeout=10)
     assert missing.status_code == 404 and "/score" in missing.json()["error"]
+    csv = requests.post(f"{serving.url}/invocations", data=b"x,y\n1,2\n", headers={"Content-Type": "text/csv"},
+                        timeout=10)
+    assert csv.status_code == 415 and "application/json" in csv.json()["error"]
 
 
 def test_too_many_rows_is_413(serving):
-    serving.server.max_rows = 1
+    serving.server.app.max_rows = 1
     response = requests.post(f"{serving.url}/predict", json={"rows": ROWS}, timeout=10)
     assert response.status_code == 413 and "2 rows exceed the limit of 1" in response.json()["error"]
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_read(serving):
+    serving.server.app.max_body_bytes = 1000
+    response = requests.post(f"{serving.url}/invocations", data=b" " * 5000, timeout=10)
+    assert response.status_code == 413 and "exceeds the limit of 1000" in response.json()["error"]
+    chunked = requests.post(f"{serving.url}/invocations", data=iter([b" " * 600, b" " * 600]), timeout=10)
+    assert chunked.status_code == 413 and chunked.json()["error_code"] == "BODY_TOO_LARGE"
 
 
 def test_without_a_champion_health_and_predict_answer_503(registry, model_name, constant_model_uri, bus):
@@ -141,7 +201,8 @@ def test_without_a_champion_health_and_predict_answer_503(registry, model_name, 
     serving = Serving(registry, model_name, bus)
     try:
         assert requests.get(f"{serving.url}/health", timeout=10).status_code == 503
-        response = requests.post(f"{serving.url}/predict", json={"rows": ROWS}, timeout=10)
+        assert requests.get(f"{serving.url}/ping", timeout=10).status_code == 503
+        response = requests.post(f"{serving.url}/invocations", json={"inputs": ROWS}, timeout=10)
         assert response.status_code == 503 and "no champion" in response.json()["error"]
     finally:
         serving.close()
