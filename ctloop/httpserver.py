@@ -12,6 +12,7 @@ import asyncio
 import json
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -110,7 +111,7 @@ class AppServer:
         self.address: tuple[str, int] = self._socket.getsockname()[:2]
         config = uvicorn.Config(
             app, lifespan="off", log_level="warning", access_log=False, server_header=False, date_header=False,
-            http="httptools", loop=_loop(), timeout_keep_alive=30, timeout_graceful_shutdown=10,
+            http=_explaining_protocol(), loop=_loop(), timeout_keep_alive=30, timeout_graceful_shutdown=10,
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
@@ -153,9 +154,13 @@ class AppServer:
         finally:
             self._done.set()
 
+    def request_stop(self) -> None:
+        """Ask the server to finish its requests and stop, without waiting (safe in a signal handler)."""
+        self._server.should_exit = True
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop serving (from any thread but the serving one) and release the socket."""
-        self._server.should_exit = True
+        self.request_stop()
         if self._running:
             self._done.wait(timeout_s)
         self.close()
@@ -163,6 +168,23 @@ class AppServer:
     def close(self) -> None:
         """Release the socket (also when it never served)."""
         self._socket.close()
+
+
+def _explaining_protocol() -> type:
+    """uvicorn's httptools protocol, answering a request it cannot parse (a Content-Length of -1, a bad
+    header) with JSON that says what the parser found, instead of a bare "Invalid HTTP request received."."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class ExplainingHttpTools(HttpToolsProtocol):
+        def send_400_response(self, msg: str) -> None:
+            # Called from the `except HttpParserError` block: the exception in flight is the reason.
+            error = sys.exc_info()[1]
+            body = json.dumps(error_body(f"invalid HTTP request: {error}" if error else msg, "BAD_HTTP")).encode()
+            self.transport.write(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
+                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+            self.transport.close()
+
+    return ExplainingHttpTools
 
 
 def _loop() -> str:
