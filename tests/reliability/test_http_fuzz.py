@@ -240,8 +240,8 @@ def webhook_case(rng: random.Random, serial: Callable[[], str]) -> Case:
         weights=[15, 8, 7, 10, 10, 10, 8, 10, 5, 6, 5, 4, 2])[0]
     payload = {"model": f"m{rng.randrange(5)}", "uri": f"s3://b/{rng.randrange(10**6)}"}
     if kind == "plain":
-        return Case(kind, http("POST", "/retrain", json.dumps(payload).encode(), {**plain, "Idempotency-Key": serial()}),
-                    frozenset({202}))
+        headers = {**plain, "Idempotency-Key": serial()}
+        return Case(kind, http("POST", "/retrain", json.dumps(payload).encode(), headers), frozenset({202}))
     if kind == "structured":
         event = {"specversion": "1.0", "id": serial(), "source": "urn:fuzz", "type": "ctloop.data.arrived",
                  "data": payload}
