@@ -1,20 +1,38 @@
-"""Predict endpoint vs the loaded pyfunc called directly: requests/s, p50/p99 latency, overhead ratios.
+"""Serving side by side: ctloop serving vs `mlflow models serve` vs the old stdlib server vs the bare pyfunc.
 
-Run: $V/bin/python bench/serve.py [--reps 3] [--requests 400]
+Run: $V/bin/python bench/serve.py [--reps 3] [--requests 300] [--old-commit 8e66572]
 
-One run sets up an embedded MLflow registry (SQLite, temp dir), logs a small numpy logistic-regression
-pyfunc (8 double features), registers it and makes it champion. The server (`ChampionFollower` +
-`PredictionServer` + `PredictionLog` to an embedded bus, exactly what `ctloop serve` wires) runs in a
-forked process, so client and server do not share a GIL. For each case (rows per request x client
-threads) it times N requests over keep-alive connections, then the same batches through
-`model.predict(DataFrame)` on the same loaded model in this process, and repeats; medians of the reps.
+One run builds an embedded MLflow registry (SQLite, temp dir), logs a scikit-learn logistic regression
+on the breast-cancer table (30 double features), registers it as version 1 and makes it champion. Then,
+on that one registered version:
+
+- ctloop: `ctloop.deploy.serving.serving()` (what `ctloop serve` runs: ASGI on uvicorn, follower,
+  prediction log to an embedded bus), in a forked process;
+- mlflow: `mlflow models serve -m models:/bench/1 --env-manager local --workers 1` (FastAPI on uvicorn);
+- old: the stdlib `ThreadingHTTPServer` serving of `--old-commit` (read from git history, not kept in the
+  tree), with its prediction log, in a forked process; skipped when git cannot show it;
+- direct: `model.predict(DataFrame)` on the same loaded pyfunc in this process (no HTTP, no JSON).
+
+The client is asyncio + aiohttp in this process, one keep-alive connection per concurrent client, each
+client sending its share of the requests back to back. Every server gets the same MLflow payload
+(`dataframe_split`); the old server gets the same rows as `{"rows": [...]}`, its only format. For each
+case (clients 1, 8, 32 x rows per request 1, 100) and rep, servers run one after another; medians of the
+reps are printed, with ctloop's ratios to the others.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib.util
+import json
 import multiprocessing
+import os
+import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -24,134 +42,231 @@ import numpy as np
 import pandas as pd
 import requests
 
-FEATURES = [f"f{i}" for i in range(8)]
-CASES = [(1, 1), (32, 1), (1, 4), (32, 4)]  # (rows per request, client threads)
+CLIENTS = (1, 8, 32)
+ROWS = (1, 100)
+REPO = Path(__file__).resolve().parents[1]
 
 
-def build_registry(root: Path) -> tuple[str, str]:
+def build_registry(root: Path) -> tuple[str, pd.DataFrame]:
     import mlflow
+    import mlflow.sklearn
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
 
-    class Logistic(mlflow.pyfunc.PythonModel):
-        def __init__(self, weights: np.ndarray, bias: float) -> None:
-            self.weights, self.bias = weights, bias
-
-        def predict(self, context, model_input, params=None):
-            z = model_input[FEATURES].to_numpy(dtype=float) @ self.weights + self.bias
-            return (1 / (1 + np.exp(-z)) > 0.5).astype(int)
-
+    data = load_breast_cancer(as_frame=True)
+    features = data.frame.drop(columns="target").rename(columns=lambda c: c.replace(" ", "_"))
+    model = LogisticRegression(max_iter=5000).fit(features, data.target)
     uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     # Without an explicit location the SQL store puts artifacts in ./mlruns of the current directory.
     mlflow.set_experiment(experiment_id=mlflow.create_experiment("bench-serve", artifact_location=str(root / "art")))
-    example = pd.DataFrame(np.random.default_rng(0).normal(size=(4, 8)), columns=FEATURES)
     with mlflow.start_run():
-        info = mlflow.pyfunc.log_model(name="model", python_model=Logistic(np.linspace(-1, 1, 8), 0.1),
-                                       input_example=example, pip_requirements=[])
+        info = mlflow.sklearn.log_model(model, name="model", input_example=features.head(3), pip_requirements=[])
     from ctloop.deploy.promotion import promote
     from ctloop.deploy.registry import Registry
 
     registry = Registry(uri)
     version = registry.create_version("bench", info.model_uri, run_id=None, tags={}).version
     promote(registry, "bench", version, actor="bench", reason="bench", manual=True, lock_dir=root / "locks")
-    return uri, version
+    return uri, features
 
 
-def run_server(uri: str, root: Path, port_out) -> None:
-    from ctloop.deploy.registry import Registry
-    from ctloop.deploy.serving import ChampionFollower, PredictionLog, PredictionServer
+def run_ctloop(uri: str, root: Path, port: int) -> None:
+    from ctloop.deploy.serving import serving
     from ctloop.embedded_bus import EmbeddedBus
 
-    follower = ChampionFollower(Registry(uri), "bench", poll_s=60)
+    with serving(uri, "bench", port=port, poll_s=60, bus=EmbeddedBus(root / "bus-ctloop.db"),
+                 predictions_topic="predictions") as server:
+        server.serve_forever()
+
+
+def old_module(commit: str, root: Path):
+    """The serving module as it was at `commit`, or None when git cannot show it."""
+    if shutil.which("git") is None:
+        return None
+    shown = subprocess.run(["git", "show", f"{commit}:deploy/serving.py"], cwd=REPO, capture_output=True, text=True)
+    if shown.returncode != 0:
+        return None
+    path = root / "old_serving.py"
+    path.write_text(shown.stdout)
+    spec = importlib.util.spec_from_file_location("old_serving", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["old_serving"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_old(uri: str, root: Path, port: int, commit: str) -> None:
+    from ctloop.deploy.registry import Registry
+    from ctloop.embedded_bus import EmbeddedBus
+
+    old = old_module(commit, root)
+    follower = old.ChampionFollower(Registry(uri), "bench", poll_s=60)
     follower.refresh()
-    server = PredictionServer(follower, PredictionLog(EmbeddedBus(root / "bus.db"), "predictions"))
-    port_out.put(server.httpd.server_address[1])
-    server.serve_forever()
+    log = old.PredictionLog(EmbeddedBus(root / "bus-old.db"), "predictions")
+    old.PredictionServer(follower, log, port=port).serve_forever()
 
 
-def make_batches(rows: int, count: int) -> list[list[dict[str, float]]]:
-    rng = np.random.default_rng(rows)
-    return [[dict(zip(FEATURES, map(float, rng.normal(size=8)), strict=True)) for _ in range(rows)]
-            for _ in range(count)]
+def start_mlflow(uri: str, root: Path, port: int) -> subprocess.Popen:
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{mlflow_bin.resolve().parent}:{os.environ['PATH']}"}
+    with open(root / "mlflow-serve.log", "wb") as log:
+        return subprocess.Popen(
+            [str(mlflow_bin), "models", "serve", "-m", "models:/bench/1", "--env-manager", "local", "--host",
+             "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=root,
+        )
 
 
-def timed(threads: int, batches: list, call) -> tuple[float, list[float]]:
-    """Requests per second and per-request latencies of `call` over `batches`, split across threads."""
+def wait_ready(url: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=2).status_code in (200, 404, 405):
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} not ready after {timeout_s}s")
+
+
+def free_port() -> int:
+    from ctloop.kafka_local import free_port as pick
+
+    return pick()
+
+
+async def drive(url: str, bodies: list[bytes], clients: int) -> tuple[float, list[float]]:
+    """Requests/s and per-request latencies of `bodies` POSTed by `clients` concurrent keep-alive clients."""
+    import aiohttp
+
+    latencies: list[float] = []
+    headers = {"Content-Type": "application/json"}
+
+    failures: list[str] = []
+
+    async def client(session: aiohttp.ClientSession, part: list[bytes]) -> None:
+        for body in part:
+            start = time.perf_counter()
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"{url} answered {response.status}")
+            except (aiohttp.ClientError, RuntimeError) as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+                continue
+            latencies.append(time.perf_counter() - start)
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(session, bodies[i::clients]) for i in range(clients)))
+        elapsed = time.perf_counter() - start
+    if failures:
+        print(f"  {url}: {len(failures)} of {len(bodies)} requests failed, e.g. {failures[0]}", flush=True)
+    return len(latencies) / elapsed, latencies
+
+
+def direct(model, frames: list[pd.DataFrame], clients: int) -> tuple[float, list[float]]:
     latencies: list[float] = []
     lock = threading.Lock()
 
-    def worker(part: list) -> None:
-        local, state = [], {}
-        for batch in part:
+    def worker(part: list[pd.DataFrame]) -> None:
+        local = []
+        for frame in part:
             start = time.perf_counter()
-            call(batch, state)
+            model.predict(frame)
             local.append(time.perf_counter() - start)
         with lock:
             latencies.extend(local)
 
-    parts = [batches[i::threads] for i in range(threads)]
-    workers = [threading.Thread(target=worker, args=(p,)) for p in parts]
+    threads = [threading.Thread(target=worker, args=(frames[i::clients],)) for i in range(clients)]
     start = time.perf_counter()
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    return len(batches) / (time.perf_counter() - start), latencies
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return len(frames) / (time.perf_counter() - start), latencies
 
 
-def p(values: list[float], q: float) -> float:
+def ms(values: list[float], q: float) -> float:
     return float(np.quantile(values, q)) * 1000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--old-commit", default="8e66572", help="commit whose stdlib server is the 'old' column")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         root = Path(tmp)
-        uri, version = build_registry(root)
+        uri, features = build_registry(root)
         ctx = multiprocessing.get_context("fork")
-        port_out = ctx.Queue()
-        server = ctx.Process(target=run_server, args=(uri, root, port_out), daemon=True)
-        server.start()
-        url = f"http://127.0.0.1:{port_out.get(timeout=120)}/predict"
-
-        from ctloop.deploy.serving import load_version
-
-        loaded = load_version(uri, "bench", version, root / "direct")
-
-        def http_call(batch, state) -> None:
-            session = state.setdefault("session", requests.Session())
-            response = session.post(url, json={"rows": batch}, timeout=30)
-            response.raise_for_status()
-
-        def direct_call(batch, _state) -> None:
-            loaded.model.predict(pd.DataFrame(batch, columns=FEATURES))
-
-        print(f"{'rows':>4} {'thr':>3} | {'http rps':>9} {'p50 ms':>7} {'p99 ms':>7} | {'direct rps':>10}"
-              f" {'p50 ms':>7} {'p99 ms':>7} | {'rps ratio':>9} {'p99 ratio':>9}")
+        urls: dict[str, str] = {}
+        children: list = []
+        port = free_port()
+        children.append(ctx.Process(target=run_ctloop, args=(uri, root, port), daemon=True))
+        urls["ctloop"] = f"http://127.0.0.1:{port}"
+        if old_module(args.old_commit, root) is not None:
+            port = free_port()
+            children.append(ctx.Process(target=run_old, args=(uri, root, port, args.old_commit), daemon=True))
+            urls["old"] = f"http://127.0.0.1:{port}"
+        for child in children:
+            child.start()
+        port = free_port()
+        mlflow_proc = start_mlflow(uri, root, port)
+        urls["mlflow"] = f"http://127.0.0.1:{port}"
         try:
-            for rows, threads in CASES:
-                batches = make_batches(rows, args.requests)
-                timed(threads, batches[:20], http_call)  # warm connections and caches
-                http_rps, http_p50, http_p99, dir_rps, dir_p50, dir_p99 = [], [], [], [], [], []
-                for _ in range(args.reps):
-                    rps, lat = timed(threads, batches, http_call)
-                    http_rps.append(rps)
-                    http_p50.append(p(lat, 0.5))
-                    http_p99.append(p(lat, 0.99))
-                    rps, lat = timed(threads, batches, direct_call)
-                    dir_rps.append(rps)
-                    dir_p50.append(p(lat, 0.5))
-                    dir_p99.append(p(lat, 0.99))
-                m = statistics.median
-                print(f"{rows:>4} {threads:>3} | {m(http_rps):>9.0f} {m(http_p50):>7.2f} {m(http_p99):>7.2f} |"
-                      f" {m(dir_rps):>10.0f} {m(dir_p50):>7.2f} {m(dir_p99):>7.2f} |"
-                      f" {m(dir_rps) / m(http_rps):>8.2f}x {m(http_p99) / m(dir_p99):>8.2f}x")
+            wait_ready(urls["ctloop"] + "/ping")
+            wait_ready(urls["mlflow"] + "/ping")
+            if "old" in urls:
+                wait_ready(urls["old"] + "/health")
+            from ctloop.deploy.serving import load_version
+
+            model = load_version(uri, "bench", "1", root / "direct").model
+            print(f"load average at start: {os.getloadavg()[0]:.1f}; {args.reps} reps x {args.requests} requests; "
+                  f"servers: {', '.join(urls)} + direct", flush=True)
+            header = f"{'rows':>4} {'cli':>3} | " + " | ".join(
+                f"{name:>6} rps  p50  p99" for name in [*urls, "direct"]) + " | ctloop/mlflow rps, /old rps, p50/direct"
+            print(header, flush=True)
+            for rows in ROWS:
+                for clients in CLIENTS:
+                    report(rows, clients, features, urls, model, args)
+            print(f"load average at end: {os.getloadavg()[0]:.1f}", flush=True)
         finally:
-            server.terminate()
-            server.join(timeout=10)
+            for child in children:
+                child.terminate()
+                child.join(timeout=10)
+            os.killpg(mlflow_proc.pid, signal.SIGTERM)
+            mlflow_proc.wait(timeout=30)
+
+
+def report(rows: int, clients: int, features: pd.DataFrame, urls: dict[str, str], model, args) -> None:
+    rng = np.random.default_rng(rows * 100 + clients)
+    frames = [features.sample(rows, replace=True, random_state=int(rng.integers(1 << 31))).reset_index(drop=True)
+              for _ in range(args.requests)]
+    split = [json.dumps({"dataframe_split": f.to_dict(orient="split")}).encode() for f in frames]
+    legacy = [json.dumps({"rows": f.to_dict(orient="records")}).encode() for f in frames]
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in [*urls, "direct"]}
+    for name, url in urls.items():  # warm connections and caches
+        asyncio.run(drive(url + ("/predict" if name == "old" else "/invocations"),
+                          (legacy if name == "old" else split)[:20], clients))
+    for _ in range(args.reps):
+        for name, url in urls.items():
+            rps, lat = asyncio.run(drive(url + ("/predict" if name == "old" else "/invocations"),
+                                         legacy if name == "old" else split, clients))
+            results[name].append((rps, ms(lat, 0.5), ms(lat, 0.99)))
+        rps, lat = direct(model, frames, clients)
+        results["direct"].append((rps, ms(lat, 0.5), ms(lat, 0.99)))
+    med = {name: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for name, runs in results.items()}
+    cells = " | ".join(f"{med[n][0]:>10.0f} {med[n][1]:>4.1f} {med[n][2]:>4.1f}" for n in med)
+    ratios = f"{med['ctloop'][0] / med['mlflow'][0]:.2f}x"
+    ratios += f", {med['ctloop'][0] / med['old'][0]:.2f}x" if "old" in med else ", -"
+    ratios += f", {med['ctloop'][1] / med['direct'][1]:.2f}x"
+    print(f"{rows:>4} {clients:>3} | {cells} | {ratios}", flush=True)
 
 
 if __name__ == "__main__":

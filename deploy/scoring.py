@@ -28,6 +28,7 @@ PARAMS_KEY = "params"
 MAX_ROWS = 10_000
 
 _SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 class BadRequest(HttpError):
@@ -127,15 +128,19 @@ def _columns(key: str, value: dict[str, Any], max_rows: int) -> list[dict[str, A
 
 def check_rows(rows: list[dict[str, Any]], features: Features) -> None:
     """Raise `BadRequest` for the first row with a non-scalar value or, given a signature, wrong features."""
-    known = set(features.names) if features.names is not None else None
+    known = frozenset(features.names) if features.names is not None else None
     for i, row in enumerate(rows):
         for key, value in row.items():
-            if not isinstance(value, _SCALARS) or (isinstance(value, float) and not math.isfinite(value)):
+            kind = type(value)  # an exact-type check: this loop runs for every value of every request
+            if kind not in _SCALAR_TYPES or (kind is float and not math.isfinite(value)):
+                if isinstance(value, _SCALARS) and not isinstance(value, float):
+                    continue  # a subclass of a scalar (an IntEnum from a Python client, say) is still one
                 raise BadRequest(HTTPStatus.BAD_REQUEST, f"row {i} feature {key!r} must be a finite scalar")
-        if known is not None:
-            missing = sorted(features.required - row.keys())
-            if missing:
-                raise BadRequest(HTTPStatus.BAD_REQUEST, f"row {i} is missing features {missing}")
-            extra = sorted(row.keys() - known)
-            if extra:
-                raise BadRequest(HTTPStatus.BAD_REQUEST, f"row {i} has unknown features {extra}")
+        if known is None or row.keys() == known:
+            continue
+        missing = sorted(features.required - row.keys())
+        if missing:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, f"row {i} is missing features {missing}")
+        extra = sorted(row.keys() - known)
+        if extra:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, f"row {i} has unknown features {extra}")

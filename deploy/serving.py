@@ -358,12 +358,15 @@ class ScoringApp:
                             "NO_CHAMPION")
         request = parse_request(body, loaded.features, max_rows=self.max_rows)
         predictions = _predict(loaded, request)
+        if len(predictions) != len(request.rows):
+            raise RuntimeError(f"the model returned {len(predictions)} predictions for {len(request.rows)} rows")
         batch_id = uuid.uuid4().hex
         ids = [f"{batch_id}-{i}" for i in range(len(request.rows))]
         self.metrics.rows.inc(len(request.rows))
         if self.prediction_log is not None:
-            self.prediction_log.submit(PredictionBatch(model=name, version=loaded.version, rows=request.rows,
-                                                       predictions=predictions, ids=ids))
+            # Built without validating again: the rows passed check_rows, one prediction and id per row.
+            self.prediction_log.submit(PredictionBatch.model_construct(
+                model=name, version=loaded.version, rows=request.rows, predictions=predictions, ids=ids))
         return HTTPStatus.OK, {"predictions": predictions, "ids": ids, "model": name, "version": loaded.version}
 
     def health(self) -> tuple[HTTPStatus, dict[str, Any]]:
