@@ -149,7 +149,8 @@ def serve_command(
     bus: Annotated[str | None, typer.Option(help="embedded or kafka; default: the settings' bus.")] = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
-    """Serve models:/MODEL@champion over HTTP (POST /predict, GET /health), following promotions."""
+    """Serve models:/MODEL@champion with MLflow's scoring protocol (POST /invocations; GET /ping, /version,
+    /metrics), following promotions."""
     import logging
 
     from ctloop.bus_factory import open_bus
