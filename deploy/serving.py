@@ -405,10 +405,10 @@ def _predict(loaded: LoadedModel, request: ScoringRequest) -> list[Any]:
 
     names = loaded.features.names
     frame = pd.DataFrame(request.rows, columns=list(names) if names is not None else None)
-    for column in loaded.float_columns:
-        # JSON has one number type: 1 for a double feature is 1.0, which MLflow will not cast itself.
-        if frame[column].dtype.kind in "iu":
-            frame[column] = frame[column].astype("float64")
+    # JSON has one number type: 1 for a double feature is 1.0, which MLflow will not cast itself.
+    ints = [c for c, dtype in frame.dtypes.items() if dtype.kind in "iu" and c in loaded.float_columns]
+    if ints:
+        frame[ints] = frame[ints].astype("float64")
     try:
         raw = (loaded.model.predict(frame, params=request.params) if request.params is not None
                else loaded.model.predict(frame))
