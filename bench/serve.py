@@ -199,6 +199,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--old-commit", default="8e66572", help="commit whose stdlib server is the 'old' column")
+    parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS), help="rows per request, one case each")
+    parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS), help="concurrent clients")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
@@ -232,8 +234,8 @@ def main() -> None:
             header = f"{'rows':>4} {'cli':>3} | " + " | ".join(
                 f"{name:>6} rps  p50  p99" for name in [*urls, "direct"]) + " | ctloop/mlflow rps, /old rps, p50/direct"
             print(header, flush=True)
-            for rows in ROWS:
-                for clients in CLIENTS:
+            for rows in args.rows:
+                for clients in args.clients:
                     report(rows, clients, features, urls, model, args)
             print(f"load average at end: {os.getloadavg()[0]:.1f}", flush=True)
         finally:

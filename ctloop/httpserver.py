@@ -81,7 +81,11 @@ async def read_body(scope: Scope, receive: Receive, *, limit: int, timeout_s: fl
 
 
 async def send_json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    data = json.dumps(body).encode()
+    await send_body(send, status, json.dumps(body).encode(), headers)
+
+
+async def send_body(send: Send, status: int, data: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """Send JSON already encoded (so the encoding can happen off the event loop)."""
     await send({"type": "http.response.start", "status": status,
                 "headers": [*_JSON, (b"content-length", str(len(data)).encode()), *(headers or [])]})
     await send({"type": "http.response.body", "body": data})

@@ -10,14 +10,17 @@
   `GET /ping`, `/health`, `/version` and Prometheus `/metrics`. Each served row gets an id, returned
   in `ids` and logged with the batch, which later labels can name.
 
-Requests are scored on the event loop's one thread, one at a time, so the prediction log holds
-batches in exactly the order they were answered and never goes back to an older version after a
-swap; a slow or stalled client costs nothing, since bodies are read asynchronously. To use more
-cores, run more replicas (each follows the alias and logs on its own).
+Bodies are read asynchronously (a slow or stalled client costs nothing) and scored on a few worker
+threads. A batch is on its way to the prediction log before its response is sent, so a client that
+waits for each answer finds its batches logged in the order it was answered; batches of concurrent
+requests are logged in the order they finished. For more throughput, run more replicas (each follows
+the alias and logs on its own).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import queue
 import tempfile
@@ -25,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -45,6 +49,7 @@ from ctloop.httpserver import (
     error_body,
     header,
     read_body,
+    send_body,
     send_json,
     send_text,
 )
@@ -54,6 +59,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 BODY_TIMEOUT_S = 30.0
+WORKERS = 4
 
 NO_SIGNATURE = Features(None)
 
@@ -298,7 +304,7 @@ class ScoringApp:
 
     def __init__(
         self, follower: ChampionFollower, prediction_log: PredictionLog | None = None, *, max_rows: int = MAX_ROWS,
-        max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S,
+        max_body_bytes: int = MAX_BODY_BYTES, body_timeout_s: float = BODY_TIMEOUT_S, workers: int = WORKERS,
     ) -> None:
         self.follower = follower
         self.prediction_log = prediction_log
@@ -306,6 +312,7 @@ class ScoringApp:
         self.max_body_bytes = max_body_bytes
         self.body_timeout_s = body_timeout_s
         self.metrics = ServingMetrics(follower, prediction_log)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -343,10 +350,17 @@ class ScoringApp:
             status, body = self.version() if path == "/version" else self.health()
         else:
             _check_content_type(scope)
-            status, body = self.score(await read_body(scope, receive, limit=self.max_body_bytes,
-                                                      timeout_s=self.body_timeout_s))
+            request = await read_body(scope, receive, limit=self.max_body_bytes, timeout_s=self.body_timeout_s)
+            # On worker threads: the model's native code (numpy, pandas, torch) releases the GIL, so concurrent
+            # requests use more than one core, and the loop stays free to read the next requests meanwhile.
+            answer = await asyncio.get_running_loop().run_in_executor(self._pool, self._score_encoded, request)
+            await send_body(send, HTTPStatus.OK, answer)
+            return HTTPStatus.OK
         await send_json(send, status, body)
         return status
+
+    def _score_encoded(self, body: bytes) -> bytes:
+        return json.dumps(self.score(body)[1]).encode()
 
     def score(self, body: bytes) -> tuple[HTTPStatus, dict[str, Any]]:
         """Score one request body on the current model and log the batch; `HttpError` when it cannot."""
@@ -378,6 +392,9 @@ class ScoringApp:
         if self.prediction_log is not None:
             body |= {"published_batches": self.prediction_log.published, "dropped_batches": self.prediction_log.dropped}
         return (HTTPStatus.OK if loaded else HTTPStatus.SERVICE_UNAVAILABLE), body
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
     def version(self) -> tuple[HTTPStatus, dict[str, Any]]:
         import mlflow
@@ -422,8 +439,6 @@ def _predict(loaded: LoadedModel, request: ScoringRequest) -> list[Any]:
 
 def _jsonable(value: Any) -> list[Any]:
     if hasattr(value, "to_json") and hasattr(value, "columns"):
-        import json
-
         return json.loads(value.to_json(orient="records"))  # numpy scalars inside records become plain JSON
     if hasattr(value, "tolist"):
         return value.tolist()
@@ -436,10 +451,10 @@ class PredictionServer:
     def __init__(
         self, follower: ChampionFollower, prediction_log: PredictionLog | None = None, *,
         host: str = "127.0.0.1", port: int = 0, max_rows: int = MAX_ROWS, max_body_bytes: int = MAX_BODY_BYTES,
-        body_timeout_s: float = BODY_TIMEOUT_S,
+        body_timeout_s: float = BODY_TIMEOUT_S, workers: int = WORKERS,
     ) -> None:
         self.app = ScoringApp(follower, prediction_log, max_rows=max_rows, max_body_bytes=max_body_bytes,
-                              body_timeout_s=body_timeout_s)
+                              body_timeout_s=body_timeout_s, workers=workers)
         self._http = AppServer(self.app, host=host, port=port, name="prediction-server")
 
     @property
@@ -458,9 +473,11 @@ class PredictionServer:
 
     def stop(self) -> None:
         self._http.stop()
+        self.app.close()
 
     def close(self) -> None:
         self._http.close()
+        self.app.close()
 
 
 @contextmanager
