@@ -313,6 +313,7 @@ class ScoringApp:
         self.body_timeout_s = body_timeout_s
         self.metrics = ServingMetrics(follower, prediction_log)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score")
+        self._open = 0  # requests between arrival and answer; touched only on the event loop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -320,6 +321,7 @@ class ScoringApp:
         started = time.perf_counter()
         path, method = scope["path"], scope["method"]
         kind: str | None = None
+        self._open += 1
         try:
             status = await self._answer(path, method, scope, receive, send)
         except HttpError as exc:
@@ -332,6 +334,8 @@ class ScoringApp:
             log.exception("prediction failed")
             status, kind = HTTPStatus.INTERNAL_SERVER_ERROR, "PREDICT_FAILED"
             await send_json(send, status, error_body(f"prediction failed: {type(exc).__name__}", kind))
+        finally:
+            self._open -= 1
         self.metrics.observe(path, status, time.perf_counter() - started, kind)
 
     async def _answer(self, path: str, method: str, scope: Scope, receive: Receive, send: Send) -> int:
@@ -351,13 +355,18 @@ class ScoringApp:
         else:
             _check_content_type(scope)
             request = await read_body(scope, receive, limit=self.max_body_bytes, timeout_s=self.body_timeout_s)
-            # On worker threads: the model's native code (numpy, pandas, torch) releases the GIL, so concurrent
-            # requests use more than one core, and the loop stays free to read the next requests meanwhile.
-            answer = await asyncio.get_running_loop().run_in_executor(self._pool, self._score_encoded, request)
-            await send_body(send, HTTPStatus.OK, answer)
+            await send_body(send, HTTPStatus.OK, await self._score_somewhere(request))
             return HTTPStatus.OK
         await send_json(send, status, body)
         return status
+
+    async def _score_somewhere(self, request: bytes) -> bytes:
+        """The only open request is scored right here, saving two thread switches; with others open, on a
+        worker thread: the model's native code (numpy, pandas, torch) releases the GIL, so concurrent
+        requests use more than one core, and the loop keeps reading the next ones meanwhile."""
+        if self._open == 1:
+            return self._score_encoded(request)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._score_encoded, request)
 
     def _score_encoded(self, body: bytes) -> bytes:
         return json.dumps(self.score(body)[1]).encode()
