@@ -5,6 +5,7 @@ Specs are JSON files under `<home>/specs/<name>.json` (a ConfigMap mounted at ho
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -16,13 +17,37 @@ from ctloop.cron import Cron, parse_interval, schedule_ticks, zone
 from ctloop.failures import Refused
 from ctloop.settings import Settings
 
+# Model names reach Workflow names through a lowercase slug computed by Python locally and by Go (sprig
+# `lower`) in the cluster; the two lowercase non-ASCII letters differently (`İ` is "i̇" in Python, "i" in Go),
+# so a name is restricted to characters both treat alike. Event payloads naming a model are held to the
+# same rule by the sensors' filters (`ctloop.sensors.catalog`), which spell it as these two regexes.
+MODEL_NAME_RULE = "ASCII letters, digits, '_', '.' and '-', starting with a letter or digit"
+MODEL_NAME_START = "^[A-Za-z0-9]"
+MODEL_NAME_OUTSIDE = "[^A-Za-z0-9_.-]"
+
+
+class ModelNameError(ValueError):
+    """A model name breaking `MODEL_NAME_RULE`; the message names the rule and the offending character."""
+
+
+def check_model_name(name: str) -> str:
+    """`name` when it follows `MODEL_NAME_RULE`, else `ModelNameError`."""
+    if not re.match(MODEL_NAME_START, name):
+        raise ModelNameError(f"model name {name!r} must start with an ASCII letter or digit "
+                             f"(model names are {MODEL_NAME_RULE})")
+    bad = re.search(MODEL_NAME_OUTSIDE, name)
+    if bad:
+        raise ModelNameError(f"model name {name!r} contains {bad.group()!r} (U+{ord(bad.group()):04X}); "
+                             f"model names are {MODEL_NAME_RULE}")
+    return name
+
 
 class Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Feature(Frozen):
-    name: str = Field(min_length=1)
+    name: str
     kind: Literal["numeric", "categorical"] = "numeric"
 
 
@@ -132,7 +157,7 @@ class Schedule(Frozen):
 
 
 class ModelSpec(Frozen):
-    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str
     data: DataSchema
     # Where labelled recent data for this model lands (a prefix); a drift-triggered run retrains
     # on it. Prediction windows carry no labels, so they cannot be trained on themselves.
@@ -140,6 +165,11 @@ class ModelSpec(Frozen):
     train: TrainParams = TrainParams()
     policy: PromotionPolicy = PromotionPolicy()
     schedule: Schedule | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_follows_the_rule(cls, value: str) -> str:
+        return check_model_name(value)
 
     @model_validator(mode="after")
     def _label_not_a_feature(self) -> ModelSpec:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ctloop.modelspec import ModelSpec, load_specs, specs_dir
+from ctloop.modelspec import MODEL_NAME_OUTSIDE, MODEL_NAME_RULE, MODEL_NAME_START, ModelSpec, load_specs, specs_dir
 from ctloop.sensors.spec import (
     CalendarSource,
     Concat,
@@ -50,6 +50,18 @@ class ClusterEndpoints:
     webhook_secret: str = "ctloop-webhook"
 
 
+def _model_named(path: str) -> tuple[DataFilter, ...]:
+    """The event's model follows the spec's name rule, as two regexes both engines read alike (a `$` would
+    not: Python's matches before a trailing newline, Go's does not)."""
+    reason = f"model name {{{path}}} breaks the rule: model names are {MODEL_NAME_RULE}"
+    return (DataFilter(path, "string", (MODEL_NAME_START,), reason=reason),
+            DataFilter(path, "string", (MODEL_NAME_OUTSIDE,), comparator="!=", reason=reason))
+
+
+# Every event the bus carries has an id; without one Argo's key template would hash "<nil>" in its place.
+_HAS_ID = DataFilter("body.id", "string", ANY, reason="event has no id")
+
+
 def _key(model: Path | Const | Segment, digest: str, fallback: Path | Concat, code_version: str) -> KeyOf:
     return KeyOf(model=model, digest=Path(digest), fallback=fallback, code_version=code_version)
 
@@ -66,8 +78,8 @@ def data_arrived_sensor(settings: Settings, code_version: str, where: ClusterEnd
     source = KafkaSource("ctloop-kafka", "data-arrived", settings.topics.data, where.kafka_url, where.consumer_group)
     dependency = Dependency(
         "data-arrived", source,
-        data=(DataFilter("body.type", "string", (r"^ctloop\.data\.arrived$",)),
-              DataFilter("body.data.model", "string", ANY),
+        data=(DataFilter("body.type", "string", (r"^ctloop\.data\.arrived$",)), _HAS_ID,
+              *_model_named("body.data.model"),
               DataFilter("body.data.uri", "string", ANY)),
     )
     key = _key(Path("body.data.model"), "body.data.digest", Path("body.id"), code_version)
@@ -80,7 +92,8 @@ def drift_sensor(settings: Settings, code_version: str, where: ClusterEndpoints)
                          where.consumer_group)
     dependency = Dependency(
         "drift-detected", source,
-        data=(DataFilter("body.type", "string", (r"^ctloop\.drift\.detected$",)),
+        data=(DataFilter("body.type", "string", (r"^ctloop\.drift\.detected$",)), _HAS_ID,
+              *_model_named("body.data.model"),
               DataFilter("body.data.dataset_drift", "bool", ("true",)),
               DataFilter("body.data.data_uri", "string", ANY,
                          reason="drift event for {body.data.model} carries no data_uri: "
@@ -99,8 +112,16 @@ def minio_sensor(code_version: str, where: ClusterEndpoints) -> SensorSpec:
         where.minio_suffix, SecretRef(where.minio_secret, "accesskey"), SecretRef(where.minio_secret, "secretkey"),
     )
     obj = "notification.0.s3.object"
+    # The key names the model as <prefix>/<model>/<file>; bucket and etag make the event's id.
+    model_segment = f"^[^/]*/{MODEL_NAME_START.removeprefix('^')}[A-Za-z0-9_.-]*/"
     dependency = Dependency(
-        "data-object", source, data=(DataFilter("notification.0.eventName", "string", ("^s3:ObjectCreated:",)),),
+        "data-object", source,
+        data=(DataFilter("notification.0.eventName", "string", ("^s3:ObjectCreated:",)),
+              DataFilter(f"{obj}.key", "string", (model_segment,),
+                         reason=f"object key {{{obj}.key}} does not name a model as <prefix>/<model>/<file> "
+                                f"(model names are {MODEL_NAME_RULE})"),
+              DataFilter("notification.0.s3.bucket.name", "string", ANY),
+              DataFilter(f"{obj}.eTag", "string", ANY)),
     )
     # Objects land as incoming/<model>/<file>; the etag names the content, so it is the digest.
     model = Segment(Path(f"{obj}.key"), 1)
@@ -115,7 +136,7 @@ def manual_sensor(code_version: str, where: ClusterEndpoints) -> SensorSpec:
     source = WebhookSource("ctloop-webhook", "manual", where.webhook_port, "/retrain",
                            SecretRef(where.webhook_secret, "token"))
     dependency = Dependency(
-        "manual", source, data=(DataFilter("body.model", "string", ANY), DataFilter("body.uri", "string", ANY)),
+        "manual", source, data=(*_model_named("body.model"), DataFilter("body.uri", "string", ANY)),
     )
     key = _key(Path("body.model"), "body.digest", Path("body.uri"), code_version)
     return SensorSpec("ctloop-manual", dependency,

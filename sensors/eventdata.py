@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from ctloop.bus import Message
@@ -50,7 +52,68 @@ def lookup(data: Any, path: str) -> Any:
 
 
 def as_text(value: Any) -> str:
-    """The string Argo Events substitutes for a value: raw for strings, JSON for everything else."""
+    """The string Argo Events substitutes for a `dataKey`: gjson's text of the value (raw JSON for the rest).
+
+    A JSON number with a fraction or exponent is a float here and gjson prints it positionally
+    (`1e3` and `1000.0` are "1000"); integers stay as written."""
     if isinstance(value, str):
         return value
+    if isinstance(value, float):
+        return _positional(value)
     return json.dumps(value, separators=(",", ":"))
+
+
+def go_text(value: Any) -> str:
+    """What Go's `%v` prints for a JSON value as an Argo Events `dataTemplate` sees it (every number a float64)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return "<nil>"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return _go_float(value)
+    if isinstance(value, list):
+        return "[" + " ".join(go_text(v) for v in value) + "]"
+    return "map[" + " ".join(f"{k}:{go_text(v)}" for k, v in sorted(value.items())) + "]"
+
+
+def go_empty(value: Any) -> bool:
+    """sprig's `empty`, which decides whether `default` takes its fallback."""
+    return value is None or value is False or value in ("", 0) or (isinstance(value, list | dict) and not value)
+
+
+def _digits(value: float) -> tuple[str, str, int]:
+    """Sign, shortest round-trip digits and decimal exponent (value = 0.digits * 10**exp), as Go's strconv finds."""
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return sign, "0", 1
+    exact = Decimal(repr(abs(value)))
+    digits = "".join(map(str, exact.as_tuple().digits)).rstrip("0")
+    return sign, digits, exact.adjusted() + 1
+
+
+def _positional(value: float) -> str:
+    """strconv.FormatFloat(value, 'f', -1, 64)."""
+    sign, digits, point = _digits(value)
+    if point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    if point >= len(digits):
+        return sign + digits + "0" * (point - len(digits))
+    return f"{sign}{digits[:point]}.{digits[point:]}"
+
+
+def _go_float(number: float) -> str:
+    """fmt's `%v` of a float64: shortest digits, exponent form below 1e-4 and from 1e6 (Go's %g)."""
+    try:
+        value = float(number)
+    except OverflowError:
+        return "+Inf" if number > 0 else "-Inf"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    sign, digits, point = _digits(value)
+    exp = point - 1
+    if exp < -4 or exp >= 6:
+        mantissa = digits[0] + (f".{digits[1:]}" if len(digits) > 1 else "")
+        return f"{sign}{mantissa}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
+    return _positional(value)
