@@ -49,6 +49,9 @@ class Bus(Protocol):
 
     def consumer(self, topics: Sequence[str], group: str) -> Consumer: ...
 
+    def read_all(self, topic: str) -> list[Message]:
+        """Every message in `topic`, from its beginning to its end as of the call; no group, no commits."""
+
     def close(self) -> None: ...
 
 

@@ -10,6 +10,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,6 +58,13 @@ class EmbeddedBus:
 
     def consumer(self, topics: Sequence[str], group: str) -> EmbeddedConsumer:
         return EmbeddedConsumer(connect(self.path), list(topics), group)
+
+    def read_all(self, topic: str) -> list[Message]:
+        reader = EmbeddedConsumer(connect(self.path), [topic], f"read-all-{uuid.uuid4().hex}")
+        try:
+            return reader._fetch(max_records=2**31)
+        finally:
+            reader.close()
 
     def end_offsets(self, topic: str) -> int:
         with self._lock:

@@ -86,6 +86,26 @@ class KafkaBus:
         consumer.subscribe(list(topics))
         return KafkaBusConsumer(consumer)
 
+    def read_all(self, topic: str) -> list[Message]:
+        self.ensure_topics([topic])
+        reader = self._connect(KafkaConsumer, group_id=None, enable_auto_commit=False,
+                               client_id=f"{self.client_id}-read-all")
+        try:
+            partitions = [TopicPartition(topic, p) for p in sorted(reader.partitions_for_topic(topic) or ())]
+            reader.assign(partitions)
+            reader.seek_to_beginning(*partitions)
+            ends = reader.end_offsets(partitions)
+            wrapped = KafkaBusConsumer(reader)
+            out: list[Message] = []
+            deadline = time.monotonic() + 60
+            while any(reader.position(tp) < end for tp, end in ends.items()):
+                if time.monotonic() > deadline:
+                    raise KafkaUnavailable(f"could not read {topic} to its end within 60 s")
+                out += wrapped.poll(timeout_s=1.0)
+            return [m for m in out if m.offset < ends[TopicPartition(m.topic, m.partition)]]
+        finally:
+            reader.close(autocommit=False)
+
     def ensure_topics(self, names: Iterable[str], partitions: int | None = None) -> None:
         """Create the topics that do not exist yet, and wait until they have leaders."""
         missing = [name for name in dict.fromkeys(names) if name not in self._known_topics]

@@ -23,7 +23,8 @@ from typing import Any, get_args
 
 from ctloop.bus import Bus, Message
 from ctloop.consume import Unroutable
-from ctloop.deadletter import dead_letter
+from ctloop.crashpoints import crash_point
+from ctloop.deadletter import DeadLetters
 from ctloop.events import Event, EventError, parse
 from ctloop.sensors.admission import (
     AdmissionPolicy,
@@ -115,6 +116,9 @@ class LocalSensor:
         # Calendar sensors tick from this loop: see `_fire_ticks` and `ctloop.sensors.local.calendar`.
         self.calendar = Calendar(settings.state_db, group, scheduled)
         self.state: AdmissionState = self.log.load_state()
+        # Exactly one dead letter per bad message, even when a crash redelivers it (before consuming).
+        self.dead_letters = DeadLetters(bus, settings.topics.deadletter, settings.state_db)
+        self.dead_letters.recover()
         self._consumer = bus.consumer(sorted(self._by_topic), group)
         self._next_status_check = 0.0
         self._engine_down_until = 0.0
@@ -153,6 +157,7 @@ class LocalSensor:
         self.commit()
         self._consumer.close()
         self.calendar.close()
+        self.dead_letters.close()
         self.log.close()
 
     # --- consuming ---------------------------------------------------------------------------------
@@ -204,6 +209,7 @@ class LocalSensor:
             for event, reason in rejected:
                 self.log.record_rejection(event.id, event.model, reason, at=now)
             self._write([*records, *launched], state, now)
+        crash_point("decision-recorded")
         self.metrics.filtered.inc(len(rejected))
         self._observe([*records, *launched])
         self.state = state
@@ -221,11 +227,13 @@ class LocalSensor:
             self.log.save_state(self.state)
         for message in self._uncommitted.values():
             self._consumer.commit(message)
+        crash_point("offset-committed")
         self._uncommitted.clear()
         self._last_commit = time.monotonic()
 
     def _dead_letter(self, message: Message, reason: str) -> None:
-        dead_letter(self.bus, self.settings.topics.deadletter, message, reason)
+        if not self.dead_letters.send(message, reason):
+            return  # a redelivery of a message already dead-lettered
         self.metrics.dead_lettered.inc()
         log(_log, "dead-lettered", level=logging.WARNING, topic=message.topic, partition=message.partition,
             offset=message.offset, reason=reason)

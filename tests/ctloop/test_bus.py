@@ -181,3 +181,16 @@ def test_a_consumer_process_killed_before_commit_leaves_the_message_for_the_grou
         assert [m.value for m in collect(successor, 1, timeout_s=60)] == [b"in-flight"]
     finally:
         successor.close()
+
+
+def test_read_all_returns_the_whole_topic_to_its_end_without_touching_any_group(bus: Bus, topic: str,
+                                                                                group: str) -> None:
+    for i in range(7):
+        bus.publish(topic, f"m{i}".encode(), headers=(("n", str(i).encode()),))
+    bus.flush()
+    assert [m.value for m in bus.read_all(topic)] == [f"m{i}".encode() for i in range(7)]
+    consumer = bus.consumer([topic], group)
+    try:
+        assert len(collect(consumer, 7)) == 7  # reading all committed nothing for anyone
+    finally:
+        consumer.close()

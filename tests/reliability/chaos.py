@@ -2,7 +2,8 @@
 and restarted, optionally while the broker restarts; then the durable records are audited.
 
 Shared by tests/reliability/test_crash_anywhere.py and bench/chaos.py. The audit reads only what the
-components recorded: the sensor's decision log, the engine's run store and the dead-letter topic.
+components recorded: the sensor's decision log, the engine's run store, and the bus itself (every message
+in the dead-letter topic, none de-duplicated, matched to where each garbage message landed).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ctloop.app.demo.runner import settings_env
-from ctloop.deadletter import ORIGIN_OFFSET, ORIGIN_TOPIC
+from ctloop.deadletter import origin_of
 from ctloop.events import DataArrived, new_event, to_bytes
 from ctloop.kafka_bus import KafkaBus
 from ctloop.settings import Settings, Topics
@@ -102,8 +103,9 @@ class Report:
     interrupted_runs: int
     unfinished_runs: int
     garbage_sent: int
-    dead_lettered: int
-    kills: int
+    dead_lettered: int  # every message in the dead-letter topic, not de-duplicated
+    dead_letter_origins: int  # distinct bad messages among them
+    kills: int  # SIGKILLs that hit a running sensor process
     broker_restarts: int
     seconds: float
     problems: tuple[str, ...]
@@ -125,7 +127,8 @@ def side_by_side(reports: dict[str, Report]) -> str:
         ("lost", lambda r: r.lost),
         ("runs interrupted by a kill (then retried)", lambda r: r.interrupted_runs),
         ("runs left unfinished", lambda r: r.unfinished_runs),
-        ("garbage sent / dead-lettered", lambda r: f"{r.garbage_sent} / {r.dead_lettered}"),
+        ("garbage sent / dead letters (all) / distinct origins",
+         lambda r: f"{r.garbage_sent} / {r.dead_lettered} / {r.dead_letter_origins}"),
         ("SIGKILLs survived", lambda r: r.kills),
         ("broker restarts", lambda r: r.broker_restarts),
         ("wall time", lambda r: f"{r.seconds:.0f} s"),
@@ -241,7 +244,7 @@ def run_chaos(settings: Settings, work: Workload, *, kills: int, rng: random.Ran
     size = -(-len(work.messages) // max(kills, 1))
     chunks = [work.messages[i:i + size] for i in range(0, len(work.messages), size)] if kills else []
     publisher = _Publisher(settings.kafka_bootstrap, settings.topics.data, pace_s)
-    restarts = 0
+    restarts = landed = 0
     try:
         for k, chunk in enumerate(chunks):
             restart_here = restart_broker is not None and k == restart_after_kill
@@ -260,8 +263,11 @@ def run_chaos(settings: Settings, work: Workload, *, kills: int, rng: random.Ran
                           f"progress in round {k}{' after the broker restart' if i else ''} (from {before} decided)")
                 time.sleep(rng.uniform(0, 4 * train_s))
             finally:
+                running = proc.poll() is None
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
+                # Counted from the outcome, not the plan: a process that had already exited was not killed.
+                landed += running and proc.returncode == -signal.SIGKILL
         publisher.join()
         distinct = {a.event_id for a in work.arrivals}
         proc = _spawn(command, env, settings.home / "sensor-final.log")
@@ -273,10 +279,10 @@ def run_chaos(settings: Settings, work: Workload, *, kills: int, rng: random.Ran
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
-        dead = _dead_lettered(publisher.bus, settings, work.garbage)
+        dead = _dead_letters(publisher.bus, settings)
     finally:
         publisher.close()
-    return audit(settings, work, kills=kills, restarts=restarts, dead_lettered=dead,
+    return audit(settings, work, kills=landed, restarts=restarts, dead_lettered=dead,
                  seconds=time.monotonic() - started)
 
 
@@ -298,7 +304,7 @@ def run_through_broker_restart(settings: Settings, work: Workload, *, restart_br
         publisher.join()
         distinct = {a.event_id for a in work.arrivals}
         _wait(lambda: _settled(db, len(distinct)), proc, settle_timeout_s, "everything settled after the restart")
-        dead = _dead_lettered(publisher.bus, settings, work.garbage)
+        dead = _dead_letters(publisher.bus, settings)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -317,21 +323,37 @@ def _wait(done: Callable[[], bool], proc: subprocess.Popen, timeout_s: float, wh
         time.sleep(0.1)
 
 
-def _dead_lettered(bus: KafkaBus, settings: Settings, expected: int) -> int:
-    """Distinct origin offsets found in the dead-letter topic (a crash may dead-letter one message twice)."""
-    consumer = bus.consumer([settings.topics.deadletter], f"audit-{uuid.uuid4().hex[:8]}")
-    origins: set[tuple[bytes | None, bytes | None]] = set()
-    deadline = time.monotonic() + 30
-    try:
-        while len(origins) < expected and time.monotonic() < deadline:
-            for m in consumer.poll(timeout_s=0.5):
-                origins.add((m.header(ORIGIN_TOPIC), m.header(ORIGIN_OFFSET)))
-    finally:
-        consumer.close()
-    return len(origins)
+def _dead_letters(bus: KafkaBus, settings: Settings) -> DeadLetterCount:
+    """Every message in the dead-letter topic, none de-duplicated, by origin; and which origins were garbage."""
+    per_origin = Counter(origin_of(m) for m in bus.read_all(settings.topics.deadletter))
+    garbage = {(m.topic, m.partition, m.offset) for m in bus.read_all(settings.topics.data) if m.value in GARBAGE}
+    return DeadLetterCount(per_origin, frozenset(garbage))
 
 
-def audit(settings: Settings, work: Workload, *, kills: int, restarts: int, dead_lettered: int,
+@dataclass(frozen=True)
+class DeadLetterCount:
+    per_origin: Counter  # (topic, partition, offset) of the bad message -> dead letters found for it
+    garbage: frozenset[tuple[str, int, int]]  # where the garbage landed in the data topic
+
+    @property
+    def messages(self) -> int:
+        return sum(self.per_origin.values())
+
+    def problems(self) -> list[str]:
+        out = []
+        twice = {o: n for o, n in self.per_origin.items() if n > 1}
+        if twice:
+            out.append(f"dead-lettered more than once: {sorted(twice.items())[:3]}")
+        missing = sorted(self.garbage - set(self.per_origin))
+        if missing:
+            out.append(f"{len(missing)} garbage messages never dead-lettered, e.g. {missing[:3]}")
+        extra = sorted(set(self.per_origin) - self.garbage, key=str)
+        if extra:
+            out.append(f"{len(extra)} dead letters for messages that were not garbage, e.g. {extra[:3]}")
+        return out
+
+
+def audit(settings: Settings, work: Workload, *, kills: int, restarts: int, dead_lettered: DeadLetterCount,
           seconds: float) -> Report:
     db = settings.state_db
     version = code_version()
@@ -374,13 +396,13 @@ def audit(settings: Settings, work: Workload, *, kills: int, restarts: int, dead
     unfinished = [r for r in runs if r[2] in ("Pending", "Running")]
     if unfinished:
         problems.append(f"{len(unfinished)} runs unfinished, e.g. {unfinished[:2]}")
-    if dead_lettered != work.garbage:
-        problems.append(f"{work.garbage} garbage messages sent, {dead_lettered} found dead-lettered")
+    problems.extend(dead_lettered.problems())
     return Report(
         events_sent=len(work.messages), distinct_events=len(distinct_events),
         decided_events=len(decided & distinct_events), distinct_keys=len(keys), runs=len(runs),
         trained_keys=len(trained), duplicates=duplicates, lost=lost,
         interrupted_runs=sum(1 for r in runs if r[3] and r[3].startswith("interrupted")),
-        unfinished_runs=len(unfinished), garbage_sent=work.garbage, dead_lettered=dead_lettered, kills=kills,
+        unfinished_runs=len(unfinished), garbage_sent=work.garbage, dead_lettered=dead_lettered.messages,
+        dead_letter_origins=len(dead_lettered.per_origin), kills=kills,
         broker_restarts=restarts, seconds=seconds, problems=tuple(problems),
     )

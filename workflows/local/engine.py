@@ -37,6 +37,7 @@ from typing import Literal
 from hera.workflows import WorkflowTemplate
 from hera.workflows.models import DAGTask, Template, WorkflowSpec
 
+from ctloop.crashpoints import crash_point
 from ctloop.settings import Settings
 from ctloop.workflows.arguments import run_key, workflow_arguments
 from ctloop.workflows.engine import AlreadyRan, RunHandle, RunRequest, RunStatus
@@ -121,6 +122,7 @@ class LocalEngine:
             lock.release()
             lock.path.unlink(missing_ok=True)
             raise
+        crash_point("run-key-claimed")
         return run_id, lock
 
     def _background(self, run_id: str, parameters: dict[str, str], lock: FileLock,
@@ -299,6 +301,7 @@ class LocalEngine:
             outcome, outputs, attempts = self._attempts(run_id, node, template, parameters, artifacts, deadline)
         self.runs.step_finished(run_id, node, outcome.status, outputs=outputs.parameters, artifacts=outputs.artifacts,
                                 error=outcome.error, attempts=attempts)
+        crash_point("step-output-written")
         if memo is not None and outcome.status == "Succeeded":
             self._memo.put(memo[0], memo[1], {"parameters": outputs.parameters, "artifacts": outputs.artifacts},
                            run_id)
