@@ -1,8 +1,8 @@
 """A real single-node KRaft Kafka broker on 127.0.0.1 for laptops (`ctloop kafka up`) and tests.
 
 The Apache Kafka jars are fetched once with Maven into a cache outside the repo and the broker runs
-as a plain Java process. (Tests use testcontainers' Kafka container instead where Docker answers:
-tests/fixtures/kafka.py.)
+as a plain Java process. The same jars make the Kafka image (docker/build.sh kafka) that the test
+suite starts through testcontainers where a Docker engine answers (tests/fixtures/kafka.py).
 """
 
 from __future__ import annotations

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     s3_endpoint_url: str | None = None
     image: str = "ghcr.io/ctloop/ctloop:0.1.0"
+    # The broker image testcontainers starts for the test suite (docker/build.sh kafka builds this one from the
+    # Maven jars); with registry access any image of Confluent's layout works, e.g. confluentinc/cp-kafka:7.6.0.
+    kafka_image: str = "ctloop/kafka:8.1.0"
     max_event_bytes: int = 1_048_576
     gpu: GpuSettings = GpuSettings()
     argo: ArgoSettings = ArgoSettings()
