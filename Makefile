@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # Which clone the editable install points at; another clone's `make` takes it over.
 STAMP := $(VENV)/.editable-$(shell printf '%s' "$(CURDIR)" | sha256sum | cut -c1-12)
 
-.PHONY: demo test lint venv render clean
+.PHONY: demo test lint venv render clean image image-kafka image-base
 
 demo: $(STAMP) .venv
 	$(BIN)/ctloop demo
@@ -37,6 +37,19 @@ $(STAMP): $(DEPS)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.editable-*
 	touch $@
+
+# Images, built with Docker's BuildKit (docker/build.sh says which base it uses and why): the runtime image
+# ghcr.io/ctloop/ctloop:<version> and the control image ghcr.io/ctloop/ctloop-control:<version>.
+image:
+	docker/build.sh runtime control
+
+# The Kafka broker image the test suite starts through testcontainers (Settings.kafka_image).
+image-kafka:
+	docker/build.sh kafka
+
+# A Debian bookworm base built from Debian packages, for machines that cannot pull debian:bookworm-slim.
+image-base:
+	docker/build.sh base
 
 # A convenience link in the clone, so `.venv/bin/ctloop` works after either command.
 .venv:

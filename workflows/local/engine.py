@@ -12,9 +12,11 @@ marked Failed (and its exit handler run) by the next engine to start, which then
 the same key, in the background, if `retry_interrupted` allows: the new run reuses the steps the
 interrupted one had finished (recorded as cached) and runs the rest.
 
-Steps run in this process in a worker thread (fast), or each in a child process (`step_mode=
-"subprocess"`). An in-process step that overruns its deadline is reported failed and abandoned: a
-thread cannot be killed, so such a step's side effects may still complete; a child process is killed.
+Steps run in this process in a worker thread (fast), each in a child process (`step_mode=
+"subprocess"`), or each in the container image the template names (`step_mode="container"`, see
+`container.py`: what the cluster runs, on this machine). An in-process step that overruns its deadline
+is reported failed and abandoned: a thread cannot be killed, so such a step's side effects may still
+complete; a child process or container is killed.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ctloop.crashpoints import crash_point
 from ctloop.settings import Settings
 from ctloop.workflows.arguments import run_key, workflow_arguments
 from ctloop.workflows.engine import AlreadyRan, RunHandle, RunRequest, RunStatus
+from ctloop.workflows.local.container import ContainerRunner
 from ctloop.workflows.local.durations import seconds
 from ctloop.workflows.local.expressions import ExpressionError, is_true, names_in, substitute
 from ctloop.workflows.local.invoke import StepFailed, StepOutputs, call
@@ -50,7 +53,7 @@ from ctloop.workflows.local.retry import Attempt, plain, retry_delay
 from ctloop.workflows.local.run_store import RunRecord, RunStore
 from ctloop.workflows.step_context import use_settings
 
-StepMode = Literal["inprocess", "subprocess"]
+StepMode = Literal["inprocess", "subprocess", "container"]
 EXIT_HANDLER = "onExit"
 INTERRUPTED = "interrupted: the engine process running it stopped before it finished"
 _DEPENDS_SUFFIXES = {
@@ -84,6 +87,7 @@ class LocalEngine:
         self.spec: WorkflowSpec = built.spec
         self.templates: dict[str, Template] = {t.name: t for t in self.spec.templates or [] if t.name}
         self.step_mode = step_mode
+        self._containers = ContainerRunner(settings, config_maps={"ctloop-specs": settings.home / "specs"})
         self.retry_interrupted = retry_interrupted
         self._root = settings.home / "workflows"
         self.runs = RunStore(settings.state_db)
@@ -367,6 +371,10 @@ class LocalEngine:
         if deadline is not None:
             timeouts.append(max(0.0, deadline - time.monotonic()))
         timeout = min((t for t in timeouts if t is not None), default=None)
+        if self.step_mode == "container":
+            inputs = {f"inputs.parameters.{k}": v for k, v in parameters.items()}
+            image = substitute((template.script.image if template.script else None) or "", inputs)
+            return self._containers.run(template, image, parameters, artifacts, out_dir, timeout)
         if self.step_mode == "subprocess":
             return self._call_subprocess(entrypoint, parameters, artifacts, out_dir, timeout)
         return self._call_inprocess(entrypoint, parameters, artifacts, out_dir, timeout)
