@@ -59,8 +59,6 @@ ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="ctloop-control" \
       org.opencontainers.image.description="ctloop without torch: MLflow server (PostgreSQL, S3), drift monitor, sensors" \
-      org.opencontainers.image.source="https://github.com/ctloop/ctloop" \
-      org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
 # The MLflow server of k8s/base/mlflow.yaml; its allowed hosts include localhost.
@@ -80,8 +78,6 @@ ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="ctloop" \
       org.opencontainers.image.description="ctloop runtime: the retrain workflow's steps (torch, CUDA-capable) and model serving" \
-      org.opencontainers.image.source="https://github.com/ctloop/ctloop" \
-      org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}"
 # `ctloop serve --port 8080`, as k8s/base/serving.yaml runs it; a workflow step sets it empty.

@@ -30,10 +30,12 @@ def test_the_settings_a_container_is_given_are_the_engines(tmp_path: Path, monke
     settings = Settings(home=tmp_path / "home", bus="kafka", kafka_bootstrap="127.0.0.1:39092",
                         topics=Topics(data="d-1"), mlflow_tracking_uri="http://127.0.0.1:5000",
                         gpu={"gpus": 1, "node_selector": {"gpu": "a100"}, "tolerations": [{"key": "nvidia.com/gpu"}]})
-    for name, value in settings_environment(settings).items():
+    environment = settings_environment(settings)
+    for name, value in environment.items():
         monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
     assert Settings() == settings
+    assert environment["MLFLOW_TRACKING_URI"] == settings.tracking_uri, "MLflow's own clients find the registry"
 
 
 def _image_missing(image: str) -> str | None:
@@ -49,7 +51,7 @@ def _finished(engine: LocalEngine, deadline_s: float) -> RunRecord:
     while True:
         runs = engine.runs.list(model=MODEL)
         if runs and runs[0].status not in ("Running", "Pending"):
-            return runs[0]
+            return engine.run(runs[0].id)
         assert time.monotonic() < deadline, f"no finished run within {deadline_s:.0f}s: {runs}"
         time.sleep(1.0)
 
@@ -68,11 +70,12 @@ def test_a_data_arrived_event_runs_every_step_in_its_image_and_registers_the_sam
     if missing:
         pytest.skip(f"steps in containers need the runtime image: {missing}")
     tag = uuid.uuid4().hex[:8]
-    data = Path(write_data(tmp_path / "data", seed=0)).as_uri()
     event_id = f"evt-{tag}"
     topics = Topics(data=f"data-{tag}", drift=f"drift-{tag}", deadletter=f"dead-{tag}", runs=f"runs-{tag}",
                     models=f"models-{tag}")
     in_containers = Settings(home=tmp_path / "containers", bus="kafka", kafka_bootstrap=kafka_bootstrap, topics=topics)
+    # A container sees this machine's files under the home only (a pod reads its data from S3).
+    data = Path(write_data(in_containers.store_root / "churn", seed=0)).as_uri()
     save_spec(make_spec(epochs=3), in_containers)
     engine = LocalEngine(in_containers, step_mode="container")
     sensor = make_sensor(in_containers, kafka_bus, engine)

@@ -7,8 +7,9 @@ and `ctloop-kafka` ConfigMaps become the engine's settings as CTLOOP_* variables
 takes the value of the same name in this process's environment (if any), an emptyDir is a fresh directory, a
 ConfigMap volume a local directory (the specs ConfigMap: `<home>/specs`). The container shares this machine's
 network (so loopback brokers, registries and S3 servers answer at the same addresses) and mounts the settings'
-home at the same path (so a SQLite registry, the embedded bus and the file store are the same files). It runs
-as the calling user, so what it writes there stays the caller's.
+home at the same path (so a SQLite registry, the embedded bus and the file store are the same files; file://
+data must live under it too, as a pod's data lives in S3). It runs as the calling user, so what it writes
+there stays the caller's.
 """
 
 from __future__ import annotations
@@ -56,6 +57,8 @@ def settings_environment(settings: Settings) -> dict[str, str]:
 
     add("CTLOOP_", settings, settings.model_dump(mode="json", exclude_none=True))
     env["CTLOOP_HOME"] = str(Path(settings.home).resolve())
+    # As k8s/base/config.yaml sets it: MLflow's own clients (a `runs:/` model URI) read no ctloop setting.
+    env["MLFLOW_TRACKING_URI"] = settings.tracking_uri
     return env
 
 
