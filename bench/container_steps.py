@@ -33,7 +33,7 @@ MODEL = "churn"
 def one_run(mode: str, root: Path, seed: int, image: str) -> dict[str, float]:
     settings = Settings(home=root / mode, image=image)
     save_spec(make_spec(epochs=3), settings)
-    data = write_data(root / "data" / str(seed), seed=seed)
+    data = write_data(settings.store_root / "data" / str(seed), seed=seed)  # a container sees the home only
     engine = LocalEngine(settings, step_mode=mode)  # type: ignore[arg-type]
     began = time.perf_counter()
     handle = engine.submit(RunRequest(model=MODEL, data_uri=data, trigger_event_id=f"{mode}-{seed}", trigger="data"))
