@@ -15,7 +15,7 @@ from ctloop.kafka_local import docker_available
 from ctloop.modelspec import save_spec
 from ctloop.settings import Settings, Topics
 from ctloop.workflows.engine import RunRequest
-from ctloop.workflows.local.container import settings_environment
+from ctloop.workflows.local.container import ContainerRunner, ContainerStepError, settings_environment
 from ctloop.workflows.local.engine import LocalEngine
 from ctloop.workflows.local.run_store import RunRecord
 from tests.sensors.helpers import arrival, make_sensor
@@ -36,6 +36,17 @@ def test_the_settings_a_container_is_given_are_the_engines(tmp_path: Path, monke
     monkeypatch.chdir(tmp_path)
     assert Settings() == settings
     assert environment["MLFLOW_TRACKING_URI"] == settings.tracking_uri, "MLflow's own clients find the registry"
+
+
+def test_a_machine_without_the_docker_client_errors_the_step_naming_it(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home")
+    engine = LocalEngine(settings, step_mode="container")
+    runner = ContainerRunner(settings, docker=str(tmp_path / "no-docker"),
+                             config_maps={"ctloop-specs": settings.home / "specs"})
+    with pytest.raises(ContainerStepError, match="no-docker") as failed:
+        runner.run(engine.templates["validate"], settings.image, {"model": MODEL}, {"snapshot": str(tmp_path)},
+                   tmp_path / "out", None)
+    assert failed.value.exit_code < 0, "an engine error, not the step's own failure: never retried"
 
 
 def _image_missing(image: str) -> str | None:

@@ -109,6 +109,8 @@ class ContainerRunner:
         ]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        except OSError as exc:
+            raise ContainerStepError(f"cannot run {self.docker!r} for template {template.name!r}: {exc}") from None
         except subprocess.TimeoutExpired:
             subprocess.run([self.docker, "kill", name], capture_output=True, check=False, timeout=60)
             raise StepFailed(f"step exceeded its deadline of {timeout:.3g}s; container {name} was killed", -1) from None
