@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -51,16 +51,58 @@ class Feature(Frozen):
     kind: Literal["numeric", "categorical"] = "numeric"
 
 
-class DataSchema(Frozen):
-    """The declared shape of a dataset, checked by validation before any training."""
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "f1", "precision", "recall", "roc_auc", "pr_auc", "log_loss")
+REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
+_REFERENCE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_PINNED_IMAGE = re.compile(r"^[^\s@]+@sha256:[0-9a-f]{64}$")
 
-    features: tuple[Feature, ...] = Field(min_length=1)
-    label: str
+
+def check_reference(value: str, what: str) -> str:
+    """A `package.module:function` reference, checked for shape here and imported where it is used."""
+    if not _REFERENCE.match(value):
+        raise ValueError(f"{what} {value!r} is not a 'package.module:function' reference")
+    return value
+
+
+class DataSchema(Frozen):
+    """The declared shape of a dataset, checked by validation before any training.
+
+    `kind="table"` (default): .parquet/.csv files with the declared feature and label columns.
+    `kind="files"`: any other file dataset (images, arrays, ...); a file's label is its parent directory's
+    name, and `inputs` names the user function that turns a list of local file paths into the model's input
+    (ctloop calls it to score the held-out files).
+    """
+
+    kind: Literal["table", "files"] = "table"
+    features: tuple[Feature, ...] = ()
+    label: str = ""
+    inputs: str | None = None
     task: Literal["binary", "multiclass", "regression"] = "binary"
     classes: tuple[str | int, ...] | None = None
     key: str | None = None
     min_rows: int = Field(default=50, ge=1)
     max_nan_share: float = Field(default=0.1, ge=0.0, le=1.0)
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_reference(cls, value: str | None) -> str | None:
+        return None if value is None else check_reference(value, "data.inputs")
+
+    @model_validator(mode="after")
+    def _kind_needs(self) -> DataSchema:
+        if self.kind == "table" and (not self.features or not self.label):
+            raise ValueError("a table dataset needs 'features' (at least one) and a 'label' column")
+        if self.kind == "files":
+            if self.inputs is None:
+                raise ValueError("a files dataset needs 'inputs': the 'package.module:function' that turns a list "
+                                 "of file paths into the model's input")
+            if self.task == "regression":
+                raise ValueError("a files dataset takes its labels from directory names: binary or multiclass only")
+        return self
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return REGRESSION_METRICS if self.task == "regression" else CLASSIFICATION_METRICS
 
     @property
     def numeric(self) -> list[str]:
@@ -156,6 +198,27 @@ class Schedule(Frozen):
         return next(self.ticks(after), None)
 
 
+class TrainResources(Frozen):
+    """What the train step's pod asks the cluster for."""
+
+    gpus: int = Field(default=0, ge=0)
+    memory: str = Field(default="8Gi", pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$")
+    cpu: str = Field(default="2", pattern=r"^[0-9]+(\.[0-9]+)?m?$")
+
+
+class MonitorSpec(Frozen):
+    """What the drift monitor watches: the declared feature columns by default; for non-tabular inputs,
+    `featurize` names a function turning a batch of model inputs into a DataFrame of monitored columns."""
+
+    columns: tuple[str, ...] = ()
+    featurize: str | None = None
+
+    @field_validator("featurize")
+    @classmethod
+    def _featurize_reference(cls, value: str | None) -> str | None:
+        return None if value is None else check_reference(value, "monitor.featurize")
+
+
 class ModelSpec(Frozen):
     name: str
     data: DataSchema
@@ -164,6 +227,16 @@ class ModelSpec(Frozen):
     retrain_uri: str | None = None
     train: TrainParams = TrainParams()
     policy: PromotionPolicy = PromotionPolicy()
+    trainer: str | None = None
+    """`package.module:function` taking a ctloop.TrainContext; None is the built-in tabular MLP."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Free-form parameters handed to the trainer as `TrainContext.params`."""
+    metrics: dict[str, str] = Field(default_factory=dict)
+    """Extra holdout metrics: name -> `package.module:function(y_true, y_pred) -> float`."""
+    image: str | None = None
+    """Image holding the trainer's code, pinned by digest (`repo@sha256:...`); the cluster's train step runs it."""
+    resources: TrainResources | None = None
+    monitor: MonitorSpec = MonitorSpec()
     schedule: Schedule | None = None
 
     @field_validator("name")
@@ -171,11 +244,64 @@ class ModelSpec(Frozen):
     def _name_follows_the_rule(cls, value: str) -> str:
         return check_model_name(value)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_policy_fits_the_task(cls, data: Any) -> Any:
+        """A spec that never chose a policy is judged by accuracy, or by rmse when it is a regression."""
+        if isinstance(data, dict) and "policy" not in data:
+            schema = data.get("data")
+            task = schema.get("task") if isinstance(schema, dict) else getattr(schema, "task", None)
+            if task == "regression":
+                return {**data, "policy": PromotionPolicy(metric="rmse", direction="min")}
+        return data
+
+    @field_validator("trainer")
+    @classmethod
+    def _trainer_reference(cls, value: str | None) -> str | None:
+        return None if value is None else check_reference(value, "trainer")
+
+    @field_validator("metrics")
+    @classmethod
+    def _metric_references(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, reference in value.items():
+            check_reference(reference, f"metric {name!r}")
+        return value
+
+    @field_validator("image")
+    @classmethod
+    def _image_pinned(cls, value: str | None) -> str | None:
+        if value is not None and not _PINNED_IMAGE.match(value):
+            raise ValueError(
+                f"image {value!r} is not pinned by digest: a tag can move under a registered model. Use "
+                "'REPO@sha256:<64 hex>' (e.g. from `docker inspect --format '{{index .RepoDigests 0}}' IMAGE`)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _label_not_a_feature(self) -> ModelSpec:
-        if self.data.label in self.data.feature_names:
+        if self.data.label and self.data.label in self.data.feature_names:
             raise ValueError(f"label column {self.data.label!r} is also listed as a feature")
         return self
+
+    @model_validator(mode="after")
+    def _policy_names_produced_metrics(self) -> ModelSpec:
+        known = self.known_metrics
+        clash = sorted(set(self.metrics) & set(self.data.metric_names))
+        if clash:
+            raise ValueError(f"user metrics {clash} shadow built-in metrics; pick other names")
+        named = [self.policy.metric, *(g.metric for g in self.policy.guardrails)]
+        unknown = [m for m in named if m not in known]
+        if unknown:
+            raise ValueError(f"policy names metrics {unknown} that evaluation never produces for a "
+                             f"{self.data.task} model; known: {list(known)}")
+        return self
+
+    @property
+    def known_metrics(self) -> tuple[str, ...]:
+        """Every metric evaluation can produce for this spec (probability metrics need a model that
+        returns probabilities; see docs/trainers.md)."""
+        return (*self.data.metric_names, *self.metrics)
+
 
     @model_validator(mode="after")
     def _schedule_has_data(self) -> ModelSpec:

@@ -34,7 +34,7 @@ def _spec(model: str, spec_file: Path | None, settings):
 def _snapshot(data: str, s3_endpoint_url: str | None):
     """The data to use; none at all is a wrong --data, refused before anything runs."""
     from ctloop.failures import Refused
-    from ctloop.trainer.snapshot import take_snapshot
+    from ctloop.snapshot import take_snapshot
 
     snapshot = take_snapshot(data, s3_endpoint_url=s3_endpoint_url)
     if not snapshot.objects:
@@ -77,5 +77,5 @@ def train_command(
     typer.echo(f"run id:      {result.run_id}")
     typer.echo(f"model:       {result.model_uri}")
     typer.echo(f"data digest: {result.data_digest}")
-    typer.echo(f"epochs:      {result.epochs_run}")
+    typer.echo(f"trainer:     {model_spec.trainer or 'builtin'} ({result.trainer_version})")
     typer.echo(f"metrics:     {json.dumps(result.metrics, sort_keys=True)}")

@@ -8,8 +8,6 @@ a run input carrying the snapshot digest; the training data's reference profile 
 from __future__ import annotations
 
 import json
-import tempfile
-import time
 import warnings
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -24,14 +22,12 @@ from mlflow.tracking import MlflowClient
 
 from ctloop.modelspec import ModelSpec
 from ctloop.profile import PROFILE_ARTIFACT
-from ctloop.trainer.loop import FitResult
-from ctloop.trainer.model import TabularModel
-from ctloop.trainer.snapshot import Snapshot
+from ctloop.snapshot import Snapshot
 from ctloop.version import code_version
 
 MODEL_NAME = "model"
 SPEC_ARTIFACT = "model_spec.json"
-_PINNED = ("torch", "numpy", "pandas", "pydantic", "mlflow")
+_PINNED = ("torch", "numpy", "pandas", "pydantic", "mlflow", "scikit-learn")
 _BATCH_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
 
 
@@ -57,12 +53,14 @@ def experiment_id(client: MlflowClient, name: str, artifact_location: str | None
         return experiment.experiment_id
 
 
-def run_tags(spec: ModelSpec, snapshot: Snapshot, event_id: str | None) -> dict[str, str]:
+def run_tags(spec: ModelSpec, snapshot: Snapshot, event_id: str | None, trainer_version: str) -> dict[str, str]:
     tags = {
         "ctloop.model": spec.name,
         "ctloop.data_digest": snapshot.digest,
         "ctloop.snapshot_uri": snapshot.uri,
         "ctloop.code_version": code_version(),
+        "ctloop.trainer": spec.trainer or "builtin",
+        "ctloop.trainer_code_version": trainer_version,
         "ctloop.seed": str(spec.train.seed),
     }
     if event_id:
@@ -70,10 +68,12 @@ def run_tags(spec: ModelSpec, snapshot: Snapshot, event_id: str | None) -> dict[
     return tags
 
 
-def run_params(spec: ModelSpec, *, rows: dict[str, int], device: str, world_size: int) -> dict[str, str]:
-    train = spec.train.model_dump()
-    params = {k: ",".join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in train.items()}
-    params |= {
+def run_params(spec: ModelSpec, params: dict[str, object], *, rows: dict[str, int], device: str,
+               world_size: int) -> dict[str, str]:
+    """The trainer's params as given, and ctloop's own (seed, split shares, schema, device, row counts)."""
+    shown = {k: ",".join(map(str, v)) if isinstance(v, tuple | list) else str(v) for k, v in params.items()}
+    shown |= {k: str(getattr(spec.train, k)) for k in ("seed", "holdout_share", "val_share")}
+    shown |= {
         "task": spec.data.task,
         "label": spec.data.label,
         "features": ",".join(spec.data.feature_names),
@@ -81,8 +81,8 @@ def run_params(spec: ModelSpec, *, rows: dict[str, int], device: str, world_size
         "device": device,
         "world_size": str(world_size),
     }
-    params |= {f"rows_{part}": str(n) for part, n in rows.items()}
-    return params
+    shown |= {f"rows_{part}": str(n) for part, n in rows.items()}
+    return {k: v[:6000] for k, v in shown.items()}  # MLflow's limit on a param value
 
 
 def log_batched(client: MlflowClient, run_id: str, *, metrics: Sequence[Metric] = (),
@@ -95,54 +95,48 @@ def log_batched(client: MlflowClient, run_id: str, *, metrics: Sequence[Metric] 
         chunks = {kind: items[_BATCH_LIMITS[kind]:] for kind, items in chunks.items()}
 
 
-def history_metrics(fit: FitResult, final: dict[str, float]) -> list[Metric]:
-    now = int(time.time() * 1000)
-    metrics = []
-    for h in fit.history:
-        metrics += [Metric("train_loss", h.train_loss, now, h.epoch), Metric("val_loss", h.val_loss, now, h.epoch)]
-    step = fit.best_epoch
-    metrics += [Metric(k, v, now, step) for k, v in final.items()]
-    return metrics
-
-
 def log_dataset(frame: pd.DataFrame, spec: ModelSpec, snapshot: Snapshot) -> None:
-    """The training data as a run input (active run), identified by the snapshot digest."""
+    """The training data as a run input (active run), identified by the snapshot digest; for a files
+    dataset, the list of training files and their labels."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "source can be interpreted in multiple ways": both are local
         dataset = mlflow.data.from_pandas(
-            frame, source=snapshot.uri, targets=spec.data.label, name=f"{spec.name}@{snapshot.digest[:12]}",
+            frame, source=snapshot.uri, targets=spec.data.label or "label", name=f"{spec.name}@{snapshot.digest[:12]}",
             digest=snapshot.digest[:36],  # MLflow caps dataset digests at 36 characters
         )
     mlflow.log_input(dataset, context="training", tags={"ctloop.data_digest": snapshot.digest})
 
 
 def log_profile(client: MlflowClient, run_id: str, frame: pd.DataFrame, spec: ModelSpec) -> None:
+    """The monitored columns' reference profile: the declared features, or (files datasets, or a spec's
+    `monitor` section) the numeric and text columns of `frame` as given."""
     from ctloop.profile import build_profile
 
-    profile = build_profile(frame, numeric=spec.data.numeric, categorical=spec.data.categorical, seed=spec.train.seed)
+    if spec.data.kind == "table" and not spec.monitor.featurize:
+        numeric, categorical = spec.data.numeric, spec.data.categorical
+    else:
+        numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])]
+        categorical = [c for c in frame.columns if c not in numeric]
+    if spec.monitor.columns:
+        keep = set(spec.monitor.columns)
+        numeric, categorical = [c for c in numeric if c in keep], [c for c in categorical if c in keep]
+    profile = build_profile(frame, numeric=numeric, categorical=categorical, seed=spec.train.seed)
     client.log_text(run_id, profile.model_dump_json(), PROFILE_ARTIFACT)
 
 
-def log_model(model: TabularModel, input_example: pd.DataFrame, *, step: int) -> None:
-    """Log the pyfunc model in the active run; MLflow links the run's metrics at `step` to it."""
-    from mlflow.models import infer_signature
-
-    from ctloop.trainer.pyfunc import BUNDLE, TabularPyfunc
-
-    example = input_example.reset_index(drop=True)
-    signature = infer_signature(example, pd.Series(model.predict(example), name="prediction"),
-                                params={"output": "label"})
-    with tempfile.TemporaryDirectory(prefix="ctloop-model-") as tmp:
-        model.save(Path(tmp) / BUNDLE)
-        mlflow.pyfunc.log_model(
-            name=MODEL_NAME,
-            python_model=TabularPyfunc(),
-            artifacts={BUNDLE: str(Path(tmp) / BUNDLE)},
-            pip_requirements=pinned_requirements(),
-            signature=signature,
-            input_example=example,
-            step=step,
-        )
+def log_model(python_model: mlflow.pyfunc.PythonModel, input_example: object, *, artifacts: dict[str, str],
+              code_paths: list[str], predict_params: dict[str, object]) -> None:
+    """Log the pyfunc in the active run, with the user's package as code (a fresh process imports it from
+    the model) and pinned requirements (MLflow then skips its slow inference of them)."""
+    example = input_example.reset_index(drop=True) if isinstance(input_example, pd.DataFrame) else input_example
+    mlflow.pyfunc.log_model(
+        name=MODEL_NAME,
+        python_model=python_model,
+        artifacts=artifacts or None,
+        code_paths=code_paths or None,
+        pip_requirements=pinned_requirements(),
+        input_example=(example, dict(predict_params)) if predict_params else example,
+    )
 
 
 def log_spec(client: MlflowClient, run_id: str, spec: ModelSpec) -> None:

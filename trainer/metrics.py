@@ -1,51 +1,99 @@
-"""Holdout metrics, lowercase names: accuracy, f1 (macro), log_loss; rmse, mae, r2."""
+"""Holdout metrics from scikit-learn, lowercase names (the list is ctloop.modelspec's *_METRICS).
+
+Classification: accuracy, balanced_accuracy, and macro f1, precision, recall from the predicted labels;
+roc_auc, pr_auc (average precision) and log_loss when the model also gives class probabilities.
+Regression: rmse, mae, r2, mape. A metric the holdout cannot define (an AUC over one class) is left out,
+and a policy that needs it then rejects with that reason rather than comparing a NaN.
+"""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable, Mapping
+
 import numpy as np
 import pandas as pd
+from sklearn import metrics as sk
 
 from ctloop.trainer.labels import label_keys
 
 _EPS = 1e-15
 
+UserMetric = Callable[[pd.Series, np.ndarray], float]
 
-def score(task: str, classes: tuple[str, ...], labels: pd.Series, raw: np.ndarray) -> dict[str, float]:
-    """Metrics of `raw` model output (probabilities [n, classes] or values [n]) against true labels."""
+
+def score(
+    task: str,
+    classes: tuple[str, ...],
+    labels: pd.Series,
+    predictions: np.ndarray,
+    proba: np.ndarray | None = None,
+    *,
+    extra: Mapping[str, UserMetric] | None = None,
+) -> dict[str, float]:
+    """Metrics of predicted labels (or values) and, optionally, probabilities [n, classes] against true labels."""
+    if len(labels) == 0:
+        raise ValueError("cannot score an empty holdout")
     if task == "regression":
-        return regression_metrics(labels.to_numpy(dtype=np.float64), raw)
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index.get(k, -1) for k in label_keys(labels)], dtype=np.int64)
-    return classification_metrics(y, raw)
+        result = regression_metrics(labels.to_numpy(dtype=np.float64), np.asarray(predictions, dtype=np.float64))
+    else:
+        result = classification_metrics(
+            label_keys(labels).to_numpy(dtype=object),
+            label_keys(pd.Series(np.asarray(predictions, dtype=object))).to_numpy(dtype=object),
+            classes, proba,
+        )
+    for name, fn in (extra or {}).items():
+        result[name] = float(fn(labels, np.asarray(predictions)))
+    return result
 
 
-def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """`y` holds class indices (-1 for a label the model never saw, always wrong); `proba` is [n, classes]."""
+def classification_metrics(
+    y: np.ndarray, pred: np.ndarray, classes: tuple[str, ...], proba: np.ndarray | None = None
+) -> dict[str, float]:
+    """`y` and `pred` are label keys; `proba` columns follow `classes`. A label outside `classes` is always wrong."""
     if len(y) == 0:
         raise ValueError("cannot score an empty holdout")
-    pred = proba.argmax(axis=1)
-    f1s = []
-    for c in range(proba.shape[1]):
-        tp = float(np.sum((pred == c) & (y == c)))
-        fp = float(np.sum((pred == c) & (y != c)))
-        fn = float(np.sum((pred != c) & (y == c)))
-        if tp + fp + fn > 0:
-            f1s.append(2 * tp / (2 * tp + fp + fn))
-    p_true = np.where(y >= 0, proba[np.arange(len(y)), np.clip(y, 0, None)], 0.0)
-    return {
-        "accuracy": float(np.mean(pred == y)),
-        "f1": float(np.mean(f1s)) if f1s else 0.0,
-        "log_loss": float(-np.mean(np.log(np.clip(p_true, _EPS, 1.0)))),
-    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "y_pred contains classes not in y_true" and the like: expected on small sets
+        result = {
+            "accuracy": float(sk.accuracy_score(y, pred)),
+            "balanced_accuracy": float(sk.balanced_accuracy_score(y, pred)),
+            "f1": float(sk.f1_score(y, pred, average="macro", zero_division=0)),
+            "precision": float(sk.precision_score(y, pred, average="macro", zero_division=0)),
+            "recall": float(sk.recall_score(y, pred, average="macro", zero_division=0)),
+        }
+    if proba is not None:
+        result |= probability_metrics(y, classes, proba)
+    return result
+
+
+def probability_metrics(y: np.ndarray, classes: tuple[str, ...], proba: np.ndarray) -> dict[str, float]:
+    """roc_auc and pr_auc (the positive class's for binary, one-vs-rest macro means otherwise) and log_loss."""
+    index = {c: i for i, c in enumerate(classes)}
+    y_index = np.array([index.get(k, -1) for k in y], dtype=np.int64)
+    p_true = np.where(y_index >= 0, proba[np.arange(len(y)), np.clip(y_index, 0, None)], 0.0)
+    # sklearn's log_loss refuses labels outside `classes`; this is its formula with such rows scored at eps
+    result = {"log_loss": float(-np.mean(np.log(np.clip(p_true, _EPS, 1.0))))}
+    columns = [1] if len(classes) == 2 else range(len(classes))
+    roc, pr = [], []
+    for c in columns:
+        truth = y_index == c
+        if truth.all() or not truth.any():
+            continue  # undefined for a class the holdout has all or none of
+        roc.append(sk.roc_auc_score(truth, proba[:, c]))
+        pr.append(sk.average_precision_score(truth, proba[:, c]))
+    if roc:
+        result["roc_auc"] = float(np.mean(roc))
+        result["pr_auc"] = float(np.mean(pr))
+    return result
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     if len(y) == 0:
         raise ValueError("cannot score an empty holdout")
-    err = pred - y
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
     return {
-        "rmse": float(np.sqrt(np.mean(err**2))),
-        "mae": float(np.mean(np.abs(err))),
-        "r2": 1.0 - float(np.sum(err**2)) / ss_tot if ss_tot > 0 else 0.0,
+        "rmse": float(np.sqrt(sk.mean_squared_error(y, pred))),
+        "mae": float(sk.mean_absolute_error(y, pred)),
+        "r2": float(sk.r2_score(y, pred)) if len(y) > 1 else 0.0,
+        "mape": float(sk.mean_absolute_percentage_error(y, pred)),
     }

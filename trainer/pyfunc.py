@@ -31,3 +31,21 @@ class TabularPyfunc(mlflow.pyfunc.PythonModel):
         if output != "label":
             raise ValueError(f"unknown output {output!r}: use 'label' or 'proba'")
         return pd.Series(self._model.predict(frame), name="prediction")
+
+
+class ModulePyfunc(mlflow.pyfunc.PythonModel):
+    """A user's `torch.nn.Module` with their `predict(module, model_input)`, as a pyfunc. Both are pickled by
+    reference to the user's package, which is logged with the model (`code_paths`)."""
+
+    def __init__(self, module, predict, *, takes_params: bool) -> None:
+        self.module = module
+        self.predict_fn = predict
+        self.takes_params = takes_params
+
+    def predict(self, context, model_input, params=None):
+        import torch
+
+        with torch.no_grad():
+            if self.takes_params:
+                return self.predict_fn(self.module, model_input, params=params)
+            return self.predict_fn(self.module, model_input)

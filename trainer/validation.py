@@ -13,8 +13,8 @@ from pydantic import BaseModel, ConfigDict
 from ctloop.failures import Failure
 from ctloop.modelspec import DataSchema
 from ctloop.objectstore import StoreError, check_key
+from ctloop.snapshot import Snapshot, SnapshotError, open_snapshot_store, read_object
 from ctloop.trainer.labels import label_keys
-from ctloop.trainer.snapshot import Snapshot, SnapshotError, open_snapshot_store, read_object
 
 
 class DataValidationError(ValueError, Failure):

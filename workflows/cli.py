@@ -41,7 +41,7 @@ def retrain(
     """Retrain MODEL on DATA → evaluate against the champion → promote if the policy says so."""
     from ctloop.modelspec import SpecNotFound, load_spec
     from ctloop.settings import Settings
-    from ctloop.trainer.snapshot import take_snapshot
+    from ctloop.snapshot import take_snapshot
     from ctloop.workflows.engine import AlreadyRan, RunRequest
     from ctloop.workflows.engine_factory import open_engine
 

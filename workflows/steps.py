@@ -46,23 +46,26 @@ def transient_exits() -> Iterator[None]:
 
 
 def _snapshot(path: str):
-    from ctloop.trainer.snapshot import Snapshot
+    from ctloop.snapshot import Snapshot
 
     return Snapshot.model_validate_json(Path(path).read_text())
 
 
 def _spec(model: str, params: str = "{}") -> ModelSpec:
-    """The model's spec, with the run's training-parameter overrides (a JSON object) applied."""
+    """The model's spec, with the run's parameter overrides (a JSON object) applied: to the free-form
+    `params` of a user's trainer, to the `train` section of the built-in one."""
     spec = load_spec(model, current_settings())
     overrides = json.loads(params or "{}")
     if not isinstance(overrides, dict):
         raise ValueError(f"params must be a JSON object of training parameters, got {params!r}")
     if not overrides:
         return spec
+    parsed = {k: _json_or_text(v) for k, v in overrides.items()}
+    if spec.trainer is not None:
+        return spec.model_copy(update={"params": {**spec.params, **parsed}})
     unknown = sorted(set(overrides) - set(TrainParams.model_fields))
     if unknown:
         raise ValueError(f"unknown training parameters {unknown}; known: {sorted(TrainParams.model_fields)}")
-    parsed = {k: _json_or_text(v) for k, v in overrides.items()}
     train = TrainParams.model_validate({**spec.train.model_dump(), **parsed})
     return spec.model_copy(update={"train": train})
 
@@ -91,14 +94,17 @@ def snapshot(
     code_version: Annotated[str, Parameter(name="code-version")],
     params: Annotated[str, Parameter(name="params")],
 ) -> SnapshotOutput:
-    """Pin the objects under the data URI; the train key is the run's idempotency key on the pinned digest."""
-    from ctloop.trainer.snapshot import take_snapshot
+    """Pin the objects under the data URI. The train key is the run's idempotency key on the pinned digest, with
+    the trainer's own code version in it: changed trainer code retrains, unchanged code hits the memo cache."""
+    from ctloop.snapshot import take_snapshot
+    from ctloop.trainer.train import trainer_version
     from ctloop.workflows.engine import idempotency_key
 
-    _spec(model, params)
+    spec = _spec(model, params)
     with transient_exits():
         pinned = take_snapshot(data_uri, s3_endpoint_url=current_settings().s3_endpoint_url)
-    key = idempotency_key(model, pinned.digest, code_version, json.loads(params or "{}"))
+    version = f"{code_version}+trainer:{trainer_version(spec)}"
+    key = idempotency_key(model, pinned.digest, version, json.loads(params or "{}"))
     return SnapshotOutput(digest=pinned.digest, train_key=key, snapshot=pinned.model_dump_json())
 
 
@@ -131,7 +137,7 @@ class TrainOutput(Output):
     data_digest: Annotated[str, Parameter(name="data-digest")]
     weight_hash: Annotated[str, Parameter(name="weight-hash")]
     metrics: Annotated[str, Parameter(name="metrics", description="holdout metrics as a JSON object")]
-    epochs_run: Annotated[int, Parameter(name="epochs-run")]
+    trainer_version: Annotated[str, Parameter(name="trainer-version", description="code version of the trainer")]
 
 
 def train(
@@ -152,7 +158,7 @@ def train(
                              event_id=event_id or None, s3_endpoint_url=settings.s3_endpoint_url)
     return TrainOutput(run_id=result.run_id, model_uri=result.model_uri, data_digest=result.data_digest,
                        weight_hash=result.weight_hash, metrics=json.dumps(result.metrics, sort_keys=True),
-                       epochs_run=result.epochs_run)
+                       trainer_version=result.trainer_version)
 
 
 # --- evaluate ----------------------------------------------------------------------------------
@@ -170,19 +176,22 @@ def evaluate(
     snapshot: Annotated[str, Artifact(name="snapshot", loader=None)],
     model_uri: Annotated[str, Parameter(name="model-uri")],
 ) -> EvaluateOutput:
-    """Score challenger and current champion on the same held-out rows and apply the promotion policy."""
+    """Score challenger and current champion on the same held-out data and apply the promotion policy: the one
+    place the workflow decides; promote and register act on this decision (`promote`, `reasons`)."""
+    import tempfile
+
     from ctloop.deploy.policy import decide
     from ctloop.deploy.registry import CHAMPION, Registry
     from ctloop.trainer.evaluate import evaluate as score
-    from ctloop.trainer.evaluate import frame_digest, holdout_frame
+    from ctloop.trainer.evaluate import load_holdout
 
     settings = current_settings()
     spec = _spec(model)
-    with transient_exits():
-        holdout = holdout_frame(_snapshot(snapshot), spec, s3_endpoint_url=settings.s3_endpoint_url)
+    with transient_exits(), tempfile.TemporaryDirectory(prefix="ctloop-holdout-") as workdir:
+        holdout = load_holdout(_snapshot(snapshot), spec, Path(workdir), s3_endpoint_url=settings.s3_endpoint_url)
         champion = Registry(settings.tracking_uri).alias(model, CHAMPION)
         evaluation = score(model_uri, f"models:/{model}/{champion}" if champion else None, holdout, spec,
-                           champion_version=champion, holdout_digest=frame_digest(holdout))
+                           champion_version=champion)
     decision = decide(evaluation, spec.policy)
     return EvaluateOutput(promote=decision.promote, reasons=json.dumps(list(decision.reasons)),
                           champion_version=champion or "", evaluation=evaluation.model_dump_json())
@@ -201,6 +210,16 @@ def _provenance(event_id: str, data_digest: str, code_version: str, run_id: str)
             "run_id": run_id}
 
 
+def _decision(promote: bool, reasons: str):
+    """The evaluate step's decision, passed on rather than made again."""
+    from ctloop.deploy.policy import Decision
+
+    listed = json.loads(reasons or "[]")
+    if not isinstance(listed, list):
+        raise ValueError(f"reasons must be a JSON list of strings, got {reasons!r}")
+    return Decision(promote, tuple(map(str, listed)))
+
+
 def promote(
     model: Annotated[str, Parameter(name="model")],
     model_uri: Annotated[str, Parameter(name="model-uri")],
@@ -209,11 +228,11 @@ def promote(
     data_digest: Annotated[str, Parameter(name="data-digest")],
     event_id: Annotated[str, Parameter(name="event-id")],
     code_version: Annotated[str, Parameter(name="code-version")],
+    reasons: Annotated[str, Parameter(name="reasons")],
 ) -> VersionOutput:
-    """Register the challenger and, if the decision still holds against the champion of this moment, make it
-    champion (read-verify-write under the model's lock; announced on the models topic)."""
+    """Register the challenger and, if the evaluate step's decision still holds against the champion of this
+    moment, make it champion (read-verify-write under the model's lock; announced on the models topic)."""
     from ctloop.bus_factory import open_bus
-    from ctloop.deploy.policy import decide
     from ctloop.deploy.promotion import apply_decision
 
     settings = current_settings()
@@ -223,7 +242,7 @@ def promote(
     try:
         with transient_exits():
             version, result = apply_decision(
-                settings.tracking_uri, model, model_uri, scored, decide(scored, spec.policy),
+                settings.tracking_uri, model, model_uri, scored, _decision(True, reasons),
                 _provenance(event_id, data_digest, code_version, run_id), actor=ACTOR, bus=bus,
                 topic=settings.topics.models, policy=spec.policy, lock_dir=settings.home / "locks",
             )
@@ -240,19 +259,18 @@ def register(
     data_digest: Annotated[str, Parameter(name="data-digest")],
     event_id: Annotated[str, Parameter(name="event-id")],
     code_version: Annotated[str, Parameter(name="code-version")],
+    reasons: Annotated[str, Parameter(name="reasons")],
 ) -> VersionOutput:
-    """Register a rejected challenger with its decision and reasons, so it is on record but never champion."""
-    from ctloop.deploy.policy import decide
+    """Register a rejected challenger with the evaluate step's reasons, so it is on record but never champion."""
     from ctloop.deploy.promotion import register_challenger
 
     settings = current_settings()
-    spec = _spec(model)
     scored = Evaluation.model_validate_json(Path(evaluation).read_text())
     with transient_exits():
         version = register_challenger(
             settings.tracking_uri, model, model_uri,
             provenance=_provenance(event_id, data_digest, code_version, run_id), evaluation=scored,
-            decision=decide(scored, spec.policy), lock_dir=settings.home / "locks",
+            decision=_decision(False, reasons), lock_dir=settings.home / "locks",
         )
     return VersionOutput(version=version, promoted=False)
 

@@ -173,6 +173,7 @@ def retrain_template(settings: Settings) -> WorkflowTemplate:
                 Parameter(name="data-digest", value="{{tasks.train.outputs.parameters.data-digest}}"),
                 Parameter(name="event-id", value=wf % "event-id"),
                 Parameter(name="code-version", value=wf % "code-version"),
+                Parameter(name="reasons", value="{{tasks.evaluate.outputs.parameters.reasons}}"),
             ]
             promote(name="promote", depends=scored.name, arguments=decision,
                     when="{{tasks.evaluate.outputs.parameters.promote}} == true")

@@ -247,7 +247,7 @@ class Loop:
     def _land(self, batch: Batch, stage: str) -> EventRecord:
         """Write a batch under the model's data prefix and announce the prefix, pinned by its digest."""
         from ctloop.events import DataArrived, new_event, to_bytes
-        from ctloop.trainer.snapshot import take_snapshot
+        from ctloop.snapshot import take_snapshot
 
         buf = io.BytesIO()
         batch.frame.to_parquet(buf, index=False)

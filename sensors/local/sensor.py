@@ -59,7 +59,7 @@ def snapshot_digest(settings: Settings) -> DigestResolver:
     """How a sensor names the data of an event that carries no digest: by snapshotting its URI."""
 
     def digest_of(uri: str) -> str:
-        from ctloop.trainer.snapshot import take_snapshot
+        from ctloop.snapshot import take_snapshot
 
         snapshot = take_snapshot(uri, s3_endpoint_url=settings.s3_endpoint_url)
         if not snapshot.objects:

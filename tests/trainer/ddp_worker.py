@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ctloop.trainer.snapshot import take_snapshot
+from ctloop.snapshot import take_snapshot
 from ctloop.trainer.train import train
 from tests.trainer.conftest import make_spec
 

@@ -1,6 +1,6 @@
 import mlflow
 
-from ctloop.trainer.snapshot import take_snapshot
+from ctloop.snapshot import take_snapshot
 from ctloop.trainer.train import train
 
 from .conftest import make_frame, make_spec

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ctloop.snapshot import load_frame, take_snapshot
 from ctloop.trainer.evaluate import evaluate, frame_digest, holdout_frame
-from ctloop.trainer.snapshot import load_frame, take_snapshot
 from ctloop.trainer.split import split_frame
 from ctloop.trainer.train import train
 from tests.trainer.conftest import make_spec, write_dataset

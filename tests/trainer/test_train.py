@@ -11,9 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ctloop.profile import load_profile
+from ctloop.snapshot import take_snapshot
 from ctloop.trainer import loop
 from ctloop.trainer.evaluate import frame_digest, holdout_frame
-from ctloop.trainer.snapshot import take_snapshot
 from ctloop.trainer.train import TrainResult, train
 from tests.trainer.conftest import make_spec, write_dataset
 

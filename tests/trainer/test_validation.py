@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from ctloop.modelspec import DataSchema
-from ctloop.trainer.snapshot import Snapshot, SnapshotObject, take_snapshot
+from ctloop.snapshot import Snapshot, SnapshotObject, take_snapshot
 from ctloop.trainer.validation import DataValidationError, validate
 from tests.trainer.conftest import make_frame, make_spec, write_dataset
 

@@ -4,7 +4,7 @@ import pytest
 
 from ctloop.app.demo.labelling import LabelJoin
 from ctloop.app.demo.story import LABEL, build_story
-from ctloop.trainer.snapshot import load_frame, take_snapshot
+from ctloop.snapshot import load_frame, take_snapshot
 from ctloop.trainer.validation import validate
 
 

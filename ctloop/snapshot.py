@@ -1,8 +1,11 @@
 """Data snapshots: the exact set of objects a run reads, pinned by a content digest.
 
-A dataset is the .parquet and .csv objects under a URI (file://, a bare path, or s3://; one object
-or a prefix). The digest covers each object's key relative to the snapshot root, size and etag, so
-the same data always gives the same digest and any change, addition or removal gives a new one.
+A dataset is the data files under a URI (file://, a bare path, or s3://; one object or a prefix):
+tables (.parquet, .csv) or any other file dataset (images, arrays, JSON lines; see DATA_SUFFIXES).
+The digest covers each file's key relative to the snapshot root, size and etag (a per-file content
+digest: sha256 locally, md5 for single-part S3 objects), so the same data always gives the same
+digest and any change, addition or removal gives a new one. Taken once per event, by whoever first
+needs it (the sensor for the run key, the workflow's snapshot step for the run), and passed on.
 """
 
 from __future__ import annotations
@@ -10,15 +13,19 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from pathlib import Path
 from urllib.parse import urlparse
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from ctloop.failures import Failure
-from ctloop.objectstore import ObjectInfo, ObjectStore, StoreError, open_uri
+from ctloop.objectstore import ObjectInfo, ObjectStore, StoreError, check_key, open_uri
 
-DATA_SUFFIXES = (".parquet", ".csv")
+TABLE_SUFFIXES = (".parquet", ".csv")
+DATA_SUFFIXES = (*TABLE_SUFFIXES, ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff",
+                 ".npy", ".npz", ".jsonl", ".wav", ".flac")
+"""What counts as data. Plain .txt/.json are left out: beside a table they are usually notes or metadata."""
 _DIGEST_FORMAT = b"ctloop-snapshot-v1\n"
 
 
@@ -48,6 +55,14 @@ class Snapshot(BaseModel):
 
 def is_data_key(key: str) -> bool:
     return key.lower().endswith(DATA_SUFFIXES)
+
+
+def is_table_key(key: str) -> bool:
+    return key.lower().endswith(TABLE_SUFFIXES)
+
+
+def table_objects(snapshot: Snapshot) -> tuple[SnapshotObject, ...]:
+    return tuple(o for o in snapshot.objects if is_table_key(o.key))
 
 
 def compute_digest(root: str, objects: tuple[SnapshotObject, ...]) -> str:
@@ -99,12 +114,38 @@ def open_snapshot_store(snapshot: Snapshot, *, s3_endpoint_url: str | None = Non
 
 
 def load_frame(snapshot: Snapshot, *, s3_endpoint_url: str | None = None) -> pd.DataFrame:
-    """Exactly the pinned objects, concatenated in key order."""
-    if not snapshot.objects:
+    """Exactly the pinned tables, concatenated in key order."""
+    tables = table_objects(snapshot)
+    if not tables:
         raise SnapshotError(f"snapshot of {snapshot.uri} holds no .parquet or .csv objects")
     store = open_snapshot_store(snapshot, s3_endpoint_url=s3_endpoint_url)
-    frames = [read_object(snapshot, obj, store=store) for obj in snapshot.objects]
+    frames = [read_object(snapshot, obj, store=store) for obj in tables]
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def relative_key(snapshot: Snapshot, obj: SnapshotObject) -> str:
+    return obj.key[len(snapshot.root):] if obj.key.startswith(snapshot.root) else obj.key
+
+
+def materialize(snapshot: Snapshot, objects: tuple[SnapshotObject, ...], target: Path, *,
+                s3_endpoint_url: str | None = None) -> list[Path]:
+    """The pinned files as local paths under `target` (same relative layout), each checked against its pin.
+
+    Local files are copied too: user code then reads a frozen copy, never a file that changes under it.
+    """
+    store = open_snapshot_store(snapshot, s3_endpoint_url=s3_endpoint_url)
+    paths = []
+    for obj in objects:
+        try:
+            data = store.get(obj.key)
+        except StoreError as exc:
+            raise SnapshotError(f"{store.uri(obj.key)}: pinned by snapshot {snapshot.digest[:12]} but {exc}") from None
+        _verify_unchanged(store, obj, data)
+        path = target / check_key(relative_key(snapshot, obj))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
 
 
 _HEX = re.compile(r"^[0-9a-f]+$")

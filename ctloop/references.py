@@ -1,0 +1,62 @@
+"""`package.module:function` references from a model spec (trainer, inputs, featurize, metrics), imported on use."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import sys
+from collections.abc import Callable
+from importlib.metadata import packages_distributions, version
+from pathlib import Path
+from typing import Any
+
+
+class BadReference(ImportError):
+    """A reference that does not import or does not name a function; the message says which and why."""
+
+
+def resolve(reference: str, what: str) -> Callable[..., Any]:
+    module_name, _, attribute = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # the user's module may fail on any error at import time
+        raise BadReference(
+            f"{what} {reference!r}: module {module_name!r} does not import ({type(exc).__name__}: {exc}); "
+            f"is its package installed in this environment (pip install -e YOUR_PROJECT) or in the image?"
+        ) from exc
+    target = getattr(module, attribute, None)
+    if target is None:
+        raise BadReference(f"{what} {reference!r}: module {module_name!r} has no attribute {attribute!r}")
+    if not callable(target):
+        raise BadReference(f"{what} {reference!r}: {attribute!r} is a {type(target).__name__}, not a function")
+    return target
+
+
+def package_dir(reference: str) -> Path | None:
+    """The directory of the top-level package the reference lives in (a lone module: its file), if on disk."""
+    top = sys.modules.get(reference.partition(":")[0].split(".")[0])
+    origin = getattr(top, "__file__", None)
+    if origin is None:
+        return None
+    path = Path(origin)
+    return path.parent if path.name == "__init__.py" else path
+
+
+def code_version(reference: str) -> str:
+    """sha256 of the reference's package source files (.py, sorted by relative path) plus its distribution's
+    version when installed from one: changed code gives a new version, unchanged code the same."""
+    resolve(reference, "trainer")
+    root = package_dir(reference)
+    h = hashlib.sha256(b"ctloop-code-v1\n")
+    files = sorted(root.rglob("*.py")) if root is not None and root.is_dir() else [root] if root else []
+    for path in files:
+        if "__pycache__" in path.parts:
+            continue
+        rel = path.relative_to(root.parent) if root is not None else path
+        h.update(f"{rel.as_posix()}\n".encode())
+        h.update(path.read_bytes())
+    top = reference.partition(":")[0].split(".")[0]
+    dists = sorted(packages_distributions().get(top, []))
+    for dist in dists:
+        h.update(f"{dist}=={version(dist)}\n".encode())
+    return "sha256:" + h.hexdigest()[:32]
