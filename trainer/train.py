@@ -195,9 +195,8 @@ def _train_and_log(fn, version, snapshot, spec, data, ctx, device, scratch, clie
                             f"(traceback in run {run_id}, artifact {ERROR_ARTIFACT})") from exc
     python_model, artifacts = _as_pyfunc(result, reference)
     weights = _weight_hash(python_model, artifacts)
-    if client is None:
-        return TrainedRun(run_id=run_id, model_uri=f"runs:/{run_id}/{lineage.MODEL_NAME}", metrics={},
-                          weight_hash=weights, data_digest=snapshot.digest, trainer_version=version)
+    if client is None:  # another rank: rank 0 logs and scores, then tells every rank the outcome
+        return TrainedRun.model_validate_json(distributed.broadcast("", ctx))
     code = package_dir(reference) if spec.trainer else None
     # start_run checks the run against the process's active experiment, which other code in a
     # long-lived process (an engine, a sensor) may have set to another one.
@@ -222,8 +221,10 @@ def _train_and_log(fn, version, snapshot, spec, data, ctx, device, scratch, clie
     lineage.log_spec(client, run_id, spec)
     lineage.log_profile(client, run_id, _profile_frame(spec, data, context), spec)
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
-    return TrainedRun(run_id=run_id, model_uri=model_uri, metrics={**scored, **own}, weight_hash=weights,
-                      data_digest=snapshot.digest, trainer_version=version)
+    trained = TrainedRun(run_id=run_id, model_uri=model_uri, metrics={**scored, **own}, weight_hash=weights,
+                         data_digest=snapshot.digest, trainer_version=version)
+    distributed.broadcast(trained.model_dump_json(), ctx)
+    return trained
 
 
 def _seed(seed: int) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from ctloop.trainer.train import TrainResult
+from ctloop.trainer.train import TrainedRun
 from tests.trainer.conftest import write_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ def test_two_ranks_train_one_model_and_log_one_run(tmp_path: Path) -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert launched.returncode == 0, launched.stderr[-3000:]
-    rank0, rank1 = (TrainResult.model_validate_json((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    rank0, rank1 = (TrainedRun.model_validate_json((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert rank0 == rank1
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("churn").experiment_id])

@@ -10,22 +10,29 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from ctloop.modelspec import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from ctloop.profile import load_profile
 from ctloop.snapshot import take_snapshot
 from ctloop.trainer import loop
 from ctloop.trainer.evaluate import frame_digest, holdout_frame
-from ctloop.trainer.train import TrainResult, train
+from ctloop.trainer.train import TrainedRun, train
 from tests.trainer.conftest import make_spec, write_dataset
 
 SPEC = make_spec()
+OWN = {"best_val_loss", "best_epoch", "epochs"}
+"""What the built-in trainer reports besides the holdout metrics ctloop scores."""
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, str, Path]:
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainedRun, str, Path]:
     root = tmp_path_factory.mktemp("trained")
     snapshot = take_snapshot(str(write_dataset(root / "data")))
     uri = f"sqlite:///{root}/mlflow.db"
     return train(snapshot, SPEC, tracking_uri=uri, event_id="evt-123", checkpoint_dir=root / "ckpt"), uri, root
+
+
+def epochs(run: TrainedRun) -> int:
+    return int(run.metrics["epochs"])
 
 
 def test_same_snapshot_and_seed_give_identical_metrics_and_weights(dataset: Path, tracking_uri: str) -> None:
@@ -42,7 +49,7 @@ def test_same_snapshot_and_seed_give_identical_metrics_and_weights(dataset: Path
 def test_the_model_learns_the_signal(trained) -> None:
     result, _, _ = trained
     assert result.metrics["accuracy"] > 0.85
-    assert set(result.metrics) == {"accuracy", "f1", "log_loss", "val_loss"}
+    assert set(result.metrics) == {*CLASSIFICATION_METRICS, *OWN}
 
 
 def test_the_run_records_params_metrics_tags_dataset_and_profile(trained) -> None:
@@ -59,6 +66,7 @@ def test_the_run_records_params_metrics_tags_dataset_and_profile(trained) -> Non
     assert tags["ctloop.data_digest"] == result.data_digest
     assert tags["ctloop.snapshot_uri"].endswith("/data")
     assert tags["ctloop.code_version"].startswith(("git:", "pkg:"))
+    assert tags["ctloop.trainer"] == "builtin" and tags["ctloop.trainer_code_version"] == tags["ctloop.code_version"]
     assert tags["ctloop.event_id"] == "evt-123"
     assert tags["ctloop.seed"] == "0"
     assert tags["ctloop.model"] == SPEC.name
@@ -66,8 +74,8 @@ def test_the_run_records_params_metrics_tags_dataset_and_profile(trained) -> Non
     holdout = holdout_frame(take_snapshot(str(root / "data")), SPEC)
     assert tags["ctloop.holdout_digest"] == frame_digest(holdout)
     for name in ("train_loss", "val_loss"):
-        assert [m.step for m in client.get_metric_history(result.run_id, name)] == list(range(result.epochs_run))
-    for name in ("accuracy", "f1", "log_loss"):
+        assert [m.step for m in client.get_metric_history(result.run_id, name)] == list(range(epochs(result)))
+    for name in CLASSIFICATION_METRICS:
         assert run.data.metrics[name] == pytest.approx(result.metrics[name])
     (dataset_input,) = run.inputs.dataset_inputs
     assert dataset_input.dataset.source_type == "local"
@@ -89,14 +97,14 @@ def test_metrics_go_to_mlflow_in_batches(dataset: Path, tracking_uri: str, monke
 
         monkeypatch.setattr(MlflowClient, method, spy)
     result = train(take_snapshot(str(dataset)), SPEC, tracking_uri=tracking_uri)
-    assert result.epochs_run >= 3
-    every_epoch = list(range(result.epochs_run))
+    assert epochs(result) >= 3
+    every_epoch = list(range(epochs(result)))
     history_batches = [
         metrics for name, metrics in calls
         if name == "log_batch" and sorted(m.step for m in metrics if m.key == "train_loss") == every_epoch
     ]
     assert len(history_batches) == 1
-    assert {m.key for m in history_batches[0]} == {"train_loss", "val_loss", "accuracy", "f1", "log_loss"}
+    assert {m.key for m in history_batches[0]} == {"train_loss", "val_loss", *CLASSIFICATION_METRICS, *OWN}
     assert not [name for name, _ in calls if name in ("log_metric", "log_param")]
 
 
@@ -119,7 +127,7 @@ def test_a_checkpoint_is_written_every_epoch_and_resumed(trained, tmp_path: Path
     assert (root / "ckpt" / "last.pt").is_file()
     snapshot = take_snapshot(str(root / "data"))
     resumed = train(snapshot, SPEC, tracking_uri=f"sqlite:///{tmp_path}/m.db", checkpoint_dir=root / "ckpt")
-    assert resumed.weight_hash == result.weight_hash and resumed.epochs_run == result.epochs_run
+    assert resumed.weight_hash == result.weight_hash and epochs(resumed) == epochs(result)
 
 
 def test_training_interrupted_midway_resumes_to_the_same_weights(
@@ -142,7 +150,7 @@ def test_training_interrupted_midway_resumes_to_the_same_weights(
         train(snapshot, SPEC, tracking_uri=uri, checkpoint_dir=tmp_path / "ckpt")
     monkeypatch.setattr(loop, "_save_checkpoint", real_save)
     resumed = train(snapshot, SPEC, tracking_uri=uri, checkpoint_dir=tmp_path / "ckpt")
-    assert resumed.weight_hash == result.weight_hash and resumed.epochs_run == result.epochs_run
+    assert resumed.weight_hash == result.weight_hash and epochs(resumed) == epochs(result)
     failed = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name(SPEC.name).experiment_id],
                                            "attributes.status = 'FAILED'")
     assert len(failed) == 1
@@ -161,9 +169,9 @@ def test_other_tasks_train_and_report_their_metrics(task: str, tmp_path: Path) -
     snapshot = take_snapshot(str(write_dataset(tmp_path / "data", task=task)))
     result = train(snapshot, make_spec(task, name=f"m-{task}"), tracking_uri=f"sqlite:///{tmp_path}/m.db")
     if task == "regression":
-        assert set(result.metrics) == {"rmse", "mae", "r2", "val_loss"} and result.metrics["r2"] > 0.8
+        assert set(result.metrics) == {*REGRESSION_METRICS, *OWN} and result.metrics["r2"] > 0.8
     else:
-        assert set(result.metrics) == {"accuracy", "f1", "log_loss", "val_loss"} and result.metrics["accuracy"] > 0.7
+        assert set(result.metrics) == {*CLASSIFICATION_METRICS, *OWN} and result.metrics["accuracy"] > 0.7
 
 
 def test_torchrun_with_world_size_one_is_the_single_process_path(
