@@ -85,6 +85,8 @@ def _json_or_text(value: object) -> object:
 class SnapshotOutput(Output):
     digest: Annotated[str, Parameter(name="digest", description="content digest of the pinned data")]
     train_key: Annotated[str, Parameter(name="train-key", description="memoization key of the train step")]
+    train_image: Annotated[str, Parameter(name="train-image", description="image the train step runs")]
+    train_pod_patch: Annotated[str, Parameter(name="train-pod-patch", description="the spec's resources")]
     snapshot: Annotated[str, Artifact(name="snapshot")]
 
 
@@ -105,7 +107,20 @@ def snapshot(
         pinned = take_snapshot(data_uri, s3_endpoint_url=current_settings().s3_endpoint_url)
     version = f"{code_version}+trainer:{trainer_version(spec)}"
     key = idempotency_key(model, pinned.digest, version, json.loads(params or "{}"))
-    return SnapshotOutput(digest=pinned.digest, train_key=key, snapshot=pinned.model_dump_json())
+    return SnapshotOutput(digest=pinned.digest, train_key=key, train_image=spec.image or current_settings().image,
+                          train_pod_patch=train_pod_patch(spec), snapshot=pinned.model_dump_json())
+
+
+def train_pod_patch(spec: ModelSpec) -> str:
+    """The spec's `resources` as an Argo podSpecPatch of the train step's container ("{}": the template's own)."""
+    if spec.resources is None:
+        return "{}"
+    r = spec.resources
+    limits: dict[str, str | int] = {"memory": r.memory}
+    if r.gpus:
+        limits["nvidia.com/gpu"] = r.gpus
+    resources = {"requests": {"cpu": r.cpu, "memory": r.memory}, "limits": limits}
+    return json.dumps({"containers": [{"name": "main", "resources": resources}]}, sort_keys=True)
 
 
 # --- validate ----------------------------------------------------------------------------------
@@ -146,13 +161,16 @@ def train(
     train_key: Annotated[str, Parameter(name="train-key")],
     event_id: Annotated[str, Parameter(name="event-id")],
     params: Annotated[str, Parameter(name="params")],
+    image: Annotated[str, Parameter(name="image", description="the image this step runs (the spec's, if any)")],
+    pod_patch: Annotated[str, Parameter(name="pod-patch", description="podSpecPatch from the spec's resources")],
 ) -> TrainOutput:
-    """Train on exactly the pinned data and log the MLflow run (memoized on `train-key`)."""
+    """Train on exactly the pinned data and log the MLflow run (memoized on `train-key`). `image` and
+    `pod-patch` shape the pod this runs in (the template substitutes them); here they are only logged."""
     from ctloop.trainer.train import train as train_model
 
     settings = current_settings()
     spec = _spec(model, params)
-    log.info("training %s (train key %s)", model, train_key)
+    log.info("training %s (train key %s, image %s, pod patch %s)", model, train_key, image, pod_patch)
     with transient_exits():
         result = train_model(_snapshot(snapshot), spec, tracking_uri=settings.tracking_uri,
                              event_id=event_id or None, s3_endpoint_url=settings.s3_endpoint_url)

@@ -6,6 +6,10 @@ Argo runs it in the cluster; `LocalEngine` walks the same object on one machine.
                                                                      └─ register  (when not; rejected on record)
     onExit: run-finished → publishes ctloop.run.finished with the workflow's status
 
+The train step runs the image the model's spec pins (`image`, by digest; the default image otherwise) with
+the spec's `resources` as a podSpecPatch: the snapshot step reads the spec and passes both on. Evaluate
+decides promotion once; promote and register act on its `promote` and `reasons` outputs.
+
 Cluster names it relies on (shipped in k8s/base): ConfigMaps `ctloop-config`, `ctloop-kafka`
 (environment), `ctloop-specs` (model specs at /ctloop/specs), the memoization cache ConfigMap
 `ctloop-train-cache` (label `workflows.argoproj.io/configmap-type: Cache`), the Secret `ctloop-s3`
@@ -86,6 +90,8 @@ def _pod(settings: Settings) -> dict:
                      ConfigMapEnvFrom(name="ctloop-kafka")],
         "env": [
             Env(name="HOME", value="/tmp"),
+            # the snapshot step names this image for the train step when the spec pins none of its own
+            Env(name="CTLOOP_IMAGE", value=settings.image),
             SecretEnv(name="AWS_ACCESS_KEY_ID", secret_name=S3_SECRET, secret_key=S3_ACCESS_KEY),
             SecretEnv(name="AWS_SECRET_ACCESS_KEY", secret_name=S3_SECRET, secret_key=S3_SECRET_KEY),
         ],
@@ -111,7 +117,8 @@ def retrain_template(settings: Settings) -> WorkflowTemplate:
     snapshot = script(**pod, resources=small, outputs=[_s3("snapshot", settings)])(steps.snapshot)
     validate = script(**pod, resources=medium)(steps.validate)
     train = script(
-        **pod,
+        **{**pod, "image": "{{inputs.parameters.image}}"},  # the spec's image (digest-pinned), else the default
+        pod_spec_patch="{{inputs.parameters.pod-patch}}",  # the spec's resources, when it names any
         resources=_train_resources(settings),
         node_selector=dict(settings.gpu.node_selector) or None,
         tolerations=[models.Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect)
@@ -161,7 +168,9 @@ def retrain_template(settings: Settings) -> WorkflowTemplate:
             trained = train(name="train", depends=checked.name, arguments=[
                 Parameter(name="model", value=wf % "model"), pinned.get_artifact("snapshot"),
                 Parameter(name="train-key", value="{{tasks.snapshot.outputs.parameters.train-key}}"),
-                Parameter(name="event-id", value=wf % "event-id"), Parameter(name="params", value=wf % "params")])
+                Parameter(name="event-id", value=wf % "event-id"), Parameter(name="params", value=wf % "params"),
+                Parameter(name="image", value="{{tasks.snapshot.outputs.parameters.train-image}}"),
+                Parameter(name="pod-patch", value="{{tasks.snapshot.outputs.parameters.train-pod-patch}}")])
             scored = evaluate(name="evaluate", depends=trained.name, arguments=[
                 Parameter(name="model", value=wf % "model"), pinned.get_artifact("snapshot"),
                 Parameter(name="model-uri", value="{{tasks.train.outputs.parameters.model-uri}}")])
