@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 from ctloop.failures import Failure
 from ctloop.modelspec import DataSchema
 from ctloop.objectstore import StoreError, check_key
-from ctloop.snapshot import Snapshot, SnapshotError, open_snapshot_store, read_object
+from ctloop.snapshot import Snapshot, SnapshotError, open_snapshot_store, read_object, relative_key, table_objects
 from ctloop.trainer.labels import label_keys
 
 
@@ -38,7 +38,9 @@ class ValidationReport(BaseModel):
 
 def validate(snapshot: Snapshot, schema: DataSchema, *, s3_endpoint_url: str | None = None) -> ValidationReport:
     """Read every pinned file and check it; raises DataValidationError at the first violation."""
-    if not snapshot.objects:
+    if schema.kind == "files":
+        return validate_files(snapshot, schema)
+    if not table_objects(snapshot):
         raise DataValidationError(snapshot.uri, "non_empty", "snapshot holds no .parquet or .csv objects")
     for obj in snapshot.objects:
         try:
@@ -49,7 +51,7 @@ def validate(snapshot: Snapshot, schema: DataSchema, *, s3_endpoint_url: str | N
     rows = 0
     nan_counts = dict.fromkeys([*schema.feature_names, schema.label], 0)
     labels: dict[str, int] = {}
-    for obj in snapshot.objects:
+    for obj in table_objects(snapshot):
         name = store.uri(obj.key)
         try:
             frame = read_object(snapshot, obj, store=store)
@@ -73,11 +75,43 @@ def validate(snapshot: Snapshot, schema: DataSchema, *, s3_endpoint_url: str | N
         )
     return ValidationReport(
         snapshot_digest=snapshot.digest,
-        files=len(snapshot.objects),
+        files=len(table_objects(snapshot)),
         rows=rows,
         nan_share={c: n / rows for c, n in nan_counts.items()},
         label_counts=labels,
     )
+
+
+def validate_files(snapshot: Snapshot, schema: DataSchema) -> ValidationReport:
+    """A files dataset: safe keys, each file in a label directory, enough files, and valid labels.
+    The files' content is the trainer's to read (ctloop reads it only through the spec's `inputs`)."""
+    if not snapshot.objects:
+        raise DataValidationError(snapshot.uri, "non_empty", "snapshot holds no data files")
+    labels: dict[str, int] = {}
+    for obj in snapshot.objects:
+        try:
+            check_key(obj.key)
+        except StoreError as exc:
+            raise DataValidationError(obj.key, "safe_key", str(exc)) from None
+        rel = relative_key(snapshot, obj)
+        if "/" not in rel:
+            raise DataValidationError(obj.key, "label_directory",
+                                      "a files dataset keeps each file in a directory named for its label "
+                                      f"(e.g. {snapshot.uri.rstrip('/')}/LABEL/{rel})")
+        label = rel.rsplit("/", 2)[-2]
+        labels[label] = labels.get(label, 0) + 1
+    if len(snapshot.objects) < schema.min_rows:
+        raise DataValidationError(snapshot.uri, "min_rows",
+                                  f"{len(snapshot.objects)} files, the schema needs at least {schema.min_rows}")
+    if len(labels) < 2 or (schema.task == "binary" and len(labels) > 2):
+        raise DataValidationError(snapshot.uri, "label_values",
+                                  f"{schema.task} task but {len(labels)} label directories: {sorted(labels)[:5]}")
+    if schema.classes is not None:
+        bad = sorted(set(labels) - set(label_keys(pd.Series(schema.classes, dtype=object))))
+        if bad:
+            raise DataValidationError(snapshot.uri, "label_values", f"label directories {bad[:5]} not in classes")
+    return ValidationReport(snapshot_digest=snapshot.digest, files=len(snapshot.objects), rows=len(snapshot.objects),
+                            nan_share={}, label_counts=labels)
 
 
 def check_frame(file: str, frame: pd.DataFrame, schema: DataSchema) -> None:
