@@ -133,3 +133,24 @@ def test_the_local_engine_walks_exactly_the_rendered_template(tmp_path):
     settings = Settings(home=tmp_path)
     engine = LocalEngine(settings)
     assert engine.spec == retrain_template(settings).build().spec
+
+
+def test_train_runs_the_image_and_resources_the_snapshot_step_read_from_the_spec():
+    doc = document(Settings(home=Path("/nonexistent"), image="registry.example/ctloop@sha256:" + "0" * 64))
+    train = templates(doc)["train"]
+    assert train["script"]["image"] == "{{inputs.parameters.image}}"
+    assert train["podSpecPatch"] == "{{inputs.parameters.pod-patch}}"
+    tasks = {t["name"]: t for t in templates(doc)["retrain"]["dag"]["tasks"]}
+    args = {p["name"]: p["value"] for p in tasks["train"]["arguments"]["parameters"]}
+    assert args["image"] == "{{tasks.snapshot.outputs.parameters.train-image}}"
+    assert args["pod-patch"] == "{{tasks.snapshot.outputs.parameters.train-pod-patch}}"
+    env = {e["name"]: e.get("value") for e in templates(doc)["snapshot"]["script"]["env"]}
+    assert env["CTLOOP_IMAGE"] == "registry.example/ctloop@sha256:" + "0" * 64  # the default train image
+
+
+def test_promote_and_register_act_on_the_evaluate_steps_decision():
+    tasks = {t["name"]: t for t in templates(document(Settings(home=Path("/nonexistent"))))["retrain"]["dag"]["tasks"]}
+    for name in ("promote", "register"):
+        args = {p["name"]: p["value"] for p in tasks[name]["arguments"]["parameters"]}
+        assert args["reasons"] == "{{tasks.evaluate.outputs.parameters.reasons}}"
+        assert args["code-version"].endswith("+trainer:{{tasks.train.outputs.parameters.trainer-version}}")
