@@ -6,7 +6,7 @@ import hashlib
 import importlib
 import sys
 from collections.abc import Callable
-from importlib.metadata import packages_distributions, version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,16 @@ def code_version(reference: str) -> str:
         h.update(f"{rel.as_posix()}\n".encode())
         h.update(path.read_bytes())
     top = reference.partition(":")[0].split(".")[0]
-    dists = sorted(packages_distributions().get(top, []))
-    for dist in dists:
-        h.update(f"{dist}=={version(dist)}\n".encode())
+    installed = _distribution_version(top)
+    if installed:
+        h.update(f"{top}=={installed}\n".encode())
     return "sha256:" + h.hexdigest()[:32]
+
+
+def _distribution_version(top: str) -> str | None:
+    """The version of the distribution named like the package (`my_team` or `my-team`), if installed.
+    A name lookup, not `packages_distributions()`, which reads every installed package's file list (seconds)."""
+    try:
+        return version(top)
+    except PackageNotFoundError:
+        return None
