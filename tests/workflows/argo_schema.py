@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-SCHEMAS = Path(__file__).resolve().parents[2].parent / "shared" / "schemas"
+# A worktree's parent has no shared/: CTLOOP_SCHEMAS_DIR points at the schemas from there (as tests/k8s does).
+SCHEMAS = Path(os.environ.get("CTLOOP_SCHEMAS_DIR") or Path(__file__).resolve().parents[2].parent / "shared" / "schemas")
 CRD = SCHEMAS / "argo-wf-crd-workflowtemplate.yaml"
 
 
