@@ -10,7 +10,8 @@ from typing import Any
 import yaml
 
 # A worktree's parent has no shared/: CTLOOP_SCHEMAS_DIR points at the schemas from there (as tests/k8s does).
-SCHEMAS = Path(os.environ.get("CTLOOP_SCHEMAS_DIR") or Path(__file__).resolve().parents[2].parent / "shared" / "schemas")
+SCHEMAS = Path(os.environ.get("CTLOOP_SCHEMAS_DIR")
+               or Path(__file__).resolve().parents[2].parent / "shared" / "schemas")
 CRD = SCHEMAS / "argo-wf-crd-workflowtemplate.yaml"
 
 
