@@ -223,7 +223,12 @@ class VersionOutput(Output):
     promoted: Annotated[bool, Parameter(name="promoted")]
 
 
-def _provenance(event_id: str, data_digest: str, code_version: str, run_id: str) -> dict[str, str | None]:
+def _provenance(event_id: str, data_digest: str, code_version: str, run_id: str,
+                trainer_version: str = "") -> dict[str, str | None]:
+    """The version's lineage. Its code is ctloop's and, for a user's trainer, the trainer's too (the digest of
+    its package or image), so a version names exactly the code that made it."""
+    if trainer_version and trainer_version != code_version:
+        code_version = f"{code_version}+trainer:{trainer_version}"
     return {"event_id": event_id or None, "data_digest": data_digest, "code_version": code_version,
             "run_id": run_id}
 
@@ -246,6 +251,7 @@ def promote(
     data_digest: Annotated[str, Parameter(name="data-digest")],
     event_id: Annotated[str, Parameter(name="event-id")],
     code_version: Annotated[str, Parameter(name="code-version")],
+    trainer_version: Annotated[str, Parameter(name="trainer-version")],
     reasons: Annotated[str, Parameter(name="reasons")],
 ) -> VersionOutput:
     """Register the challenger and, if the evaluate step's decision still holds against the champion of this
@@ -261,7 +267,7 @@ def promote(
         with transient_exits():
             version, result = apply_decision(
                 settings.tracking_uri, model, model_uri, scored, _decision(True, reasons),
-                _provenance(event_id, data_digest, code_version, run_id), actor=ACTOR, bus=bus,
+                _provenance(event_id, data_digest, code_version, run_id, trainer_version), actor=ACTOR, bus=bus,
                 topic=settings.topics.models, policy=spec.policy, lock_dir=settings.home / "locks",
             )
     finally:
@@ -277,6 +283,7 @@ def register(
     data_digest: Annotated[str, Parameter(name="data-digest")],
     event_id: Annotated[str, Parameter(name="event-id")],
     code_version: Annotated[str, Parameter(name="code-version")],
+    trainer_version: Annotated[str, Parameter(name="trainer-version")],
     reasons: Annotated[str, Parameter(name="reasons")],
 ) -> VersionOutput:
     """Register a rejected challenger with the evaluate step's reasons, so it is on record but never champion."""
@@ -287,7 +294,7 @@ def register(
     with transient_exits():
         version = register_challenger(
             settings.tracking_uri, model, model_uri,
-            provenance=_provenance(event_id, data_digest, code_version, run_id), evaluation=scored,
+            provenance=_provenance(event_id, data_digest, code_version, run_id, trainer_version), evaluation=scored,
             decision=_decision(False, reasons), lock_dir=settings.home / "locks",
         )
     return VersionOutput(version=version, promoted=False)

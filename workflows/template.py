@@ -181,9 +181,8 @@ def retrain_template(settings: Settings) -> WorkflowTemplate:
                 Parameter(name="run-id", value="{{tasks.train.outputs.parameters.run-id}}"),
                 Parameter(name="data-digest", value="{{tasks.train.outputs.parameters.data-digest}}"),
                 Parameter(name="event-id", value=wf % "event-id"),
-                # the version's code lineage: ctloop's code and the trainer's (its package digest or image)
-                Parameter(name="code-version",
-                          value=(wf % "code-version") + "+trainer:{{tasks.train.outputs.parameters.trainer-version}}"),
+                Parameter(name="code-version", value=wf % "code-version"),
+                Parameter(name="trainer-version", value="{{tasks.train.outputs.parameters.trainer-version}}"),
                 Parameter(name="reasons", value="{{tasks.evaluate.outputs.parameters.reasons}}"),
             ]
             promote(name="promote", depends=scored.name, arguments=decision,

@@ -58,3 +58,9 @@ def test_the_decision_is_passed_on_not_made_again() -> None:
     assert not decision.promote and decision.reasons == ("accuracy 0.8 vs champion 0.9 (max): no improvement",)
     with pytest.raises(ValueError, match="JSON list"):
         steps._decision(True, '{"not": "a list"}')
+
+
+def test_a_versions_code_lineage_names_a_users_trainer_and_not_the_built_in_twice() -> None:
+    user = steps._provenance("evt", "digest", "git:abc", "run", "sha256:f00")
+    assert user["code_version"] == "git:abc+trainer:sha256:f00"
+    assert steps._provenance("evt", "digest", "git:abc", "run", "git:abc")["code_version"] == "git:abc"

@@ -153,4 +153,4 @@ def test_promote_and_register_act_on_the_evaluate_steps_decision():
     for name in ("promote", "register"):
         args = {p["name"]: p["value"] for p in tasks[name]["arguments"]["parameters"]}
         assert args["reasons"] == "{{tasks.evaluate.outputs.parameters.reasons}}"
-        assert args["code-version"].endswith("+trainer:{{tasks.train.outputs.parameters.trainer-version}}")
+        assert args["trainer-version"] == "{{tasks.train.outputs.parameters.trainer-version}}"
