@@ -10,8 +10,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from ctloop.failures import Refused
 
-class BadReference(ImportError):
+
+class BadReference(ImportError, Refused):
     """A reference that does not import or does not name a function; the message says which and why."""
 
 
@@ -30,6 +32,18 @@ def resolve(reference: str, what: str) -> Callable[..., Any]:
     if not callable(target):
         raise BadReference(f"{what} {reference!r}: {attribute!r} is a {type(target).__name__}, not a function")
     return target
+
+
+def row_featurizer(reference: str) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]]:
+    """The spec's `monitor.featurize` over a batch of prediction rows: rows in, monitored rows out."""
+    fn = resolve(reference, "monitor.featurize")
+
+    def featurize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        import pandas as pd
+
+        return fn(pd.DataFrame(rows)).to_dict(orient="records")
+
+    return featurize
 
 
 def package_dir(reference: str) -> Path | None:

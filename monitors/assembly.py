@@ -12,7 +12,7 @@ from ctloop.monitors.alerts import WebhookNotifier
 from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
 from ctloop.monitors.reference import reference_from_file, reference_from_registry
 from ctloop.monitors.report import ReportSink
-from ctloop.monitors.service import DEFAULT_GROUP, MonitorService, retrain_uri_for
+from ctloop.monitors.service import DEFAULT_GROUP, MonitorService, featurize_for, retrain_uri_for
 from ctloop.settings import Settings
 
 
@@ -20,12 +20,14 @@ def drift_monitor(settings: Settings, model: str, config: MonitorConfig, *, prof
                   ) -> DriftMonitor:
     """The monitor of `model` against the reference in `profile`, or else its champion's training data. Reports
     go under the store root (and into the reference's MLflow run, when it has one); drift events name the
-    spec's `retrain_uri` as the data to retrain on."""
+    spec's `retrain_uri` as the data to retrain on; the spec's `monitor.featurize`, if any, turns each served
+    batch into the monitored columns."""
     reference = (reference_from_file(profile, model) if profile is not None
                  else reference_from_registry(settings.tracking_uri, model))
     sink = ReportSink(settings.store_root.as_uri(), s3_endpoint_url=settings.s3_endpoint_url,
                       tracking_uri=settings.tracking_uri if reference.run_id else None, run_id=reference.run_id)
-    return DriftMonitor(reference, config, sink=sink, retrain_uri=retrain_uri_for(model, settings))
+    return DriftMonitor(reference, config, sink=sink, retrain_uri=retrain_uri_for(model, settings),
+                        featurize=featurize_for(model, settings))
 
 
 def monitor_service(

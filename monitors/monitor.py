@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, Literal
@@ -61,9 +61,13 @@ class DriftMonitor:
         *,
         sink: ReportSink | None = None,
         retrain_uri: str | None = None,
+        featurize: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
     ) -> None:
+        """`featurize`: for non-tabular inputs, turns a batch of served rows into the monitored columns the
+        reference profile was built on (the spec's `monitor.featurize`)."""
         self.reference = reference
         self.retrain_uri = retrain_uri
+        self.featurize = featurize
         self.config = config or MonitorConfig()
         self.detector = DriftDetector(reference.profile, self.config.thresholds)
         self.sink = sink
@@ -89,7 +93,8 @@ class DriftMonitor:
         if batch.version and not self.reference.version:
             self._version = batch.version
         ts = batch.ts if batch.ts.tzinfo else batch.ts.replace(tzinfo=UTC)
-        return [self._close(w) for w in self.windows.add(batch.rows, ts, marker, stream)]
+        rows = self.featurize(list(batch.rows)) if self.featurize is not None else batch.rows
+        return [self._close(w) for w in self.windows.add(rows, ts, marker, stream)]
 
     def skip(self, marker: Any, stream: Hashable = None) -> dict[Hashable, Any]:
         """A message with no rows for this monitor (bad, or another model's). It is committed with the

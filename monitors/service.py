@@ -49,6 +49,18 @@ def retrain_uri_for(model: str, settings: Settings) -> str | None:
     return uri
 
 
+def featurize_for(model: str, settings: Settings) -> Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None:
+    """The spec's `monitor.featurize` as a row function, for a model whose served inputs are not the monitored
+    columns themselves (images, text); None when the spec names none or is absent."""
+    from ctloop.references import row_featurizer
+
+    try:
+        reference = load_spec(model, settings).monitor.featurize
+    except SpecNotFound:
+        return None
+    return row_featurizer(reference) if reference else None
+
+
 class MonitorService:
     def __init__(
         self,

@@ -28,6 +28,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel, ConfigDict
 
+from ctloop.failures import Failure
 from ctloop.modelspec import ModelSpec
 from ctloop.references import BadReference, code_version, package_dir, resolve
 from ctloop.snapshot import Snapshot, load_frame, materialize
@@ -43,7 +44,7 @@ _FLUSH_EVERY_S = 30.0
 ERROR_ARTIFACT = "trainer_error.txt"
 
 
-class TrainerFailed(RuntimeError):
+class TrainerFailed(RuntimeError, Failure):
     """The user's trainer raised, returned something unusable, or its model failed on its own input example."""
 
 

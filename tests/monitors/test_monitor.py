@@ -87,3 +87,30 @@ def test_another_models_batch_is_refused():
     assert not monitor.accepts(other)
     with pytest.raises(ValueError, match="model 'other'"):
         monitor.add(other)
+
+
+def ink(frame: pd.DataFrame) -> pd.DataFrame:
+    """A spec's `monitor.featurize` for image-like inputs: pixel columns -> one monitored column."""
+    return pd.DataFrame({"ink": frame[[f"p{i}" for i in range(4)]].mean(axis=1)})
+
+
+def _pixels(rng: np.random.Generator, n: int, brightness: float) -> pd.DataFrame:
+    return pd.DataFrame({f"p{i}": rng.uniform(0, brightness, n) for i in range(4)})
+
+
+def test_a_featurize_function_turns_served_inputs_into_the_monitored_columns():
+    from ctloop.references import row_featurizer
+
+    rng = np.random.default_rng(2)
+    profile = build_profile(ink(_pixels(rng, 3000, 1.0)), numeric=["ink"], categorical=[])
+    featurize = row_featurizer("tests.monitors.test_monitor:ink")
+    config = MonitorConfig(window=WindowPolicy(max_rows=1000))
+
+    def window(brightness: float):
+        monitor = DriftMonitor(Reference(profile, "m"), config, featurize=featurize)
+        rows = _pixels(rng, 1000, brightness).to_dict(orient="records")
+        return monitor.add(PredictionBatch(model="m", rows=rows, predictions=[0] * 1000, ts=T0))[0]
+
+    same, brighter = window(1.0), window(1.6)
+    assert same.verdict.bad_rows == {} or not any(same.verdict.bad_rows.values())
+    assert not same.drifted and brighter.drifted
