@@ -225,7 +225,7 @@ def promote(
             version, result = apply_decision(
                 settings.tracking_uri, model, model_uri, scored, decide(scored, spec.policy),
                 _provenance(event_id, data_digest, code_version, run_id), actor=ACTOR, bus=bus,
-                topic=settings.topics.models, policy=spec.policy, lock_dir=settings.home / "locks",
+                topic=settings.topics.models, policy=spec.policy,
             )
     finally:
         bus.close()
@@ -252,7 +252,7 @@ def register(
         version = register_challenger(
             settings.tracking_uri, model, model_uri,
             provenance=_provenance(event_id, data_digest, code_version, run_id), evaluation=scored,
-            decision=decide(scored, spec.policy), lock_dir=settings.home / "locks",
+            decision=decide(scored, spec.policy),
         )
     return VersionOutput(version=version, promoted=False)
 
