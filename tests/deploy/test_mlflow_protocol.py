@@ -38,7 +38,7 @@ def table() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def registered(mlflow_server: str, table, tmp_path_factory) -> tuple[str, str]:
+def registered(mlflow_server: str, table) -> tuple[str, str]:
     """A logistic regression registered as version 1 of a fresh model name and made champion."""
     import mlflow
     import mlflow.sklearn
