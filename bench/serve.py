@@ -67,7 +67,7 @@ def build_registry(root: Path) -> tuple[str, pd.DataFrame]:
 
     registry = Registry(uri)
     version = registry.create_version("bench", info.model_uri, run_id=None, tags={}).version
-    promote(registry, "bench", version, actor="bench", reason="bench", manual=True, lock_dir=root / "locks")
+    promote(registry, "bench", version, actor="bench", reason="bench", manual=True)
     return uri, features
 
 

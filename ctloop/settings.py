@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     engine: Literal["local", "argo"] = "local"
     mlflow_tracking_uri: str | None = None
     s3_endpoint_url: str | None = None
+    # Root of the objects ctloop writes for itself (drift reports, alert state): file:// or s3://.
+    # Unset: file:// under home; in a cluster an s3:// prefix, so they outlive the pod.
+    store_uri: str | None = None
     image: str = "ghcr.io/ctloop/ctloop:0.1.0"
     # The broker image testcontainers starts for the test suite (docker/build.sh kafka builds this one from the
     # Maven jars); with registry access any image of Confluent's layout works, e.g. confluentinc/cp-kafka:7.6.0.
@@ -100,6 +103,11 @@ class Settings(BaseSettings):
     def store_root(self) -> Path:
         """Where file:// data of the embedded default lives."""
         return (self.home / "store").resolve()
+
+    @property
+    def objects_uri(self) -> str:
+        """Where drift reports and alert state go: `store_uri`, else the embedded store's file:// URI."""
+        return self.store_uri or self.store_root.as_uri()
 
     @property
     def state_db(self) -> Path:

@@ -117,7 +117,7 @@ def promote_command(
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     with closing(open_bus(settings)) as bus:
         result = promote(settings.tracking_uri, name, version, actor=actor or getpass.getuser(), reason=reason,
-                         manual=True, bus=bus, models_topic=settings.topics.models, lock_dir=settings.home / "locks")
+                         manual=True, bus=bus, models_topic=settings.topics.models)
     if not result.changed:
         typer.echo(f"{name} version {version} is already the champion; nothing changed")
         return
@@ -137,7 +137,7 @@ def rollback_command(
     settings = _settings(mlflow_tracking_uri=tracking_uri)
     with closing(open_bus(settings)) as bus:
         result = rollback(settings.tracking_uri, name, actor=actor or getpass.getuser(), reason=reason, bus=bus,
-                          models_topic=settings.topics.models, lock_dir=settings.home / "locks")
+                          models_topic=settings.topics.models)
     typer.echo(f"{name}: rolled back champion {result.previous} -> {result.version} (by {result.actor}: {reason})")
 
 

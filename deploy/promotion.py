@@ -1,29 +1,34 @@
 """Registering challengers and moving the champion: automatic, manual and rollback share one path.
 
-Every alias move holds the model's lock and is a small transaction:
+Every alias move holds the model's lock (kept in the registry, so all pods share it) and is a small
+transaction whose state lives in the registry too:
 
 1. recover: an intent left by a crashed move is rolled back (or closed, if its audit entry exists);
-2. snapshot the aliases and write the intent (the snapshot) to a file next to the lock;
+2. snapshot the aliases and write the intent (the snapshot, and the event to announce) as the
+   model's `ctloop.intent` tag;
 3. write `previous`, then `champion` (so a failure between them leaves the champion in place);
 4. read both back and compare; on any failure restore the snapshot exactly and raise;
-5. commit by writing the audit entry (a registered-model tag), then drop the intent.
+5. commit by writing the audit entry (a registered-model tag), record the event in the outbox,
+   then drop the intent; after the lock, publish the outbox.
 
-The audit entry is the commit point: an intent without its audit entry is undone on recovery.
+The audit entry is the commit point: an intent without its audit entry is undone on recovery, one
+with it has its event recorded in the outbox, so every committed move is announced at least once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from ctloop.bus import Bus
-from ctloop.deploy.lock import model_lock
+from ctloop.deploy import outbox
+from ctloop.deploy.lock import HeldLock, LockLost, model_lock
 from ctloop.deploy.policy import Decision, decide
 from ctloop.deploy.registry import (
     AUDIT_PREFIX,
@@ -42,7 +47,7 @@ from ctloop.deploy.registry import (
     RegistryError,
 )
 from ctloop.evaluation import Evaluation
-from ctloop.events import ModelPromoted, ModelRolledBack, Payload, new_event, to_bytes
+from ctloop.events import ModelPromoted, ModelRolledBack, Payload, new_event
 from ctloop.failures import Refused
 from ctloop.modelspec import PromotionPolicy
 from ctloop.version import code_version
@@ -79,6 +84,19 @@ class PromotionResult:
 
 def _registry(target: str | Registry) -> Registry:
     return target if isinstance(target, Registry) else Registry(target)
+
+
+INTENT_TAG = "ctloop.intent"
+# An announced reason is cut to this, so the event fits in a registry tag (5000 characters).
+_MAX_EVENT_REASON = 1500
+
+
+def _announcing(bus: Bus | None, topic: str | None) -> str | None:
+    """Checked before anything moves: an announcement needs both the bus and its topic. The topic to
+    announce on, or None when there is no bus."""
+    if bus is not None and topic is None:
+        raise ValueError("a bus to announce promotions on needs the models topic too")
+    return topic if bus is not None else None
 
 
 def _now() -> datetime:
@@ -121,7 +139,6 @@ def register_challenger(
     provenance: dict[str, str | None],
     evaluation: Evaluation,
     decision: Decision,
-    lock_dir: Path,
 ) -> str:
     """Register `model_uri` as a new version of `model`, tagged with provenance, metrics and decision,
     and point `challenger` at it. Returns the version."""
@@ -131,7 +148,8 @@ def register_challenger(
     registry = _registry(client_or_tracking_uri)
     tags = provenance_tags(provenance, evaluation, decision)
     info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags)
-    with model_lock(lock_dir, model):
+    with model_lock(registry, model) as held:
+        held.check()
         registry.set_alias(model, CHALLENGER, info.version)
     return info.version
 
@@ -139,72 +157,89 @@ def register_challenger(
 # the transaction
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Intent:
-    """What a move intends and the aliases as they were, written before the first alias write."""
+    """What a move intends, the aliases as they were and the event to announce; written before the
+    first alias write, as a registered-model tag every pod can read."""
 
-    path: Path
     txid: str
-    model: str
     before: dict[str, str | None]
     after: dict[str, str | None]
+    announce: outbox.Record | None
 
-    def write(self) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"txid": self.txid, "model": self.model, "before": self.before,
-                                   "after": self.after}))
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        tmp.replace(self.path)
+    def to_json(self) -> str:
+        return json.dumps({"txid": self.txid, "before": self.before, "after": self.after,
+                           "announce": self.announce.to_json() if self.announce else None})
 
-    def drop(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def _intent_path(lock_path: Path) -> Path:
-    return lock_path.with_suffix(".intent.json")
+    @classmethod
+    def from_json(cls, raw: str) -> _Intent:
+        doc = json.loads(raw)
+        announce = outbox.Record.from_json(doc["announce"]) if doc.get("announce") else None
+        return cls(doc["txid"], doc["before"], doc["after"], announce)
 
 
-def _recover(registry: Registry, model: str, lock_path: Path) -> None:
+def _recover(registry: Registry, model: str) -> None:
     """Finish what a crashed move left behind: committed (audit entry written and aliases as intended)
-    → forget the intent; else restore the aliases from before and drop any audit entry of it."""
-    path = _intent_path(lock_path)
-    if not path.exists():
-        return
-    doc = json.loads(path.read_text())
+    → record its event in the outbox and forget the intent; else restore the aliases from before and
+    drop any audit entry of it."""
     info = registry.model(model)
-    audit_keys = [k for k in info.tags if k.startswith(AUDIT_PREFIX) and k.endswith(f".{doc['txid']}")]
-    if audit_keys and _snapshot(registry, model) == doc["after"]:
-        path.unlink()
+    raw = info.tags.get(INTENT_TAG)
+    if raw is None:
         return
-    registry.restore_aliases(model, doc["before"])
+    intent = _Intent.from_json(raw)
+    audit_keys = [k for k in info.tags if k.startswith(AUDIT_PREFIX) and k.endswith(f".{intent.txid}")]
+    if audit_keys and _aliases_of(info.aliases) == intent.after:
+        if intent.announce is not None:
+            outbox.record(registry, intent.announce)
+        registry.delete_model_tag(model, INTENT_TAG)
+        return
+    registry.restore_aliases(model, intent.before)
     for key in audit_keys:
         registry.delete_model_tag(model, key)
     _audit(registry, model, {
-        "action": "recover", "actor": "ctloop", "reason": f"undid unfinished transaction {doc['txid']}",
-        "restored": doc["before"],
+        "action": "recover", "actor": "ctloop", "reason": f"undid unfinished transaction {intent.txid}",
+        "restored": intent.before,
     })
-    path.unlink()
-    log.warning("model %s: undid unfinished alias move %s, aliases restored to %s", model, doc["txid"], doc["before"])
+    registry.delete_model_tag(model, INTENT_TAG)
+    log.warning("model %s: undid unfinished alias move %s, aliases restored to %s", model, intent.txid, intent.before)
 
 
-def _snapshot(registry: Registry, model: str) -> dict[str, str | None]:
-    aliases = registry.aliases(model)
+def _aliases_of(aliases: dict[str, str]) -> dict[str, str | None]:
     return {alias: aliases.get(alias) for alias in ROLE_ALIASES}
 
 
+def _snapshot(registry: Registry, model: str) -> dict[str, str | None]:
+    return _aliases_of(registry.aliases(model))
+
+
+def _announcement(txid: str, model: str, announce: tuple[str, Payload] | None) -> outbox.Record | None:
+    """The outbox record of a move, with an event id derived from the move, or None when the caller
+    publishes nowhere."""
+    if announce is None:
+        return None
+    topic, payload = announce
+    if len(getattr(payload, "reason", "")) > _MAX_EVENT_REASON:
+        payload = payload.model_copy(update={"reason": payload.reason[: _MAX_EVENT_REASON - 3] + "..."})
+    event = new_event(payload, id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"ctloop.move/{model}/{txid}")))
+    return outbox.Record.of(txid, topic, model, event)
+
+
 def _move(
-    registry: Registry, model: str, lock_path: Path, before: dict[str, str | None], after: dict[str, str | None],
-    audit: dict[str, Any],
-) -> str:
-    """Move aliases from `before` to `after` (None removes) and commit with an audit entry."""
+    registry: Registry, model: str, held: HeldLock, before: dict[str, str | None], after: dict[str, str | None],
+    audit: dict[str, Any], announce: tuple[str, Payload] | None = None,
+) -> tuple[str, str | None]:
+    """Move aliases from `before` to `after` (None removes) and commit with an audit entry; the
+    `announce` (topic, payload) event is recorded in the outbox with the commit. Returns the audit
+    entry's key and the outbox record's."""
     txid = uuid.uuid4().hex[:12]
     key, entry = _audit_entry(txid, audit)
-    intent = _Intent(_intent_path(lock_path), txid, model, before, after)
-    intent.write()
+    intent = _Intent(txid, before, after, _announcement(txid, model, announce))
+    held.check()
+    registry.set_model_tag(model, INTENT_TAG, intent.to_json())
     order = [a for a in (PREVIOUS, CHAMPION, CHALLENGER) if after[a] != before[a]]
     try:
         for alias in order:
+            held.check()
             if after[alias] is None:
                 registry.delete_alias(model, alias)
             else:
@@ -212,40 +247,47 @@ def _move(
         observed = _snapshot(registry, model)
         if observed != after:
             raise PromotionFailed(f"read-back mismatch for {model}: expected aliases {after}, found {observed}")
+        held.check()
         registry.set_model_tag(model, key, entry)
+    except LockLost as exc:
+        # Another process may hold the lock now; its recovery undoes this move from the intent.
+        raise PromotionFailed(f"{audit['action']} of {model} stopped: {exc}; the next holder of the lock"
+                              f" restores the aliases from the intent") from exc
     except Exception as exc:
         try:
             registry.restore_aliases(model, before)
             # The audit write may have landed with its response lost: the commit point must go too.
             registry.delete_model_tag(model, key)
+            registry.delete_model_tag(model, INTENT_TAG)
         except Exception as restore_exc:
             raise PromotionFailed(
                 f"{audit['action']} of {model} failed ({exc}); restoring aliases {before} also failed"
-                f" ({restore_exc}); the next promotion or rollback of {model} restores them from {intent.path}"
+                f" ({restore_exc}); the next promotion or rollback of {model} restores them from its"
+                f" {INTENT_TAG} tag"
             ) from exc
-        intent.drop()
         raise PromotionFailed(f"{audit['action']} of {model} failed ({exc}); aliases restored to {before}") from exc
-    intent.drop()
-    return key
+    try:
+        if intent.announce is not None:
+            outbox.record(registry, intent.announce)
+        registry.delete_model_tag(model, INTENT_TAG)
+    except RegistryError as exc:
+        # Committed: the intent stays, and the next holder's recovery records the event and drops it.
+        log.warning("%s of %s committed, but closing its intent failed: %s", audit["action"], model, exc)
+    return key, intent.announce.key if intent.announce else None
 
 
-def _announcing(bus: Bus | None, topic: str | None) -> None:
-    """Checked before anything moves: an announcement needs both the bus and its topic."""
-    if bus is not None and topic is None:
-        raise ValueError("a bus to announce promotions on needs the models topic too")
-
-
-def _publish(bus: Bus | None, topic: str | None, model: str, payload: Payload) -> bool:
-    if bus is None or topic is None:
+def _announce(registry: Registry, bus: Bus | None, model: str, key: str | None) -> bool:
+    """Publish the model's outbox (this move's record and any a crashed process left); True when the
+    record `key` went out."""
+    if bus is None:
         return False
     try:
-        bus.publish(topic, to_bytes(new_event(payload)), key=model)
-        bus.flush()
-        return True
-    except Exception:
-        # The move is committed and serving also polls the alias; a lost event must not undo it.
-        log.exception("could not publish %s for %s", payload.event_type, model)
+        published = outbox.drain(registry, bus, model)
+    except RegistryError:
+        # The move is committed and its record kept: the next drain publishes it.
+        log.exception("could not drain the outbox of %s", model)
         return False
+    return key is not None and key in published
 
 
 def _tag_quietly(registry: Registry, model: str, version: str, tags: dict[str, str]) -> None:
@@ -257,10 +299,10 @@ def _tag_quietly(registry: Registry, model: str, version: str, tags: dict[str, s
 
 
 def _promote_locked(
-    registry: Registry, model: str, version: str, lock_path: Path, *, actor: str, reason: str, manual: bool,
-    decision: Decision | None = None,
-) -> PromotionResult:
-    _recover(registry, model, lock_path)
+    registry: Registry, model: str, version: str, held: HeldLock, *, actor: str, reason: str, manual: bool,
+    topic: str | None, decision: Decision | None = None,
+) -> tuple[PromotionResult, str | None]:
+    """Promote under the held lock; returns the result and the key of its outbox record."""
     try:
         info = registry.version(model, version)
     except NotFound as exc:
@@ -272,23 +314,26 @@ def _promote_locked(
         )
     before = _snapshot(registry, model)
     if before[CHAMPION] == version:
-        return PromotionResult(model, "promote", version, before[PREVIOUS], actor, reason, manual, changed=False)
+        return PromotionResult(model, "promote", version, before[PREVIOUS], actor, reason, manual, changed=False), None
     after = {
         CHAMPION: version,
         PREVIOUS: before[CHAMPION] if before[CHAMPION] is not None else before[PREVIOUS],
         CHALLENGER: None if before[CHALLENGER] == version else before[CHALLENGER],
     }
     ts = _now()
-    key = _move(registry, model, lock_path, before, after, {
+    announce = topic, ModelPromoted(model=model, version=version, previous_version=before[CHAMPION], actor=actor,
+                                    reason=reason, manual=manual)
+    key, record = _move(registry, model, held, before, after, {
         "action": "promote", "actor": actor, "reason": reason, "manual": manual, "version": version,
         "from_version": before[CHAMPION], "decision": decision.label if decision else info.decision,
         "reasons": list(decision.reasons) if decision else info.reasons,
-    })
+    }, announce if topic is not None else None)
     _tag_quietly(registry, model, version, {
         "ctloop.promoted_at": ts.isoformat(), "ctloop.promoted_by": actor, "ctloop.promotion_reason": reason,
         "ctloop.manual": str(manual).lower(),
     })
-    return PromotionResult(model, "promote", version, before[CHAMPION], actor, reason, manual, audit_key=key, ts=ts)
+    result = PromotionResult(model, "promote", version, before[CHAMPION], actor, reason, manual, audit_key=key, ts=ts)
+    return result, record
 
 
 # public operations
@@ -304,23 +349,18 @@ def promote(
     manual: bool,
     bus: Bus | None = None,
     models_topic: str | None = None,
-    lock_dir: Path,
 ) -> PromotionResult:
     """Make `version` the champion (the old one becomes `previous`). Without `manual`, only a version
     whose recorded decision is promote may be promoted."""
     if not reason.strip():
         raise PromotionRefused("a promotion needs a reason")
-    _announcing(bus, models_topic)
+    topic = _announcing(bus, models_topic)
     registry = _registry(tracking_uri)
-    with model_lock(lock_dir, model) as lock_path:
-        result = _promote_locked(registry, model, str(version), lock_path, actor=actor, reason=reason, manual=manual)
-    if not result.changed:
-        return result
-    published = _publish(bus, models_topic, model, ModelPromoted(
-        model=model, version=result.version, previous_version=result.previous, actor=actor, reason=reason,
-        manual=manual,
-    ))
-    return replace(result, published=published)
+    with _locked(registry, model, "promote") as held:
+        _recover(registry, model)
+        result, record = _promote_locked(registry, model, str(version), held, actor=actor, reason=reason,
+                                         manual=manual, topic=topic)
+    return replace(result, published=_announce(registry, bus, model, record))
 
 
 def rollback(
@@ -331,14 +371,13 @@ def rollback(
     reason: str = "rollback",
     bus: Bus | None = None,
     models_topic: str | None = None,
-    lock_dir: Path,
 ) -> PromotionResult:
     """Make `previous` the champion again and drop `previous`, so a second rollback is refused
     instead of flipping back to the version just rolled away from."""
-    _announcing(bus, models_topic)
+    topic = _announcing(bus, models_topic)
     registry = _registry(tracking_uri)
-    with model_lock(lock_dir, model) as lock_path:
-        _recover(registry, model, lock_path)
+    with _locked(registry, model, "roll back") as held:
+        _recover(registry, model)
         before = _snapshot(registry, model)
         if before[PREVIOUS] is None:
             raise PromotionRefused(f"cannot roll back {model}: it has no 'previous' version; nothing changed")
@@ -346,20 +385,41 @@ def rollback(
             raise PromotionRefused(f"cannot roll back {model}: it has no champion; nothing changed")
         after = {CHAMPION: before[PREVIOUS], PREVIOUS: None, CHALLENGER: before[CHALLENGER]}
         ts = _now()
-        key = _move(registry, model, lock_path, before, after, {
+        announce = topic, ModelRolledBack(model=model, from_version=before[CHAMPION], to_version=before[PREVIOUS],
+                                          actor=actor, reason=reason)
+        key, record = _move(registry, model, held, before, after, {
             "action": "rollback", "actor": actor, "reason": reason, "manual": True, "version": before[PREVIOUS],
             "from_version": before[CHAMPION],
-        })
+        }, announce if topic is not None else None)
         _tag_quietly(registry, model, before[CHAMPION], {
             "ctloop.rolled_back_at": ts.isoformat(), "ctloop.rolled_back_by": actor,
             "ctloop.rollback_reason": reason,
         })
     result = PromotionResult(model, "rollback", before[PREVIOUS], before[CHAMPION], actor, reason, True,
                              audit_key=key, ts=ts)
-    published = _publish(bus, models_topic, model, ModelRolledBack(
-        model=model, from_version=before[CHAMPION], to_version=before[PREVIOUS], actor=actor, reason=reason,
-    ))
-    return replace(result, published=published)
+    return replace(result, published=_announce(registry, bus, model, record))
+
+
+def settle(tracking_uri: str | Registry, model: str, *, bus: Bus | None = None) -> list[str]:
+    """What a restarted promoter, server or CLI runs for a model: finish a move a crashed process left
+    (undo it, or close it and record its event), then publish the model's outbox. Returns the keys of
+    the outbox records published."""
+    registry = _registry(tracking_uri)
+    with _locked(registry, model, "settle") as held:
+        held.check()
+        _recover(registry, model)
+    return outbox.drain(registry, bus, model) if bus is not None else []
+
+
+@contextmanager
+def _locked(registry: Registry, model: str, what: str) -> Iterator[HeldLock]:
+    """The model's lock; a model the registry does not have is a refusal, not a lookup error."""
+    try:
+        registry.model(model)
+    except NotFound as exc:
+        raise PromotionRefused(f"cannot {what}: {exc}; nothing changed") from None
+    with model_lock(registry, model) as held:
+        yield held
 
 
 def _redecide(
@@ -395,21 +455,19 @@ def apply_decision(
     bus: Bus | None = None,
     topic: str | None = None,
     policy: PromotionPolicy | None = None,
-    lock_dir: Path,
 ) -> tuple[str, PromotionResult | None]:
     """The automatic path: register the challenger, then under the lock promote it if the decision
     still holds against the champion of that moment. Every decision lands in the audit trail.
 
     If the champion changed since the evaluation, the challenger is judged again against the new
     champion's recorded metrics (given `policy` and the same holdout), else rejected as stale."""
-    _announcing(bus, topic)
+    announce_to = _announcing(bus, topic)
     registry = _registry(tracking_uri)
     version = register_challenger(
         registry, model, model_uri, provenance=provenance, evaluation=evaluation, decision=decision,
-        lock_dir=lock_dir,
     )
-    with model_lock(lock_dir, model) as lock_path:
-        _recover(registry, model, lock_path)
+    with model_lock(registry, model) as held:
+        _recover(registry, model)
         champion = registry.alias(model, CHAMPION)
         final = decision
         if champion != evaluation.champion_version:
@@ -423,11 +481,8 @@ def apply_decision(
                 "decision": "reject", "reasons": list(final.reasons),
             })
             return version, None
-        result = _promote_locked(
-            registry, model, version, lock_path, actor=actor, reason="; ".join(final.reasons), manual=False,
-            decision=final,
+        result, record = _promote_locked(
+            registry, model, version, held, actor=actor, reason="; ".join(final.reasons), manual=False,
+            topic=announce_to, decision=final,
         )
-    published = _publish(bus, topic, model, ModelPromoted(
-        model=model, version=version, previous_version=result.previous, actor=actor, reason=result.reason,
-    ))
-    return version, replace(result, published=published)
+    return version, replace(result, published=_announce(registry, bus, model, record))

@@ -4,6 +4,10 @@ An episode opens at the first drifting window and ends after `clean_windows` cle
 row; only its opening is alerted. `cooldown_s` additionally spaces alerts of one model, so a
 flapping stream (drift, clean x K, drift, ...) does not page every few windows. The decision is a
 pure function of the state and the verdict; the HTTP call is separate and never raises.
+
+`AlertLedger` keeps each model's episode state, and the alerts decided but not yet confirmed sent,
+in the object store, so a restarted monitor (another pod) neither alerts an episode again nor
+forgets an alert it had decided on.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ctloop.monitors.detector import WindowVerdict
+from ctloop.objectstore import StoreError, open_uri
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,8 @@ class EpisodeState:
     in_episode: bool = False
     clean_streak: int = 0
     last_alert_at: datetime | None = None
+    # The open (or last) episode: the end of its first drifting window.
+    episode: str | None = None
 
 
 def decide(state: EpisodeState, drifted: bool, now: datetime, policy: AlertPolicy) -> tuple[EpisodeState, bool]:
@@ -52,11 +59,14 @@ def decide(state: EpisodeState, drifted: bool, now: datetime, policy: AlertPolic
     if state.in_episode:
         return replace(state, clean_streak=0), False
     cooling = state.last_alert_at is not None and now - state.last_alert_at < timedelta(seconds=policy.cooldown_s)
-    opened = EpisodeState(in_episode=True, clean_streak=0, last_alert_at=state.last_alert_at if cooling else now)
+    opened = EpisodeState(in_episode=True, clean_streak=0, last_alert_at=state.last_alert_at if cooling else now,
+                          episode=now.isoformat())
     return opened, not cooling
 
 
-def slack_message(model: str, version: str | None, verdict: WindowVerdict, report_uri: str | None) -> dict[str, Any]:
+def slack_message(
+    model: str, version: str | None, verdict: WindowVerdict, report_uri: str | None, episode: str | None = None,
+) -> dict[str, Any]:
     """Slack incoming-webhook JSON: `text` for notifications, `blocks` for the channel."""
     drifted = verdict.drifted_columns
     head = (
@@ -76,6 +86,8 @@ def slack_message(model: str, version: str | None, verdict: WindowVerdict, repor
     ]
     if report_uri:
         details.append(f"Report: {report_uri}")
+    if episode:
+        details.append(f"Episode: {episode}")
     return {
         "text": head,
         "blocks": [
@@ -107,3 +119,56 @@ class WebhookNotifier:
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
             log.warning("drift alert to %s failed: %s", self.url, exc)
             return False
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    """What survives a monitor: its episode state and the alerts it decided on but has not sent."""
+
+    state: EpisodeState = EpisodeState()
+    pending: tuple[dict[str, Any], ...] = ()
+
+    def to_json(self) -> bytes:
+        state = self.state
+        return json.dumps({
+            "in_episode": state.in_episode, "clean_streak": state.clean_streak,
+            "last_alert_at": state.last_alert_at.isoformat() if state.last_alert_at else None,
+            "episode": state.episode, "pending": list(self.pending),
+        }, sort_keys=True).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> AlertRecord:
+        doc = json.loads(raw)
+        last = doc.get("last_alert_at")
+        state = EpisodeState(bool(doc["in_episode"]), int(doc["clean_streak"]),
+                             datetime.fromisoformat(last) if last else None, doc.get("episode"))
+        return cls(state, tuple(doc.get("pending", ())))
+
+
+class AlertLedger:
+    """Alert records under `<root_uri>/alerts/<model>.json` (file:// or s3://), one writer per model
+    (the model's monitor); an unchanged record is not written again."""
+
+    def __init__(self, root_uri: str, *, s3_endpoint_url: str | None = None) -> None:
+        self._store, self._prefix = open_uri(root_uri.rstrip("/") + "/", s3_endpoint_url=s3_endpoint_url)
+        self._known: dict[str, AlertRecord] = {}
+
+    def uri(self, model: str) -> str:
+        return self._store.uri(self._key(model))
+
+    def _key(self, model: str) -> str:
+        return f"{self._prefix}alerts/{model}.json"
+
+    def load(self, model: str) -> AlertRecord:
+        if model not in self._known:
+            try:
+                self._known[model] = AlertRecord.from_json(self._store.get(self._key(model)))
+            except StoreError:
+                self._known[model] = AlertRecord()
+        return self._known[model]
+
+    def save(self, model: str, record: AlertRecord) -> None:
+        if self._known.get(model) == record:
+            return
+        self._store.put(self._key(model), record.to_json())
+        self._known[model] = record

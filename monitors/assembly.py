@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ctloop.bus import Bus
-from ctloop.monitors.alerts import WebhookNotifier
+from ctloop.monitors.alerts import AlertLedger, WebhookNotifier
 from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
 from ctloop.monitors.reference import reference_from_file, reference_from_registry
 from ctloop.monitors.report import ReportSink
@@ -19,15 +19,17 @@ from ctloop.settings import Settings
 def drift_monitor(settings: Settings, model: str, config: MonitorConfig, *, profile: Path | None = None
                   ) -> DriftMonitor:
     """The monitor of `model` against the reference in `profile`, or else its champion's training data. Reports
-    go under the store root (and into the reference's MLflow run, when it has one); drift events name the
-    spec's `retrain_uri` as the data to retrain on; the spec's `monitor.featurize`, if any, turns each served
-    batch into the monitored columns."""
+    and the alert episode state go under `settings.objects_uri` (s3:// in a cluster, so they outlive the pod;
+    reports also into the reference's MLflow run, when it has one); drift events name the spec's `retrain_uri`
+    as the data to retrain on; the spec's `monitor.featurize`, if any, turns each served batch into the
+    monitored columns."""
     reference = (reference_from_file(profile, model) if profile is not None
                  else reference_from_registry(settings.tracking_uri, model))
-    sink = ReportSink(settings.store_root.as_uri(), s3_endpoint_url=settings.s3_endpoint_url,
+    sink = ReportSink(settings.objects_uri, s3_endpoint_url=settings.s3_endpoint_url,
                       tracking_uri=settings.tracking_uri if reference.run_id else None, run_id=reference.run_id)
+    ledger = AlertLedger(settings.objects_uri, s3_endpoint_url=settings.s3_endpoint_url)
     return DriftMonitor(reference, config, sink=sink, retrain_uri=retrain_uri_for(model, settings),
-                        featurize=featurize_for(model, settings))
+                        featurize=featurize_for(model, settings), ledger=ledger)
 
 
 def monitor_service(

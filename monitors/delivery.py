@@ -5,7 +5,7 @@ from __future__ import annotations
 from ctloop.bus import Bus, Message
 from ctloop.deadletter import dead_letter
 from ctloop.events import to_bytes
-from ctloop.monitors.alerts import WebhookNotifier
+from ctloop.monitors.alerts import AlertLedger, AlertRecord, WebhookNotifier
 from ctloop.monitors.monitor import WindowOutcome
 from ctloop.predictions import PredictionBatch, PredictionBatchError, parse_batch
 
@@ -19,10 +19,25 @@ def read_batch(bus: Bus, deadletter_topic: str, message: Message) -> PredictionB
         return None
 
 
-def deliver(outcome: WindowOutcome, model: str, bus: Bus, drift_topic: str, notifier: WebhookNotifier | None) -> bool:
+def deliver(
+    outcome: WindowOutcome, model: str, bus: Bus, drift_topic: str, notifier: WebhookNotifier | None,
+    ledger: AlertLedger | None = None,
+) -> bool:
     """Publish the window's drift event and flush, so it is out before the runtime commits the window's
-    offsets, then send its alert; True when an alert went out."""
+    offsets, then send its alert; True when this window's alert went out.
+
+    With a ledger, the episode state and the alert are recorded before the send and the alert is struck
+    off after it: an alert that failed, or whose monitor died mid-send, goes out with the next window
+    (at least once), and a restarted monitor does not alert an episode already alerted."""
     if outcome.event is not None:
         bus.publish(drift_topic, to_bytes(outcome.event), key=model)
         bus.flush()
-    return outcome.alert is not None and notifier is not None and notifier.send(outcome.alert)
+    fresh = [outcome.alert] if outcome.alert is not None and notifier is not None else []
+    if ledger is None:
+        return bool(fresh) and notifier is not None and notifier.send(fresh[0])
+    pending = [*ledger.load(model).pending, *fresh]
+    ledger.save(model, AlertRecord(outcome.episode, tuple(pending)))
+    while pending and notifier is not None and notifier.send(pending[0]):
+        pending.pop(0)
+    ledger.save(model, AlertRecord(outcome.episode, tuple(pending)))
+    return bool(fresh) and fresh[0] not in pending

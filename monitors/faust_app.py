@@ -84,7 +84,7 @@ class FaustRuntime:
         return []
 
     def _finish(self, outcome: WindowOutcome) -> None:
-        deliver(outcome, self.monitor.model, self.bus, self.settings.topics.drift, self.notifier)
+        deliver(outcome, self.monitor.model, self.bus, self.settings.topics.drift, self.notifier, self.monitor.ledger)
         self.outcomes.append(outcome)
 
 

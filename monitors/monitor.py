@@ -20,7 +20,7 @@ from datetime import UTC
 from typing import Any, Literal
 
 from ctloop.events import DriftDetected, Event, new_event
-from ctloop.monitors.alerts import AlertPolicy, EpisodeState, decide, slack_message
+from ctloop.monitors.alerts import AlertLedger, AlertPolicy, EpisodeState, decide, slack_message
 from ctloop.monitors.detector import DriftDetector, WindowVerdict
 from ctloop.monitors.reference import Reference
 from ctloop.monitors.report import ReportSink, drift_report_html
@@ -51,6 +51,8 @@ class WindowOutcome:
     alert: dict[str, Any] | None
     report_uri: str | None
     markers: dict[Hashable, Any] = field(default_factory=dict)
+    # The alert episode state after this window: what the runtime records before committing it.
+    episode: EpisodeState = field(default_factory=EpisodeState)
 
 
 class DriftMonitor:
@@ -62,10 +64,12 @@ class DriftMonitor:
         sink: ReportSink | None = None,
         retrain_uri: str | None = None,
         featurize: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None,
+        ledger: AlertLedger | None = None,
     ) -> None:
         """`featurize`: for non-tabular inputs, turns a batch of served rows into the monitored columns the
         reference profile was built on (the spec's `monitor.featurize`)."""
         self.reference = reference
+        self.ledger = ledger
         self.retrain_uri = retrain_uri
         self.featurize = featurize
         self.config = config or MonitorConfig()
@@ -74,7 +78,8 @@ class DriftMonitor:
         self.windows = TumblingWindows(
             self.config.window, self.detector.numeric, self.detector.categorical, keep_rows=sink is not None
         )
-        self.episode = EpisodeState()
+        # A restarted monitor carries on with the episode its predecessor recorded.
+        self.episode = ledger.load(reference.model).state if ledger is not None else EpisodeState()
         self.closed = 0
         self._version: str | None = reference.version
         self._reference_frame = None
@@ -144,8 +149,10 @@ class DriftMonitor:
                     rows_uri=rows_uri,
                 )
             )
-        alert = slack_message(self.model, self._version, verdict, report_uri) if alert_now else None
-        return WindowOutcome(verdict, drifted, event, alert, report_uri, dict(window.markers))
+        alert = None
+        if alert_now:
+            alert = slack_message(self.model, self._version, verdict, report_uri, self.episode.episode)
+        return WindowOutcome(verdict, drifted, event, alert, report_uri, dict(window.markers), self.episode)
 
     def _report(self, window: Window, verdict: WindowVerdict) -> str | None:
         assert self.sink is not None

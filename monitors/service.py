@@ -115,7 +115,8 @@ class MonitorService:
 
     def _finish(self, outcome: WindowOutcome) -> None:
         self.stats.windows += 1
-        if deliver(outcome, self.monitor.model, self.bus, self.settings.topics.drift, self.notifier):
+        if deliver(outcome, self.monitor.model, self.bus, self.settings.topics.drift, self.notifier,
+                   self.monitor.ledger):
             self.stats.alerts_sent += 1
         if outcome.event is not None:
             self.stats.drift_events += 1

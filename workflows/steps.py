@@ -268,7 +268,7 @@ def promote(
             version, result = apply_decision(
                 settings.tracking_uri, model, model_uri, scored, _decision(True, reasons),
                 _provenance(event_id, data_digest, code_version, run_id, trainer_version), actor=ACTOR, bus=bus,
-                topic=settings.topics.models, policy=spec.policy, lock_dir=settings.home / "locks",
+                topic=settings.topics.models, policy=spec.policy,
             )
     finally:
         bus.close()
@@ -295,7 +295,7 @@ def register(
         version = register_challenger(
             settings.tracking_uri, model, model_uri,
             provenance=_provenance(event_id, data_digest, code_version, run_id, trainer_version), evaluation=scored,
-            decision=_decision(False, reasons), lock_dir=settings.home / "locks",
+            decision=_decision(False, reasons),
         )
     return VersionOutput(version=version, promoted=False)
 

@@ -234,12 +234,12 @@ class Loop:
         reason = "reviewed by hand: accept the larger training set despite the policy"
         self._as_typed("promote", self.model, target, "--actor", ACTOR, "--reason", reason)
         result = promote(self.settings.tracking_uri, self.model, target, actor=ACTOR, reason=reason, manual=True,
-                         bus=self.bus, models_topic=self.settings.topics.models, lock_dir=self.settings.home / "locks")
+                         bus=self.bus, models_topic=self.settings.topics.models)
         self.narrator.say(f"  {self.model}: champion {result.previous or '-'} -> {result.version} (by {ACTOR})")
         reason = f"undo the manual promotion of v{target}: v{champion} was trained on recent traffic"
         self._as_typed("rollback", self.model, "--actor", ACTOR, "--reason", reason)
         result = rollback(self.settings.tracking_uri, self.model, actor=ACTOR, reason=reason, bus=self.bus,
-                          models_topic=self.settings.topics.models, lock_dir=self.settings.home / "locks")
+                          models_topic=self.settings.topics.models)
         self.narrator.say(f"  {self.model}: rolled back champion {result.previous} -> {result.version} (by {ACTOR})")
 
     # --- steps -------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def table() -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def registered(mlflow_server: str, table, tmp_path_factory) -> tuple[str, str]:
+def registered(mlflow_server: str, table) -> tuple[str, str]:
     """A logistic regression registered as version 1 of a fresh model name and made champion."""
     import mlflow
     import mlflow.sklearn
@@ -53,8 +53,7 @@ def registered(mlflow_server: str, table, tmp_path_factory) -> tuple[str, str]:
     name = f"bc-{os.getpid()}-{int(time.time())}"
     registry = Registry(mlflow_server)
     version = registry.create_version(name, info.model_uri, run_id=None, tags={}).version
-    promote(registry, name, version, actor="test", reason="protocol", manual=True,
-            lock_dir=tmp_path_factory.mktemp("locks"))
+    promote(registry, name, version, actor="test", reason="protocol", manual=True)
     return name, version
 
 

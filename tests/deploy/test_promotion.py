@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from ctloop.deploy.lock import lock_stem
+from ctloop.deploy import outbox
 from ctloop.deploy.policy import decide
-from ctloop.deploy.promotion import PromotionFailed, PromotionRefused, apply_decision, promote, rollback
+from ctloop.deploy.promotion import INTENT_TAG, PromotionFailed, PromotionRefused, apply_decision, promote, rollback
 from ctloop.deploy.registry import Registry, Retry
 from ctloop.embedded_bus import EmbeddedBus
-from ctloop.events import ModelPromoted, ModelRolledBack, parse
+from ctloop.events import ModelPromoted, ModelRolledBack, new_event, parse
 from ctloop.modelspec import PromotionPolicy
 from tests.deploy.helpers import evaluation
 
@@ -23,24 +23,19 @@ POLICY = PromotionPolicy(metric="accuracy", direction="max", min_improvement=0.0
 PROVENANCE = {"event_id": "evt-1", "data_digest": "sha256:abc", "code_version": "git:1234", "run_id": None}
 
 
-def auto(registry, name, uri, accuracy, lock_dir, *, bus=None, champion=None):
+def auto(registry, name, uri, accuracy, *, bus=None, champion=None):
     """What the workflow's promote step does: evaluate against the current champion, decide, apply."""
     if champion is None:
         current = registry.alias(name, "champion")
         champion = (current, registry.version(name, current).metrics["accuracy"]) if current else None
     ev = evaluation(name, uri, accuracy, champion)
     return apply_decision(registry, name, uri, ev, decide(ev, POLICY), PROVENANCE, bus=bus, topic="models",
-                          policy=POLICY, lock_dir=lock_dir)
+                          policy=POLICY)
 
 
 @pytest.fixture
 def registry(mlflow_server: str) -> Registry:
     return Registry(mlflow_server)
-
-
-@pytest.fixture
-def lock_dir(tmp_path: Path) -> Path:
-    return tmp_path / "locks"
 
 
 @pytest.fixture
@@ -58,8 +53,8 @@ def events(bus: EmbeddedBus) -> list:
         consumer.close()
 
 
-def test_first_challenger_becomes_champion_with_provenance(registry, model_name, constant_model_uri, lock_dir, bus):
-    version, result = auto(registry, model_name, constant_model_uri, 0.8, lock_dir, bus=bus)
+def test_first_challenger_becomes_champion_with_provenance(registry, model_name, constant_model_uri, bus):
+    version, result = auto(registry, model_name, constant_model_uri, 0.8, bus=bus)
 
     assert result is not None and result.version == version and result.previous is None
     assert registry.alias(model_name, "champion") == version
@@ -81,10 +76,10 @@ def test_first_challenger_becomes_champion_with_provenance(registry, model_name,
 
 
 def test_better_challenger_replaces_champion_and_old_one_becomes_previous(
-    registry, model_name, constant_model_uri, lock_dir
+    registry, model_name, constant_model_uri
 ):
-    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
-    v2, result = auto(registry, model_name, constant_model_uri, 0.85, lock_dir)
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8)
+    v2, result = auto(registry, model_name, constant_model_uri, 0.85)
 
     assert result is not None and result.previous == v1
     aliases = registry.aliases(model_name)
@@ -93,9 +88,9 @@ def test_better_challenger_replaces_champion_and_old_one_becomes_previous(
     assert "improved by 0.05" in registry.version(model_name, v2).reasons[0]
 
 
-def test_worse_challenger_is_rejected_and_stays_challenger(registry, model_name, constant_model_uri, lock_dir, bus):
-    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
-    v2, result = auto(registry, model_name, constant_model_uri, 0.805, lock_dir, bus=bus)
+def test_worse_challenger_is_rejected_and_stays_challenger(registry, model_name, constant_model_uri, bus):
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8)
+    v2, result = auto(registry, model_name, constant_model_uri, 0.805, bus=bus)
 
     assert result is None
     assert registry.aliases(model_name) == {"champion": v1, "challenger": v2}
@@ -107,17 +102,17 @@ def test_worse_challenger_is_rejected_and_stays_challenger(registry, model_name,
 
 
 def test_rejected_version_is_promoted_only_manually_with_the_reason_recorded(
-    registry, model_name, constant_model_uri, lock_dir, bus
+    registry, model_name, constant_model_uri, bus
 ):
-    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
-    v2, _ = auto(registry, model_name, constant_model_uri, 0.7, lock_dir)
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8)
+    v2, _ = auto(registry, model_name, constant_model_uri, 0.7)
 
     with pytest.raises(PromotionRefused, match="decision is reject"):
-        promote(registry, model_name, v2, actor="ci", reason="auto", manual=False, lock_dir=lock_dir)
+        promote(registry, model_name, v2, actor="ci", reason="auto", manual=False)
     assert registry.alias(model_name, "champion") == v1
 
     result = promote(registry, model_name, v2, actor="alice", reason="hotfix for segment B", manual=True,
-                     bus=bus, models_topic="models", lock_dir=lock_dir)
+                     bus=bus, models_topic="models")
 
     assert result.manual and result.previous == v1 and result.published
     assert registry.aliases(model_name) == {"champion": v2, "previous": v1}
@@ -132,13 +127,12 @@ def test_rejected_version_is_promoted_only_manually_with_the_reason_recorded(
 
 
 def test_rollback_restores_previous_and_a_second_rollback_is_refused(
-    registry, model_name, constant_model_uri, lock_dir, bus
+    registry, model_name, constant_model_uri, bus
 ):
-    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
-    v2, _ = auto(registry, model_name, constant_model_uri, 0.9, lock_dir)
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8)
+    v2, _ = auto(registry, model_name, constant_model_uri, 0.9)
 
-    result = rollback(registry, model_name, actor="bob", reason="p99 regression", bus=bus, models_topic="models",
-                      lock_dir=lock_dir)
+    result = rollback(registry, model_name, actor="bob", reason="p99 regression", bus=bus, models_topic="models")
 
     assert (result.version, result.previous) == (v1, v2)
     assert registry.aliases(model_name) == {"champion": v1}
@@ -152,69 +146,130 @@ def test_rollback_restores_previous_and_a_second_rollback_is_refused(
 
     audit_before = registry.model(model_name).audit
     with pytest.raises(PromotionRefused, match="no 'previous' version; nothing changed"):
-        rollback(registry, model_name, actor="bob", lock_dir=lock_dir)
+        rollback(registry, model_name, actor="bob")
     assert registry.aliases(model_name) == {"champion": v1}
     assert registry.model(model_name).audit == audit_before
 
 
 def test_promoting_a_missing_version_is_refused_and_changes_nothing(
-    registry, model_name, constant_model_uri, lock_dir
+    registry, model_name, constant_model_uri
 ):
-    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8)
     before = registry.model(model_name)
 
     with pytest.raises(PromotionRefused, match="has no version '42'"):
-        promote(registry, model_name, "42", actor="alice", reason="typo", manual=True, lock_dir=lock_dir)
+        promote(registry, model_name, "42", actor="alice", reason="typo", manual=True)
 
     after = registry.model(model_name)
     assert after.aliases == before.aliases == {"champion": v1}
     assert after.audit == before.audit
 
 
-def test_a_runs_uri_registers_the_logged_model_of_that_run(registry, model_name, constant_model_uri, lock_dir):
+def test_a_runs_uri_registers_the_logged_model_of_that_run(registry, model_name, constant_model_uri):
     logged = registry.client.get_logged_model(constant_model_uri.removeprefix("models:/"))
     runs_uri = f"runs:/{logged.source_run_id}/model"
 
-    version, _ = auto(registry, model_name, runs_uri, 0.8, lock_dir)
+    version, _ = auto(registry, model_name, runs_uri, 0.8)
 
     info = registry.version(model_name, version)
     assert info.source == constant_model_uri and info.run_id == logged.source_run_id
 
 
-def test_a_leftover_intent_of_a_committed_move_is_closed_without_undoing_it(
-    registry, model_name, constant_model_uri, lock_dir
+def test_a_leftover_intent_of_a_committed_move_is_closed_and_its_event_announced_without_undoing_it(
+    registry, model_name, constant_model_uri, bus
 ):
-    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
-    v2, _ = auto(registry, model_name, constant_model_uri, 0.9, lock_dir)
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8)
+    v2, _ = auto(registry, model_name, constant_model_uri, 0.9)
     committed = registry.model(model_name).audit[-1]
-    intent = lock_dir / f"{lock_stem(model_name)}.intent.json"
-    # As if the process died after the audit entry (the commit point) but before dropping its intent.
-    intent.write_text(json.dumps({
-        "txid": committed["id"], "model": model_name,
+    event = new_event(ModelPromoted(model=model_name, version=v2, previous_version=v1, actor="ctloop", reason="r"))
+    record = outbox.Record.of(committed["id"], "models", model_name, event)
+    # As if the process died after the audit entry (the commit point) but before recording its event
+    # and dropping its intent.
+    registry.set_model_tag(model_name, INTENT_TAG, json.dumps({
+        "txid": committed["id"],
         "before": {"champion": v1, "previous": None, "challenger": v2},
         "after": {"champion": v2, "previous": v1, "challenger": None},
+        "announce": record.to_json(),
     }))
 
-    promote(registry, model_name, v2, actor="alice", reason="noop", manual=True, lock_dir=lock_dir)
+    promote(registry, model_name, v2, actor="alice", reason="noop", manual=True, bus=bus, models_topic="models")
 
-    assert not intent.exists()
+    tags = registry.model(model_name).tags
+    assert INTENT_TAG not in tags and not [k for k in tags if k.startswith(outbox.OUTBOX_PREFIX)]
     assert registry.aliases(model_name) == {"champion": v2, "previous": v1}
     assert registry.model(model_name).audit[-1] == committed
+    [announced] = events(bus)
+    assert announced.id == event.id and announced.data.version == v2
+
+
+def test_a_leftover_intent_of_an_uncommitted_move_is_undone_and_never_announced(
+    registry, model_name, constant_model_uri, bus
+):
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8)
+    v2, _ = auto(registry, model_name, constant_model_uri, 0.7)
+    event = new_event(ModelPromoted(model=model_name, version=v2, previous_version=v1, actor="x", reason="r"))
+    # As if the process died after its first alias write, before the audit entry.
+    registry.set_model_tag(model_name, INTENT_TAG, json.dumps({
+        "txid": "deadbeef0000",
+        "before": {"champion": v1, "previous": None, "challenger": v2},
+        "after": {"champion": v2, "previous": v1, "challenger": None},
+        "announce": outbox.Record.of("deadbeef0000", "models", model_name, event).to_json(),
+    }))
+    registry.set_alias(model_name, "previous", v1)
+
+    with pytest.raises(PromotionRefused, match="no 'previous'"):
+        rollback(registry, model_name, actor="bob", bus=bus, models_topic="models")
+
+    assert registry.aliases(model_name) == {"champion": v1, "challenger": v2}
+    assert registry.model(model_name).audit[-1]["action"] == "recover"
+    assert INTENT_TAG not in registry.model(model_name).tags
+    assert events(bus) == []
+
+
+def test_an_event_left_in_the_outbox_is_published_by_the_next_drain_with_its_id(
+    registry, model_name, constant_model_uri, tmp_path
+):
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8)
+    class Unreachable(EmbeddedBus):
+        def publish(self, *args, **kwargs):
+            raise OSError("broker unreachable")
+
+    down = Unreachable(tmp_path / "down.db")
+    try:
+        v2, _ = auto(registry, model_name, constant_model_uri, 0.9)
+        result = promote(registry, model_name, v1, actor="alice", reason="pin v1", manual=True, bus=down,
+                         models_topic="models")
+    finally:
+        down.close()
+    assert result.changed and not result.published
+    [kept] = outbox.pending(registry, model_name)
+
+    live = EmbeddedBus(tmp_path / "live.db")
+    try:
+        assert outbox.drain_all(registry, live) == {model_name: [kept.key]}
+        [announced] = events(live)
+        assert announced.id == parse(kept.event.encode()).id
+        assert (announced.data.version, announced.data.previous_version) == (v1, v2)
+        assert outbox.pending(registry, model_name) == []
+        assert outbox.drain(registry, live, model_name) == []
+    finally:
+        live.close()
 
 
 def _concurrent_promoter(args) -> tuple[str, bool]:
-    url, name, uri, accuracy, lock_dir, champion = args
-    version, result = auto(Registry(url), name, uri, accuracy, Path(lock_dir), champion=champion)
+    url, name, uri, accuracy, champion = args
+    version, result = auto(Registry(url), name, uri, accuracy, champion=champion)
     return version, result is not None
 
 
 def test_eight_concurrent_promoters_end_with_the_best_champion_and_a_full_audit_trail(
-    mlflow_server, registry, model_name, constant_model_uri, lock_dir
+    mlflow_server, registry, model_name, constant_model_uri
 ):
-    v1, _ = auto(registry, model_name, constant_model_uri, 0.8, lock_dir)
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8)
     accuracies = [0.83, 0.86, 0.81, 0.9, 0.84, 0.88, 0.805, 0.85]
-    # All evaluated against v1 at the same time, as parallel workflow runs would be.
-    jobs = [(mlflow_server, model_name, constant_model_uri, a, str(lock_dir), (v1, 0.8)) for a in accuracies]
+    # All evaluated against v1 at the same time, as parallel workflow runs would be; the processes
+    # share nothing but the mlflow server, where the lock lives.
+    jobs = [(mlflow_server, model_name, constant_model_uri, a, (v1, 0.8)) for a in accuracies]
     with multiprocessing.get_context("fork").Pool(8) as pool:
         outcomes = pool.map(_concurrent_promoter, jobs)
 
@@ -230,11 +285,11 @@ def test_eight_concurrent_promoters_end_with_the_best_champion_and_a_full_audit_
 
 
 def test_registry_killed_during_promotion_leaves_champion_then_restart_and_retry_completes(
-    mlflow_server, killable_mlflow_server, model_name, constant_model_uri, lock_dir
+    mlflow_server, killable_mlflow_server, model_name, constant_model_uri
 ):
     observer = Registry(mlflow_server)
-    v1, _ = auto(observer, model_name, constant_model_uri, 0.8, lock_dir)
-    v2, _ = auto(observer, model_name, constant_model_uri, 0.7, lock_dir)
+    v1, _ = auto(observer, model_name, constant_model_uri, 0.8)
+    v2, _ = auto(observer, model_name, constant_model_uri, 0.7)
     server = killable_mlflow_server
 
     class DiesAfterFirstAliasWrite(Registry):
@@ -243,15 +298,14 @@ def test_registry_killed_during_promotion_leaves_champion_then_restart_and_retry
             server.kill()
 
     doomed = DiesAfterFirstAliasWrite(server.url, retry=Retry(attempts=3, base_delay_s=0.1))
-    with pytest.raises(PromotionFailed, match="restores them from"):
-        promote(doomed, model_name, v2, actor="alice", reason="try v2", manual=True, lock_dir=lock_dir)
+    with pytest.raises(PromotionFailed, match=r"restores them from its ctloop\.intent tag"):
+        promote(doomed, model_name, v2, actor="alice", reason="try v2", manual=True)
 
     assert observer.alias(model_name, "champion") == v1
     assert not any(e["action"] == "promote" and e["version"] == v2 for e in observer.model(model_name).audit)
 
     server.start()
-    result = promote(Registry(server.url), model_name, v2, actor="alice", reason="try v2 again", manual=True,
-                     lock_dir=lock_dir)
+    result = promote(Registry(server.url), model_name, v2, actor="alice", reason="try v2 again", manual=True)
 
     assert result.previous == v1
     assert observer.aliases(model_name) == {"champion": v2, "previous": v1}

@@ -49,11 +49,10 @@ def test_promotion_and_rollback_on_the_embedded_sqlite_registry(tmp_path: Path):
     registry = Registry(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (tmp_path / "model").mkdir()
     v1, v2 = (registry.create_version("m", str(tmp_path / "model"), run_id=None, tags={}).version for _ in range(2))
-    locks = tmp_path / "locks"
 
-    promote(registry, "m", v1, actor="a", reason="first", manual=True, lock_dir=locks)
-    promote(registry, "m", v2, actor="a", reason="second", manual=True, lock_dir=locks)
+    promote(registry, "m", v1, actor="a", reason="first", manual=True)
+    promote(registry, "m", v2, actor="a", reason="second", manual=True)
     assert registry.aliases("m") == {"champion": v2, "previous": v1}
-    rollback(registry, "m", actor="a", lock_dir=locks)
+    rollback(registry, "m", actor="a")
     assert registry.aliases("m") == {"champion": v1}
     assert [e["action"] for e in registry.model("m").audit] == ["promote", "promote", "rollback"]

@@ -64,7 +64,7 @@ class Serving:
 @pytest.fixture
 def champion(registry: Registry, model_name: str, constant_model_uri: str, tmp_path: Path) -> str:
     version = register(registry, model_name, constant_model_uri)
-    promote(registry, model_name, version, actor="test", reason="initial", manual=True, lock_dir=tmp_path / "locks")
+    promote(registry, model_name, version, actor="test", reason="initial", manual=True)
     return version
 
 
@@ -231,7 +231,7 @@ def test_a_promotion_switches_serving_with_no_failed_request(
         # has its own connection to the bus, as another process would.
         promoter_bus = EmbeddedBus(bus.path)
         promote(registry, model_name, v2, actor="test", reason="switch", manual=True, bus=promoter_bus,
-                models_topic="models", lock_dir=tmp_path / "locks")
+                models_topic="models")
         promoter_bus.close()
         while not any(version == v2 for _, version, _ in outcomes[-3:]) and thread.is_alive():
             stop.wait(0.05)
@@ -258,7 +258,7 @@ def test_follower_notices_an_alias_change_by_polling(registry, model_name, champ
     v2 = register(registry, model_name, other_model_uri)
     follower.start()
     try:
-        promote(registry, model_name, v2, actor="test", reason="poll", manual=True, lock_dir=tmp_path / "locks")
+        promote(registry, model_name, v2, actor="test", reason="poll", manual=True)
         for _ in range(200):
             if follower.current.version == v2:
                 break
@@ -303,8 +303,7 @@ def test_serving_wires_follower_log_and_watcher_and_closes_them_on_exit(
         assert answer["version"] == champion
         v2 = register(registry, model_name, other_model_uri)
         # The promoted event wakes the follower long before its 30 s alias poll would.
-        promote(registry, model_name, v2, actor="test", reason="better", manual=True, bus=bus, models_topic="models",
-                lock_dir=tmp_path / "locks")
+        promote(registry, model_name, v2, actor="test", reason="better", manual=True, bus=bus, models_topic="models")
         for _ in range(500):
             if server.follower.current.version == v2:
                 break

@@ -236,7 +236,7 @@ def test_everything_is_denied_unless_opened(overlay: list[Manifest]) -> None:
         ("mlflow", "minio", 9000, True),
         ("workflow", "minio", 9000, True),
         ("serving", "minio", 9000, False),
-        ("monitor", "minio", 9000, False),
+        ("monitor", "minio", 9000, True),
         ("monitor", "serving", 8080, False),
         ("minio-events", "minio", 9000, True),
         ("kafka-events", "minio", 9000, False),

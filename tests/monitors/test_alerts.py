@@ -3,7 +3,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ctloop.events import ColumnDrift
-from ctloop.monitors.alerts import AlertPolicy, EpisodeState, WebhookNotifier, decide, slack_message
+from ctloop.monitors.alerts import (
+    AlertLedger,
+    AlertPolicy,
+    AlertRecord,
+    EpisodeState,
+    WebhookNotifier,
+    decide,
+    slack_message,
+)
 from ctloop.monitors.detector import WindowVerdict
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -59,3 +67,22 @@ def test_notifier_failure_is_reported_not_raised():
     assert not WebhookNotifier("http://127.0.0.1:9/none", timeout_s=1).send({"text": "hi"})
     with pytest.raises(ValueError, match="http"):
         WebhookNotifier("ftp://x")
+
+
+def test_the_ledger_keeps_episode_state_and_pending_alerts_for_the_next_monitor(tmp_path):
+    root = (tmp_path / "store").as_uri()
+    assert AlertLedger(root).load("m") == AlertRecord()
+    state = EpisodeState(in_episode=True, clean_streak=1, last_alert_at=T0, episode=T0.isoformat())
+    AlertLedger(root).save("m", AlertRecord(state, ({"text": "drift"},)))
+
+    again = AlertLedger(root)
+    assert again.load("m") == AlertRecord(state, ({"text": "drift"},))
+    assert again.load("other") == AlertRecord()
+    assert again.uri("m").endswith("/store/alerts/m.json")
+
+
+def test_an_opened_episode_is_named_by_its_first_drifting_window():
+    state, alert = decide(EpisodeState(), True, T0, AlertPolicy())
+    assert alert and state.episode == T0.isoformat()
+    later, again = decide(state, True, T0 + timedelta(minutes=1), AlertPolicy())
+    assert not again and later.episode == T0.isoformat()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -10,7 +11,7 @@ import pandas as pd
 from ctloop.deadletter import reason_of
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import DriftDetected, parse
-from ctloop.monitors.alerts import WebhookNotifier
+from ctloop.monitors.alerts import AlertLedger, WebhookNotifier
 from ctloop.monitors.delivery import deliver, read_batch
 from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
 from ctloop.monitors.reference import Reference
@@ -61,3 +62,18 @@ def test_without_a_notifier_the_event_still_goes_out(tmp_path):
     bus = EmbeddedBus(tmp_path / "bus.db")
     assert not deliver(_drifting_outcome(), "m", bus, "drift", None)
     assert len(bus.consumer(["drift"], "g").poll(timeout_s=1)) == 1
+
+
+def test_with_a_ledger_an_alert_that_failed_is_kept_and_goes_out_with_the_next_window(tmp_path, webhook):
+    bus = EmbeddedBus(tmp_path / "bus.db")
+    ledger = AlertLedger((tmp_path / "store").as_uri())
+    outcome = _drifting_outcome()
+
+    assert not deliver(outcome, "m", bus, "drift", WebhookNotifier("http://127.0.0.1:9/down", timeout_s=1), ledger)
+    kept = AlertLedger((tmp_path / "store").as_uri()).load("m")
+    assert kept.pending == (outcome.alert,) and kept.state == outcome.episode and kept.state.in_episode
+
+    quiet = replace(outcome, event=None, alert=None)
+    assert not deliver(quiet, "m", bus, "drift", WebhookNotifier(webhook.url), ledger)
+    assert webhook == [outcome.alert]
+    assert AlertLedger((tmp_path / "store").as_uri()).load("m").pending == ()

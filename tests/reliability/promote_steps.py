@@ -3,7 +3,6 @@ step does: through deploy.promotion, with transient registry failures turned int
 
 # No `from __future__ import annotations`: Hera reads the annotations at build time.
 
-from pathlib import Path
 from typing import Annotated
 
 from hera.workflows import Parameter
@@ -11,12 +10,11 @@ from hera.workflows import Parameter
 
 def promote_version(model: Annotated[str, Parameter(name="model")],
                     version: Annotated[str, Parameter(name="version")],
-                    tracking_uri: Annotated[str, Parameter(name="tracking-uri")],
-                    lock_dir: Annotated[str, Parameter(name="lock-dir")]) -> None:
+                    tracking_uri: Annotated[str, Parameter(name="tracking-uri")]) -> None:
     from ctloop.deploy.promotion import promote
     from ctloop.deploy.registry import Registry, Retry
     from ctloop.workflows.steps import transient_exits
 
     with transient_exits():
         promote(Registry(tracking_uri, retry=Retry(attempts=2, base_delay_s=0.1, timeout_s=3)), model, version,
-                actor="ctloop-workflow", reason="evaluation says promote", manual=False, lock_dir=Path(lock_dir))
+                actor="ctloop-workflow", reason="evaluation says promote", manual=False)

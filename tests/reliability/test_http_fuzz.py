@@ -196,7 +196,7 @@ def test_serving_survives_fuzzing_and_logs_only_what_it_answered(mlflow_server, 
     registry = Registry(mlflow_server)
     name = f"fuzz-{random.randrange(10**9)}"
     version = registry.create_version(name, log_constant_model(mlflow_server, 1.0), run_id=None, tags={}).version
-    promote(registry, name, version, actor="test", reason="fuzz", manual=True, lock_dir=tmp_path / "locks")
+    promote(registry, name, version, actor="test", reason="fuzz", manual=True)
     follower = ChampionFollower(registry, name, poll_s=60)
     follower.refresh()
     log = PredictionLog(bus, "predictions", max_pending=COUNT + 1)

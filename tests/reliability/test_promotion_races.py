@@ -8,7 +8,6 @@ import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,38 +22,35 @@ from tests.reliability.promotion_case import POLICY, PROVENANCE
 pytestmark = [pytest.mark.reliability, pytest.mark.mlflow_server]
 
 
-def _auto(url: str, model: str, uri: str, accuracy: float, champion: tuple[str, float], locks: Path) -> Callable:
+def _auto(url: str, model: str, uri: str, accuracy: float, champion: tuple[str, float]) -> Callable:
     def act() -> Any:
         ev = evaluation(model, uri, accuracy, champion)
-        return apply_decision(Registry(url), model, uri, ev, decide(ev, POLICY), PROVENANCE, policy=POLICY,
-                              lock_dir=locks)
+        return apply_decision(Registry(url), model, uri, ev, decide(ev, POLICY), PROVENANCE, policy=POLICY)
     return act
 
 
 @pytest.mark.parametrize("round_", [1, 2])
 def test_concurrent_automatic_and_manual_promotions_and_a_rollback_keep_the_champion_legitimate(
-        round_, mlflow_server, uri, tmp_path):
-    url, locks = mlflow_server, tmp_path / "locks"
+        round_, mlflow_server, uri):
+    url = mlflow_server
     registry = Registry(url)
     model = f"race-{uuid.uuid4().hex[:8]}"
     base = evaluation(model, uri, 0.80)
-    v1, _ = apply_decision(registry, model, uri, base, decide(base, POLICY), PROVENANCE, policy=POLICY,
-                           lock_dir=locks)
+    v1, _ = apply_decision(registry, model, uri, base, decide(base, POLICY), PROVENANCE, policy=POLICY)
     weak = evaluation(model, uri, 0.5, champion=(v1, 0.8))
     rejected = register_challenger(registry, model, uri, provenance=PROVENANCE, evaluation=weak,
-                                   decision=decide(weak, POLICY), lock_dir=locks)
+                                   decision=decide(weak, POLICY))
     assert registry.version(model, rejected).decision == "reject"
 
     actors: dict[str, Callable[[], Any]] = {
-        f"auto-{a}": _auto(url, model, uri, a, (v1, 0.8), locks) for a in (0.79, 0.82, 0.86, 0.9, 0.84)
+        f"auto-{a}": _auto(url, model, uri, a, (v1, 0.8)) for a in (0.79, 0.82, 0.86, 0.9, 0.84)
     }
     actors["manual-hotfix"] = lambda: promote(Registry(url), model, rejected, actor="alice", reason="hotfix INC-7",
-                                              manual=True, lock_dir=locks)
-    actors["manual-v1"] = lambda: promote(Registry(url), model, v1, actor="carol", reason="pin v1", manual=True,
-                                          lock_dir=locks)
-    actors["rollback"] = lambda: rollback(Registry(url), model, actor="bob", reason="bad canary", lock_dir=locks)
+                                              manual=True)
+    actors["manual-v1"] = lambda: promote(Registry(url), model, v1, actor="carol", reason="pin v1", manual=True)
+    actors["rollback"] = lambda: rollback(Registry(url), model, actor="bob", reason="bad canary")
     actors["auto-refused"] = lambda: promote(Registry(url), model, rejected, actor="ctloop", reason="auto",
-                                             manual=False, lock_dir=locks)
+                                             manual=False)
     start = threading.Barrier(len(actors))
 
     def run(act: Callable[[], Any]) -> Any:

@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.mlflow_server]
 def promotion_workflow() -> WorkflowTemplate:
     step = script(constructor="runner", image="python:3.11", retry_strategy=transient_retry())(
         promote_steps.promote_version)
-    names = ("model", "version", "tracking-uri", "lock-dir")
+    names = ("model", "version", "tracking-uri")
     with WorkflowTemplate(name="promote-only", entrypoint="main",
                           arguments=[Parameter(name=n) for n in names]) as template, DAG(name="main"):
         step(name="promote", arguments={n: f"{{{{workflow.parameters.{n}}}}}" for n in names})
@@ -40,11 +40,10 @@ def test_a_registry_killed_mid_promotion_is_retried_and_the_aliases_move_fully(
     observer = Registry(mlflow_server)
     model = f"outage-{uuid.uuid4().hex[:8]}"
     first = evaluation(model, uri, 0.8)
-    v1, _ = apply_decision(observer, model, uri, first, decide(first, POLICY), PROVENANCE, policy=POLICY,
-                           lock_dir=tmp_path / "locks")
+    v1, _ = apply_decision(observer, model, uri, first, decide(first, POLICY), PROVENANCE, policy=POLICY)
     second = evaluation(model, uri, 0.9, champion=(v1, 0.8))
     v2 = register_challenger(observer, model, uri, provenance=PROVENANCE, evaluation=second,
-                             decision=decide(second, POLICY), lock_dir=tmp_path / "locks")
+                             decision=decide(second, POLICY))
     before = observer.aliases(model)
     assert before == {"champion": v1, "challenger": v2}
 
@@ -53,8 +52,8 @@ def test_a_registry_killed_mid_promotion_is_retried_and_the_aliases_move_fully(
 
     watcher = AliasWatcher(observer, model)
     watcher.start()
-    handle = engine.start({"model": model, "version": v2, "tracking-uri": server.url,
-                           "lock-dir": str(tmp_path / "locks")}, key=f"promote-{model}", wait=False)
+    handle = engine.start({"model": model, "version": v2, "tracking-uri": server.url}, key=f"promote-{model}",
+                          wait=False)
     deadline = time.monotonic() + 30
     while engine.run(handle.run_id).step("promote") is None:
         assert time.monotonic() < deadline, "the promote step never started"
