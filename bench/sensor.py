@@ -12,8 +12,11 @@ the figures are the sensor's own cost, not a workflow's.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import multiprocessing
+import pstats
 import statistics
 import tempfile
 import threading
@@ -212,6 +215,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--bootstrap", default=None)
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after the figures, print cProfile's top N functions of one more sensor pass")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-sensor-") as tmp:
@@ -236,6 +241,11 @@ def main() -> None:
                 rate, runs = sensor_rate(root, bus, topics, args.events)
                 ours.append(rate)
             lat = latency(root, bus, args.rate, args.seconds)
+            if args.profile:
+                profile = cProfile.Profile()
+                profile.runcall(sensor_rate, root, bus, topics, args.events)
+                profiled = io.StringIO()
+                pstats.Stats(profile, stream=profiled).sort_stats("tottime").print_stats(args.profile)
         finally:
             bus.close()
             if broker is not None:
@@ -254,6 +264,9 @@ def main() -> None:
         print(f"  {label:<34}: p50 {percentile(values, 0.5):7.2f}  p99 {percentile(values, 0.99):7.2f}"
               f"  max {max(values):7.2f}  (n={len(values)})")
     print("  goal: sensor p99 <= 25 ms; Argo Events takes ~1-4 s from Kafka to trigger (argo-events #3984)")
+    if args.profile:
+        print(f"profile of one sensor pass over {args.events} events (cProfile, by own time):")
+        print(profiled.getvalue())
 
 
 if __name__ == "__main__":

@@ -7,10 +7,12 @@ nothing else escapes, so a consumer can dead-letter any bad message and go on.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
+import orjson
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -155,12 +157,18 @@ def to_bytes(event: Event) -> bytes:
 
 def parse(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
     """Parse one structured CloudEvent into a typed `Event`, or raise `EventError`."""
+    return parse_document(raw, max_bytes=max_bytes)[0]
+
+
+def parse_document(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Event, dict[str, Any]]:
+    """`parse`, also returning the JSON document the event was read from, so that a consumer that needs
+    the raw fields too (a sensor's filters) parses each message once."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8", errors="surrogatepass")
     if len(raw) > max_bytes:
         raise EventError(f"oversized: {len(raw)} bytes exceeds the limit of {max_bytes}")
     try:
-        doc = json.loads(raw)
+        doc = _loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise EventError(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -192,7 +200,7 @@ def parse(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
     try:
         data = payload_cls.model_validate(cloud_event.get_data())
         subject = cloud_event.get_subject()
-        return Event(
+        event = Event(
             id=cloud_event.get_id(),
             type=cloud_event.get_type(),
             source=cloud_event.get_source(),
@@ -204,6 +212,23 @@ def parse(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
         raise EventError(f"invalid {doc['type']}: {_describe(exc)}") from None
     except (TypeError, ValueError, RecursionError) as exc:
         raise EventError(f"invalid {doc['type']}: {exc}") from None
+    return event, doc
+
+
+# orjson reads a document ~6x faster than json, and the same value, except where it refuses what json takes
+# (NaN, a BOM, UTF-16, lone surrogates) or would read it differently: integers past 64 bits (as floats) and
+# nesting deeper than Python's recursion limit. Those go to json, so both paths accept and reject alike.
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+_DEEP = 400
+
+
+def _loads(raw: bytes) -> Any:
+    if raw.count(b"[") + raw.count(b"{") < _DEEP and not _LONG_NUMBER.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
 
 
 def _describe(exc: ValidationError) -> str:

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ctloop.sensors.eventdata import PathMissing, as_text, go_empty, go_text, lookup
 from ctloop.sensors.spec import Concat, Const, Context, KeyOf, ParamSource, Path, Segment, SensorSpec, WorkflowName
+from ctloop.workflows.arguments import workflow_name
 from ctloop.workflows.engine import idempotency_key
-
-_NOT_DNS = re.compile(r"[^a-z0-9-]+")
-
-
-def workflow_name(model: str, key: str) -> str:
-    """`retrain-<model slug>-<key[:20]>`: at most 63 characters, the same for the same key."""
-    slug = _NOT_DNS.sub("-", model.lower()).strip("-")[:34].rstrip("-") or "model"
-    return f"retrain-{slug}-{key[:20]}"
 
 
 class MappingError(ValueError):
@@ -78,11 +70,16 @@ def _templated(source: ParamSource, data: Any, context: Mapping[str, str], memo:
     raise MappingError(f"unsupported parameter source {source!r}")
 
 
-def parameters(spec: SensorSpec, data: Any, context: Mapping[str, str]) -> dict[str, str]:
-    """Every parameter of the sensor's trigger, or `MappingError` naming the one that failed."""
+def parameters(spec: SensorSpec, data: Any, context: Mapping[str, str],
+               names: Iterable[str] | None = None) -> dict[str, str]:
+    """The parameters `names` (default: all) of the sensor's trigger, in the spec's order, or `MappingError`
+    naming the first that failed."""
     out = {}
     memo: dict[int, str] = {}  # by identity: hashing the nested spec would cost more than the key
+    wanted = None if names is None else set(names)
     for name, source in spec.params.items():
+        if wanted is not None and name not in wanted:
+            continue
         try:
             value = resolve(source, data, context, memo)
         except PathMissing as exc:

@@ -13,11 +13,11 @@ instant loses no event and starts no run twice.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, get_args
 
@@ -25,14 +25,14 @@ from ctloop.bus import Bus, Message
 from ctloop.consume import Unroutable
 from ctloop.crashpoints import crash_point
 from ctloop.deadletter import DeadLetters
-from ctloop.events import Event, EventError, parse
+from ctloop.events import Event, EventError, parse_document
 from ctloop.sensors.admission import (
     AdmissionPolicy,
     AdmissionState,
     Candidate,
     Decision,
     Trigger,
-    admit,
+    admit_all,
     finished,
     started,
     tick,
@@ -44,7 +44,7 @@ from ctloop.sensors.local.decisions import DecisionLog
 from ctloop.sensors.local.jsonlog import log
 from ctloop.sensors.local.metrics import SensorMetrics
 from ctloop.sensors.mapping import MappingError, parameters, resolve
-from ctloop.sensors.spec import CalendarSource, KafkaSource, KeyOf, SensorSpec
+from ctloop.sensors.spec import WORKFLOW_PARAMETERS, CalendarSource, KafkaSource, KeyOf, SensorSpec
 from ctloop.settings import Settings
 from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, Engine, RunRequest
 
@@ -72,6 +72,28 @@ def snapshot_digest(settings: Settings) -> DigestResolver:
 def content_digest(event: Event) -> str:
     """What a redelivery repeats exactly: type and payload (not `time`, which a re-emit may renew)."""
     return hashlib.sha256(f"{event.type}\n{event.data.model_dump_json()}".encode()).hexdigest()[:32]
+
+
+def _parse(message: Message, max_bytes: int) -> tuple[Event, Any] | str:
+    """The event and its JSON document, or why the message is none."""
+    try:
+        return parse_document(message.value, max_bytes=max_bytes)
+    except EventError as exc:
+        return exc.reason
+
+
+def _run_parameters(spec: SensorSpec, data: Any, context: dict[str, str]) -> dict[str, str]:
+    """The parameters a run needs; the workflow name is left to the engine, which derives it from the key."""
+    try:
+        return parameters(spec, data, context, WORKFLOW_PARAMETERS)
+    except MappingError as exc:
+        failed = exc
+    try:
+        # The reason names the parameter the whole mapping fails on first, as the rendered sensor's would.
+        parameters(spec, data, context)
+    except MappingError as exc:
+        failed = exc
+    raise Unroutable(f"{spec.name}: {failed}") from None
 
 
 class LocalSensor:
@@ -165,22 +187,25 @@ class LocalSensor:
     def _consume(self, messages: list[Message]) -> None:
         """Decide the batch, submit what may start, record it all durably, then commit the offsets.
 
-        Submitting before the record is safe: after a crash the batch is redelivered and decided again,
-        and the engine refuses a key it already has. It keeps the fsync out of the trigger latency."""
+        Each message is parsed once; which events were seen before and which keys already ran are looked
+        up for the whole batch, admission decides the batch in one pass, and the records are written in
+        one transaction. Submitting before the record is safe: after a crash the batch is redelivered and
+        decided again, and the engine refuses a key it already has. It keeps the fsync out of the trigger
+        latency."""
         now = self.clock()
         self.metrics.events_in.inc(len(messages))
-        state = self.state
+        parsed = [(message, _parse(message, self.settings.max_event_bytes)) for message in messages]
+        seen = self.log.seen_digests({p[0].id for _, p in parsed if not isinstance(p, str)})
         fresh: dict[str, str] = {}
-        records: list[Record] = []
-        rejected: list[tuple[Event, str]] = []
-        for message in messages:
-            try:
-                event = parse(message.value, max_bytes=self.settings.max_event_bytes)
-            except EventError as exc:
-                self._dead_letter(message, exc.reason)
+        candidates: list[Candidate] = []
+        rejected: list[tuple[str, str | None, str]] = []
+        for message, outcome in parsed:
+            if isinstance(outcome, str):
+                self._dead_letter(message, outcome)
                 continue
+            event, body = outcome
             digest = content_digest(event)
-            before = fresh.get(event.id, self.log.seen_digest(event.id))
+            before = fresh.get(event.id, seen.get(event.id))
             if before is not None:
                 if before in (digest, ""):
                     self.metrics.redelivered.inc()
@@ -191,27 +216,26 @@ class LocalSensor:
             # Routed only once known to be new: a redelivery is neither snapshotted again nor
             # dead-lettered because its data has gone since it was decided.
             try:
-                routed_to = self._candidate(event, message)
+                routed_to = self._candidate(event, message, body)
             except Unroutable as exc:
                 self._dead_letter(message, f"unroutable: {exc}")
                 continue
             fresh[event.id] = digest
             if isinstance(routed_to, str):
-                rejected.append((event, routed_to))
-                continue
-            outcome = admit(state, routed_to, already_ran=self.log.ran(routed_to.key), now=now, policy=self.policy)
-            state = outcome.state
-            records.extend((d, None) for d in outcome.decisions)
-        state, launched = self._launch(state)
+                rejected.append((event.id, event.model, routed_to))
+            else:
+                candidates.append(routed_to)
+        ran = self.log.ran({c.key for c in candidates}) if candidates else set()
+        admitted = admit_all(self.state, candidates, ran=ran, now=now, policy=self.policy)
+        state, launched = self._launch(admitted.state)
+        records = [*((d, None) for d in admitted.decisions), *launched]
         with self.log.transaction(durable=False):
-            for event_id, digest in fresh.items():
-                self.log.mark_seen(event_id, now, digest)
-            for event, reason in rejected:
-                self.log.record_rejection(event.id, event.model, reason, at=now)
-            self._write([*records, *launched], state, now)
+            self.log.mark_seen(fresh, at=now)
+            self.log.record_rejections(rejected, at=now)
+            self._write(records, state, now)
         crash_point("decision-recorded")
         self.metrics.filtered.inc(len(rejected))
-        self._observe([*records, *launched])
+        self._observe(records)
         self.state = state
         for message in messages:
             self._uncommitted[(message.topic, message.partition)] = message
@@ -238,10 +262,10 @@ class LocalSensor:
         log(_log, "dead-lettered", level=logging.WARNING, topic=message.topic, partition=message.partition,
             offset=message.offset, reason=reason)
 
-    def _candidate(self, event: Event, message: Message) -> Candidate | str:
+    def _candidate(self, event: Event, message: Message, body: Any) -> Candidate | str:
         """The candidate run of the first sensor whose filters pass, or why none did."""
         specs = self._by_topic.get(message.topic, [])
-        data = kafka_event_data(message, json.loads(message.value))
+        data = kafka_event_data(message, body)
         context = {"id": event.id, "type": event.type, "source": event.source, "subject": event.subject or ""}
         reasons = []
         for spec in specs:
@@ -250,15 +274,12 @@ class LocalSensor:
                 reasons.append(f"{spec.name}: {why}")
                 continue
             digest = self._digest(spec, data, context)
-            try:
-                params = parameters(spec, data, context)
-            except MappingError as exc:
-                raise Unroutable(f"{spec.name}: {exc}") from None
+            params = _run_parameters(spec, data, context)
             if params["trigger"] not in TRIGGERS:
                 raise Unroutable(f"{spec.name}: trigger {params['trigger']!r} is not one of {TRIGGERS}")
             event_time = message.timestamp_ms / 1000 if message.timestamp_ms else event.time.timestamp()
             return Candidate(event_id=params["event-id"], model=params["model"], key=params["idempotency-key"],
-                             uri=params["data-uri"], digest=digest, trigger=params["trigger"], params=params,
+                             uri=params["data-uri"], digest=digest, trigger=params["trigger"],
                              gpu=bool(getattr(event.data, "gpu", False)), event_time=event_time)
         return "; ".join(reasons) or f"no sensor listens on {message.topic}"
 
@@ -290,16 +311,19 @@ class LocalSensor:
 
     def _write(self, records: Sequence[Record], state: AdmissionState, now: float) -> None:
         """Decisions and the admission state, inside the caller's transaction."""
-        for decision, latency_s in records:
-            self.log.record(decision, at=now, latency_ms=None if latency_s is None else latency_s * 1000)
+        self.log.record(((d, None if latency_s is None else latency_s * 1000) for d, latency_s in records), at=now)
         self.log.save_state(state)
 
     def _observe(self, records: Sequence[Record]) -> None:
         """Metrics and logs, once the records are written."""
+        for kind, count in Counter(decision.kind for decision, _ in records).items():
+            self.metrics.by_kind[kind].inc(count)
         for decision, latency_s in records:
-            self.metrics.by_kind[decision.kind].inc()
             if decision.kind == "triggered" and latency_s is not None:
                 self.metrics.latency.observe(latency_s)
+        if not _log.isEnabledFor(logging.INFO):
+            return
+        for decision, latency_s in records:
             c = decision.candidate
             log(_log, decision.kind, event_id=c.event_id, model=c.model, key=c.key, reason=decision.reason,
                 run_id=decision.run_id, latency_ms=None if latency_s is None else round(latency_s * 1000, 3))
@@ -366,7 +390,8 @@ class LocalSensor:
         Recorded after the fact: a crash in between leaves the slot reserved, and the resubmission on
         restart is refused by the engine (AlreadyRan) rather than run twice."""
         request = RunRequest(model=candidate.model, data_uri=candidate.uri, trigger_event_id=candidate.event_id,
-                             trigger=candidate.trigger, data_digest=candidate.digest or None, gpu=candidate.gpu)
+                             trigger=candidate.trigger, data_digest=candidate.digest or None, gpu=candidate.gpu,
+                             idempotency_key=candidate.key)
         try:
             handle = self.engine.submit(request, wait=False)
         except AlreadyRan as exc:
@@ -409,16 +434,16 @@ class LocalSensor:
                 refusal = f"{spec.name}: {exc}"
         if refusal is None:
             candidate = Candidate(event_id=params["event-id"], model=params["model"], key=params["idempotency-key"],
-                                  uri=params["data-uri"], digest=digest, trigger=params["trigger"], params=params,
-                                  gpu=gpu, event_time=event_time)
-            outcome = admit(state, candidate, already_ran=self.log.ran(candidate.key), now=now, policy=self.policy)
+                                  uri=params["data-uri"], digest=digest, trigger=params["trigger"], gpu=gpu,
+                                  event_time=event_time)
+            outcome = admit_all(state, [candidate], ran=self.log.ran([candidate.key]), now=now, policy=self.policy)
             records.extend((d, None) for d in outcome.decisions)
             state, launched = self._launch(outcome.state)
             records.extend(launched)
         with self.log.transaction():
-            self.log.mark_seen(event_id, now, "")
+            self.log.mark_seen({event_id: ""}, at=now)
             if refusal is not None:
-                self.log.record_rejection(event_id, _model_of(spec, data, context), refusal, at=now)
+                self.log.record_rejections([(event_id, _model_of(spec, data, context), refusal)], at=now)
             self._write(records, state, now)
         self._observe(records)
         self.state = state
