@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ctloop.sensors.eventdata import PathMissing, as_text, go_empty, go_text, lookup
@@ -70,16 +70,11 @@ def _templated(source: ParamSource, data: Any, context: Mapping[str, str], memo:
     raise MappingError(f"unsupported parameter source {source!r}")
 
 
-def parameters(spec: SensorSpec, data: Any, context: Mapping[str, str],
-               names: Iterable[str] | None = None) -> dict[str, str]:
-    """The parameters `names` (default: all) of the sensor's trigger, in the spec's order, or `MappingError`
-    naming the first that failed."""
+def parameters(spec: SensorSpec, data: Any, context: Mapping[str, str]) -> dict[str, str]:
+    """Every parameter of the sensor's trigger, or `MappingError` naming the one that failed."""
     out = {}
     memo: dict[int, str] = {}  # by identity: hashing the nested spec would cost more than the key
-    wanted = None if names is None else set(names)
     for name, source in spec.params.items():
-        if wanted is not None and name not in wanted:
-            continue
         try:
             value = resolve(source, data, context, memo)
         except PathMissing as exc:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, get_args
 
 from ctloop.bus import Bus, Message
@@ -38,13 +39,13 @@ from ctloop.sensors.admission import (
     tick,
 )
 from ctloop.sensors.eventdata import PathMissing, kafka_event_data, lookup
-from ctloop.sensors.filters import rejection
+from ctloop.sensors.filters import Rejection, compile_rejection, rejection
 from ctloop.sensors.local.calendar import Calendar
 from ctloop.sensors.local.decisions import DecisionLog
 from ctloop.sensors.local.jsonlog import log
 from ctloop.sensors.local.metrics import SensorMetrics
 from ctloop.sensors.mapping import MappingError, parameters, resolve
-from ctloop.sensors.spec import WORKFLOW_PARAMETERS, CalendarSource, KafkaSource, KeyOf, SensorSpec
+from ctloop.sensors.spec import CalendarSource, KafkaSource, KeyOf, SensorSpec
 from ctloop.settings import Settings
 from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, Engine, RunRequest
 
@@ -82,18 +83,22 @@ def _parse(message: Message, max_bytes: int) -> tuple[Event, Any] | str:
         return exc.reason
 
 
-def _run_parameters(spec: SensorSpec, data: Any, context: dict[str, str]) -> dict[str, str]:
-    """The parameters a run needs; the workflow name is left to the engine, which derives it from the key."""
-    try:
-        return parameters(spec, data, context, WORKFLOW_PARAMETERS)
-    except MappingError as exc:
-        failed = exc
-    try:
-        # The reason names the parameter the whole mapping fails on first, as the rendered sensor's would.
-        parameters(spec, data, context)
-    except MappingError as exc:
-        failed = exc
-    raise Unroutable(f"{spec.name}: {failed}") from None
+@dataclass(frozen=True)
+class _Route:
+    """A sensor spec with its filters compiled once."""
+
+    spec: SensorSpec
+    rejection: Rejection
+
+    @classmethod
+    def of(cls, spec: SensorSpec) -> _Route:
+        return cls(spec, compile_rejection(spec.dependency))
+
+    def parameters(self, data: Any, context: dict[str, str]) -> dict[str, str]:
+        try:
+            return parameters(self.spec, data, context)
+        except MappingError as exc:
+            raise Unroutable(f"{self.spec.name}: {exc}") from None
 
 
 class LocalSensor:
@@ -125,7 +130,7 @@ class LocalSensor:
         self._uncommitted: dict[tuple[str, int], Message] = {}
         self._last_commit = time.monotonic()
         self._resolve_digest = resolve_digest
-        self._by_topic: dict[str, list[SensorSpec]] = {}
+        self._by_topic: dict[str, list[_Route]] = {}
         scheduled = [spec for spec in specs if isinstance(spec.dependency.source, CalendarSource)]
         for spec in specs:
             if isinstance(spec.dependency.source, CalendarSource):
@@ -133,7 +138,7 @@ class LocalSensor:
             if not isinstance(spec.dependency.source, KafkaSource):
                 raise ValueError(f"sensor {spec.name} reads {type(spec.dependency.source).__name__}; "
                                  "LocalSensor interprets Kafka- and calendar-sourced sensors only")
-            self._by_topic.setdefault(spec.dependency.source.topic, []).append(spec)
+            self._by_topic.setdefault(spec.dependency.source.topic, []).append(_Route.of(spec))
         self.log = DecisionLog(settings.state_db, group)
         # Calendar sensors tick from this loop: see `_fire_ticks` and `ctloop.sensors.local.calendar`.
         self.calendar = Calendar(settings.state_db, group, scheduled)
@@ -264,17 +269,18 @@ class LocalSensor:
 
     def _candidate(self, event: Event, message: Message, body: Any) -> Candidate | str:
         """The candidate run of the first sensor whose filters pass, or why none did."""
-        specs = self._by_topic.get(message.topic, [])
+        routes = self._by_topic.get(message.topic, [])
         data = kafka_event_data(message, body)
         context = {"id": event.id, "type": event.type, "source": event.source, "subject": event.subject or ""}
         reasons = []
-        for spec in specs:
-            why = rejection(spec.dependency, data)
+        for route in routes:
+            spec = route.spec
+            why = route.rejection(data)
             if why:
                 reasons.append(f"{spec.name}: {why}")
                 continue
             digest = self._digest(spec, data, context)
-            params = _run_parameters(spec, data, context)
+            params = route.parameters(data, context)
             if params["trigger"] not in TRIGGERS:
                 raise Unroutable(f"{spec.name}: trigger {params['trigger']!r} is not one of {TRIGGERS}")
             event_time = message.timestamp_ms / 1000 if message.timestamp_ms else event.time.timestamp()
