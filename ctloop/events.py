@@ -11,6 +11,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
+import orjson
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -155,12 +156,18 @@ def to_bytes(event: Event) -> bytes:
 
 def parse(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
     """Parse one structured CloudEvent into a typed `Event`, or raise `EventError`."""
+    return parse_document(raw, max_bytes=max_bytes)[0]
+
+
+def parse_document(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Event, dict[str, Any]]:
+    """`parse`, also returning the JSON document the event was read from, so that a consumer that needs
+    the raw fields too (a sensor's filters) parses each message once."""
     if isinstance(raw, str):
         raw = raw.encode("utf-8", errors="surrogatepass")
     if len(raw) > max_bytes:
         raise EventError(f"oversized: {len(raw)} bytes exceeds the limit of {max_bytes}")
     try:
-        doc = json.loads(raw)
+        doc = _loads(raw)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise EventError(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
@@ -184,19 +191,20 @@ def parse(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
             if not isinstance(attributes["time"], str):
                 raise EventError("wrong type: time must be an RFC 3339 string")
             attributes["time"] = datetime.fromisoformat(attributes["time"])
-        cloud_event = CloudEvent(attributes, doc["data"])
+        if not _plainly_valid(attributes):
+            CloudEvent(attributes, doc["data"])  # the SDK's checks, and its words for what fails them
     except EventError:
         raise
     except (BaseCloudEventException, TypeError, ValueError) as exc:
         raise EventError(f"invalid CloudEvent: {exc}") from None
     try:
-        data = payload_cls.model_validate(cloud_event.get_data())
-        subject = cloud_event.get_subject()
-        return Event(
-            id=cloud_event.get_id(),
-            type=cloud_event.get_type(),
-            source=cloud_event.get_source(),
-            time=cloud_event.get_time() or datetime.now(UTC),
+        data = payload_cls.model_validate(doc["data"])
+        subject = attributes.get("subject")
+        event = Event(
+            id=attributes["id"],
+            type=attributes["type"],
+            source=attributes["source"],
+            time=attributes.get("time") or datetime.now(UTC),
             subject=subject if isinstance(subject, str) else None,
             data=data,
         )
@@ -204,6 +212,40 @@ def parse(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
         raise EventError(f"invalid {doc['type']}: {_describe(exc)}") from None
     except (TypeError, ValueError, RecursionError) as exc:
         raise EventError(f"invalid {doc['type']}: {exc}") from None
+    return event, doc
+
+
+# orjson reads a document ~6x faster than json, and the same value, except where it refuses what json takes
+# (NaN, a BOM, UTF-16, lone surrogates) or would read it differently: integers past 64 bits (as floats) and
+# nesting deeper than Python's recursion limit. Those go to json, so both paths accept and reject alike.
+_DIGITS = bytes(b"0"[0] if 48 <= b <= 57 else b" "[0] for b in range(256))
+_LONG_NUMBER = b"0" * 19
+_DEEP = 400
+_PLAIN_ATTRIBUTES = frozenset({"id", "source", "type", "specversion", "datacontenttype", "dataschema", "subject",
+                               "time"})
+
+
+def _loads(raw: bytes) -> Any:
+    if raw.count(b"[") + raw.count(b"{") < _DEEP and _LONG_NUMBER not in raw.translate(_DIGITS):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
+
+
+def _plainly_valid(attributes: dict[str, Any]) -> bool:
+    """Whether the CloudEvents SDK certainly accepts these attributes (required ones checked by the caller):
+    no extension attributes, optional ones non-empty strings, an aware time. Anything else gets the SDK's
+    own validation."""
+    if not _PLAIN_ATTRIBUTES.issuperset(attributes):
+        return False
+    for name in ("subject", "datacontenttype", "dataschema"):
+        value = attributes.get(name, "present")
+        if not isinstance(value, str) or not value:
+            return False
+    time = attributes.get("time")
+    return time is None or time.tzinfo is not None
 
 
 def _describe(exc: ValidationError) -> str:

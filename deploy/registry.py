@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from ctloop.failures import REGISTRY_FIX, Failure, Refused, Unreachable
 from ctloop.mlflow_http import bound_mlflow_http, brief
+from ctloop.transient import TransientError, is_transient_call
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -34,8 +35,6 @@ _REGISTRATION_TAG = "ctloop.registration_id"
 # MLflow's limit on a tag value is 5000 characters; longer reasons are cut, not rejected.
 _MAX_TAG_VALUE = 5000
 
-_TRANSIENT_CODES = {"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED", "RESOURCE_EXHAUSTED"}
-
 T = TypeVar("T")
 
 
@@ -43,7 +42,7 @@ class RegistryError(RuntimeError, Failure):
     """A registry operation that cannot be done; the message says which and why."""
 
 
-class RegistryUnavailable(RegistryError, Unreachable):
+class RegistryUnavailable(RegistryError, Unreachable, TransientError):
     """The registry did not answer within the retry budget."""
 
     fix = REGISTRY_FIX
@@ -104,28 +103,6 @@ class ModelInfo:
         return [json.loads(self.tags[k]) for k in sorted(self.tags) if k.startswith(AUDIT_PREFIX)]
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Connection failures, timeouts, 5xx and throttling, also as the cause of a failed promotion:
-    worth another try later."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, RegistryUnavailable) or _is_transient_call(seen):
-            return True
-        seen = seen.__cause__
-    return False
-
-
-def _is_transient_call(exc: BaseException) -> bool:
-    from mlflow.exceptions import MlflowException, RestException
-
-    if isinstance(exc, RestException):
-        status = exc.get_http_status_code()
-        return status >= 500 or status == 429 or exc.error_code in _TRANSIENT_CODES
-    if isinstance(exc, MlflowException):
-        return exc.error_code in _TRANSIENT_CODES or "API request to" in str(exc)
-    return isinstance(exc, OSError | TimeoutError)
-
-
 def _error_code(exc: BaseException) -> str | None:
     return getattr(exc, "error_code", None)
 
@@ -145,7 +122,7 @@ class Registry:
             try:
                 return fn()
             except Exception as exc:
-                if not _is_transient_call(exc):
+                if not is_transient_call(exc):
                     raise
                 if attempt == len(delays):
                     raise RegistryUnavailable(

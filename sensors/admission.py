@@ -8,14 +8,14 @@ Rules, in order, for each candidate run:
 - concurrency: one run per model; a candidate for a busy model waits, and a newer one replaces it;
 - GPU cap: at most `max_gpu_runs` GPU runs at once; GPU candidates past the cap wait.
 
-`admit` handles one candidate; `tick` closes due windows and starts what may start; `started` and
-`finished` record what the engine did. The edge persists `AdmissionState` with the decisions, in one
-transaction, before it commits the consumer offsets.
+`admit` handles one candidate and `admit_all` a batch of them in order; `tick` closes due windows and
+starts what may start; `started` and `finished` record what the engine did. The edge persists
+`AdmissionState` with the decisions, in one transaction, before it commits the consumer offsets.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -47,7 +47,6 @@ class Candidate(BaseModel):
     uri: str
     digest: str
     trigger: Trigger
-    params: dict[str, str]
     gpu: bool = False
     event_time: float
 
@@ -77,22 +76,6 @@ class AdmissionState(BaseModel):
     running: dict[str, Slot] = {}
     last_drift_at: dict[str, float] = {}
 
-    def holds(self, candidate: Candidate) -> str | None:
-        """Where the candidate's key already is: in a window, in the queue, or running. A key names its
-        model, so only that model's entries can hold it."""
-        model = candidate.model
-        window, queued, slot = self.windows.get(model), self.queued.get(model), self.running.get(model)
-        if window is not None and window.candidate.key == candidate.key:
-            return "window"
-        if queued is not None and queued.key == candidate.key:
-            return "queue"
-        if slot is not None and slot.candidate.key == candidate.key:
-            return "running"
-        return None
-
-    def gpu_runs(self) -> int:
-        return sum(1 for s in self.running.values() if s.candidate.gpu)
-
 
 @dataclass(frozen=True)
 class Decision:
@@ -109,6 +92,128 @@ class Outcome:
     start: tuple[Candidate, ...] = ()
 
 
+class _Draft:
+    """A state being decided on: its maps are copied once and changed in place, so that deciding a batch
+    costs one copy of the state rather than one per candidate."""
+
+    def __init__(self, state: AdmissionState) -> None:
+        self.origin = state
+        self.windows = dict(state.windows)
+        self.queued = dict(state.queued)
+        self.running = dict(state.running)
+        self.last_drift_at = dict(state.last_drift_at)
+        self.decisions: list[Decision] = []
+        self.start: list[Candidate] = []
+        self.changed = False
+
+    def outcome(self) -> Outcome:
+        state = self.origin
+        if self.changed:
+            state = state.model_copy(update={"windows": self.windows, "queued": self.queued,
+                                             "running": self.running, "last_drift_at": self.last_drift_at})
+        return Outcome(state, tuple(self.decisions), tuple(self.start))
+
+    def holds(self, candidate: Candidate) -> str | None:
+        """Where the candidate's key already is: in a window, in the queue, or running. A key names its
+        model, so only that model's entries can hold it."""
+        model = candidate.model
+        window, queued, slot = self.windows.get(model), self.queued.get(model), self.running.get(model)
+        if window is not None and window.candidate.key == candidate.key:
+            return "window"
+        if queued is not None and queued.key == candidate.key:
+            return "queue"
+        if slot is not None and slot.candidate.key == candidate.key:
+            return "running"
+        return None
+
+    def gpu_runs(self) -> int:
+        return sum(1 for s in self.running.values() if s.candidate.gpu)
+
+    def admit(self, candidate: Candidate, already_ran: bool, now: float, policy: AdmissionPolicy) -> None:
+        decide = self.decisions.append
+        if already_ran:
+            reason = (f"no change since the last run (same data digest and code version): skipped, key {candidate.key}"
+                      if candidate.trigger == "schedule" else f"key {candidate.key} already triggered a run")
+            decide(Decision("deduped", reason, candidate))
+            return
+        where = self.holds(candidate)
+        if where:
+            decide(Decision("deduped", f"key {candidate.key} is already in the {where}", candidate))
+            return
+        last = self.last_drift_at.get(candidate.model)
+        if candidate.trigger in COOLDOWN_TRIGGERS and last is not None and now < last + policy.drift_cooldown_s:
+            reason = f"drift cooldown for {candidate.model} until {last + policy.drift_cooldown_s:.3f}"
+            decide(Decision("rejected", reason, candidate))
+            return
+        window = self.windows.get(candidate.model)
+        if window is None and policy.window_s <= 0:
+            self.enqueue(candidate, now, policy)
+            return
+        due = window.due_at if window else now + policy.window_s
+        if window is not None:
+            decide(Decision("coalesced", f"merged into newer {candidate.event_id}", window.candidate))
+        decide(Decision("deferred", f"coalescing window open until {due:.3f}", candidate))
+        self.windows[candidate.model] = Window(candidate=candidate, due_at=due)
+        self.changed = True
+
+    def enqueue(self, candidate: Candidate, now: float, policy: AdmissionPolicy) -> None:
+        """Start `candidate` now if its model is idle and the GPU cap allows, else queue it (latest only)."""
+        model = candidate.model
+        blocked = (f"{model} has a run in progress" if model in self.running
+                   else "GPU cap reached" if candidate.gpu and self.gpu_runs() >= policy.max_gpu_runs else None)
+        if blocked is None:
+            self.reserve(candidate, now)
+            return
+        previous = self.queued.get(model)
+        if previous is not None:
+            self.decisions.append(Decision("coalesced", f"queued run replaced by newer {candidate.event_id}",
+                                           previous))
+        self.decisions.append(Decision("deferred", f"{blocked}; queued (latest only)", candidate))
+        self.queued[model] = candidate
+        self.changed = True
+
+    def reserve(self, candidate: Candidate, now: float) -> None:
+        model = candidate.model
+        self.queued.pop(model, None)
+        self.running[model] = Slot(candidate=candidate, started_at=now)
+        if candidate.trigger == "drift":
+            self.last_drift_at[model] = now
+        self.start.append(candidate)
+        self.changed = True
+
+
+def admit(state: AdmissionState, candidate: Candidate, *, already_ran: bool, now: float,
+          policy: AdmissionPolicy) -> Outcome:
+    """Decide on one candidate. `already_ran` says whether its key ever triggered a run (durable record)."""
+    return admit_all(state, (candidate,), ran=frozenset([candidate.key]) if already_ran else frozenset(), now=now,
+                     policy=policy)
+
+
+def admit_all(state: AdmissionState, candidates: Iterable[Candidate], *, ran: Container[str], now: float,
+              policy: AdmissionPolicy) -> Outcome:
+    """Decide on candidates in order, exactly as one `admit` after another would; `ran` holds the keys
+    that ever triggered a run (durable record)."""
+    draft = _Draft(state)
+    for candidate in candidates:
+        draft.admit(candidate, candidate.key in ran, now, policy)
+    return draft.outcome()
+
+
+def tick(state: AdmissionState, *, now: float, policy: AdmissionPolicy) -> Outcome:
+    """Close due windows, then start queued candidates whose model is free and whose GPU fits."""
+    draft = _Draft(state)
+    for model, window in sorted(state.windows.items()):
+        if window.due_at <= now:
+            del draft.windows[model]
+            draft.changed = True
+            draft.enqueue(window.candidate, now, policy)
+    for model, candidate in sorted(draft.queued.items(), key=lambda kv: kv[1].event_time):
+        if model in draft.running or (candidate.gpu and draft.gpu_runs() >= policy.max_gpu_runs):
+            continue
+        draft.reserve(candidate, now)
+    return draft.outcome()
+
+
 def _with(mapping: Mapping[str, object], key: str, value: object | None) -> dict:
     out = dict(mapping)
     if value is None:
@@ -116,77 +221,6 @@ def _with(mapping: Mapping[str, object], key: str, value: object | None) -> dict
     else:
         out[key] = value
     return out
-
-
-def admit(state: AdmissionState, candidate: Candidate, *, already_ran: bool, now: float,
-          policy: AdmissionPolicy) -> Outcome:
-    """Decide on one candidate. `already_ran` says whether its key ever triggered a run (durable record)."""
-    if already_ran:
-        reason = (f"no change since the last run (same data digest and code version): skipped, key {candidate.key}"
-                  if candidate.trigger == "schedule" else f"key {candidate.key} already triggered a run")
-        return Outcome(state, (Decision("deduped", reason, candidate),))
-    where = state.holds(candidate)
-    if where:
-        return Outcome(state, (Decision("deduped", f"key {candidate.key} is already in the {where}", candidate),))
-    last = state.last_drift_at.get(candidate.model)
-    if candidate.trigger in COOLDOWN_TRIGGERS and last is not None and now < last + policy.drift_cooldown_s:
-        reason = f"drift cooldown for {candidate.model} until {last + policy.drift_cooldown_s:.3f}"
-        return Outcome(state, (Decision("rejected", reason, candidate),))
-    window = state.windows.get(candidate.model)
-    if window is None and policy.window_s <= 0:
-        return _enqueue(state, candidate, now, policy)
-    decisions = []
-    due = window.due_at if window else now + policy.window_s
-    if window is not None:
-        decisions.append(Decision("coalesced", f"merged into newer {candidate.event_id}", window.candidate))
-    decisions.append(Decision("deferred", f"coalescing window open until {due:.3f}", candidate))
-    windows = _with(state.windows, candidate.model, Window(candidate=candidate, due_at=due))
-    return Outcome(state.model_copy(update={"windows": windows}), tuple(decisions))
-
-
-def _enqueue(state: AdmissionState, candidate: Candidate, now: float, policy: AdmissionPolicy) -> Outcome:
-    """Start `candidate` now if its model is idle and the GPU cap allows, else queue it (latest only)."""
-    model = candidate.model
-    blocked = (f"{model} has a run in progress" if model in state.running
-               else "GPU cap reached" if candidate.gpu and state.gpu_runs() >= policy.max_gpu_runs else None)
-    if blocked is None:
-        return Outcome(*_reserve(state, candidate, now))
-    decisions = []
-    previous = state.queued.get(model)
-    if previous is not None:
-        decisions.append(Decision("coalesced", f"queued run replaced by newer {candidate.event_id}", previous))
-    decisions.append(Decision("deferred", f"{blocked}; queued (latest only)", candidate))
-    return Outcome(state.model_copy(update={"queued": _with(state.queued, model, candidate)}), tuple(decisions))
-
-
-def _reserve(state: AdmissionState, candidate: Candidate, now: float) -> tuple[AdmissionState, tuple, tuple]:
-    model = candidate.model
-    update: dict[str, object] = {
-        "queued": _with(state.queued, model, None),
-        "running": _with(state.running, model, Slot(candidate=candidate, started_at=now)),
-    }
-    if candidate.trigger == "drift":
-        update["last_drift_at"] = _with(state.last_drift_at, model, now)
-    return state.model_copy(update=update), (), (candidate,)
-
-
-def tick(state: AdmissionState, *, now: float, policy: AdmissionPolicy) -> Outcome:
-    """Close due windows, then start queued candidates whose model is free and whose GPU fits."""
-    decisions: list[Decision] = []
-    start: list[Candidate] = []
-    for model, window in sorted(state.windows.items()):
-        if window.due_at <= now:
-            state = state.model_copy(update={"windows": _with(state.windows, model, None)})
-            outcome = _enqueue(state, window.candidate, now, policy)
-            state = outcome.state
-            decisions.extend(outcome.decisions)
-            start.extend(outcome.start)
-    for model, candidate in sorted(state.queued.items(), key=lambda kv: kv[1].event_time):
-        if model in state.running or (candidate.gpu and state.gpu_runs() >= policy.max_gpu_runs):
-            continue
-        state, _, started_now = _reserve(state, candidate, now)
-        start.extend(started_now)
-    return Outcome(state, tuple(decisions), tuple(start))
 
 
 def next_due(state: AdmissionState) -> float | None:

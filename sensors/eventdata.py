@@ -12,7 +12,7 @@ from typing import Any
 from ctloop.bus import Message
 from ctloop.sensors.spec import check_path
 
-_MISSING = object()
+MISSING = object()
 
 
 class PathMissing(KeyError):
@@ -38,16 +38,25 @@ def calendar_event_data(tick: datetime, metadata: Iterable[tuple[str, str]]) -> 
 
 def lookup(data: Any, path: str) -> Any:
     """The value at a dotted path (numeric parts index arrays); raises `PathMissing`."""
+    value = find(data, check_path(path))
+    if value is MISSING:
+        raise PathMissing(path)
+    return value
+
+
+def find(data: Any, parts: tuple[str, ...]) -> Any:
+    """The value at a path already split by `check_path`, or `MISSING`: `lookup` without the exception, for
+    filters and mappings compiled once and run on every event."""
     value = data
-    for part in check_path(path):
+    for part in parts:
         if isinstance(value, dict):
-            value = value.get(part, _MISSING)
+            value = value.get(part, MISSING)
+            if value is MISSING:
+                return MISSING
         elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
             value = value[int(part)]
         else:
-            value = _MISSING
-        if value is _MISSING:
-            raise PathMissing(path)
+            return MISSING
     return value
 
 

@@ -1,18 +1,28 @@
-"""Dependency filters evaluated locally with Argo Events' semantics (data filters ANDed, then exprs)."""
+"""Dependency filters evaluated locally with Argo Events' semantics (data filters ANDed, then exprs).
+
+Each filter is compiled once (paths split, patterns and the expression parsed) into a check that runs
+on every event; `rejection` and the `*_passes` functions apply the same compiled checks.
+"""
 
 from __future__ import annotations
 
-import ast
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
 
-from ctloop.sensors.eventdata import PathMissing, as_text, lookup
+from ctloop.sensors.eventdata import MISSING, PathMissing, as_text, find, lookup
 from ctloop.sensors.expr import ExprError, compile_expr, evaluate
-from ctloop.sensors.spec import DataFilter, Dependency, ExprFilter
+from ctloop.sensors.spec import DataFilter, Dependency, ExprFilter, check_path
+
+Check = Callable[[Any], bool]
+Rejection = Callable[[Any], "str | None"]
 
 _TRUE = ("true", "1", "t")
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
+}
 
 
 @cache
@@ -26,56 +36,104 @@ def _as_bool(value: Any) -> bool:
 
 def data_filter_passes(f: DataFilter, data: Any) -> bool:
     """Any of the filter's values satisfying the comparator passes it; a missing path fails it."""
-    try:
-        actual = lookup(data, f.path)
-    except PathMissing:
-        return False
-    if f.type == "string":
-        # gjson's string of a JSON null is "", which is what Argo Events matches the regexes against.
-        text = "" if actual is None else as_text(actual)
-        matched = any(_regex(v).search(text) for v in f.values)
-        return matched if f.comparator == "=" else not all(_regex(v).search(text) for v in f.values)
-    if f.type == "bool":
-        got = _as_bool(actual)
-        return any((got == _as_bool(v)) == (f.comparator == "=") for v in f.values)
-    try:
-        number = float(actual)
-    except (TypeError, ValueError):
-        return False
-    return any(_compare(number, f.comparator, float(v)) for v in f.values)
-
-
-def _compare(left: float, comparator: str, right: float) -> bool:
-    return {
-        "=": left == right, "!=": left != right, ">": left > right,
-        ">=": left >= right, "<": left < right, "<=": left <= right,
-    }[comparator]
+    return data_check(f)(data)
 
 
 @cache
-def _compiled(f: ExprFilter) -> ast.Expression:
-    return compile_expr(f.expr, {name for name, _ in f.fields})
+def data_check(f: DataFilter) -> Check:
+    """`data_filter_passes` for one filter, compiled."""
+    parts = check_path(f.path)
+    if f.type == "string":
+        patterns = tuple(_regex(v) for v in f.values)
+        equal = f.comparator == "="
+
+        def string_passes(data: Any) -> bool:
+            actual = find(data, parts)
+            if actual is MISSING:
+                return False
+            # gjson's string of a JSON null is "", which is what Argo Events matches the regexes against.
+            text = "" if actual is None else as_text(actual)
+            if equal:
+                return any(p.search(text) for p in patterns)
+            return not all(p.search(text) for p in patterns)
+
+        return string_passes
+    if f.type == "bool":
+        wanted = tuple(_as_bool(v) for v in f.values)
+        equal = f.comparator == "="
+
+        def bool_passes(data: Any) -> bool:
+            actual = find(data, parts)
+            if actual is MISSING:
+                return False
+            got = _as_bool(actual)
+            return any((got == w) == equal for w in wanted)
+
+        return bool_passes
+    compare = _COMPARE[f.comparator]
+    bounds = tuple(float(v) for v in f.values)
+
+    def number_passes(data: Any) -> bool:
+        actual = find(data, parts)
+        if actual is MISSING:
+            return False
+        try:
+            number = float(actual)
+        except (TypeError, ValueError):
+            return False
+        return any(compare(number, bound) for bound in bounds)
+
+    return number_passes
 
 
 def expr_filter_passes(f: ExprFilter, data: Any) -> bool:
-    try:
-        values = {name: lookup(data, path) for name, path in f.fields}
-        return evaluate(_compiled(f), values)
-    except (PathMissing, ExprError):
-        return False
+    return expr_check(f)(data)
+
+
+@cache
+def expr_check(f: ExprFilter) -> Check:
+    """`expr_filter_passes` for one filter, compiled: a missing field or a failing expression fails it."""
+    tree = compile_expr(f.expr, {name for name, _ in f.fields})
+    fields = tuple((name, check_path(path)) for name, path in f.fields)
+
+    def passes(data: Any) -> bool:
+        values = {}
+        for name, parts in fields:
+            value = find(data, parts)
+            if value is MISSING:
+                return False
+            values[name] = value
+        try:
+            return evaluate(tree, values)
+        except ExprError:
+            return False
+
+    return passes
 
 
 def rejection(dependency: Dependency, data: Any) -> str | None:
     """None when the event passes the dependency's filters, else the first filter that failed."""
-    for f in dependency.data:
-        if not data_filter_passes(f, data):
-            if f.reason:
-                return _fill(f.reason, data)
-            return f"data filter {f.path} {f.comparator} {list(f.values)} failed"
-    for f in dependency.exprs:
-        if not expr_filter_passes(f, data):
-            return f"expr filter {f.expr!r} failed"
-    return None
+    return compile_rejection(dependency)(data)
+
+
+@cache
+def compile_rejection(dependency: Dependency) -> Rejection:
+    """`rejection` for one dependency, compiled once for all the events it sees."""
+    data_checks = tuple((f, data_check(f)) for f in dependency.data)
+    expr_checks = tuple((f, expr_check(f)) for f in dependency.exprs)
+
+    def why(data: Any) -> str | None:
+        for f, passes in data_checks:
+            if not passes(data):
+                if f.reason:
+                    return _fill(f.reason, data)
+                return f"data filter {f.path} {f.comparator} {list(f.values)} failed"
+        for f, passes in expr_checks:
+            if not passes(data):
+                return f"expr filter {f.expr!r} failed"
+        return None
+
+    return why
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.-]+)\}")

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
 from ctloop.sensors.eventdata import PathMissing, as_text, go_empty, go_text, lookup
 from ctloop.sensors.spec import Concat, Const, Context, KeyOf, ParamSource, Path, Segment, SensorSpec, WorkflowName
+from ctloop.workflows.arguments import workflow_name
 from ctloop.workflows.engine import idempotency_key
-
-_NOT_DNS = re.compile(r"[^a-z0-9-]+")
-
-
-def workflow_name(model: str, key: str) -> str:
-    """`retrain-<model slug>-<key[:20]>`: at most 63 characters, the same for the same key."""
-    slug = _NOT_DNS.sub("-", model.lower()).strip("-")[:34].rstrip("-") or "model"
-    return f"retrain-{slug}-{key[:20]}"
 
 
 class MappingError(ValueError):

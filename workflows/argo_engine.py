@@ -23,18 +23,11 @@ from hera.workflows.models import (
 )
 
 from ctloop.settings import Settings
-from ctloop.workflows.arguments import run_key, workflow_arguments
-from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, RunHandle, RunRequest, RunStatus
-from ctloop.workflows.local.run_store import RunNotFound
+from ctloop.workflows.arguments import run_key, workflow_arguments, workflow_name
+from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, RunHandle, RunNotFound, RunRequest, RunStatus
 from ctloop.workflows.template import TEMPLATE_NAME
 
 _NOT_DNS = re.compile(r"[^a-z0-9-]+")
-
-
-def workflow_name(model: str, key: str) -> str:
-    """The same name for the same key, at most 63 characters (Argo copies it into a label): `retrain-<model>-<key>`."""
-    slug = _NOT_DNS.sub("-", model.lower()).strip("-")[:34].rstrip("-") or "model"
-    return f"retrain-{slug}-{key[:20]}"
 
 
 class ArgoEngine:

@@ -7,11 +7,16 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ctloop.failures import Refused
+
 RunStatus = Literal["Pending", "Running", "Succeeded", "Failed", "Error", "Skipped"]
 FINAL_STATUSES: frozenset[str] = frozenset({"Succeeded", "Failed", "Error", "Skipped"})
 
 
 class RunRequest(BaseModel):
+    """A run to start. `idempotency_key`, when given, is the key the caller already derived (a sensor's
+    mapping); an engine then uses it as it is instead of deriving one (`ctloop.workflows.arguments.run_key`)."""
+
     model_config = ConfigDict(frozen=True)
 
     model: str
@@ -21,6 +26,7 @@ class RunRequest(BaseModel):
     data_digest: str | None = None
     gpu: bool = False
     params: dict[str, str] = Field(default_factory=dict)
+    idempotency_key: str | None = None
 
 
 class RunHandle(BaseModel):
@@ -40,11 +46,18 @@ class AlreadyRan(RuntimeError):
         self.run_id = run_id
 
 
+class RunNotFound(LookupError, Refused):
+    """An engine has no run with this id."""
+
+    fix = "`ctloop runs list` shows the runs there are"
+
+
 class Engine(Protocol):
     def submit(self, request: RunRequest, *, wait: bool = True) -> RunHandle:
         """Start the retrain workflow; raises AlreadyRan for a key that already ran."""
 
-    def status(self, run_id: str) -> RunStatus: ...
+    def status(self, run_id: str) -> RunStatus:
+        """The run's status; raises RunNotFound for an id the engine does not know."""
 
 
 def idempotency_key(model: str, data_digest: str, code_version: str, params: dict[str, str] | None = None) -> str:

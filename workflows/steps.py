@@ -34,7 +34,7 @@ ACTOR = "ctloop-workflow"
 @contextmanager
 def transient_exits() -> Iterator[None]:
     """Turn transient infrastructure errors into exit code TRANSIENT_EXIT; let the rest through."""
-    from ctloop.deploy.registry import is_transient
+    from ctloop.transient import is_transient
 
     try:
         yield

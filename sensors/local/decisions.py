@@ -1,12 +1,13 @@
 """The sensor's durable record: events seen, every admission decision, keys that ran, and admission state.
 
-Kept in SQLite (`settings.state_db`), written in one transaction per consumed batch, before offsets
-are committed. Keyed by event id, it makes redelivery after a crash a no-op.
+Kept in SQLite (`settings.state_db`), written in one transaction per consumed batch (each table with
+one multi-row statement), before offsets are committed. Keyed by event id, it makes redelivery after a crash a no-op.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,38 +70,48 @@ class DecisionLog:
         self._db.execute("COMMIT")
 
     def seen(self, event_id: str) -> bool:
-        return self.seen_digest(event_id) is not None
+        return event_id in self.seen_digests([event_id])
 
-    def seen_digest(self, event_id: str) -> str | None:
-        """The content digest the event had when first seen ("" if not recorded); None if never seen."""
-        row = self._db.execute("SELECT digest FROM sensor_events WHERE sensor = ? AND event_id = ?",
-                               (self.sensor, event_id)).fetchone()
-        return None if row is None else (row[0] or "")
+    def seen_digests(self, event_ids: Collection[str]) -> dict[str, str]:
+        """The content digest each of these events had when first seen ("" if not recorded); the events
+        never seen are absent. One query for a whole batch."""
+        rows = self._db.execute(
+            "SELECT event_id, digest FROM sensor_events"
+            " WHERE sensor = ? AND event_id IN (SELECT value FROM json_each(?))",
+            (self.sensor, json.dumps(list(event_ids))))
+        return {event_id: digest or "" for event_id, digest in rows}
 
-    def mark_seen(self, event_id: str, at: float, digest: str) -> None:
-        self._db.execute("INSERT OR IGNORE INTO sensor_events (sensor, event_id, at, digest) VALUES (?, ?, ?, ?)",
-                         (self.sensor, event_id, at, digest))
+    def mark_seen(self, digests: Mapping[str, str], *, at: float) -> None:
+        """Events now decided, by id, with their content digests."""
+        self._db.executemany("INSERT OR IGNORE INTO sensor_events (sensor, event_id, at, digest) VALUES (?, ?, ?, ?)",
+                             [(self.sensor, event_id, at, digest) for event_id, digest in digests.items()])
 
-    def ran(self, key: str) -> bool:
-        return self._db.execute("SELECT 1 FROM sensor_runs WHERE key = ?", (key,)).fetchone() is not None
+    def ran(self, keys: Collection[str]) -> set[str]:
+        """Which of these keys ever triggered a run."""
+        rows = self._db.execute("SELECT key FROM sensor_runs WHERE key IN (SELECT value FROM json_each(?))",
+                                (json.dumps(list(keys)),))
+        return {key for (key,) in rows}
 
-    def record(self, decision: Decision, *, at: float, latency_ms: float | None = None) -> None:
-        c = decision.candidate
-        self._db.execute(
+    def record(self, records: Iterable[tuple[Decision, float | None]], *, at: float) -> None:
+        """Decisions, each with its event-to-trigger latency in ms when it started a run."""
+        decisions, runs = [], []
+        for decision, latency_ms in records:
+            c = decision.candidate
+            decisions.append((self.sensor, at, c.event_id, c.model, decision.kind, decision.reason, c.key,
+                              decision.run_id, latency_ms))
+            if decision.run_id is not None:
+                runs.append((c.key, self.sensor, c.model, c.event_id, decision.run_id, at))
+        self._db.executemany(
             "INSERT INTO sensor_decisions (sensor, at, event_id, model, kind, reason, key, run_id, latency_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (self.sensor, at, c.event_id, c.model, decision.kind, decision.reason, c.key, decision.run_id, latency_ms),
-        )
-        if decision.run_id is not None:
-            self._db.execute("INSERT OR IGNORE INTO sensor_runs VALUES (?, ?, ?, ?, ?, ?)",
-                             (c.key, self.sensor, c.model, c.event_id, decision.run_id, at))
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", decisions)
+        self._db.executemany("INSERT OR IGNORE INTO sensor_runs VALUES (?, ?, ?, ?, ?, ?)", runs)
 
-    def record_rejection(self, event_id: str, model: str | None, reason: str, *, at: float) -> None:
-        """An event no sensor admitted (filtered out); recorded so `ctloop events list` explains it."""
-        self._db.execute(
+    def record_rejections(self, rejections: Iterable[tuple[str, str | None, str]], *, at: float) -> None:
+        """Events no sensor admitted (filtered out), as (event id, model, reason); recorded so that
+        `ctloop events list` explains them."""
+        self._db.executemany(
             "INSERT INTO sensor_decisions (sensor, at, event_id, model, kind, reason) VALUES (?, ?, ?, ?, ?, ?)",
-            (self.sensor, at, event_id, model, "rejected", reason),
-        )
+            [(self.sensor, at, event_id, model, "rejected", reason) for event_id, model, reason in rejections])
 
     def load_state(self) -> AdmissionState:
         row = self._db.execute("SELECT state FROM sensor_state WHERE sensor = ?", (self.sensor,)).fetchone()

@@ -13,32 +13,33 @@ instant loses no event and starts no run twice.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, get_args
 
 from ctloop.bus import Bus, Message
 from ctloop.consume import Unroutable
 from ctloop.crashpoints import crash_point
 from ctloop.deadletter import DeadLetters
-from ctloop.events import Event, EventError, parse
+from ctloop.events import Event, EventError, parse_document
 from ctloop.sensors.admission import (
     AdmissionPolicy,
     AdmissionState,
     Candidate,
     Decision,
     Trigger,
-    admit,
+    admit_all,
     finished,
     started,
     tick,
 )
 from ctloop.sensors.eventdata import PathMissing, kafka_event_data, lookup
-from ctloop.sensors.filters import rejection
+from ctloop.sensors.filters import Rejection, compile_rejection, rejection
 from ctloop.sensors.local.calendar import Calendar
 from ctloop.sensors.local.decisions import DecisionLog
 from ctloop.sensors.local.jsonlog import log
@@ -74,6 +75,32 @@ def content_digest(event: Event) -> str:
     return hashlib.sha256(f"{event.type}\n{event.data.model_dump_json()}".encode()).hexdigest()[:32]
 
 
+def _parse(message: Message, max_bytes: int) -> tuple[Event, Any] | str:
+    """The event and its JSON document, or why the message is none."""
+    try:
+        return parse_document(message.value, max_bytes=max_bytes)
+    except EventError as exc:
+        return exc.reason
+
+
+@dataclass(frozen=True)
+class _Route:
+    """A sensor spec with its filters compiled once."""
+
+    spec: SensorSpec
+    rejection: Rejection
+
+    @classmethod
+    def of(cls, spec: SensorSpec) -> _Route:
+        return cls(spec, compile_rejection(spec.dependency))
+
+    def parameters(self, data: Any, context: dict[str, str]) -> dict[str, str]:
+        try:
+            return parameters(self.spec, data, context)
+        except MappingError as exc:
+            raise Unroutable(f"{self.spec.name}: {exc}") from None
+
+
 class LocalSensor:
     def __init__(
         self,
@@ -103,7 +130,7 @@ class LocalSensor:
         self._uncommitted: dict[tuple[str, int], Message] = {}
         self._last_commit = time.monotonic()
         self._resolve_digest = resolve_digest
-        self._by_topic: dict[str, list[SensorSpec]] = {}
+        self._by_topic: dict[str, list[_Route]] = {}
         scheduled = [spec for spec in specs if isinstance(spec.dependency.source, CalendarSource)]
         for spec in specs:
             if isinstance(spec.dependency.source, CalendarSource):
@@ -111,7 +138,7 @@ class LocalSensor:
             if not isinstance(spec.dependency.source, KafkaSource):
                 raise ValueError(f"sensor {spec.name} reads {type(spec.dependency.source).__name__}; "
                                  "LocalSensor interprets Kafka- and calendar-sourced sensors only")
-            self._by_topic.setdefault(spec.dependency.source.topic, []).append(spec)
+            self._by_topic.setdefault(spec.dependency.source.topic, []).append(_Route.of(spec))
         self.log = DecisionLog(settings.state_db, group)
         # Calendar sensors tick from this loop: see `_fire_ticks` and `ctloop.sensors.local.calendar`.
         self.calendar = Calendar(settings.state_db, group, scheduled)
@@ -165,22 +192,25 @@ class LocalSensor:
     def _consume(self, messages: list[Message]) -> None:
         """Decide the batch, submit what may start, record it all durably, then commit the offsets.
 
-        Submitting before the record is safe: after a crash the batch is redelivered and decided again,
-        and the engine refuses a key it already has. It keeps the fsync out of the trigger latency."""
+        Each message is parsed once; which events were seen before and which keys already ran are looked
+        up for the whole batch, admission decides the batch in one pass, and the records are written in
+        one transaction. Submitting before the record is safe: after a crash the batch is redelivered and
+        decided again, and the engine refuses a key it already has. It keeps the fsync out of the trigger
+        latency."""
         now = self.clock()
         self.metrics.events_in.inc(len(messages))
-        state = self.state
+        parsed = [(message, _parse(message, self.settings.max_event_bytes)) for message in messages]
+        seen = self.log.seen_digests({p[0].id for _, p in parsed if not isinstance(p, str)})
         fresh: dict[str, str] = {}
-        records: list[Record] = []
-        rejected: list[tuple[Event, str]] = []
-        for message in messages:
-            try:
-                event = parse(message.value, max_bytes=self.settings.max_event_bytes)
-            except EventError as exc:
-                self._dead_letter(message, exc.reason)
+        candidates: list[Candidate] = []
+        rejected: list[tuple[str, str | None, str]] = []
+        for message, outcome in parsed:
+            if isinstance(outcome, str):
+                self._dead_letter(message, outcome)
                 continue
+            event, body = outcome
             digest = content_digest(event)
-            before = fresh.get(event.id, self.log.seen_digest(event.id))
+            before = fresh.get(event.id, seen.get(event.id))
             if before is not None:
                 if before in (digest, ""):
                     self.metrics.redelivered.inc()
@@ -191,27 +221,26 @@ class LocalSensor:
             # Routed only once known to be new: a redelivery is neither snapshotted again nor
             # dead-lettered because its data has gone since it was decided.
             try:
-                routed_to = self._candidate(event, message)
+                routed_to = self._candidate(event, message, body)
             except Unroutable as exc:
                 self._dead_letter(message, f"unroutable: {exc}")
                 continue
             fresh[event.id] = digest
             if isinstance(routed_to, str):
-                rejected.append((event, routed_to))
-                continue
-            outcome = admit(state, routed_to, already_ran=self.log.ran(routed_to.key), now=now, policy=self.policy)
-            state = outcome.state
-            records.extend((d, None) for d in outcome.decisions)
-        state, launched = self._launch(state)
+                rejected.append((event.id, event.model, routed_to))
+            else:
+                candidates.append(routed_to)
+        ran = self.log.ran({c.key for c in candidates}) if candidates else set()
+        admitted = admit_all(self.state, candidates, ran=ran, now=now, policy=self.policy)
+        state, launched = self._launch(admitted.state)
+        records = [*((d, None) for d in admitted.decisions), *launched]
         with self.log.transaction(durable=False):
-            for event_id, digest in fresh.items():
-                self.log.mark_seen(event_id, now, digest)
-            for event, reason in rejected:
-                self.log.record_rejection(event.id, event.model, reason, at=now)
-            self._write([*records, *launched], state, now)
+            self.log.mark_seen(fresh, at=now)
+            self.log.record_rejections(rejected, at=now)
+            self._write(records, state, now)
         crash_point("decision-recorded")
         self.metrics.filtered.inc(len(rejected))
-        self._observe([*records, *launched])
+        self._observe(records)
         self.state = state
         for message in messages:
             self._uncommitted[(message.topic, message.partition)] = message
@@ -238,27 +267,25 @@ class LocalSensor:
         log(_log, "dead-lettered", level=logging.WARNING, topic=message.topic, partition=message.partition,
             offset=message.offset, reason=reason)
 
-    def _candidate(self, event: Event, message: Message) -> Candidate | str:
+    def _candidate(self, event: Event, message: Message, body: Any) -> Candidate | str:
         """The candidate run of the first sensor whose filters pass, or why none did."""
-        specs = self._by_topic.get(message.topic, [])
-        data = kafka_event_data(message, json.loads(message.value))
+        routes = self._by_topic.get(message.topic, [])
+        data = kafka_event_data(message, body)
         context = {"id": event.id, "type": event.type, "source": event.source, "subject": event.subject or ""}
         reasons = []
-        for spec in specs:
-            why = rejection(spec.dependency, data)
+        for route in routes:
+            spec = route.spec
+            why = route.rejection(data)
             if why:
                 reasons.append(f"{spec.name}: {why}")
                 continue
             digest = self._digest(spec, data, context)
-            try:
-                params = parameters(spec, data, context)
-            except MappingError as exc:
-                raise Unroutable(f"{spec.name}: {exc}") from None
+            params = route.parameters(data, context)
             if params["trigger"] not in TRIGGERS:
                 raise Unroutable(f"{spec.name}: trigger {params['trigger']!r} is not one of {TRIGGERS}")
             event_time = message.timestamp_ms / 1000 if message.timestamp_ms else event.time.timestamp()
             return Candidate(event_id=params["event-id"], model=params["model"], key=params["idempotency-key"],
-                             uri=params["data-uri"], digest=digest, trigger=params["trigger"], params=params,
+                             uri=params["data-uri"], digest=digest, trigger=params["trigger"],
                              gpu=bool(getattr(event.data, "gpu", False)), event_time=event_time)
         return "; ".join(reasons) or f"no sensor listens on {message.topic}"
 
@@ -290,16 +317,19 @@ class LocalSensor:
 
     def _write(self, records: Sequence[Record], state: AdmissionState, now: float) -> None:
         """Decisions and the admission state, inside the caller's transaction."""
-        for decision, latency_s in records:
-            self.log.record(decision, at=now, latency_ms=None if latency_s is None else latency_s * 1000)
+        self.log.record(((d, None if latency_s is None else latency_s * 1000) for d, latency_s in records), at=now)
         self.log.save_state(state)
 
     def _observe(self, records: Sequence[Record]) -> None:
         """Metrics and logs, once the records are written."""
+        for kind, count in Counter(decision.kind for decision, _ in records).items():
+            self.metrics.by_kind[kind].inc(count)
         for decision, latency_s in records:
-            self.metrics.by_kind[decision.kind].inc()
             if decision.kind == "triggered" and latency_s is not None:
                 self.metrics.latency.observe(latency_s)
+        if not _log.isEnabledFor(logging.INFO):
+            return
+        for decision, latency_s in records:
             c = decision.candidate
             log(_log, decision.kind, event_id=c.event_id, model=c.model, key=c.key, reason=decision.reason,
                 run_id=decision.run_id, latency_ms=None if latency_s is None else round(latency_s * 1000, 3))
@@ -366,7 +396,8 @@ class LocalSensor:
         Recorded after the fact: a crash in between leaves the slot reserved, and the resubmission on
         restart is refused by the engine (AlreadyRan) rather than run twice."""
         request = RunRequest(model=candidate.model, data_uri=candidate.uri, trigger_event_id=candidate.event_id,
-                             trigger=candidate.trigger, data_digest=candidate.digest or None, gpu=candidate.gpu)
+                             trigger=candidate.trigger, data_digest=candidate.digest or None, gpu=candidate.gpu,
+                             idempotency_key=candidate.key)
         try:
             handle = self.engine.submit(request, wait=False)
         except AlreadyRan as exc:
@@ -409,16 +440,16 @@ class LocalSensor:
                 refusal = f"{spec.name}: {exc}"
         if refusal is None:
             candidate = Candidate(event_id=params["event-id"], model=params["model"], key=params["idempotency-key"],
-                                  uri=params["data-uri"], digest=digest, trigger=params["trigger"], params=params,
-                                  gpu=gpu, event_time=event_time)
-            outcome = admit(state, candidate, already_ran=self.log.ran(candidate.key), now=now, policy=self.policy)
+                                  uri=params["data-uri"], digest=digest, trigger=params["trigger"], gpu=gpu,
+                                  event_time=event_time)
+            outcome = admit_all(state, [candidate], ran=self.log.ran([candidate.key]), now=now, policy=self.policy)
             records.extend((d, None) for d in outcome.decisions)
             state, launched = self._launch(outcome.state)
             records.extend(launched)
         with self.log.transaction():
-            self.log.mark_seen(event_id, now, "")
+            self.log.mark_seen({event_id: ""}, at=now)
             if refusal is not None:
-                self.log.record_rejection(event_id, _model_of(spec, data, context), refusal, at=now)
+                self.log.record_rejections([(event_id, _model_of(spec, data, context), refusal)], at=now)
             self._write(records, state, now)
         self._observe(records)
         self.state = state

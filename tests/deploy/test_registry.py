@@ -8,7 +8,8 @@ import pytest
 from mlflow.exceptions import MlflowException, RestException
 
 from ctloop.deploy.promotion import PromotionFailed, promote, rollback
-from ctloop.deploy.registry import Registry, RegistryUnavailable, Retry, is_transient
+from ctloop.deploy.registry import Registry, RegistryUnavailable, Retry
+from ctloop.transient import is_transient
 from tests.fixtures.mlflow_server import free_port
 
 

@@ -16,7 +16,7 @@ from ctloop.sensors.admission import (
 
 def cand(n: int, model: str = "m", trigger: str = "data", gpu: bool = False, key: str | None = None) -> Candidate:
     return Candidate(event_id=f"e{n}", model=model, key=key or f"{model}-k{n}", uri=f"file:///d/{n}",
-                     digest=f"d{n}", trigger=trigger, params={}, gpu=gpu, event_time=float(n))
+                     digest=f"d{n}", trigger=trigger, gpu=gpu, event_time=float(n))
 
 
 def kinds(outcome) -> list[tuple[str, str]]:

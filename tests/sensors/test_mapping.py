@@ -5,17 +5,23 @@ from __future__ import annotations
 import pytest
 
 from ctloop.sensors.catalog import ClusterEndpoints, data_arrived_sensor, minio_sensor
-from ctloop.sensors.mapping import MappingError, parameters, workflow_name
+from ctloop.sensors.mapping import MappingError, parameters
 from ctloop.settings import Settings
-from ctloop.workflows.engine import idempotency_key
+from ctloop.workflows.argo_engine import ArgoEngine
+from ctloop.workflows.arguments import run_key
+from ctloop.workflows.engine import RunRequest, idempotency_key
 
 
 @pytest.mark.parametrize("model", ["churn", "Churn_Model.v2", "--x--", "é", "a" * 80, "ab-" * 20])
-def test_workflow_names_match_the_argo_engine(model):
-    argo_engine = pytest.importorskip("ctloop.workflows.argo_engine")
-    key = idempotency_key(model, "digest", "v1")
-    assert workflow_name(model, key) == argo_engine.workflow_name(model, key)
-    assert len(workflow_name(model, key)) <= 63
+def test_the_mapped_workflow_name_is_the_name_the_argo_engine_submits_under(model):
+    spec = data_arrived_sensor(Settings(), "v1", ClusterEndpoints())
+    data = {"body": {"id": "ev-1", "type": "ctloop.data.arrived", "data": {"model": model, "uri": "s3://b/k",
+                                                                          "digest": "abc"}}}
+    params = parameters(spec, data, {"id": "ctx"})
+    request = RunRequest(model=model, data_uri="s3://b/k", idempotency_key=params["idempotency-key"])
+    workflow = ArgoEngine(Settings()).workflow(request, run_key(request))
+    assert workflow.metadata.name == params["workflow-name"]
+    assert len(params["workflow-name"]) <= 63
 
 
 def test_a_data_arrival_maps_onto_the_workflow_parameters():

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ctloop.failures import Refused
 from ctloop.sqlite import connect
-from ctloop.workflows.engine import AlreadyRan
+from ctloop.workflows.engine import AlreadyRan, RunNotFound
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS wf_runs (
@@ -94,10 +93,6 @@ class RunRecord:
 
 
 T = TypeVar("T")
-
-
-class RunNotFound(LookupError, Refused):
-    fix = "`ctloop runs list` shows the runs there are"
 
 
 def _locked(method: Callable[..., T]) -> Callable[..., T]:
