@@ -7,21 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from ctloop.deploy.serving import serving
 from tests.examples.loop import open_loop, predict_over_http, use_example
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_a_users_own_tabular_network_goes_round_the_loop(tmp_path: Path, kafka_bootstrap: str,
