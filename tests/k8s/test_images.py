@@ -35,7 +35,8 @@ def test_every_ctloop_image_in_the_manifests_is_one_the_build_produces(overlay: 
 
 def test_torch_workloads_run_the_runtime_image_and_the_rest_the_control_image(overlay: list[Manifest]) -> None:
     by_name = {m["metadata"]["name"]: images(m) for m in overlay if m["kind"] in ("Deployment", "WorkflowTemplate")}
-    assert by_name["ctloop-retrain"] == {RUNTIME}
+    # The train step runs the image the snapshot step resolves: the spec's digest-pinned one, else Settings.image.
+    assert by_name["ctloop-retrain"] == {RUNTIME, "{{inputs.parameters.image}}"}
     assert by_name["ctloop-serving"] == {RUNTIME}
     assert by_name["ctloop-mlflow"] == {CONTROL}
     assert by_name["ctloop-monitor"] == {CONTROL}
