@@ -105,7 +105,7 @@ def snapshot(
     spec = _spec(model, params)
     with transient_exits():
         pinned = take_snapshot(data_uri, s3_endpoint_url=current_settings().s3_endpoint_url)
-    version = f"{code_version}+trainer:{trainer_version(spec)}"
+    version = code_version if _builtin(spec) else f"{code_version}+trainer:{trainer_version(spec)}"
     key = idempotency_key(model, pinned.digest, version, json.loads(params or "{}"))
     return SnapshotOutput(digest=pinned.digest, train_key=key, train_image=spec.image or current_settings().image,
                           train_pod_patch=train_pod_patch(spec), snapshot=pinned.model_dump_json())
@@ -176,7 +176,13 @@ def train(
                              event_id=event_id or None, s3_endpoint_url=settings.s3_endpoint_url)
     return TrainOutput(run_id=result.run_id, model_uri=result.model_uri, data_digest=result.data_digest,
                        weight_hash=result.weight_hash, metrics=json.dumps(result.metrics, sort_keys=True),
-                       trainer_version=result.trainer_version)
+                       trainer_version="" if _builtin(spec) else result.trainer_version)
+
+
+def _builtin(spec: ModelSpec) -> bool:
+    """The built-in trainer is ctloop's own code, which the run's `code-version` already names (a step in an image
+    would otherwise name it again by its package version, apart from the same code run in-process)."""
+    return spec.trainer is None and not spec.image
 
 
 # --- evaluate ----------------------------------------------------------------------------------

@@ -122,7 +122,8 @@ def test_a_data_arrived_event_runs_every_step_in_its_image_and_registers_the_sam
                                                         trigger="data"))
     expected = LocalEngine(embedded).run(reference.run_id)
     assert reference.status == "Succeeded", expected.error
-    assert run.idempotency_key == expected.idempotency_key
+    # The run keys differ by design (the sensor keys this digest-less event by its id, a direct submit by URI and
+    # event); what the data and code decide, the train step's memo key and the lineage, must be the same.
     assert run.step("snapshot").outputs["train-key"] == expected.step("snapshot").outputs["train-key"]
     got, want = _champion_tags(in_containers), _champion_tags(embedded)
     assert {k: got[k] for k in LINEAGE} == {k: want[k] for k in LINEAGE}
