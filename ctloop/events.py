@@ -7,6 +7,7 @@ nothing else escapes, so a consumer can dead-letter any bad message and go on.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
@@ -15,7 +16,17 @@ import orjson
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    model_validator,
+)
 
 SPEC_VERSION = "1.0"
 DEFAULT_SOURCE = "urn:ctloop"
@@ -95,8 +106,54 @@ class RunFinished(Payload):
     error: str | None = None
 
 
+LabelValue = StrictBool | StrictInt | StrictFloat | StrictStr
+
+
+class LabelObserved(Payload):
+    """Ground truth for one served prediction, known some time after serving (`ctloop.labels` topic).
+
+    It names the prediction by the id serving returned to the client (`prediction_id`), or by the model and
+    the entity's key (the value of the spec's `data.key` column in the served row): then it is the newest
+    prediction of that entity served before `observed_at` within the joiner's horizon."""
+
+    event_type: ClassVar[str] = "ctloop.label.observed"
+    prediction_id: str | None = Field(default=None, min_length=1, max_length=200)
+    model: str | None = Field(default=None, min_length=1, max_length=200)
+    key: str | None = Field(default=None, min_length=1, max_length=1000)
+    label: LabelValue
+    observed_at: datetime
+
+    @model_validator(mode="after")
+    def _names_a_prediction(self) -> LabelObserved:
+        if self.prediction_id is None and (self.model is None or self.key is None):
+            raise ValueError("a label names its prediction: set prediction_id, or both model and key")
+        if self.observed_at.tzinfo is None:
+            raise ValueError("observed_at needs a time zone (RFC 3339 with an offset, e.g. ...Z)")
+        if isinstance(self.label, float) and not math.isfinite(self.label):
+            raise ValueError("label must be a finite number")
+        return self
+
+
+class QualityDegraded(Payload):
+    """A model version's live quality broke its spec's `quality` rule over a window of labelled rows."""
+
+    event_type: ClassVar[str] = "ctloop.quality.degraded"
+    model: str = Field(min_length=1)
+    version: str
+    metric: str
+    value: float
+    threshold: float
+    holdout: float | None = None  # the version's holdout figure, for a `max_drop` rule
+    rule: Literal["min", "max", "max_drop"]
+    rows: int = Field(ge=0)
+    window_start: datetime
+    window_end: datetime
+    data_uri: str | None = None  # labelled recent data (the spec's `retrain_uri`) a triggered run retrains on
+
+
 PAYLOADS: dict[str, type[Payload]] = {
-    cls.event_type: cls for cls in (DataArrived, DriftDetected, ModelPromoted, ModelRolledBack, RunFinished)
+    cls.event_type: cls for cls in (DataArrived, DriftDetected, ModelPromoted, ModelRolledBack, RunFinished,
+                                    LabelObserved, QualityDegraded)
 }
 
 

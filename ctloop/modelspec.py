@@ -219,6 +219,51 @@ class MonitorSpec(Frozen):
         return None if value is None else check_reference(value, "monitor.featurize")
 
 
+LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae", "mape"})
+
+
+class QualityRule(Frozen):
+    """When live quality counts as degraded: the metric (a name the promotion policy uses) measured on the
+    labelled rows served within `window` (a duration like '24h'), once there are at least `min_rows` of them.
+
+    `min` (a metric where higher is better) or `max` (lower is better) is a fixed bound; `max_drop` is how much
+    worse than the version's own holdout figure it may get. Set one or both of a bound and `max_drop`."""
+
+    metric: str
+    min: float | None = None
+    max: float | None = None
+    max_drop: float | None = Field(default=None, ge=0)
+    min_rows: int = Field(default=200, ge=1)
+    window: str = "24h"
+
+    @field_validator("window")
+    @classmethod
+    def _window_parses(cls, value: str) -> str:
+        parse_interval(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> QualityRule:
+        if self.min is None and self.max is None and self.max_drop is None:
+            raise ValueError("a quality rule needs min, max or max_drop")
+        if self.min is not None and self.max is not None:
+            raise ValueError("set min (higher is better) or max (lower is better), not both")
+        lower = self.metric in LOWER_IS_BETTER
+        if lower and self.min is not None:
+            raise ValueError(f"{self.metric} is better when lower: bound it with max, not min")
+        if not lower and self.max is not None:
+            raise ValueError(f"{self.metric} is better when higher: bound it with min, not max")
+        return self
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric in LOWER_IS_BETTER
+
+    @property
+    def window_s(self) -> float:
+        return parse_interval(self.window)
+
+
 class ModelSpec(Frozen):
     name: str
     data: DataSchema
@@ -238,6 +283,8 @@ class ModelSpec(Frozen):
     resources: TrainResources | None = None
     monitor: MonitorSpec = MonitorSpec()
     schedule: Schedule | None = None
+    quality: QualityRule | None = None
+    """When live quality on labelled traffic raises `ctloop.quality.degraded` (a retrain trigger)."""
 
     @field_validator("name")
     @classmethod
@@ -290,6 +337,9 @@ class ModelSpec(Frozen):
         if clash:
             raise ValueError(f"user metrics {clash} shadow built-in metrics; pick other names")
         named = [self.policy.metric, *(g.metric for g in self.policy.guardrails)]
+        if self.quality is not None and self.quality.metric not in self.data.metric_names:
+            raise ValueError(f"quality rule names metric {self.quality.metric!r}, which live quality never "
+                             f"computes for a {self.data.task} model; known: {list(self.data.metric_names)}")
         unknown = [m for m in named if m not in known]
         if unknown:
             raise ValueError(f"policy names metrics {unknown} that evaluation never produces for a "

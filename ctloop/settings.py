@@ -20,6 +20,8 @@ class Topics(BaseModel, frozen=True):
     models: str = "ctloop.models"
     runs: str = "ctloop.runs"
     predictions: str = "ctloop.predictions"
+    labels: str = "ctloop.labels"
+    quality: str = "ctloop.quality"
     deadletter: str = "ctloop.deadletter"
 
 

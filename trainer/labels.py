@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ctloop.metrics import label_key, label_keys
 from ctloop.modelspec import DataSchema
 
-
-def label_key(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
-def label_keys(labels: pd.Series) -> pd.Series:
-    return labels.map(label_key)
+__all__ = ["class_list", "label_key", "label_keys"]
 
 
 def class_list(schema: DataSchema, labels: pd.Series) -> tuple[str, ...]:
