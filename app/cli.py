@@ -51,6 +51,7 @@ _COMMAND_MODULES = (
     "ctloop.workflows.cli",
     "ctloop.sensors.cli",
     "ctloop.monitors.cli",
+    "ctloop.monitors.outcomes_cli",
     "ctloop.deploy.cli",
     "ctloop.app.demo.cli",
 )

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import orjson
 
+from ctloop.failures import Refused
 from ctloop.metrics import classification_metrics, label_key, regression_metrics
 from ctloop.modelspec import REGRESSION_METRICS
 from ctloop.sqlite import connect
@@ -99,7 +100,7 @@ class JoinCounts:
     duplicate: int
 
 
-class OutcomeStoreError(ValueError):
+class OutcomeStoreError(ValueError, Refused):
     """An outcome store URL ctloop cannot open; the message says which forms it takes."""
 
 
@@ -237,6 +238,19 @@ class OutcomeStore:
             sql += " AND role = ?"
             args.append(role)
         return sorted((r[0] for r in self._db.execute(sql, args)), key=_version_order)
+
+    def latest_version(self, model: str, *, since: datetime, role: str | None = CHAMPION) -> str | None:
+        """The version of the most recently served joined row of `model` (in `role`) since `since`."""
+        sql = "SELECT version FROM joined WHERE model = ? AND served_at >= ? AND version IS NOT NULL"
+        args: list[Any] = [model, since.timestamp()]
+        if role is not None:
+            sql += " AND role = ?"
+            args.append(role)
+        found = self._db.execute(sql + " ORDER BY served_at DESC LIMIT 1", args).fetchone()
+        return found[0] if found else None
+
+    def joined_count(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM joined").fetchone()[0])
 
     def counts(self, model: str | None = None) -> JoinCounts:
         where, args = ("WHERE model = ?", (model,)) if model else ("", ())

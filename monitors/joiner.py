@@ -1,0 +1,127 @@
+"""The joiner: the predictions topic and the labels topic in, served rows joined to their labels in the store.
+
+Per poll, in this order: dead-letter what is not a prediction batch or a label event (each exactly once), write
+every served row and label of the poll and what they join in one store transaction, then commit the consumer
+offsets. A crash anywhere redelivers at most the uncommitted poll, which the store takes once: no label is lost
+and none is counted twice.
+
+Labels name a prediction by the id serving returned (`prediction_id`), or by the model and the entity key (the
+value of the spec's `data.key` column in the served row). A label may arrive before its prediction: it waits,
+pending, and joins when the prediction comes. One observed more than the horizon after serving is kept as late,
+never joined into live quality.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import UTC
+
+from ctloop.bus import Bus, Consumer, Message
+from ctloop.deadletter import DeadLetters
+from ctloop.events import EventError, LabelObserved, parse
+from ctloop.metrics import label_key
+from ctloop.monitors.outcomes import CHAMPION, Label, OutcomeStore, ServedRow
+from ctloop.predictions import PredictionBatchError, parse_batch
+from ctloop.settings import Settings
+
+log = logging.getLogger(__name__)
+DEFAULT_GROUP = "ctloop-outcomes"
+DEFAULT_HORIZON_S = 7 * 24 * 3600.0
+
+KeyColumn = Callable[[str], str | None]
+"""The entity-key column of a model's served rows (its spec's `data.key`), or None when it has none."""
+
+
+@dataclass
+class JoinerStats:
+    messages: int = 0
+    rows: int = 0
+    labels: int = 0
+    dead_lettered: int = 0
+
+
+class Joiner:
+    def __init__(self, bus: Bus, settings: Settings, store: OutcomeStore, *, key_column: KeyColumn,
+                 horizon_s: float = DEFAULT_HORIZON_S, group: str = DEFAULT_GROUP) -> None:
+        if horizon_s <= 0:
+            raise ValueError(f"the join horizon must be positive, got {horizon_s} s")
+        self.bus = bus
+        self.settings = settings
+        self.store = store
+        self.key_column = key_column
+        self.horizon_s = horizon_s
+        self.topics = settings.topics
+        self.deadletters = DeadLetters(bus, settings.topics.deadletter, store.path)
+        self.deadletters.recover()
+        self.consumer: Consumer = bus.consumer([settings.topics.predictions, settings.topics.labels], group)
+        self.stats = JoinerStats()
+
+    def step(self, timeout_s: float = 0.5, max_records: int = 1000) -> int:
+        """Poll once and store what arrived, then commit it; returns how many messages were handled."""
+        messages = self.consumer.poll(timeout_s=timeout_s, max_records=max_records)
+        if not messages:
+            return 0
+        rows: list[ServedRow] = []
+        labels: list[Label] = []
+        last: dict[Hashable, Message] = {}
+        for message in messages:
+            last[(message.topic, message.partition)] = message
+            if message.topic == self.topics.labels:
+                self._read_label(message, labels)
+            else:
+                self._read_batch(message, rows)
+        self.store.add(rows, labels, horizon_s=self.horizon_s)
+        for message in last.values():
+            self.consumer.commit(message)
+        self.stats.messages += len(messages)
+        self.stats.rows += len(rows)
+        self.stats.labels += len(labels)
+        return len(messages)
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.deadletters.close()
+
+    def _dead_letter(self, message: Message, reason: str) -> None:
+        self.deadletters.send(message, reason)
+        self.stats.dead_lettered += 1
+
+    def _read_batch(self, message: Message, rows: list[ServedRow]) -> None:
+        try:
+            batch = parse_batch(message.value)
+        except PredictionBatchError as exc:
+            self._dead_letter(message, str(exc))
+            return
+        # Serving names each row; a batch from elsewhere without ids gets ids from its place in the log,
+        # which a redelivery repeats.
+        ids = batch.ids or [f"{message.topic}:{message.partition}:{message.offset}:{i}" for i in range(len(batch.rows))]
+        role = getattr(batch, "role", None) or CHAMPION
+        key = self.key_column(batch.model)
+        served_at = batch.ts if batch.ts.tzinfo else batch.ts.replace(tzinfo=UTC)
+        for pid, row, prediction in zip(ids, batch.rows, batch.predictions, strict=True):
+            entity = row.get(key) if key is not None else None
+            rows.append(ServedRow(pid, role, batch.model, batch.version,
+                                  None if entity is None else label_key(entity), row, prediction, served_at))
+
+    def _read_label(self, message: Message, labels: list[Label]) -> None:
+        try:
+            event = parse(message.value, max_bytes=self.settings.max_event_bytes)
+        except EventError as exc:
+            self._dead_letter(message, exc.reason)
+            return
+        data = event.data
+        if not isinstance(data, LabelObserved):
+            self._dead_letter(message, f"not a label: {event.type} on the labels topic, which carries only "
+                                       f"{LabelObserved.event_type}")
+            return
+        if data.prediction_id is None:
+            assert data.model is not None  # the payload requires a model with a key
+            if self.key_column(data.model) is None:
+                self._dead_letter(message, f"label names model {data.model!r} by entity key, but that model's "
+                                           "spec declares no data.key column to match it against")
+                return
+        labels.append(Label(event.id, data.label, data.observed_at, prediction_id=data.prediction_id,
+                            model=data.model if data.prediction_id is None else None,
+                            entity=data.key if data.prediction_id is None else None))
