@@ -2,8 +2,8 @@
 
 Rules, in order, for each candidate run:
 - dedupe: a key that already ran, or is already waiting or running, is dropped;
-- cooldown: a drift-triggered or scheduled candidate within `drift_cooldown_s` of the model's last drift run
-  is rejected;
+- cooldown: a drift-, quality-triggered or scheduled candidate within `drift_cooldown_s` of the model's last
+  drift- or quality-triggered run is rejected;
 - coalesce: arrivals for a model within `window_s` of the first one collapse into one run on the newest;
 - concurrency: one run per model; a candidate for a busy model waits, and a newer one replaces it;
 - GPU cap: at most `max_gpu_runs` GPU runs at once; GPU candidates past the cap wait.
@@ -22,10 +22,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 DecisionKind = Literal["triggered", "deduped", "coalesced", "deferred", "rejected"]
-Trigger = Literal["data", "drift", "manual", "schedule"]
-# Triggers held off after a drift run: another drift verdict, and a scheduled tick (the drift run has just
+Trigger = Literal["data", "drift", "manual", "schedule", "quality"]
+# Triggers that start a cooldown: a drift verdict and a live-quality drop both retrain on the recent data.
+RECENT_DATA_TRIGGERS: tuple[Trigger, ...] = ("drift", "quality")
+# Triggers held off after such a run: another drift or quality verdict, and a scheduled tick (the run has just
 # retrained on the recent data).
-COOLDOWN_TRIGGERS: tuple[Trigger, ...] = ("drift", "schedule")
+COOLDOWN_TRIGGERS: tuple[Trigger, ...] = ("drift", "quality", "schedule")
 
 
 class AdmissionPolicy(BaseModel):
@@ -176,7 +178,7 @@ class _Draft:
         model = candidate.model
         self.queued.pop(model, None)
         self.running[model] = Slot(candidate=candidate, started_at=now)
-        if candidate.trigger == "drift":
+        if candidate.trigger in RECENT_DATA_TRIGGERS:
             self.last_drift_at[model] = now
         self.start.append(candidate)
         self.changed = True

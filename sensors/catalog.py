@@ -1,4 +1,5 @@
-"""ctloop's own sensors: data arrivals and drift from Kafka, MinIO notifications, and manual webhooks."""
+"""ctloop's own sensors: data arrivals, drift and degraded live quality from Kafka, MinIO notifications and
+manual webhooks."""
 
 from __future__ import annotations
 
@@ -106,6 +107,25 @@ def drift_sensor(settings: Settings, code_version: str, where: ClusterEndpoints)
                       _params(Path("body.data.model"), Path("body.data.data_uri"), Path("body.id"), "drift", key))
 
 
+def quality_sensor(settings: Settings, code_version: str, where: ClusterEndpoints) -> SensorSpec:
+    """Live quality below the spec's rule (`ctloop.quality.degraded`): a retrain on the labelled recent data, held
+    off by the same cooldown as a drift-triggered run."""
+    source = KafkaSource("ctloop-kafka", "quality-degraded", settings.topics.quality, where.kafka_url,
+                         where.consumer_group)
+    dependency = Dependency(
+        "quality-degraded", source,
+        data=(DataFilter("body.type", "string", (r"^ctloop\.quality\.degraded$",)), _HAS_ID,
+              *_model_named("body.data.model"),
+              DataFilter("body.data.data_uri", "string", ANY,
+                         reason="quality event for {body.data.model} carries no data_uri: "
+                                "set retrain_uri in the model's spec")),
+        exprs=(ExprFilter("rows > 0", (("rows", "body.data.rows"),)),),
+    )
+    key = _key(Path("body.data.model"), "body.data.digest", Path("body.id"), code_version)
+    return SensorSpec("ctloop-quality", dependency,
+                      _params(Path("body.data.model"), Path("body.data.data_uri"), Path("body.id"), "quality", key))
+
+
 def minio_sensor(code_version: str, where: ClusterEndpoints) -> SensorSpec:
     source = MinioSource(
         "ctloop-minio", "data-object", where.minio_endpoint, where.minio_bucket, where.minio_prefix,
@@ -146,7 +166,8 @@ def manual_sensor(code_version: str, where: ClusterEndpoints) -> SensorSpec:
 def cluster_sensors(settings: Settings, code_version: str,
                     where: ClusterEndpoints = ClusterEndpoints()) -> tuple[SensorSpec, ...]:
     return (data_arrived_sensor(settings, code_version, where), drift_sensor(settings, code_version, where),
-            minio_sensor(code_version, where), manual_sensor(code_version, where))
+            quality_sensor(settings, code_version, where), minio_sensor(code_version, where),
+            manual_sensor(code_version, where))
 
 
 def kafka_sensors(settings: Settings, code_version: str,

@@ -15,7 +15,7 @@ from typing import Literal
 Comparator = Literal["=", "!=", ">", ">=", "<", "<="]
 COMPARATORS: tuple[str, ...] = ("=", "!=", ">", ">=", "<", "<=")
 FilterType = Literal["string", "number", "bool"]
-TriggerKind = Literal["data", "drift", "manual", "schedule"]
+TriggerKind = Literal["data", "drift", "manual", "schedule", "quality"]
 
 # The retrain WorkflowTemplate's parameters that a sensor fills in.
 WORKFLOW_PARAMETERS: tuple[str, ...] = ("model", "data-uri", "event-id", "trigger", "idempotency-key")

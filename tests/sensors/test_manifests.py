@@ -72,7 +72,7 @@ def test_a_misspelt_field_is_caught_by_the_strict_schema(validators, objects):
 def test_sensors_are_consistent_with_their_event_sources_and_workflow(objects):
     sources = [o for o in objects.values() if o["kind"] == "EventSource"]
     sensors = [o for o in objects.values() if o["kind"] == "Sensor"]
-    assert len(sensors) == 5, "four event sensors and the shipped churn spec's schedule"
+    assert len(sensors) == 6, "five event sensors and the shipped churn spec's schedule"
     for sensor in sensors:
         assert sensor_problems(sensor, sources) == []
 
@@ -122,7 +122,7 @@ def test_sensor_submits_the_retrain_template_idempotently(objects):
 
 def test_kafka_sources_resume_from_a_consumer_group(objects):
     kafka = objects["eventsource-kafka.yaml"]["spec"]["kafka"]
-    assert {e["topic"] for e in kafka.values()} == {"ctloop.data", "ctloop.drift"}
+    assert {e["topic"] for e in kafka.values()} == {"ctloop.data", "ctloop.drift", "ctloop.quality"}
     assert all(e["consumerGroup"]["groupName"] and e["consumerGroup"]["oldest"] for e in kafka.values())
 
 

@@ -126,7 +126,7 @@ def _obj(**fields: Any) -> dict[str, Any]:
 @st.composite
 def _kafka(draw: st.DrawFn, kind: str, uri_field: str) -> dict[str, Any]:
     data = _obj(model=draw(_model), digest=draw(_field), **{uri_field: draw(_field)})
-    if kind == "drift.detected":
+    if kind in ("drift.detected", "quality.degraded"):
         data |= {"dataset_drift": draw(st.sampled_from([True, True, "true", False])),
                  "rows": draw(st.sampled_from([10, 10, 0, "5"]))}
     body = _obj(id=draw(_field), type=f"ctloop.{kind}", data=data)
@@ -161,6 +161,7 @@ def _tick(draw: st.DrawFn) -> dict[str, Any]:
 EVENTS = {
     "ctloop-data-arrived": _kafka("data.arrived", "uri"),
     "ctloop-drift": _kafka("drift.detected", "data_uri"),
+    "ctloop-quality": _kafka("quality.degraded", "data_uri"),
     "ctloop-minio": _minio(),
     "ctloop-manual": _manual(),
     "ctloop-schedule-churn-model-v2": _tick(),
@@ -192,6 +193,8 @@ SAMPLES = {
     "ctloop-data-arrived": [_arrival("churn", "abc"), _arrival("Churn_Model.v2", None), _arrival("x--", "d")],
     "ctloop-drift": [{"topic": "ctloop.drift", "body": {"id": "dr-1", "type": "ctloop.drift.detected", "data": {
         "model": "churn", "dataset_drift": True, "rows": 10, "data_uri": "s3://b/live/"}}}],
+    "ctloop-quality": [{"topic": "ctloop.quality", "body": {"id": "q-1", "type": "ctloop.quality.degraded", "data": {
+        "model": "churn", "version": "3", "metric": "roc_auc", "rows": 500, "data_uri": "s3://b/live/"}}}],
     "ctloop-minio": [{"notification": [{"eventName": "s3:ObjectCreated:Put", "s3": {
         "bucket": {"name": "ctloop-data"}, "object": {"key": "incoming/churn/p1.parquet", "eTag": "e1"}}}]}],
     "ctloop-manual": [{"header": {}, "body": {"model": "churn", "uri": "s3://b/k", "digest": "abc"}}],
