@@ -1,0 +1,193 @@
+"""The outcome store and live quality: labels join their predictions whatever the order, once each; live metrics
+are scikit-learn's on the same rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sklearn import metrics as sk
+
+from ctloop.modelspec import ModelSpec, QualityRule
+from ctloop.monitors.outcomes import (
+    CHAMPION,
+    SHADOW,
+    JoinedPrediction,
+    Label,
+    OutcomeStore,
+    OutcomeStoreError,
+    ServedRow,
+    live_quality,
+)
+from ctloop.monitors.quality import judge
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+HOUR = 3600.0
+
+
+@pytest.fixture
+def store(tmp_path):
+    store = OutcomeStore(f"sqlite:///{tmp_path / 'outcomes.db'}")
+    yield store
+    store.close()
+
+
+def served(pid: str, *, version: str = "1", role: str = CHAMPION, entity: str | None = None, p1: float = 0.7,
+           at: datetime = T0) -> ServedRow:
+    return ServedRow(pid, role, "churn", version, entity, {"x": 1.0, "id": entity}, {"0": 1 - p1, "1": p1}, at)
+
+
+def label(lid: str, value: int, *, pid: str | None = None, entity: str | None = None,
+          after_s: float = 60.0) -> Label:
+    return Label(lid, value, T0 + timedelta(seconds=after_s), prediction_id=pid,
+                 model="churn" if entity else None, entity=entity)
+
+
+def test_a_label_that_arrives_before_its_prediction_waits_and_then_joins(store):
+    store.add([], [label("l1", 1, pid="p1")], horizon_s=HOUR)
+    assert (store.counts().pending, store.counts().joined) == (1, 0)
+    store.add([served("p1")], [], horizon_s=HOUR)
+    [row] = store.joined("churn", "1", since=T0)
+    assert (row.prediction_id, row.label, row.prediction, row.role) == ("p1", 1, {"0": pytest.approx(0.3), "1": 0.7},
+                                                                        CHAMPION)
+    assert row.observed_at == T0 + timedelta(seconds=60) and row.served_at == T0
+    assert store.counts().pending == 0
+
+
+def test_redelivered_predictions_and_labels_are_stored_once(store):
+    for _ in range(3):
+        store.add([served("p1"), served("p2")], [label("l1", 1, pid="p1"), label("l2", 0, pid="p2")], horizon_s=HOUR)
+    counts = store.counts()
+    assert (counts.predictions, counts.joined, counts.duplicate, counts.pending) == (2, 2, 0, 0)
+    assert store.label_states() == {"l1": "joined", "l2": "joined"}
+
+
+def test_a_second_label_for_a_prediction_is_a_duplicate_and_the_first_stands(store):
+    store.add([served("p1")], [label("l1", 1, pid="p1")], horizon_s=HOUR)
+    store.add([], [label("l2", 0, pid="p1", after_s=90)], horizon_s=HOUR)
+    [row] = store.joined("churn", None, since=T0)
+    assert row.label == 1
+    assert store.label_states() == {"l1": "joined", "l2": "duplicate"}
+
+
+def test_a_label_after_the_horizon_is_kept_as_late_not_joined(store):
+    store.add([served("p1")], [label("l1", 1, pid="p1", after_s=2 * HOUR)], horizon_s=HOUR)
+    assert store.joined("churn", None, since=T0) == []
+    assert store.label_states() == {"l1": "late"}
+    assert store.counts().late == 1
+
+
+def test_a_label_by_entity_key_joins_the_newest_champion_prediction_served_before_it(store):
+    rows = [served("p-old", entity="42"), served("p-new", entity="42", at=T0 + timedelta(seconds=30)),
+            served("p-after", entity="42", at=T0 + timedelta(seconds=120)), served("p-other", entity="7")]
+    store.add(rows, [label("l1", 1, entity="42")], horizon_s=HOUR)
+    [row] = store.joined("churn", None, since=T0)
+    assert row.prediction_id == "p-new"
+
+
+def test_a_shadow_row_of_the_same_request_joins_the_same_label_in_either_order(store):
+    store.add([served("p1")], [label("l1", 1, pid="p1")], horizon_s=HOUR)
+    store.add([served("p1", version="2", role=SHADOW, p1=0.2)], [], horizon_s=HOUR)
+    store.add([served("p2", version="2", role=SHADOW)], [label("l2", 0, pid="p2")], horizon_s=HOUR)
+    store.add([served("p2")], [], horizon_s=HOUR)
+    assert [(r.prediction_id, r.version, r.role) for r in store.joined("churn", None, since=T0)] == [
+        ("p1", "1", CHAMPION), ("p1", "2", SHADOW), ("p2", "1", CHAMPION), ("p2", "2", SHADOW)]
+    assert [r.prediction_id for r in store.joined("churn", "2", since=T0, role=SHADOW)] == ["p1", "p2"]
+    assert store.label_states() == {"l1": "joined", "l2": "joined"}
+
+
+def test_joined_rows_are_read_by_version_role_and_time(store):
+    rows = [served(f"p{i}", version=str(1 + i % 2), at=T0 + timedelta(minutes=i)) for i in range(6)]
+    store.add(rows, [label(f"l{i}", i % 2, pid=f"p{i}", after_s=600) for i in range(6)], horizon_s=HOUR)
+    assert [r.prediction_id for r in store.joined("churn", "1", since=T0)] == ["p0", "p2", "p4"]
+    assert [r.prediction_id for r in store.joined("churn", None, since=T0 + timedelta(minutes=2),
+                                                  until=T0 + timedelta(minutes=4))] == ["p2", "p3"]
+    assert store.versions("churn", since=T0) == ["1", "2"]
+    assert store.latest_version("churn", since=T0) == "2"
+    assert store.joined("other", None, since=T0) == []
+
+
+def test_the_store_outlives_its_process(tmp_path):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    first = OutcomeStore(url)
+    first.add([served("p1")], [], horizon_s=HOUR)
+    first.close()
+    second = OutcomeStore(url)
+    second.add([], [label("l1", 1, pid="p1")], horizon_s=HOUR)
+    assert len(second.joined("churn", "1", since=T0)) == 1
+    second.close()
+
+
+def test_an_unsupported_store_url_is_refused_with_the_form_to_use():
+    with pytest.raises(OutcomeStoreError, match="sqlite:///<path>"):
+        OutcomeStore("postgresql://db/outcomes")
+
+
+def _rows(labels, predictions) -> list[JoinedPrediction]:
+    return [JoinedPrediction(f"p{i}", "churn", "1", CHAMPION, {}, p, y, T0, T0) for i, (y, p) in
+            enumerate(zip(labels, predictions, strict=True))]
+
+
+def test_live_quality_of_probabilities_equals_scikit_learn_on_the_same_rows():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    p1 = np.clip(y * 0.3 + rng.uniform(0, 0.7, 400), 0, 1)
+    rows = _rows(y.tolist(), [{"0": 1 - p, "1": p} for p in p1])
+    live = live_quality(rows, ["accuracy", "roc_auc", "log_loss", "f1", "pr_auc"])
+    assert live.n == 400
+    assert live.metrics["roc_auc"] == pytest.approx(sk.roc_auc_score(y, p1))
+    assert live.metrics["accuracy"] == pytest.approx(sk.accuracy_score(y, (p1 > 0.5).astype(int)))
+    assert live.metrics["log_loss"] == pytest.approx(sk.log_loss(y, np.c_[1 - p1, p1]))
+    assert live.metrics["f1"] == pytest.approx(sk.f1_score(y, (p1 > 0.5).astype(int), average="macro"))
+    assert live.metrics["pr_auc"] == pytest.approx(sk.average_precision_score(y, p1))
+
+
+def test_live_quality_of_predicted_labels_and_of_values():
+    y, pred = [1, 0, 1, 1, 0, "1"], [1, 0, 0, 1, 1, 1.0]
+    live = live_quality(_rows(y, pred), ["accuracy", "balanced_accuracy", "roc_auc"])
+    assert live.metrics == {"accuracy": pytest.approx(4 / 6),
+                            "balanced_accuracy": pytest.approx(sk.balanced_accuracy_score(
+                                [1, 0, 1, 1, 0, 1], [1, 0, 0, 1, 1, 1]))}  # no probabilities: no roc_auc
+    values = _rows([1.0, 2.0, 4.0], [1.5, 2.0, 3.0])
+    assert live_quality(values, ["rmse", "mae"]).metrics == {
+        "rmse": pytest.approx(np.sqrt((0.25 + 0 + 1) / 3)), "mae": pytest.approx(0.5)}
+    assert live_quality([], ["accuracy"]).n == 0
+
+
+def test_an_auc_over_one_class_is_absent_not_nan():
+    live = live_quality(_rows([1, 1], [{"0": 0.2, "1": 0.8}, {"0": 0.6, "1": 0.4}]), ["roc_auc", "accuracy"])
+    assert live.metrics == {"accuracy": 0.5}
+
+
+def test_a_rule_is_judged_against_its_bound_or_the_holdout_figure_once_there_are_enough_rows():
+    from ctloop.monitors.outcomes import LiveQuality
+
+    rule = QualityRule(metric="roc_auc", min=0.8, max_drop=0.03, min_rows=100)
+    assert not judge(rule, LiveQuality(99, {"roc_auc": 0.5}), None).degraded
+    low = judge(rule, LiveQuality(100, {"roc_auc": 0.79}), None)
+    assert (low.degraded, low.rule, low.threshold) == (True, "min", 0.8)
+    drop = judge(rule, LiveQuality(100, {"roc_auc": 0.85}), 0.9)
+    assert (drop.degraded, drop.rule, drop.threshold) == (True, "max_drop", pytest.approx(0.87))
+    assert not judge(rule, LiveQuality(100, {"roc_auc": 0.88}), 0.9).degraded
+    loss = QualityRule(metric="log_loss", max_drop=0.1, min_rows=1)
+    assert judge(loss, LiveQuality(5, {"log_loss": 0.5}), 0.3).degraded
+    assert not judge(loss, LiveQuality(5, {"log_loss": 0.35}), 0.3).degraded
+
+
+@pytest.mark.parametrize(("rule", "problem"), [
+    ({"metric": "roc_auc"}, "needs min, max or max_drop"),
+    ({"metric": "log_loss", "min": 0.1}, "better when lower"),
+    ({"metric": "roc_auc", "max": 0.9}, "better when higher"),
+    ({"metric": "roc_auc", "min": 0.8, "window": "soon"}, "not a duration"),
+])
+def test_a_bad_quality_rule_is_refused_naming_the_problem(rule, problem):
+    with pytest.raises(ValueError, match=problem):
+        QualityRule.model_validate(rule)
+
+
+def test_a_spec_s_quality_rule_names_a_metric_live_quality_computes():
+    data = {"features": [{"name": "x"}], "label": "y"}
+    assert ModelSpec.model_validate({"name": "m", "data": data, "quality": {"metric": "roc_auc", "min": 0.8}})
+    with pytest.raises(ValueError, match="never computes for a binary model"):
+        ModelSpec.model_validate({"name": "m", "data": data, "quality": {"metric": "rmse", "max": 1.0}})
