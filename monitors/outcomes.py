@@ -186,7 +186,7 @@ class OutcomeStore:
 
     def _match_pending(self, db: sqlite3.Connection, horizon_s: float) -> None:
         pending = db.execute("SELECT label_id, prediction_id, model, entity, observed_at FROM labels"
-                             " WHERE state = 'pending'").fetchall()
+                             " WHERE state = 'pending' ORDER BY rowid").fetchall()
         for label_id, prediction_id, model, entity, observed_at in pending:
             if prediction_id is None:
                 found = db.execute(
