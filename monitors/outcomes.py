@@ -125,15 +125,18 @@ _SCHEMA = (
     " label BLOB NOT NULL, observed_at REAL NOT NULL, state TEXT NOT NULL, matched_id TEXT)",
     "CREATE INDEX IF NOT EXISTS labels_state ON labels (state)",
     "CREATE INDEX IF NOT EXISTS labels_matched ON labels (matched_id)",
+    # A joined row points at its served row (the features and prediction stay there) and copies its label.
     "CREATE TABLE IF NOT EXISTS joined (prediction_id TEXT NOT NULL, role TEXT NOT NULL, model TEXT NOT NULL,"
-    " version TEXT, features BLOB NOT NULL, prediction BLOB NOT NULL, label BLOB NOT NULL, served_at REAL NOT NULL,"
-    " observed_at REAL NOT NULL, label_id TEXT NOT NULL, PRIMARY KEY (prediction_id, role))",
+    " version TEXT, served_at REAL NOT NULL, label BLOB NOT NULL, observed_at REAL NOT NULL, label_id TEXT NOT NULL,"
+    " PRIMARY KEY (prediction_id, role))",
     "CREATE INDEX IF NOT EXISTS joined_version ON joined (model, version, served_at)",
     "CREATE TABLE IF NOT EXISTS episodes (model TEXT NOT NULL, version TEXT NOT NULL, metric TEXT NOT NULL,"
     " number INTEGER NOT NULL, degraded INTEGER NOT NULL, PRIMARY KEY (model, version, metric))",
 )
 
-_JOINED_COLUMNS = "prediction_id, model, version, role, features, prediction, label, served_at, observed_at"
+_JOINED_COLUMNS = ("j.prediction_id, j.model, j.version, j.role, p.features, p.prediction, j.label, j.served_at,"
+                   " j.observed_at")
+_JOIN = ("SELECT p.prediction_id, p.role, p.model, p.version, p.served_at, l.label, l.observed_at, l.label_id")
 
 
 class OutcomeStore:
@@ -179,55 +182,57 @@ class OutcomeStore:
             # A row of another role (a shadow's) arriving after its request's label was joined joins it too.
             ids = dumps([r[0] for r in served])
             db.execute(
-                "INSERT OR IGNORE INTO joined SELECT p.prediction_id, p.role, p.model, p.version, p.features,"
-                " p.prediction, l.label, p.served_at, l.observed_at, l.label_id FROM predictions p"
+                f"INSERT OR IGNORE INTO joined {_JOIN} FROM predictions p"
                 " JOIN labels l ON l.matched_id = p.prediction_id AND l.state = 'joined'"
                 " WHERE p.prediction_id IN (SELECT value FROM json_each(?))", (ids,))
 
     def _match_pending(self, db: sqlite3.Connection, horizon_s: float) -> None:
-        pending = db.execute("SELECT label_id, prediction_id, model, entity, observed_at FROM labels"
-                             " WHERE state = 'pending' ORDER BY rowid").fetchall()
-        for label_id, prediction_id, model, entity, observed_at in pending:
-            if prediction_id is None:
-                found = db.execute(
-                    "SELECT prediction_id FROM predictions WHERE model = ? AND entity = ? AND role = ?"
-                    " AND served_at <= ? ORDER BY served_at DESC LIMIT 1",
-                    (model, entity, CHAMPION, observed_at)).fetchone()
-                if found is None:
-                    continue
-                prediction_id = found[0]
-            served = db.execute("SELECT MIN(served_at) FROM predictions WHERE prediction_id = ?",
-                                (prediction_id,)).fetchone()[0]
-            if served is None:
-                continue
-            if observed_at - served > horizon_s:
-                state = "late"
-            elif db.execute("SELECT 1 FROM joined WHERE prediction_id = ? LIMIT 1", (prediction_id,)).fetchone():
-                state = "duplicate"
-            else:
-                state = "joined"
-                db.execute(
-                    "INSERT OR IGNORE INTO joined SELECT p.prediction_id, p.role, p.model, p.version, p.features,"
-                    " p.prediction, l.label, p.served_at, l.observed_at, l.label_id FROM predictions p, labels l"
-                    " WHERE p.prediction_id = ? AND l.label_id = ?", (prediction_id, label_id))
-            db.execute("UPDATE labels SET state = ?, matched_id = ? WHERE label_id = ?",
-                       (state, prediction_id, label_id))
+        # A label by entity key first names the newest champion prediction of that entity served before it.
+        by_entity = db.execute("SELECT label_id, model, entity, observed_at FROM labels WHERE state = 'pending'"
+                               " AND prediction_id IS NULL ORDER BY rowid").fetchall()
+        for label_id, model, entity, observed_at in by_entity:
+            found = db.execute("SELECT prediction_id FROM predictions WHERE model = ? AND entity = ? AND role = ?"
+                               " AND served_at <= ? ORDER BY served_at DESC LIMIT 1",
+                               (model, entity, CHAMPION, observed_at)).fetchone()
+            if found is not None:
+                db.execute("UPDATE labels SET prediction_id = ? WHERE label_id = ?", (found[0], label_id))
+        # Set-wise, for the pending labels whose prediction is stored: past the horizon they are late; else the
+        # first of each prediction joins it, unless it has a label already, and the others are duplicates.
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS ready (label_id TEXT PRIMARY KEY, prediction_id TEXT,"
+                   " served_at REAL, observed_at REAL, seq INTEGER)")
+        db.execute("CREATE INDEX IF NOT EXISTS temp.ready_prediction ON ready (prediction_id, seq)")
+        db.execute("DELETE FROM ready")
+        db.execute("INSERT INTO ready SELECT * FROM (SELECT l.label_id, l.prediction_id, (SELECT MIN(p.served_at)"
+                   " FROM predictions p WHERE p.prediction_id = l.prediction_id) AS served, l.observed_at, l.rowid"
+                   " FROM labels l WHERE l.state = 'pending' AND l.prediction_id IS NOT NULL) WHERE served IS NOT NULL")
+        db.execute("UPDATE labels SET state = 'late', matched_id = prediction_id WHERE label_id IN"
+                   " (SELECT label_id FROM ready WHERE observed_at - served_at > ?)", (horizon_s,))
+        db.execute("DELETE FROM ready WHERE observed_at - served_at > ?", (horizon_s,))
+        db.execute(
+            f"INSERT OR IGNORE INTO joined {_JOIN} FROM ready r"
+            " JOIN labels l ON l.label_id = r.label_id JOIN predictions p ON p.prediction_id = r.prediction_id"
+            " WHERE r.seq = (SELECT MIN(r2.seq) FROM ready r2 WHERE r2.prediction_id = r.prediction_id)"
+            " AND NOT EXISTS (SELECT 1 FROM joined j WHERE j.prediction_id = r.prediction_id)")
+        db.execute("UPDATE labels SET matched_id = prediction_id, state = CASE WHEN EXISTS (SELECT 1 FROM joined j"
+                   " WHERE j.prediction_id = labels.prediction_id AND j.label_id = labels.label_id) THEN 'joined'"
+                   " ELSE 'duplicate' END WHERE label_id IN (SELECT label_id FROM ready)")
 
     def joined(self, model: str, version: str | None, *, since: datetime, until: datetime | None = None,
                role: str | None = None) -> list[JoinedPrediction]:
         """Joined rows of `model` `version` (None: every version) served in [since, until), oldest first."""
-        sql = f"SELECT {_JOINED_COLUMNS} FROM joined WHERE model = ? AND served_at >= ?"
+        sql = (f"SELECT {_JOINED_COLUMNS} FROM joined j JOIN predictions p ON p.prediction_id = j.prediction_id"
+               " AND p.role = j.role WHERE j.model = ? AND j.served_at >= ?")
         args: list[Any] = [model, since.timestamp()]
         if version is not None:
-            sql += " AND version = ?"
+            sql += " AND j.version = ?"
             args.append(version)
         if until is not None:
-            sql += " AND served_at < ?"
+            sql += " AND j.served_at < ?"
             args.append(until.timestamp())
         if role is not None:
-            sql += " AND role = ?"
+            sql += " AND j.role = ?"
             args.append(role)
-        rows = self._db.execute(sql + " ORDER BY served_at, prediction_id, role", args).fetchall()
+        rows = self._db.execute(sql + " ORDER BY j.served_at, j.prediction_id, j.role", args).fetchall()
         return [_joined(row) for row in rows]
 
     def versions(self, model: str, *, since: datetime, role: str | None = CHAMPION) -> list[str]:

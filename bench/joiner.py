@@ -1,0 +1,161 @@
+"""Joiner benchmark: served rows and labels joined per second, side by side with the drift monitor's ingest of
+the same prediction batches, and against reading the raw topics.
+
+    $V/bin/python bench/joiner.py [--batches 30] [--batch-rows 1000] [--reps 3] [--kafka 127.0.0.1:9092]
+
+Per rep, on a fresh bus: publish `batches` prediction batches (20 feature columns, ids, class probabilities)
+and one `ctloop.label.observed` event per served row (a fifth of them before their predictions), then time,
+each from its first message on (joining the consumer group is not counted):
+- the monitor: `MonitorService` over the predictions topic (parse, fold, detect per 10k-row window, commit);
+- the joiner: `Joiner` over both topics into a fresh SQLite store until every label joined (parse, store,
+  join, commit), reported as served rows/s and labels/s;
+- the raw read of both topics, no processing.
+Medians over reps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import monitor as monitor_bench
+
+from ctloop.bus import Bus
+from ctloop.embedded_bus import EmbeddedBus
+from ctloop.events import LabelObserved, new_event, to_bytes
+from ctloop.monitors.joiner import Joiner
+from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
+from ctloop.monitors.outcomes import OutcomeStore
+from ctloop.monitors.reference import Reference
+from ctloop.monitors.service import MonitorService
+from ctloop.monitors.window import WindowPolicy
+from ctloop.predictions import PredictionBatch
+from ctloop.profile import build_profile
+from ctloop.settings import Settings, Topics
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def publish(bus: Bus, topics: Topics, batches: int, batch_rows: int) -> int:
+    rng = np.random.default_rng(1)
+    rows = monitor_bench.frame(rng, batch_rows).to_dict(orient="records")
+    labels = rng.integers(0, 2, batch_rows).tolist()
+    observed = T0 + timedelta(minutes=10)
+    early = set(range(0, batches, 5))
+    for i in range(batches):
+        ids = [f"b{i}-{r}" for r in range(batch_rows)]
+        events = [to_bytes(new_event(LabelObserved(prediction_id=pid, label=y, observed_at=observed)))
+                  for pid, y in zip(ids, labels, strict=True)]
+        if i in early:
+            for event in events:
+                bus.publish(topics.labels, event)
+        batch = PredictionBatch(model="bench", version="1", rows=rows, ids=ids,
+                                predictions=[{"0": 0.3, "1": 0.7}] * batch_rows, ts=T0 + timedelta(seconds=i))
+        bus.publish(topics.predictions, batch.to_bytes(), key="bench")
+        if i not in early:
+            for event in events:
+                bus.publish(topics.labels, event)
+    bus.flush()
+    return batches * batch_rows
+
+
+def monitor_ingest(bus: Bus, settings: Settings, total: int) -> float:
+    profile = build_profile(monitor_bench.frame(np.random.default_rng(2), 20_000), numeric=monitor_bench.NUMERIC,
+                            categorical=monitor_bench.CATEGORICAL)
+    monitor = DriftMonitor(Reference(profile, "bench"), MonitorConfig(window=WindowPolicy(max_rows=10_000)))
+    service = MonitorService(bus, settings, monitor, group=f"bench-{uuid.uuid4().hex[:6]}")
+    service.step(timeout_s=30, max_records=1)
+    start, first = time.perf_counter(), service.stats.rows
+    while service.stats.rows < total and time.perf_counter() < start + 300:
+        service.step(timeout_s=0.5, max_records=50)
+    elapsed = time.perf_counter() - start
+    service.close()
+    return (service.stats.rows - first) / elapsed
+
+
+def joiner_ingest(bus: Bus, settings: Settings, total: int, store_dir: Path) -> tuple[float, float, float]:
+    """(served rows/s, labels/s, seconds) from the joiner's first message until every label joined."""
+    store = OutcomeStore(f"sqlite:///{store_dir / f'{uuid.uuid4().hex}.db'}")
+    joiner = Joiner(bus, settings, store, key_column=lambda model: None, group=f"bench-{uuid.uuid4().hex[:6]}")
+    joiner.step(timeout_s=30, max_records=1)
+    start = time.perf_counter()
+    while store.joined_count() < total and time.perf_counter() < start + 300:
+        joiner.step(timeout_s=0.5, max_records=2000)
+    elapsed = time.perf_counter() - start
+    joined = store.joined_count()
+    joiner.close()
+    store.close()
+    if joined < total:
+        raise RuntimeError(f"only {joined} of {total} labels joined within 300 s")
+    return joiner.stats.rows / elapsed, joiner.stats.labels / elapsed, elapsed
+
+
+def raw_read(bus: Bus, topics: Topics, messages: int) -> float:
+    consumer = bus.consumer([topics.predictions, topics.labels], f"raw-{uuid.uuid4().hex[:6]}")
+    count = len(consumer.poll(timeout_s=30, max_records=1))
+    start = time.perf_counter()
+    while count < messages and time.perf_counter() < start + 300:
+        count += len(consumer.poll(timeout_s=0.5, max_records=2000))
+    elapsed = time.perf_counter() - start
+    consumer.close()
+    return elapsed
+
+
+def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: int) -> None:
+    monitor_rates, row_rates, label_rates, raw_s, joiner_s = [], [], [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(reps):
+            topics = topics_for()
+            bus = open_bus(Path(tmp))
+            settings = Settings(home=Path(tmp), topics=topics)
+            total = publish(bus, topics, batches, batch_rows)
+            monitor_rates.append(monitor_ingest(bus, settings, total))
+            rows_s, labels_s, seconds = joiner_ingest(bus, settings, total, Path(tmp))
+            row_rates.append(rows_s)
+            label_rates.append(labels_s)
+            joiner_s.append(seconds)
+            raw_s.append(raw_read(bus, topics, batches + total))
+            bus.close()
+    med = statistics.median
+    print(f"{name}: {batches} batches x {batch_rows} rows (20 features) + {batches * batch_rows} label events, "
+          f"medians of {reps}")
+    print(f"  monitor ingest (predictions topic)     {med(monitor_rates):>10,.0f} rows/s")
+    print(f"  joiner (both topics, until all joined) {med(row_rates):>10,.0f} rows/s and {med(label_rates):,.0f} "
+          f"labels/s ({med(joiner_s):.2f} s); ratio to the monitor {med(row_rates) / med(monitor_rates):.2f}x")
+    print(f"  raw read of both topics                {med(raw_s):.2f} s: "
+          f"{(batches + batches * batch_rows) / med(raw_s):,.0f} msg/s; joiner / raw time "
+          f"{med(joiner_s) / med(raw_s):.1f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--batch-rows", type=int, default=1000)
+    parser.add_argument("--kafka", help="bootstrap of a running broker, to measure on Kafka too")
+    args = parser.parse_args()
+
+    def fresh_topics() -> Topics:
+        tag = uuid.uuid4().hex[:8]
+        return Topics(predictions=f"bench-{tag}.p", labels=f"bench-{tag}.l", deadletter=f"bench-{tag}.dl",
+                      drift=f"bench-{tag}.d")
+
+    run("embedded bus", lambda tmp: EmbeddedBus(tmp / f"bus-{uuid.uuid4().hex}.db"), fresh_topics, args.reps,
+        args.batches, args.batch_rows)
+    if args.kafka:
+        from ctloop.kafka_bus import KafkaBus
+
+        run("kafka", lambda tmp: KafkaBus(args.kafka), fresh_topics, args.reps, args.batches, args.batch_rows)
+
+
+if __name__ == "__main__":
+    main()
