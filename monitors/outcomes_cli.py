@@ -39,6 +39,8 @@ def run(
     = "168h",
     window: Annotated[str, typer.Option(help="Rows landed and judged: served within this (a spec's "
                                              "quality.window wins).")] = "168h",
+    land_rows: Annotated[int | None, typer.Option(help="Land only the newest N labelled rows of the window.")]
+    = None,
     evaluate_every: Annotated[float, typer.Option(help="Seconds between landings and quality evaluations.")] = 30.0,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: until ^C).")]
@@ -51,13 +53,15 @@ def run(
 
     if bus not in (None, "kafka", "embedded"):
         raise Refused(f"--bus must be kafka or embedded, got {bus!r}")
+    if land_rows is not None and land_rows < 1:
+        raise Refused(f"--land-rows must be at least 1, got {land_rows}")
     if evaluate_every <= 0:
         raise Refused(f"--evaluate-every must be positive, got {evaluate_every}")
     horizon_s, window_s = _seconds(horizon, "horizon"), _seconds(window, "window")
     settings = load_settings(bus=bus) if bus else load_settings()
     with closing(open_bus(settings)) as event_bus:
         service = outcomes_service(settings, event_bus, store_url=store, horizon_s=horizon_s,
-                                   evaluate_every_s=evaluate_every, window_s=window_s)
+                                   evaluate_every_s=evaluate_every, window_s=window_s, land_rows=land_rows)
         service.on_evaluation = lambda e: [typer.echo(_line(q)) for q in e.quality]
         if metrics_port is not None:
             typer.echo(f"metrics on :{service.metrics.serve(metrics_port)}/metrics")

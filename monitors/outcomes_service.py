@@ -80,7 +80,7 @@ class OutcomesService:
         self.window_s = window_s
         self.specs = specs
         self.on_evaluation: Callable[[Evaluation], None] | None = None
-        self._next_at = 0.0
+        self._next_at = time.monotonic() + evaluate_every_s
         self._evaluated_joined = -1
 
     @property
@@ -133,11 +133,12 @@ class OutcomesService:
 
 def outcomes_service(settings: Settings, bus: Bus, *, store_url: str | None = None,
                      horizon_s: float = DEFAULT_HORIZON_S, evaluate_every_s: float = 30.0,
-                     window_s: float = DEFAULT_WINDOW_S, group: str = DEFAULT_GROUP,
-                     metrics: OutcomeMetrics | None = None) -> OutcomesService:
+                     window_s: float = DEFAULT_WINDOW_S, land_rows: int | None = None,
+                     group: str = DEFAULT_GROUP, metrics: OutcomeMetrics | None = None) -> OutcomesService:
     """The joiner, lander and quality monitor as `ctloop outcomes run` wires them: the store at `store_url`
     (default: `outcomes.db` under home), specs from `<home>/specs`, holdout figures and live metrics through
-    the MLflow registry at `settings.tracking_uri`. The caller owns `bus`; `close()` the service."""
+    the MLflow registry at `settings.tracking_uri`; `land_rows` caps a landing at the newest rows. The caller
+    owns `bus`; `close()` the service."""
     store = OutcomeStore(store_url or default_url(settings.home))
     specs_cache: dict[str, ModelSpec] = {}
     read_at = [float("-inf")]
@@ -160,7 +161,7 @@ def outcomes_service(settings: Settings, bus: Bus, *, store_url: str | None = No
     joiner = Joiner(bus, settings, store, key_column=key_column, horizon_s=horizon_s, group=group)
     quality = QualityMonitor(store, bus, settings.topics.quality, holdout=registry_holdout(settings.tracking_uri),
                              log_metrics=registry_logger(settings.tracking_uri), on_quality=metrics.record)
-    return OutcomesService(settings, joiner, Lander(store, s3_endpoint_url=settings.s3_endpoint_url,
-                                                    window_s=window_s),
+    lander = Lander(store, s3_endpoint_url=settings.s3_endpoint_url, window_s=window_s, max_rows=land_rows)
+    return OutcomesService(settings, joiner, lander,
                            quality, metrics=metrics, evaluate_every_s=evaluate_every_s, window_s=window_s,
                            specs=specs)

@@ -7,10 +7,11 @@ Stages (each recorded in the journal when done, so `--resume` continues after th
 2. burst: more batches land at once → admission control coalesces them into one run on the newest
    snapshot → the challenger is evaluated against the champion and promoted or rejected;
 3. drift: serving answers real HTTP requests and logs prediction batches; the traffic drifts → the
-   monitor publishes one drift event and sends one alert; the labels of served traffic land under the
-   spec's `retrain_uri` (the demo plays the user's label-join pipeline, see `labelling`), which the drift
-   event names as its data → the sensor admits a rerun on that recent labelled traffic → a new version;
-   the monitor then follows the new champion;
+   monitor publishes one drift event and sends one alert; the outcomes of served traffic arrive later as
+   label events (see `labels`), which the outcomes runtime joins to the served predictions, scores as live
+   quality per version and lands under the spec's `retrain_uri`, which the drift event names as its data →
+   the sensor admits a rerun on that recent labelled traffic → a new version; the monitor then follows the
+   new champion;
 4. by hand: a manual promotion and a rollback through the `ctloop` commands a user would type.
 
 The components run in this process but share nothing except the bus, the registry, the object store
@@ -31,9 +32,9 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict
 
 from ctloop.app.demo.journal import EventRecord, Journal, load_journal, save_journal
-from ctloop.app.demo.labelling import LabelJoin
+from ctloop.app.demo.labels import label_events
 from ctloop.app.demo.narration import Narrator
-from ctloop.app.demo.story import Batch, Story, StoryConfig, TrafficWindow, build_story
+from ctloop.app.demo.story import LABEL, Batch, Story, StoryConfig, TrafficWindow, build_story
 from ctloop.app.demo.summary import Summary, collect
 from ctloop.bus import Bus
 from ctloop.failures import Failure
@@ -156,18 +157,23 @@ class Loop:
     def __enter__(self) -> Loop:
         from ctloop.bus_factory import open_bus
         from ctloop.modelspec import save_spec
+        from ctloop.monitors.outcomes_service import outcomes_service
         from ctloop.objectstore import LocalStore
         from ctloop.sensors.admission import AdmissionPolicy
         from ctloop.sensors.local.assembly import local_sensor
         from ctloop.workflows.local.engine import LocalEngine
 
         self.store = LocalStore(self.settings.store_root)
-        # Where the label join lands recent labelled traffic; the monitor reads it from the spec.
+        # Where the outcomes runtime lands recent labelled traffic; the monitor reads it from the spec.
         retrain_uri = self.store.uri(f"recent/{self.model}") + "/"
         save_spec(self.story.spec.model_copy(update={"retrain_uri": retrain_uri}), self.settings)
-        self.labels = LabelJoin(retrain_uri)
         self.bus: Bus = open_bus(self.settings)
         self._stack.callback(self.bus.close)
+        # Only the newest window lands, so a drift-triggered run trains on the traffic that drifted rather
+        # than on the concept before it; evaluation is driven by the stages, not by a timer.
+        self.outcomes = outcomes_service(self.settings, self.bus, land_rows=self.story.config.traffic_rows,
+                                         evaluate_every_s=float("inf"))
+        self._stack.callback(self.outcomes.close)
         self.engine = LocalEngine(self.settings)
         policy = AdmissionPolicy(window_s=self.options.coalesce_window_s, drift_cooldown_s=3600.0)
         self.sensor = local_sensor(self.settings, self.bus, self.engine, group=SENSOR_GROUP, policy=policy)
@@ -312,9 +318,11 @@ class Loop:
     def _send(self, serving: Serving, mon: Monitoring, window: TrafficWindow) -> None:
         rows = window.features.to_dict(orient="records")
         alerts_before = len(self.journal.alerts)
-        versions = set()
+        versions, ids = set(), []
         for start in range(0, len(rows), REQUEST_ROWS):
-            versions.add(serving.predict(rows[start:start + REQUEST_ROWS]))
+            version, served_ids = serving.predict(rows[start:start + REQUEST_ROWS])
+            versions.add(version)
+            ids += served_ids
         with self.narrator.waiting(f"monitor reads the prediction log of {window.name}"):
             outcome = mon.await_window(self.options.step_timeout_s)
         served = ", ".join(f"v{v}" for v in sorted(versions))
@@ -328,14 +336,38 @@ class Loop:
             self.narrator.say(f"drift event {outcome.event.id[:8]} published to {self.settings.topics.drift}; "
                               f"its evidence, the window's served rows: {data.rows_uri}; its data to retrain on, "
                               f"the spec's retrain_uri: {data.data_uri}")
-        # The outcomes of these rows become known; the demo plays the label-join pipeline a user runs.
-        landed = self.labels.land(window)
-        if window is self.story.traffic[0]:
-            self.narrator.say("the demo now plays your label-join pipeline (the story knows the outcomes): each "
-                              "served window lands labelled under the spec's retrain_uri, the latest one kept")
-        self.narrator.say(f"label join: {window.name}'s rows and labels → {landed}")
+        self._outcomes(window, ids)
         for alert in self.journal.alerts[alerts_before:]:
             self.narrator.say(f"webhook received an alert: {alert['body'].get('text', alert['body'])}")
+
+    def _outcomes(self, window: TrafficWindow, ids: list[str]) -> None:
+        """The window's outcomes become known: label events out of order, joined, scored and landed."""
+        from datetime import UTC, datetime
+
+        if window is self.story.traffic[0]:
+            self.narrator.say("outcomes become known later: each served prediction's label arrives as a "
+                              f"ctloop.label.observed event on {self.settings.topics.labels}, naming the id "
+                              "serving returned; `ctloop outcomes run` joins them")
+        events = label_events(ids, window.frame[LABEL].tolist(), datetime.now(UTC), seed=len(self.journal.events))
+        for event in events:
+            self.bus.publish(self.settings.topics.labels, event)
+        self.bus.flush()
+        store, wanted = self.outcomes.store, self.outcomes.store.joined_count() + len(ids)
+        deadline = time.monotonic() + self.options.step_timeout_s
+        with self.narrator.waiting(f"the joiner matches {len(ids)} labels of {window.name}"):
+            while store.joined_count() < wanted:
+                if time.monotonic() > deadline:
+                    raise DemoError(f"{store.joined_count()} of {wanted} labels joined within "
+                                    f"{self.options.step_timeout_s:.0f}s; see `ctloop outcomes status`")
+                self.outcomes.step(0.2)
+        result = self.outcomes.evaluate()
+        if result is None:
+            raise DemoError(f"the labels of {window.name} joined but the outcomes runtime evaluated nothing")
+        quality = ", ".join(f"v{q.version} accuracy {q.live.metrics['accuracy']:.3f} on {q.live.n} rows"
+                            for q in result.quality if "accuracy" in q.live.metrics)
+        self.narrator.say(f"labels: {len(ids)} joined out of order → live quality {quality}")
+        for landed in result.landed:
+            self.narrator.say(f"landed {landed.rows} labelled rows of the newest traffic → {landed.uri}")
 
     def _tell_decisions(self, event_ids: list[str]) -> None:
         from ctloop.sensors.local.decisions import list_decisions
@@ -411,14 +443,15 @@ class Serving:
         current = self.follower.current
         return current.version if current else None
 
-    def predict(self, rows: list[dict]) -> str:
-        """POST rows to /predict over HTTP; the version that answered."""
+    def predict(self, rows: list[dict]) -> tuple[str, list[str]]:
+        """POST rows to /predict over HTTP; the version that answered and the prediction ids it returned."""
         import httpx
 
         response = httpx.post(f"{self.url}/predict", json={"rows": rows}, timeout=60)
         if response.status_code != 200:
             raise DemoError(f"serving answered {response.status_code}: {response.text[:300]}")
-        return str(response.json()["version"])
+        body = response.json()
+        return str(body["version"]), list(body["ids"])
 
     def await_version(self, version: str, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
