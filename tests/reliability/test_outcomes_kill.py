@@ -63,6 +63,17 @@ def _label(pid: str, y: int) -> bytes:
                               id=f"label-{pid}"))
 
 
+def _stored(home: Path) -> tuple[int, int]:
+    """(served rows, labels) in the store so far."""
+    if not (home / "outcomes.db").exists():
+        return (0, 0)
+    store = OutcomeStore(default_url(home))
+    try:
+        return store.counts().predictions, len(store.label_states())
+    finally:
+        store.close()
+
+
 def _joiner(env: dict[str, str]) -> subprocess.Popen:
     proc = subprocess.Popen([str(CTLOOP), "outcomes", "run", "--bus", "kafka", "--horizon", "24h",
                              "--evaluate-every", "1", "--duration", "300"],
@@ -86,12 +97,16 @@ def test_a_joiner_killed_at_random_points_loses_no_label_and_counts_none_twice(t
     for n in range(ROUNDS):
         _publish_round(bus, topics, n, rng, expected, held)
         proc = _joiner(env)
-        time.sleep(rng.uniform(0.5, 6.0))
+        # Once it has joined its group and stored something of this round, at a random point within the
+        # next moments: mid-poll, mid-transaction, before or after an offset commit.
+        before = _stored(tmp_path)
+        deadline = time.monotonic() + 60
+        while _stored(tmp_path) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.5))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        store = OutcomeStore(default_url(tmp_path))
-        killed_midway += 0 < store.counts().predictions < len(expected)
-        store.close()
+        killed_midway += _stored(tmp_path)[0] < len(expected)
     assert killed_midway >= 3, "the kills should land while there is work in flight"
     for pid, y in held:
         bus.publish(topics["labels"], _label(pid, y))
