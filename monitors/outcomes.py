@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
@@ -36,7 +36,6 @@ from ctloop.sqlite import connect
 
 CHAMPION = "champion"
 SHADOW = "shadow"
-LabelState = Literal["pending", "joined", "late", "duplicate"]
 
 
 @dataclass(frozen=True)
