@@ -91,10 +91,13 @@ def test_a_shadow_row_of_the_same_request_joins_the_same_label_in_either_order(s
     store.add([served("p1", version="2", role=SHADOW, p1=0.2)], [], horizon_s=HOUR)
     store.add([served("p2", version="2", role=SHADOW)], [label("l2", 0, pid="p2")], horizon_s=HOUR)
     store.add([served("p2")], [], horizon_s=HOUR)
+    store.add([served("p3"), served("p3", version="2", role=SHADOW)], [], horizon_s=HOUR)
+    store.add([], [label("l3", 1, pid="p3")], horizon_s=HOUR)
     assert [(r.prediction_id, r.version, r.role) for r in store.joined("churn", None, since=T0)] == [
-        ("p1", "1", CHAMPION), ("p1", "2", SHADOW), ("p2", "1", CHAMPION), ("p2", "2", SHADOW)]
-    assert [r.prediction_id for r in store.joined("churn", "2", since=T0, role=SHADOW)] == ["p1", "p2"]
-    assert store.label_states() == {"l1": "joined", "l2": "joined"}
+        ("p1", "1", CHAMPION), ("p1", "2", SHADOW), ("p2", "1", CHAMPION), ("p2", "2", SHADOW),
+        ("p3", "1", CHAMPION), ("p3", "2", SHADOW)]
+    assert [r.prediction_id for r in store.joined("churn", "2", since=T0, role=SHADOW)] == ["p1", "p2", "p3"]
+    assert store.label_states() == {"l1": "joined", "l2": "joined", "l3": "joined"}
 
 
 def test_joined_rows_are_read_by_version_role_and_time(store):
