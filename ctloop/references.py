@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
@@ -47,9 +48,21 @@ def row_featurizer(reference: str) -> Callable[[list[dict[str, Any]]], list[dict
 
 
 def package_dir(reference: str) -> Path | None:
-    """The directory of the top-level package the reference lives in (a lone module: its file), if on disk."""
-    top = sys.modules.get(reference.partition(":")[0].split(".")[0])
-    origin = getattr(top, "__file__", None)
+    """The directory of the top-level package the reference lives in (a lone module: its file), if on disk.
+    Found without importing it when not imported yet, so the sensor can hash a trainer without loading torch."""
+    top = reference.partition(":")[0].split(".")[0]
+    module = sys.modules.get(top)
+    if module is not None:
+        origin = getattr(module, "__file__", None)
+    else:
+        try:
+            found = importlib.util.find_spec(top)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise BadReference(f"trainer {reference!r}: package {top!r} is not installed in this environment "
+                               f"(pip install -e YOUR_PROJECT) or in the image")
+        origin = found.origin if found.has_location else None
     if origin is None:
         return None
     path = Path(origin)
@@ -57,9 +70,15 @@ def package_dir(reference: str) -> Path | None:
 
 
 def code_version(reference: str) -> str:
-    """sha256 of the reference's package source files (.py, sorted by relative path) plus its distribution's
-    version when installed from one: changed code gives a new version, unchanged code the same."""
+    """The reference's `source_version`, once it is checked to import and name a function."""
     resolve(reference, "trainer")
+    return source_version(reference)
+
+
+def source_version(reference: str) -> str:
+    """sha256 of the reference's package source files (.py, sorted by relative path) plus its distribution's
+    version when installed from one: changed code gives a new version, unchanged code the same. Reads the
+    files without importing them (~0.25 ms for the examples' packages)."""
     root = package_dir(reference)
     h = hashlib.sha256(b"ctloop-code-v1\n")
     files = sorted(root.rglob("*.py")) if root is not None and root.is_dir() else [root] if root else []

@@ -28,6 +28,7 @@ from ctloop.sensors.spec import (
     WebhookSource,
     WorkflowName,
 )
+from ctloop.sensors.versions import CodeVersions, local_versions
 from ctloop.settings import Settings
 
 ANY = ("^.+$",)
@@ -63,8 +64,13 @@ def _model_named(path: str) -> tuple[DataFilter, ...]:
 _HAS_ID = DataFilter("body.id", "string", ANY, reason="event has no id")
 
 
-def _key(model: Path | Const | Segment, digest: str, fallback: Path | Concat, code_version: str) -> KeyOf:
-    return KeyOf(model=model, digest=Path(digest), fallback=fallback, code_version=code_version)
+Versions = str | CodeVersions
+
+
+def _key(model: Path | Const | Segment, digest: str, fallback: Path | Concat, code_version: Versions) -> KeyOf:
+    versions = code_version if isinstance(code_version, CodeVersions) else CodeVersions(code_version)
+    return KeyOf(model=model, digest=Path(digest), fallback=fallback, code_version=versions.default,
+                 model_versions=versions.models)
 
 
 def _params(model: ParamSource, uri: ParamSource, event_id: ParamSource, trigger: str,
@@ -75,7 +81,7 @@ def _params(model: ParamSource, uri: ParamSource, event_id: ParamSource, trigger
     }
 
 
-def data_arrived_sensor(settings: Settings, code_version: str, where: ClusterEndpoints) -> SensorSpec:
+def data_arrived_sensor(settings: Settings, code_version: Versions, where: ClusterEndpoints) -> SensorSpec:
     source = KafkaSource("ctloop-kafka", "data-arrived", settings.topics.data, where.kafka_url, where.consumer_group)
     dependency = Dependency(
         "data-arrived", source,
@@ -88,7 +94,7 @@ def data_arrived_sensor(settings: Settings, code_version: str, where: ClusterEnd
                       _params(Path("body.data.model"), Path("body.data.uri"), Path("body.id"), "data", key))
 
 
-def drift_sensor(settings: Settings, code_version: str, where: ClusterEndpoints) -> SensorSpec:
+def drift_sensor(settings: Settings, code_version: Versions, where: ClusterEndpoints) -> SensorSpec:
     source = KafkaSource("ctloop-kafka", "drift-detected", settings.topics.drift, where.kafka_url,
                          where.consumer_group)
     dependency = Dependency(
@@ -107,7 +113,7 @@ def drift_sensor(settings: Settings, code_version: str, where: ClusterEndpoints)
                       _params(Path("body.data.model"), Path("body.data.data_uri"), Path("body.id"), "drift", key))
 
 
-def quality_sensor(settings: Settings, code_version: str, where: ClusterEndpoints) -> SensorSpec:
+def quality_sensor(settings: Settings, code_version: Versions, where: ClusterEndpoints) -> SensorSpec:
     """Live quality below the spec's rule (`ctloop.quality.degraded`): a retrain on the labelled recent data, held
     off by the same cooldown as a drift-triggered run."""
     source = KafkaSource("ctloop-kafka", "quality-degraded", settings.topics.quality, where.kafka_url,
@@ -126,7 +132,7 @@ def quality_sensor(settings: Settings, code_version: str, where: ClusterEndpoint
                       _params(Path("body.data.model"), Path("body.data.data_uri"), Path("body.id"), "quality", key))
 
 
-def minio_sensor(code_version: str, where: ClusterEndpoints) -> SensorSpec:
+def minio_sensor(code_version: Versions, where: ClusterEndpoints) -> SensorSpec:
     source = MinioSource(
         "ctloop-minio", "data-object", where.minio_endpoint, where.minio_bucket, where.minio_prefix,
         where.minio_suffix, SecretRef(where.minio_secret, "accesskey"), SecretRef(where.minio_secret, "secretkey"),
@@ -152,7 +158,7 @@ def minio_sensor(code_version: str, where: ClusterEndpoints) -> SensorSpec:
     return SensorSpec("ctloop-minio", dependency, _params(model, uri, event_id, "data", key))
 
 
-def manual_sensor(code_version: str, where: ClusterEndpoints) -> SensorSpec:
+def manual_sensor(code_version: Versions, where: ClusterEndpoints) -> SensorSpec:
     source = WebhookSource("ctloop-webhook", "manual", where.webhook_port, "/retrain",
                            SecretRef(where.webhook_secret, "token"))
     dependency = Dependency(
@@ -163,14 +169,14 @@ def manual_sensor(code_version: str, where: ClusterEndpoints) -> SensorSpec:
                       _params(Path("body.model"), Path("body.uri"), Context("id"), "manual", key))
 
 
-def cluster_sensors(settings: Settings, code_version: str,
+def cluster_sensors(settings: Settings, code_version: Versions,
                     where: ClusterEndpoints = ClusterEndpoints()) -> tuple[SensorSpec, ...]:
     return (data_arrived_sensor(settings, code_version, where), drift_sensor(settings, code_version, where),
             quality_sensor(settings, code_version, where), minio_sensor(code_version, where),
             manual_sensor(code_version, where))
 
 
-def kafka_sensors(settings: Settings, code_version: str,
+def kafka_sensors(settings: Settings, code_version: Versions,
                   where: ClusterEndpoints = ClusterEndpoints()) -> tuple[SensorSpec, ...]:
     """The sensors whose events come from the bus, which `LocalSensor` interprets."""
     return tuple(s for s in cluster_sensors(settings, code_version, where) if isinstance(s.dependency.source,
@@ -182,7 +188,7 @@ def schedule_slug(model: str) -> str:
     return _NOT_DNS.sub("-", model.lower()).strip("-")[:63 - len(SCHEDULE_PREFIX)].rstrip("-") or "model"
 
 
-def schedule_sensor(model: ModelSpec, code_version: str) -> SensorSpec:
+def schedule_sensor(model: ModelSpec, code_version: Versions) -> SensorSpec:
     """A model's schedule as a calendar event and the sensor that maps each tick to the retrain workflow.
 
     A tick carries no digest: locally the sensor snapshots `metadata.uri` and writes the digest into the
@@ -199,7 +205,7 @@ def schedule_sensor(model: ModelSpec, code_version: str) -> SensorSpec:
                       _params(Path("metadata.model"), Path("metadata.uri"), Context("id"), "schedule", key))
 
 
-def schedule_sensors(models: Iterable[ModelSpec], code_version: str) -> tuple[SensorSpec, ...]:
+def schedule_sensors(models: Iterable[ModelSpec], code_version: Versions) -> tuple[SensorSpec, ...]:
     """One calendar sensor per model with a schedule; two models whose names slug alike are an error."""
     specs: dict[str, tuple[str, SensorSpec]] = {}
     for model in models:
@@ -214,6 +220,9 @@ def schedule_sensors(models: Iterable[ModelSpec], code_version: str) -> tuple[Se
 
 def local_sensors(settings: Settings, code_version: str,
                   where: ClusterEndpoints = ClusterEndpoints()) -> tuple[SensorSpec, ...]:
-    """What `LocalSensor` runs: the bus sensors, and a calendar sensor per scheduled spec in `<home>/specs`."""
-    return (*kafka_sensors(settings, code_version, where),
-            *schedule_sensors(load_specs(specs_dir(settings)), code_version))
+    """What `LocalSensor` runs: the bus sensors, and a calendar sensor per scheduled spec in `<home>/specs`.
+    A run's key names `code_version` and, for a spec with a trainer of its own, that trainer's code as it is
+    on disk when the key is made (`ctloop.sensors.versions.LiveVersions`)."""
+    models = load_specs(specs_dir(settings))
+    versions = local_versions(models, code_version)
+    return (*kafka_sensors(settings, versions, where), *schedule_sensors(models, versions))

@@ -127,6 +127,10 @@ def go_expr(source: ParamSource) -> str:
         digest = f"(default {go_expr(source.fallback)} {go_expr(source.digest)})"
         fmt = json.dumps("%v\n%v\n%v")
         version = json.dumps(source.code_version)
+        if source.model_versions:
+            # sprig's `get` gives "" for a model not in the map, and `default` then the shared version.
+            pairs = " ".join(f"{json.dumps(m)} {json.dumps(v)}" for m, v in sorted(source.model_versions.items()))
+            version = f'(get (dict {pairs}) (printf "%v" {go_expr(source.model)}) | default {version})'
         return f"(printf {fmt} {go_expr(source.model)} {digest} {version} | sha256sum | trunc 32)"
     if isinstance(source, WorkflowName):
         slug = (f'(regexReplaceAll "-+$" (trunc 34 (trimAll "-" (regexReplaceAll "[^a-z0-9-]+" '

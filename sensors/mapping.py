@@ -61,7 +61,8 @@ def _templated(source: ParamSource, data: Any, context: Mapping[str, str], memo:
             digest = None
         # sprig's `default`: a null, "", 0 or false digest takes the fallback.
         text = _templated(source.fallback, data, context, None) if go_empty(digest) else go_text(digest)
-        key = idempotency_key(_templated(source.model, data, context, None), text, source.code_version)
+        model = _templated(source.model, data, context, None)
+        key = idempotency_key(model, text, source.version_of(model))
         if memo is not None:
             memo[id(source)] = key
         return key

@@ -11,6 +11,7 @@ import yaml
 from ctloop.modelspec import ModelSpec, load_specs
 from ctloop.sensors.catalog import cluster_sensors, schedule_sensors
 from ctloop.sensors.manifests import event_bus, event_sources, sensor
+from ctloop.sensors.versions import cluster_versions
 from ctloop.settings import Settings
 
 GENERATED_DIR = Path("k8s/base/generated")
@@ -24,11 +25,13 @@ def to_yaml(obj: dict[str, Any]) -> str:
 
 
 def manifest_objects(settings: Settings, models: Sequence[ModelSpec] | None = None) -> dict[str, dict[str, Any]]:
-    """Filename -> object. The cluster's code version is the image, so the keys are stable per release.
+    """Filename -> object. The cluster's code version is the image (for a spec pinning its own, also that
+    image's digest), so the keys are stable per release.
     `models` (default: the specs under `SPECS_DIR`) contribute a calendar sensor each when scheduled."""
     namespace = settings.argo.namespace
     models = load_specs(SPECS_DIR) if models is None else models
-    specs = (*cluster_sensors(settings, code_version=settings.image), *schedule_sensors(models, settings.image))
+    versions = cluster_versions(models, settings.image)
+    specs = (*cluster_sensors(settings, versions), *schedule_sensors(models, versions))
     out = {"eventbus.yaml": event_bus(namespace)}
     for source in event_sources(specs, namespace):
         out[f"eventsource-{source['metadata']['name'].removeprefix('ctloop-')}.yaml"] = source

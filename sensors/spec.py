@@ -8,6 +8,7 @@ here has a rendering and a local meaning; anything without both is rejected at c
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Literal
@@ -203,12 +204,20 @@ class Segment:
 
 @dataclass(frozen=True)
 class KeyOf:
-    """The run's idempotency key: sha256 of model, data digest (else `fallback`) and code version."""
+    """The run's idempotency key: sha256 of model, data digest (else `fallback`) and code version: the model's
+    entry in `model_versions` (a model with a trainer of its own), else `code_version`.
+
+    `model_versions` may be a live mapping (the local sensor's hashes the trainer's package on each lookup),
+    so the spec is not hashable; compare and memoize keys by identity."""
 
     model: Path | Const | Segment
     digest: Path
     fallback: Path | Concat
     code_version: str
+    model_versions: Mapping[str, str] = field(default_factory=dict, hash=False)
+
+    def version_of(self, model: str) -> str:
+        return self.model_versions.get(model) or self.code_version
 
 
 @dataclass(frozen=True)

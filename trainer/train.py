@@ -30,15 +30,15 @@ from pydantic import BaseModel, ConfigDict
 
 from ctloop.failures import Failure
 from ctloop.modelspec import ModelSpec
-from ctloop.references import BadReference, code_version, package_dir, resolve
+from ctloop.references import BadReference, package_dir, resolve
 from ctloop.snapshot import Snapshot, load_frame, materialize
 from ctloop.trainer import distributed, lineage
 from ctloop.trainer.evaluate import Holdout, file_holdout, frame_digest, score_model, table_holdout
 from ctloop.trainer.mlp import REFERENCE as BUILTIN
 from ctloop.trainer.split import split_files, split_frame
 from ctloop.trainer.validation import check_frame
+from ctloop.trainer.version import trainer_version
 from ctloop.training import TrainContext, TrainResult
-from ctloop.version import code_version as ctloop_version
 
 _FLUSH_EVERY_S = 30.0
 ERROR_ARTIFACT = "trainer_error.txt"
@@ -74,16 +74,6 @@ def load_trainer(spec: ModelSpec) -> Callable[[TrainContext], TrainResult]:
     except ValueError:
         pass  # a builtin or C function without a readable signature: let the call decide
     return fn
-
-
-def trainer_version(spec: ModelSpec) -> str:
-    """What names the trainer's code for the memo key and lineage: the image digest when the spec pins one
-    (the code is in the image), else sha256 of the package's source plus its version; the built-in: ctloop's."""
-    if spec.image:
-        return spec.image.rsplit("@", 1)[1]
-    if spec.trainer is None:
-        return ctloop_version()
-    return code_version(spec.trainer)
 
 
 def trainer_params(spec: ModelSpec) -> dict[str, Any]:

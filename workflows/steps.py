@@ -99,14 +99,13 @@ def snapshot(
     """Pin the objects under the data URI. The train key is the run's idempotency key on the pinned digest, with
     the trainer's own code version in it: changed trainer code retrains, unchanged code hits the memo cache."""
     from ctloop.snapshot import take_snapshot
-    from ctloop.trainer.train import trainer_version
+    from ctloop.trainer.version import run_code_version
     from ctloop.workflows.engine import idempotency_key
 
     spec = _spec(model, params)
     with transient_exits():
         pinned = take_snapshot(data_uri, s3_endpoint_url=current_settings().s3_endpoint_url)
-    version = code_version if _builtin(spec) else f"{code_version}+trainer:{trainer_version(spec)}"
-    key = idempotency_key(model, pinned.digest, version, json.loads(params or "{}"))
+    key = idempotency_key(model, pinned.digest, run_code_version(spec, code_version), json.loads(params or "{}"))
     return SnapshotOutput(digest=pinned.digest, train_key=key, train_image=spec.image or current_settings().image,
                           train_pod_patch=train_pod_patch(spec), snapshot=pinned.model_dump_json())
 

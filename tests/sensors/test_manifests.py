@@ -144,16 +144,34 @@ def test_checked_in_sensor_manifests_are_fresh(tmp_path):
     assert stale_files(render_manifests(Settings(home=tmp_path)), generated) == [], "run `ctloop render`"
 
 
-def scheduled(name: str, **schedule: object) -> ModelSpec:
+def scheduled(name: str, image: str | None = None, **schedule: object) -> ModelSpec:
     return ModelSpec.model_validate({"name": name, "data": {"features": [{"name": "x"}], "label": "y"},
-                                     "retrain_uri": f"s3://ctloop-data/incoming/{name}/", "schedule": schedule})
+                                     "retrain_uri": f"s3://ctloop-data/incoming/{name}/", "schedule": schedule,
+                                     "image": image})
+
+
+PINNED = "ghcr.io/team/fraud@sha256:" + "ab" * 32
 
 
 @pytest.fixture(scope="module")
 def scheduled_objects():
     models = [scheduled("churn", cron="0 4 * * *", timezone="Europe/Berlin"),
-              scheduled("Fraud_Model.v2", interval="6h", gpu=True)]
+              scheduled("Fraud_Model.v2", PINNED, interval="6h", gpu=True)]
     return manifest_objects(Settings(home=Path("/nonexistent")), models)
+
+
+def _key_template(sensor: dict) -> str:
+    params = sensor["spec"]["triggers"][0]["template"]["argoWorkflow"]["parameters"]
+    return next(p["src"]["dataTemplate"] for p in params if p["dest"] == "spec.arguments.parameters.4.value")
+
+
+def test_a_model_with_its_own_image_is_keyed_by_that_image_too(objects, scheduled_objects):
+    """Changed trainer code (a new image digest in the spec) is a new run for the same data; other models'
+    keys are as without it. Both engines compute the keys alike (test_template_parity)."""
+    pinned = _key_template(scheduled_objects["sensor-data-arrived.yaml"])
+    assert f'(dict "Fraud_Model.v2" "{Settings().image}+trainer:sha256:{"ab" * 32}")' in pinned
+    assert "churn" not in pinned.partition("(dict")[2].partition(")")[0]
+    assert "(dict" not in _key_template(objects["sensor-data-arrived.yaml"])
 
 
 def test_schedules_render_as_one_calendar_event_source_and_a_sensor_each(validators, scheduled_objects):

@@ -27,15 +27,22 @@ from ctloop.sensors.filters import rejection
 from ctloop.sensors.manifests import WORKFLOW_PARAMETERS, sensor
 from ctloop.sensors.mapping import MappingError, parameters
 from ctloop.sensors.spec import SensorSpec
+from ctloop.sensors.versions import CodeVersions
 from ctloop.settings import Settings
+from ctloop.workflows.engine import idempotency_key
 from tests.sensors.gotemplate_runner import GoBuildFailed, GoResolver, build
 
 VERSION = "ghcr.io/ctloop/ctloop:test"
 SCHEDULED = ModelSpec.model_validate({"name": "Churn_Model.v2", "data": {"features": [{"name": "x"}], "label": "y"},
                                       "schedule": {"cron": "0 4 * * *", "timezone": "Europe/Berlin",
                                                    "data_uri": "s3://b/incoming/churn/"}})
-SPECS = {s.name: s for s in (*cluster_sensors(Settings(), VERSION, ClusterEndpoints()),
-                             *schedule_sensors([SCHEDULED], VERSION))}
+# Models with a trainer of their own: their keys name its code version too (sprig `get` on a rendered map).
+OWN_CODE = {"Churn_Model.v2": f"{VERSION}+trainer:sha256:0a1b", "churn": f"{VERSION}+trainer:sha256:2c3d",
+            "x--": f"{VERSION}+trainer:sha256:4e5f", "0": f"{VERSION}+trainer:sha256:6a7b"}
+VERSIONS = CodeVersions(VERSION, OWN_CODE)
+SPECS = {s.name: s for s in (*cluster_sensors(Settings(), VERSIONS, ClusterEndpoints()),
+                             *schedule_sensors([SCHEDULED], VERSIONS))}
+SPECS_SHARED = {s.name: s for s in cluster_sensors(Settings(), VERSION, ClusterEndpoints())}
 CONTEXT = {"id": "ctx-id", "source": "ctloop", "type": "t", "subject": ""}
 
 
@@ -116,7 +123,8 @@ _scalar = st.one_of(_names, _numbers_as_text, st.text(min_size=100, max_size=600
                     st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none())
 # Mostly plausible strings, so that most events pass the filters and reach the mapping.
 _field = st.one_of(_names, _names, _names, _scalar, st.just(MISSING))
-_model = st.one_of(_valid_names, _case_traps, _tricky_text, _field)
+_own_code = st.sampled_from(sorted(OWN_CODE))
+_model = st.one_of(_own_code, _valid_names, _case_traps, _tricky_text, _field)
 
 
 def _obj(**fields: Any) -> dict[str, Any]:
@@ -136,7 +144,7 @@ def _kafka(draw: st.DrawFn, kind: str, uri_field: str) -> dict[str, Any]:
 
 @st.composite
 def _minio(draw: st.DrawFn) -> dict[str, Any]:
-    path = st.builds(lambda m, f: f"incoming/{m}/{f}", _valid_names, _names)
+    path = st.builds(lambda m, f: f"incoming/{m}/{f}", st.one_of(_own_code, _valid_names), _names)
     key = draw(st.one_of(path, path, path, st.builds(lambda m, f: f"incoming/{m}/{f}", _names, _names), _field))
     obj = _obj(key=key, eTag=draw(_field))
     record = {"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": _obj(name=draw(_field)), "object": obj}}
@@ -152,8 +160,8 @@ def _manual(draw: st.DrawFn) -> dict[str, Any]:
 def _tick(draw: st.DrawFn) -> dict[str, Any]:
     tick = draw(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)))
     # The metadata is written from a spec, whose name already follows the rule.
-    data = calendar_event_data(tick, (("model", draw(_valid_names)), ("uri", draw(st.text(min_size=1))),
-                                             ("gpu", "false")))
+    data = calendar_event_data(tick, (("model", draw(st.one_of(_own_code, _valid_names))),
+                                      ("uri", draw(st.text(min_size=1))), ("gpu", "false")))
     digest = draw(_field)
     return data if digest is MISSING else data | {"digest": digest}
 
@@ -216,3 +224,13 @@ def test_typical_events_are_submitted_by_both_engines_alike(go, name):
         remote, local = _go_workflow(go, SPECS[name], data), _local_workflow(SPECS[name], data)
         assert isinstance(local, dict), local
         assert remote == local
+
+
+@pytest.mark.parametrize("model", ["churn", "Churn_Model.v2", "fraud"])
+def test_a_models_own_trainer_code_is_in_its_key_on_both_engines(go, model):
+    spec = SPECS["ctloop-data-arrived"]
+    remote, local = _go_workflow(go, spec, _arrival(model, "abc")), _local_workflow(spec, _arrival(model, "abc"))
+    assert remote == local
+    assert remote["idempotency-key"] == idempotency_key(model, "abc", OWN_CODE.get(model, VERSION))
+    shared = _go_workflow(go, SPECS_SHARED["ctloop-data-arrived"], _arrival(model, "abc"))
+    assert (shared["idempotency-key"] == remote["idempotency-key"]) == (model not in OWN_CODE)
