@@ -7,12 +7,16 @@ module is wrapped in DistributedDataParallel and each rank trains on its Distrib
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from ctloop.failures import Failure
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,32 @@ def wrap(module: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module
     return nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
 
-def broadcast(value: str, ctx: DistContext) -> str:
-    """Rank 0's `value` on every rank (e.g. the MLflow run id only rank 0 creates)."""
+class RankFailed(RuntimeError, Failure):
+    """Rank 0 failed on a step the other ranks were waiting for; the message is its error."""
+
+
+def from_main(ctx: DistContext, produce: Callable[[], str]) -> str:
+    """Rank 0 runs `produce` (e.g. creating the MLflow run, or logging and scoring the model) and every rank
+    gets its value. When it raises there, rank 0 says so before raising, and the other ranks raise
+    `RankFailed` with its error at once rather than wait for rank 0's process to end or the group to time out."""
     if not ctx.active:
+        return produce()
+    if not ctx.is_main:
+        ok, value = _broadcast(None)
+        if not ok:
+            raise RankFailed(f"rank 0 failed, so rank {ctx.rank} stops: {value}")
         return value
+    try:
+        value = produce()
+    except BaseException as exc:
+        with contextlib.suppress(Exception):  # a broken group: rank 0's own error is the one to raise
+            _broadcast((False, f"{type(exc).__name__}: {exc}"))
+        raise
+    _broadcast((True, value))
+    return value
+
+
+def _broadcast(value: tuple[bool, str] | None) -> tuple[bool, str]:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]

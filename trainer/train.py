@@ -142,15 +142,17 @@ class _Data:
 def _run(fn, version, snapshot, spec, ctx, device, scratch, *, tracking_uri, event_id, checkpoint_dir,
          s3_endpoint_url) -> TrainedRun:
     data = _Data(snapshot, spec, scratch, s3_endpoint_url)
-    client: MlflowClient | None = None
-    run_id = ""
-    if ctx.is_main:  # other ranks never open the tracking store (a SQLite one would be migrated by each)
+    # Other ranks never open the tracking store (a SQLite one would be migrated by each).
+    client = MlflowClient(tracking_uri) if ctx.is_main else None
+
+    def open_run() -> str:
+        assert client is not None
         mlflow.set_tracking_uri(tracking_uri)
-        client = MlflowClient(tracking_uri)
         experiment = lineage.experiment_id(client, spec.name, lineage.default_artifact_location(tracking_uri))
-        run_id = client.create_run(experiment, tags=lineage.run_tags(spec, snapshot, event_id, version),
-                                   run_name=f"{spec.name}-{snapshot.digest[:8]}").info.run_id
-    run_id = distributed.broadcast(run_id, ctx)
+        return client.create_run(experiment, tags=lineage.run_tags(spec, snapshot, event_id, version),
+                                 run_name=f"{spec.name}-{snapshot.digest[:8]}").info.run_id
+
+    run_id = distributed.from_main(ctx, open_run)
     metrics = _MetricBuffer(client, run_id)
     try:
         return _train_and_log(fn, version, snapshot, spec, data, ctx, device, scratch, client, run_id, metrics,
@@ -186,8 +188,20 @@ def _train_and_log(fn, version, snapshot, spec, data, ctx, device, scratch, clie
                             f"(traceback in run {run_id}, artifact {ERROR_ARTIFACT})") from exc
     python_model, artifacts = _as_pyfunc(result, reference)
     weights = _weight_hash(python_model, artifacts)
-    if client is None:  # another rank: rank 0 logs and scores, then tells every rank the outcome
-        return TrainedRun.model_validate_json(distributed.broadcast("", ctx))
+
+    def log_and_score() -> str:
+        assert client is not None
+        return _log_and_score(version, snapshot, spec, data, ctx, device, client, run_id, metrics, context,
+                              result, python_model, artifacts, weights).model_dump_json()
+
+    # Rank 0 logs and scores; every rank gets the outcome, a failure included.
+    return TrainedRun.model_validate_json(distributed.from_main(ctx, log_and_score))
+
+
+def _log_and_score(version, snapshot, spec, data, ctx, device, client, run_id, metrics, context, result,
+                   python_model, artifacts, weights) -> TrainedRun:
+    reference = spec.trainer or BUILTIN
+    params = trainer_params(spec)
     code = package_dir(reference) if spec.trainer else None
     # start_run checks the run against the process's active experiment, which other code in a
     # long-lived process (an engine, a sensor) may have set to another one.
@@ -212,10 +226,8 @@ def _train_and_log(fn, version, snapshot, spec, data, ctx, device, scratch, clie
     lineage.log_spec(client, run_id, spec)
     lineage.log_profile(client, run_id, _profile_frame(spec, data, context), spec)
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
-    trained = TrainedRun(run_id=run_id, model_uri=model_uri, metrics={**scored, **own}, weight_hash=weights,
-                         data_digest=snapshot.digest, trainer_version=version)
-    distributed.broadcast(trained.model_dump_json(), ctx)
-    return trained
+    return TrainedRun(run_id=run_id, model_uri=model_uri, metrics={**scored, **own}, weight_hash=weights,
+                      data_digest=snapshot.digest, trainer_version=version)
 
 
 def _seed(seed: int) -> None:
