@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 from collections.abc import Callable
+from importlib.machinery import ModuleSpec
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -48,25 +51,67 @@ def row_featurizer(reference: str) -> Callable[[list[dict[str, Any]]], list[dict
 
 
 def package_dir(reference: str) -> Path | None:
-    """The directory of the top-level package the reference lives in (a lone module: its file), if on disk.
-    Found without importing it when not imported yet, so the sensor can hash a trainer without loading torch."""
-    top = reference.partition(":")[0].split(".")[0]
-    module = sys.modules.get(top)
-    if module is not None:
-        origin = getattr(module, "__file__", None)
-    else:
-        try:
-            found = importlib.util.find_spec(top)
-        except (ImportError, ValueError):
-            found = None
-        if found is None:
-            raise BadReference(f"trainer {reference!r}: package {top!r} is not installed in this environment "
-                               f"(pip install -e YOUR_PROJECT) or in the image")
-        origin = found.origin if found.has_location else None
+    """The directory of the top-level package the reference lives in (a lone module: its file), where a fresh
+    interpreter would import it from (`locate`); None for a package without files (a namespace package)."""
+    found = locate(reference)
+    origin = found.origin if found.has_location else None
     if origin is None:
         return None
     path = Path(origin)
     return path.parent if path.name == "__init__.py" else path
+
+
+def locate(reference: str, what: str = "trainer") -> ModuleSpec:
+    """Where a fresh interpreter finds the reference's top-level package, found without importing it.
+
+    Not `sys.modules`, nor the `sys.path` entries MLflow prepends for each model it loads with `code_paths`
+    (`<model>/code`): in a long-lived process (the sensor's in-process steps) those hold the copy logged
+    with an earlier version, not the code on disk."""
+    top = reference.partition(":")[0].split(".")[0]
+    path = [p for p in sys.path if not _model_code_dir(p)]
+    found = importlib.machinery.PathFinder.find_spec(top, path)
+    for finder in sys.meta_path:  # an editable install's finder, after the path's
+        if found is not None:
+            break
+        if finder is not importlib.machinery.PathFinder and hasattr(finder, "find_spec"):
+            with contextlib.suppress(ImportError, ValueError, AttributeError):
+                found = finder.find_spec(top, None)
+    if found is None:
+        module = reference.partition(":")[0]
+        raise BadReference(f"{what} {reference!r}: module {module!r} does not import (no package {top!r}); is "
+                           f"its package installed in this environment (pip install -e YOUR_PROJECT) or in the "
+                           f"image?")
+    return found
+
+
+def _model_code_dir(entry: str) -> bool:
+    return Path(entry).name == "code" and (Path(entry).parent / "MLmodel").is_file()
+
+
+def forget(reference: str) -> None:
+    """Drop the reference's top-level package and its submodules from `sys.modules`, so the next import
+    reads it again (from where `locate` finds it, or from a model's own logged copy)."""
+    top = reference.partition(":")[0].split(".")[0]
+    for name in [n for n in sys.modules if n == top or n.startswith(f"{top}.")]:
+        del sys.modules[name]
+
+
+def import_fresh(reference: str, what: str) -> Callable[..., Any]:
+    """`resolve`, with the reference's package imported anew from the code on disk (`locate`): what runs is
+    the code its version names, even in a process that imported an older copy (edited since, or a model's)."""
+    forget(reference)
+    found = locate(reference, what)
+    if found.loader is not None:
+        top = found.name
+        module = importlib.util.module_from_spec(found)
+        sys.modules[top] = module
+        try:
+            found.loader.exec_module(module)
+        except Exception as exc:  # the user's package may fail on any error at import time
+            del sys.modules[top]
+            raise BadReference(f"{what} {reference!r}: package {top!r} does not import "
+                               f"({type(exc).__name__}: {exc})") from exc
+    return resolve(reference, what)
 
 
 def code_version(reference: str) -> str:

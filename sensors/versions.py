@@ -7,7 +7,8 @@ with unchanged code the same run, refused as already run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ctloop.modelspec import ModelSpec
@@ -25,20 +26,31 @@ class CodeVersions:
 
 
 class LiveVersions(Mapping[str, str]):
-    """Each model's own code version, computed on every lookup: the trainer's package is hashed, not imported
-    (about 0.25 ms for the examples' packages), so an edit to it reaches a running sensor at its next event.
+    """Each model's own code version as it is on disk: the trainer's package is hashed, not imported, at most
+    once per `max_age_s` per model (hashing costs about 0.3-4 ms for the examples' packages, with the shared
+    host's load), so an edit reaches a running sensor within that time and a burst of events pays once.
     A package that is not installed has no entry: its run fails at the train step, which says so."""
 
-    def __init__(self, specs: Iterable[ModelSpec], code_version: str) -> None:
+    def __init__(self, specs: Iterable[ModelSpec], code_version: str, *, max_age_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._specs = {spec.name: spec for spec in specs if has_own_code(spec)}
         self._code_version = code_version
+        self._max_age_s, self._clock = max_age_s, clock
+        self._cache: dict[str, tuple[float, str | None]] = {}
 
     def __getitem__(self, model: str) -> str:
         spec = self._specs[model]
-        try:
-            return run_code_version(spec, self._code_version)
-        except (BadReference, OSError):
-            raise KeyError(model) from None
+        now = self._clock()
+        cached = self._cache.get(model)
+        if cached is None or now - cached[0] >= self._max_age_s:
+            try:
+                version: str | None = run_code_version(spec, self._code_version)
+            except (BadReference, OSError):
+                version = None
+            cached = self._cache[model] = (now, version)
+        if cached[1] is None:
+            raise KeyError(model)
+        return cached[1]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._specs)
@@ -47,9 +59,10 @@ class LiveVersions(Mapping[str, str]):
         return len(self._specs)
 
 
-def local_versions(specs: Iterable[ModelSpec], code_version: str) -> CodeVersions:
+def local_versions(specs: Iterable[ModelSpec], code_version: str, *, max_age_s: float = 1.0,
+                   clock: Callable[[], float] = time.monotonic) -> CodeVersions:
     """What the local sensor keys runs by: ctloop's `code_version`, plus each own trainer's, read live."""
-    return CodeVersions(code_version, LiveVersions(specs, code_version))
+    return CodeVersions(code_version, LiveVersions(specs, code_version, max_age_s=max_age_s, clock=clock))
 
 
 def cluster_versions(specs: Iterable[ModelSpec], image: str) -> CodeVersions:

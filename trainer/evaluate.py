@@ -16,7 +16,7 @@ import pandas as pd
 
 from ctloop.evaluation import Evaluation
 from ctloop.modelspec import ModelSpec
-from ctloop.references import resolve
+from ctloop.references import forget, resolve
 from ctloop.snapshot import Snapshot, SnapshotObject, load_frame, materialize
 from ctloop.trainer.labels import class_list, label_key
 from ctloop.trainer.metrics import score
@@ -80,8 +80,15 @@ def evaluate(
     *,
     champion_version: str | None = None,
     holdout_digest: str | None = None,
+    tracking_uri: str | None = None,
 ) -> Evaluation:
-    """Score the challenger, and the champion when there is one, on exactly the same held-out data."""
+    """Score the challenger, and the champion when there is one, on exactly the same held-out data.
+    `runs:/` and `models:/` URIs resolve against `tracking_uri` (default: MLflow's own, which in a process
+    whose train step was served from the memo cache is nobody's)."""
+    if tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
     held = table_holdout(holdout, spec) if isinstance(holdout, pd.DataFrame) else holdout
     if len(held) == 0:
         raise ValueError(f"empty holdout for model {spec.name!r}: nothing to evaluate on")
@@ -100,7 +107,12 @@ def score_model(model: str | Any, holdout: Holdout, spec: ModelSpec) -> dict[str
     """Metrics of a pyfunc model (a URI, or one already loaded) on the holdout."""
     import mlflow.pyfunc
 
-    loaded = mlflow.pyfunc.load_model(model) if isinstance(model, str) else model
+    if isinstance(model, str):
+        if spec.trainer:  # each version unpickles with its own logged copy of the package, not one loaded before
+            forget(spec.trainer)
+        loaded = mlflow.pyfunc.load_model(model)
+    else:
+        loaded = model
     extra = {name: resolve(ref, f"metric {name!r}") for name, ref in spec.metrics.items()}
     if spec.data.task == "regression":
         values = np.asarray(loaded.predict(holdout.inputs), dtype=np.float64).reshape(-1)

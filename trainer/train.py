@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ctloop.failures import Failure
 from ctloop.modelspec import ModelSpec
-from ctloop.references import BadReference, package_dir, resolve
+from ctloop.references import BadReference, import_fresh, package_dir, resolve
 from ctloop.snapshot import Snapshot, load_frame, materialize
 from ctloop.trainer import distributed, lineage
 from ctloop.trainer.evaluate import Holdout, file_holdout, frame_digest, score_model, table_holdout
@@ -65,7 +65,9 @@ class TrainedRun(BaseModel):
 def load_trainer(spec: ModelSpec) -> Callable[[TrainContext], TrainResult]:
     """The spec's trainer function, checked to take exactly one argument (the context)."""
     reference = spec.trainer or BUILTIN
-    fn = resolve(reference, "trainer")
+    # A user's package is imported anew: a long-lived process (the sensor's in-process steps) trains the code
+    # on disk, which `trainer_version` names, not a copy imported before an edit or from a loaded model.
+    fn = import_fresh(reference, "trainer") if spec.trainer else resolve(reference, "trainer")
     try:
         inspect.signature(fn).bind(object())
     except TypeError:

@@ -214,7 +214,7 @@ def evaluate(
         holdout = load_holdout(_snapshot(snapshot), spec, Path(workdir), s3_endpoint_url=settings.s3_endpoint_url)
         champion = Registry(settings.tracking_uri).alias(model, CHAMPION)
         evaluation = score(model_uri, f"models:/{model}/{champion}" if champion else None, holdout, spec,
-                           champion_version=champion)
+                           champion_version=champion, tracking_uri=settings.tracking_uri)
     decision = decide(evaluation, spec.policy)
     return EvaluateOutput(promote=decision.promote, reasons=json.dumps(list(decision.reasons)),
                           champion_version=champion or "", evaluation=evaluation.model_dump_json())

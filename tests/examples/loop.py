@@ -8,6 +8,7 @@ import os
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ctloop.deploy.registry import CHAMPION, Registry
 from ctloop.events import DataArrived, new_event, to_bytes
 from ctloop.modelspec import ModelSpec, save_spec
 from ctloop.sensors.admission import AdmissionPolicy
-from ctloop.sensors.catalog import kafka_sensors
+from ctloop.sensors.catalog import local_sensors
 from ctloop.sensors.local.decisions import DecisionRow, list_decisions
 from ctloop.sensors.local.sensor import LocalSensor, snapshot_digest
 from ctloop.settings import Settings, Topics
@@ -89,9 +90,37 @@ def open_loop(home: Path, kafka_bootstrap: str, spec: ModelSpec) -> Loop:
     save_spec(spec.model_copy(update={"name": model}), settings)
     bus = open_bus(settings)
     engine = LocalEngine(settings)
-    sensor = LocalSensor(settings, bus, engine, kafka_sensors(settings, code_version()), group=f"sensor-{tag}",
+    sensor = LocalSensor(settings, bus, engine, local_sensors(settings, code_version()), group=f"sensor-{tag}",
                          policy=AdmissionPolicy(window_s=0), resolve_digest=snapshot_digest(settings))
     return Loop(settings, bus, engine, sensor, model)
+
+
+def first_champion(loop: Loop, uri: str):
+    """The first data event: triggered, the run succeeds, version 1 is champion with the event in its lineage."""
+    event_id, first = loop.arrive(uri)
+    assert first.kind == "triggered", first.reason
+    assert loop.engine.status(first.run_id) == "Succeeded", loop.engine.run(first.run_id)
+    assert loop.champion() == "1"
+    version = loop.registry.version(loop.model, "1")
+    assert version.tags["ctloop.event_id"] == event_id
+    assert version.tags["ctloop.data_digest"] and "+trainer:sha256:" in version.tags["ctloop.code_version"]
+    return version
+
+
+def retrains_on_changed_data_only(loop: Loop, uri: str, first, change: Callable[[], object]) -> None:
+    """The same data again is refused as already run (no second version); once `change()` has changed it, a
+    second event retrains: version 2, from that event, on a new digest, with a decision and its reasons."""
+    _, again = loop.arrive(uri)
+    assert again.kind == "deduped", f"the same data trained again: {again.kind} {again.reason}"
+    assert [v.version for v in loop.registry.versions(loop.model)] == ["1"]
+    change()
+    second_event, second = loop.arrive(uri)
+    assert second.kind == "triggered", second.reason
+    assert loop.engine.status(second.run_id) == "Succeeded", loop.engine.run(second.run_id)
+    latest = loop.registry.version(loop.model, "2")
+    assert latest.tags["ctloop.event_id"] == second_event
+    assert latest.tags["ctloop.data_digest"] != first.tags["ctloop.data_digest"]
+    assert latest.decision in ("promote", "reject") and latest.reasons
 
 
 def predict_over_http(url: str, rows: list[dict]) -> list:

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from ctloop.deploy.serving import serving
-from tests.examples.loop import open_loop, predict_over_http, use_example
+from tests.examples.loop import first_champion, open_loop, predict_over_http, retrains_on_changed_data_only, use_example
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]
 
@@ -24,13 +24,7 @@ def test_a_users_own_tabular_network_goes_round_the_loop(tmp_path: Path, kafka_b
     write_batch(data, "2026-01", 1500, seed=1, first_id=0)
     loop = open_loop(tmp_path / "home", kafka_bootstrap, spec)
     try:
-        first_event, first = loop.arrive(data.as_uri())
-        assert first.kind == "triggered", first.reason
-        assert loop.engine.status(first.run_id) == "Succeeded", loop.engine.run(first.run_id)
-        assert loop.champion() == "1"
-        version = loop.registry.version(loop.model, "1")
-        assert version.tags["ctloop.event_id"] == first_event
-        assert "+trainer:sha256:" in version.tags["ctloop.code_version"]
+        version = first_champion(loop, data.as_uri())
         assert float(version.tags["ctloop.metric.roc_auc"]) > 0.8  # the policy's metric is produced
         run = MlflowClient(loop.settings.tracking_uri).get_run(version.run_id)
         assert run.data.tags["ctloop.trainer"] == "tabular_custom.train:train"
@@ -43,16 +37,7 @@ def test_a_users_own_tabular_network_goes_round_the_loop(tmp_path: Path, kafka_b
         accuracy = sum(int(p) == t for p, t in zip(predictions, fresh["churned"], strict=True)) / len(fresh)
         assert accuracy > 0.75
 
-        _, again = loop.arrive(data.as_uri())
-        assert again.kind == "deduped", f"the same rows trained again: {again.kind} {again.reason}"
-
-        write_batch(data, "2026-02", 800, seed=2, first_id=1500)
-        second_event, second = loop.arrive(data.as_uri())
-        assert second.kind == "triggered", second.reason
-        assert loop.engine.status(second.run_id) == "Succeeded", loop.engine.run(second.run_id)
-        latest = loop.registry.version(loop.model, "2")
-        assert latest.tags["ctloop.event_id"] == second_event
-        assert latest.tags["ctloop.data_digest"] != version.tags["ctloop.data_digest"]
-        assert latest.decision in ("promote", "reject") and latest.reasons
+        retrains_on_changed_data_only(loop, data.as_uri(), version,
+                                      change=lambda: write_batch(data, "2026-02", 800, seed=2, first_id=1500))
     finally:
         loop.close()

@@ -4,6 +4,7 @@ it is on disk when the key is made, read without importing it."""
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -37,13 +38,19 @@ def package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def test_a_user_trainer_is_keyed_by_its_source_and_an_edit_is_seen_at_the_next_lookup(package: Path) -> None:
-    versions = local_versions([_spec("own", f"{package.name}.train:train"), _spec("builtin")], BASE)
+def test_a_user_trainer_is_keyed_by_its_source_and_an_edit_is_seen_within_max_age(package: Path) -> None:
+    now = [0.0]
+    versions = local_versions([_spec("own", f"{package.name}.train:train"), _spec("builtin")], BASE,
+                              max_age_s=1.0, clock=lambda: now[0])
     first = versions.models["own"]
     assert first.startswith(f"{BASE}+trainer:sha256:")
     assert versions.models.get("builtin") is None and versions.default == BASE
+    now[0] = 5.0
     assert versions.models["own"] == first, "unchanged code, the same version"
     (package / "train.py").write_text((package / "train.py").read_text() + "# tuned\n")
+    now[0] = 5.5
+    assert versions.models["own"] == first, "hashed at most once per max_age_s"
+    now[0] = 6.0
     assert versions.models["own"] != first, "an edit is a new version without restarting anything"
     assert package.name not in sys.modules, "the trainer was imported: the sensor would pay for torch"
 
@@ -76,5 +83,6 @@ def test_the_local_sensors_keys_name_each_models_trainer_code(tmp_path: Path, pa
     before = key("own")
     assert before != idempotency_key("own", "d1", BASE) and key("own") == before
     (package / "train.py").write_text("def train(ctx):\n    return 1\n")
+    time.sleep(1.05)  # the sensor hashes a package at most once a second
     assert key("own") != before
 

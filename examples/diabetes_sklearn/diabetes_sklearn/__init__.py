@@ -1,0 +1,1 @@
+"""A scikit-learn gradient-boosting regressor for disease progression, retrained by ctloop."""
