@@ -18,6 +18,10 @@ client sending its share of the requests back to back. Every server gets the sam
 (`dataframe_split`); the old server gets the same rows as `{"rows": [...]}`, its only format. For each
 case (clients 1, 8, 32 x rows per request 1, 100) and rep, servers run one after another; medians of the
 reps are printed, with ctloop's ratios to the others.
+
+Under each case a second line gives CPU milliseconds per request, which other load on the machine
+moves far less than latency: the forked servers' own processes (every thread, from
+/proc/PID/task/*/schedstat), the client's event-loop thread, and the direct calls' threads.
 """
 
 from __future__ import annotations
@@ -136,6 +140,27 @@ def free_port() -> int:
     return pick()
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU time used so far by every thread of process `pid`; 0 where /proc does not tell it."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total
+
+
+def drive_measured(url: str, bodies: list[bytes], clients: int, pid: int | None) -> tuple[float, list[float], dict]:
+    """`drive`, and the CPU ms per answered request of the client and (given its pid) the server."""
+    server_before, client_before = cpu_ns(pid) if pid else 0, time.thread_time_ns()
+    rps, latencies = asyncio.run(drive(url, bodies, clients))
+    cpu = {"client": (time.thread_time_ns() - client_before) / 1e6 / max(len(latencies), 1)}
+    if pid:
+        cpu["server"] = (cpu_ns(pid) - server_before) / 1e6 / max(len(latencies), 1)
+    return rps, latencies, cpu
+
+
 async def drive(url: str, bodies: list[bytes], clients: int) -> tuple[float, list[float]]:
     """Requests/s and per-request latencies of `bodies` POSTed by `clients` concurrent keep-alive clients."""
     import aiohttp
@@ -168,18 +193,22 @@ async def drive(url: str, bodies: list[bytes], clients: int) -> tuple[float, lis
     return len(latencies) / elapsed, latencies
 
 
-def direct(model, frames: list[pd.DataFrame], clients: int) -> tuple[float, list[float]]:
+def direct(model, frames: list[pd.DataFrame], clients: int) -> tuple[float, list[float], dict]:
     latencies: list[float] = []
+    cpu: list[int] = []
     lock = threading.Lock()
 
     def worker(part: list[pd.DataFrame]) -> None:
         local = []
+        started = time.thread_time_ns()
         for frame in part:
             start = time.perf_counter()
             model.predict(frame)
             local.append(time.perf_counter() - start)
+        used = time.thread_time_ns() - started
         with lock:
             latencies.extend(local)
+            cpu.append(used)
 
     threads = [threading.Thread(target=worker, args=(frames[i::clients],)) for i in range(clients)]
     start = time.perf_counter()
@@ -187,7 +216,7 @@ def direct(model, frames: list[pd.DataFrame], clients: int) -> tuple[float, list
         t.start()
     for t in threads:
         t.join()
-    return len(frames) / (time.perf_counter() - start), latencies
+    return len(frames) / (time.perf_counter() - start), latencies, {"server": sum(cpu) / 1e6 / len(frames)}
 
 
 def ms(values: list[float], q: float) -> float:
@@ -208,15 +237,15 @@ def main() -> None:
         uri, features = build_registry(root)
         ctx = multiprocessing.get_context("fork")
         urls: dict[str, str] = {}
-        children: list = []
+        children: dict = {}
         port = free_port()
-        children.append(ctx.Process(target=run_ctloop, args=(uri, root, port), daemon=True))
+        children["ctloop"] = ctx.Process(target=run_ctloop, args=(uri, root, port), daemon=True)
         urls["ctloop"] = f"http://127.0.0.1:{port}"
         if old_module(args.old_commit, root) is not None:
             port = free_port()
-            children.append(ctx.Process(target=run_old, args=(uri, root, port, args.old_commit), daemon=True))
+            children["old"] = ctx.Process(target=run_old, args=(uri, root, port, args.old_commit), daemon=True)
             urls["old"] = f"http://127.0.0.1:{port}"
-        for child in children:
+        for child in children.values():
             child.start()
         port = free_port()
         mlflow_proc = start_mlflow(uri, root, port)
@@ -234,41 +263,49 @@ def main() -> None:
             header = f"{'rows':>4} {'cli':>3} | " + " | ".join(
                 f"{name:>6} rps  p50  p99" for name in [*urls, "direct"]) + " | ctloop/mlflow rps, /old rps, p50/direct"
             print(header, flush=True)
+            pids = {name: child.pid for name, child in children.items()}
             for rows in args.rows:
                 for clients in args.clients:
-                    report(rows, clients, features, urls, model, args)
+                    report(rows, clients, features, urls, pids, model, args)
             print(f"load average at end: {os.getloadavg()[0]:.1f}", flush=True)
         finally:
-            for child in children:
+            for child in children.values():
                 child.terminate()
                 child.join(timeout=10)
             os.killpg(mlflow_proc.pid, signal.SIGTERM)
             mlflow_proc.wait(timeout=30)
 
 
-def report(rows: int, clients: int, features: pd.DataFrame, urls: dict[str, str], model, args) -> None:
+def report(rows: int, clients: int, features: pd.DataFrame, urls: dict[str, str], pids: dict[str, int], model,
+           args) -> None:
     rng = np.random.default_rng(rows * 100 + clients)
     frames = [features.sample(rows, replace=True, random_state=int(rng.integers(1 << 31))).reset_index(drop=True)
               for _ in range(args.requests)]
     split = [json.dumps({"dataframe_split": f.to_dict(orient="split")}).encode() for f in frames]
     legacy = [json.dumps({"rows": f.to_dict(orient="records")}).encode() for f in frames]
     results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in [*urls, "direct"]}
+    cpu: dict[str, list[dict]] = {name: [] for name in results}
     for name, url in urls.items():  # warm connections and caches
         asyncio.run(drive(url + ("/predict" if name == "old" else "/invocations"),
                           (legacy if name == "old" else split)[:20], clients))
     for _ in range(args.reps):
         for name, url in urls.items():
-            rps, lat = asyncio.run(drive(url + ("/predict" if name == "old" else "/invocations"),
-                                         legacy if name == "old" else split, clients))
+            rps, lat, used = drive_measured(url + ("/predict" if name == "old" else "/invocations"),
+                                            legacy if name == "old" else split, clients, pids.get(name))
             results[name].append((rps, ms(lat, 0.5), ms(lat, 0.99)))
-        rps, lat = direct(model, frames, clients)
+            cpu[name].append(used)
+        rps, lat, used = direct(model, frames, clients)
         results["direct"].append((rps, ms(lat, 0.5), ms(lat, 0.99)))
+        cpu["direct"].append(used)
     med = {name: tuple(statistics.median(r[i] for r in runs) for i in range(3)) for name, runs in results.items()}
     cells = " | ".join(f"{med[n][0]:>10.0f} {med[n][1]:>4.1f} {med[n][2]:>4.1f}" for n in med)
     ratios = f"{med['ctloop'][0] / med['mlflow'][0]:.2f}x"
     ratios += f", {med['ctloop'][0] / med['old'][0]:.2f}x" if "old" in med else ", -"
     ratios += f", {med['ctloop'][1] / med['direct'][1]:.2f}x"
     print(f"{rows:>4} {clients:>3} | {cells} | {ratios}", flush=True)
+    per = {name: {part: statistics.median(u[part] for u in used) for part in used[0]} for name, used in cpu.items()}
+    parts = ", ".join(f"{name} " + " + ".join(f"{part} {v:.2f}" for part, v in p.items()) for name, p in per.items())
+    print(f"{'':>8} | cpu ms/request: {parts}", flush=True)
 
 
 if __name__ == "__main__":

@@ -11,15 +11,25 @@ A body is one JSON object with exactly one input key and, optionally, `params` (
 Every row is checked against the model's signature (missing or unknown features, non-scalar or
 non-finite values) before the model sees it, so a bad request is refused with a reason instead of
 failing inside the model.
+
+When every feature is a double (`Features.matrix`), a `dataframe_split` of plain numbers is read
+straight into one float64 array in the signature's column order (`ScoringRequest.matrix`), with no
+dict per row: that is already the frame MLflow's schema enforcement would produce. Anything else
+(other formats, strings, booleans, nulls, missing or unknown columns, `params`) takes the row-by-row
+path, so its checks and errors are unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from http import HTTPStatus
 from typing import Any
+
+import numpy as np
+import orjson
 
 from ctloop.httpserver import HttpError
 
@@ -44,20 +54,36 @@ class Features:
 
     names: tuple[str, ...] | None
     required: frozenset[str] = frozenset()
+    matrix: bool = False  # every feature is a required double: numbers can go to the model as one float64 array
 
 
 @dataclass(frozen=True)
 class ScoringRequest:
-    rows: list[dict[str, Any]]
+    """One request's input: `params` for `predict`, `count` rows, and `rows` as the client sent them (one
+    dict per row, built on first use); `matrix`, when set, holds the same rows as one float64 array in the
+    signature's column order."""
+
     params: dict[str, Any] | None
+    count: int
+    matrix: np.ndarray | None = None
+    _records: list[dict[str, Any]] | None = field(default=None, repr=False)
+    _split: tuple[list[str], list[list[Any]]] | None = field(default=None, repr=False)
+
+    @classmethod
+    def of_rows(cls, rows: list[dict[str, Any]], params: dict[str, Any] | None = None) -> ScoringRequest:
+        return cls(params, len(rows), _records=rows)
+
+    @cached_property
+    def rows(self) -> list[dict[str, Any]]:
+        if self._records is not None:
+            return self._records
+        columns, data = self._split  # type: ignore[misc]  # one of the two is always set
+        return [dict(zip(columns, row, strict=True)) for row in data]
 
 
 def parse_request(body: bytes, features: Features, *, max_rows: int = MAX_ROWS) -> ScoringRequest:
     """The rows and params of a scoring request, or `BadRequest` naming what is wrong."""
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") from None
+    doc = _json(body)
     if not isinstance(doc, dict):
         raise BadRequest(HTTPStatus.BAD_REQUEST, f"body must be a JSON object, got {type(doc).__name__}")
     given = [key for key in INPUT_KEYS if key in doc]
@@ -73,9 +99,50 @@ def parse_request(body: bytes, features: Features, *, max_rows: int = MAX_ROWS) 
     if params is not None and not isinstance(params, dict):
         raise BadRequest(HTTPStatus.BAD_REQUEST, f"'params' must be an object, got {type(params).__name__}")
     key = given[0]
-    rows = _split(doc[key], max_rows) if key == "dataframe_split" else _records(key, doc[key], max_rows)
+    if key == "dataframe_split":
+        columns, data = _split(doc[key], max_rows)
+        matrix = _matrix(columns, data, features, body) if features.matrix and not params else None
+        if matrix is not None:
+            return ScoringRequest(None, len(data), matrix, _split=(columns, data))
+        rows = [dict(zip(columns, row, strict=True)) for row in data]
+    else:
+        rows = _records(key, doc[key], max_rows)
     check_rows(rows, features)
-    return ScoringRequest(rows, params or None)
+    return ScoringRequest.of_rows(rows, params or None)
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        pass  # orjson is stricter (NaN, lone surrogates, a BOM): the standard parser decides, as it always did
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, f"body is not JSON: {exc}") from None
+
+
+def _matrix(columns: list[str], data: list[list[Any]], features: Features, body: bytes) -> np.ndarray | None:
+    """`data` as float64 in the signature's column order when it holds only numbers for exactly the
+    signature's columns; None sends it down the row-by-row path."""
+    if len(columns) != len(features.names or ()) or set(columns) != set(features.names or ()):
+        return None
+    # numpy would read true/false as 1/0 without a word; MLflow refuses booleans for a double column.
+    if b"true" in body or b"false" in body:
+        return None
+    try:
+        values = np.array(data)
+    except (ValueError, TypeError, OverflowError):
+        return None  # ragged: nested lists of different lengths
+    if values.ndim != 2 or values.dtype.kind not in "fiu":
+        return None  # strings, nulls or nested values
+    if values.dtype.kind != "f":
+        values = values.astype(np.float64)  # JSON has one number type: 1 for a double feature is 1.0
+    if not np.isfinite(values).all():
+        return None
+    if tuple(columns) != features.names:
+        values = values[:, [columns.index(name) for name in features.names]]  # type: ignore[union-attr]
+    return values
 
 
 def _too_many(count: int, max_rows: int) -> None:
@@ -84,7 +151,7 @@ def _too_many(count: int, max_rows: int) -> None:
                          "TOO_MANY_ROWS")
 
 
-def _split(value: Any, max_rows: int) -> list[dict[str, Any]]:
+def _split(value: Any, max_rows: int) -> tuple[list[str], list[list[Any]]]:
     if not isinstance(value, dict):
         raise BadRequest(HTTPStatus.BAD_REQUEST, f"'dataframe_split' must be an object, got {type(value).__name__}")
     columns, data = value.get("columns"), value.get("data")
@@ -95,13 +162,11 @@ def _split(value: Any, max_rows: int) -> list[dict[str, Any]]:
     if not isinstance(data, list) or not data:
         raise BadRequest(HTTPStatus.BAD_REQUEST, "'dataframe_split.data' must be a non-empty list of rows")
     _too_many(len(data), max_rows)
-    rows = []
     for i, row in enumerate(data):
         if not isinstance(row, list) or len(row) != len(columns):
             raise BadRequest(HTTPStatus.BAD_REQUEST, f"'dataframe_split.data' row {i} must be a list of "
                                                      f"{len(columns)} values, one per column")
-        rows.append(dict(zip(columns, row, strict=True)))
-    return rows
+    return columns, data
 
 
 def _records(key: str, value: Any, max_rows: int) -> list[dict[str, Any]]:
