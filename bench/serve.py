@@ -19,6 +19,11 @@ client sending its share of the requests back to back. Every server gets the sam
 case (clients 1, 8, 32 x rows per request 1, 100) and rep, servers run one after another; medians of the
 reps are printed, with ctloop's ratios to the others.
 
+`--components` prints instead what one request costs in CPU, part by part, at 1 and 100 rows (best
+of 15 blocks of 40 calls, in this process): the bare pyfunc call and its schema enforcement, and
+serving's two paths (the float64 matrix of an all-double signature, and the row-by-row path every
+other request takes, which is what serving did for every request before the matrix path).
+
 Under each case a second line gives CPU milliseconds per request, which other load on the machine
 moves far less than latency: the forked servers' own processes (every thread, from
 /proc/PID/task/*/schedstat), the client's event-loop thread, and the direct calls' threads.
@@ -40,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -219,6 +225,54 @@ def direct(model, frames: list[pd.DataFrame], clients: int) -> tuple[float, list
     return len(frames) / (time.perf_counter() - start), latencies, {"server": sum(cpu) / 1e6 / len(frames)}
 
 
+def components(uri: str, root: Path, features: pd.DataFrame) -> None:
+    from ctloop.deploy.serving import load_version
+
+    loaded = load_version(uri, "bench", "1", root / "components")
+    print(f"load average at start: {os.getloadavg()[0]:.1f}; CPU ms per request, best of 15 x 40 calls", flush=True)
+    for count in ROWS:
+        print(f"{count} rows per request", flush=True)
+        for name, call in component_calls(loaded, features.sample(count, random_state=0).reset_index(drop=True)):
+            call()
+            best = float("inf")
+            for _ in range(15):
+                start = time.thread_time()
+                for _ in range(40):
+                    call()
+                best = min(best, (time.thread_time() - start) / 40)
+            print(f"  {name:<42} {best * 1000:6.3f}", flush=True)
+
+
+def component_calls(loaded, frame: pd.DataFrame) -> list[tuple[str, object]]:
+    from datetime import UTC, datetime
+
+    from mlflow.models.utils import _enforce_schema
+
+    from ctloop.deploy.scoring import Features, parse_request
+    from ctloop.deploy.serving import _encode, _predict, _served_batch
+
+    rows_only = Features(loaded.features.names, loaded.features.required)  # what a non-double signature gets
+    schema = loaded.model.metadata.get_input_schema()
+    body = json.dumps({"dataframe_split": frame.to_dict(orient="split")}).encode()
+    matrix, by_rows = parse_request(body, loaded.features), parse_request(body, rows_only)
+    enforced = _enforce_schema(frame, schema)
+    predictions = _predict(loaded, matrix)
+    ids = [f"{'0' * 32}-{i}" for i in range(len(frame))]
+    return [
+        ("direct: pyfunc.predict(frame)", lambda: loaded.model.predict(frame)),
+        ("  its schema enforcement", lambda: _enforce_schema(frame, schema)),
+        ("  the model on the enforced frame", lambda: loaded.model._model_impl.predict(enforced)),
+        ("matrix path: parse", lambda: parse_request(body, loaded.features)),
+        ("matrix path: frame + predict", lambda: _predict(loaded, matrix)),
+        ("row path: parse", lambda: parse_request(body, rows_only)),
+        ("row path: frame + predict", lambda: _predict(replace(loaded, prechecked=None), by_rows)),
+        ("reply encoding", lambda: json.dumps({"predictions": predictions, "ids": ids}).encode()),
+        ("log thread: batch rows + encoding", lambda: _encode(_served_batch(
+            "bench", "1", parse_request(body, loaded.features), predictions, ids, datetime.now(UTC)))),
+        ("  of which parse (not on the log thread)", lambda: parse_request(body, loaded.features)),
+    ]
+
+
 def ms(values: list[float], q: float) -> float:
     return float(np.quantile(values, q)) * 1000
 
@@ -230,11 +284,15 @@ def main() -> None:
     parser.add_argument("--old-commit", default="8e66572", help="commit whose stdlib server is the 'old' column")
     parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS), help="rows per request, one case each")
     parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS), help="concurrent clients")
+    parser.add_argument("--components", action="store_true", help="CPU per request, part by part; no servers")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         root = Path(tmp)
         uri, features = build_registry(root)
+        if args.components:
+            components(uri, root, features)
+            return
         ctx = multiprocessing.get_context("fork")
         urls: dict[str, str] = {}
         children: dict = {}
