@@ -13,7 +13,7 @@ import yaml
 from ctloop.modelspec import ModelSpec
 from ctloop.sensors.catalog import schedule_sensors
 from ctloop.sensors.checks import sensor_problems
-from ctloop.sensors.render import manifest_objects, render_manifests, stale_files
+from ctloop.sensors.render import gateway_deployment, manifest_objects, render_manifests, stale_files
 from ctloop.sensors.spec import SpecError
 from ctloop.settings import Settings
 
@@ -122,8 +122,8 @@ def test_sensor_puts_the_candidate_run_on_the_admission_topic_keyed_by_model(obj
     assert kafka["parameters"] == [{"src": payload["model"], "dest": "partitioningKey"}]
 
 
-def test_the_gateway_runs_replicas_on_argo_with_its_state_in_a_database(objects):
-    gateway = objects["gateway.yaml"]
+def test_the_gateway_runs_replicas_on_argo_with_its_state_in_a_database():
+    gateway = gateway_deployment(Settings(home=Path("/nonexistent")))
     assert gateway["spec"]["replicas"] > 1
     [container] = gateway["spec"]["template"]["spec"]["containers"]
     assert container["args"][:2] == ["gateway", "run"]
