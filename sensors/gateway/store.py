@@ -241,14 +241,15 @@ class Writer:
             self.db.execute(runs.insert(), rows)
 
     def save(self, changed: Mapping[str, tuple[int, dict[str, Any] | None]]) -> None:
-        """Each changed model's state (None: nothing left to remember, the row goes)."""
-        for model, (partition, state) in changed.items():
-            self.db.execute(models.delete().where(models.c.model == model))
-            if state is not None:
-                running = state.get("running")
-                self.db.execute(models.insert().values(
-                    model=model, partition=partition, state=json.dumps(state),
-                    gpu_running=bool(running and running["candidate"].get("gpu"))))
+        """Each changed model's state (None: nothing left to remember, the row goes); two statements."""
+        if not changed:
+            return
+        self.db.execute(models.delete().where(models.c.model.in_(sorted(changed))))
+        rows = [{"model": model, "partition": partition, "state": json.dumps(state),
+                 "gpu_running": bool(state.get("running") and state["running"]["candidate"].get("gpu"))}
+                for model, (partition, state) in changed.items() if state is not None]
+        if rows:
+            self.db.execute(models.insert(), rows)
 
 
 def part(state: AdmissionState, model: str) -> dict[str, Any] | None:
