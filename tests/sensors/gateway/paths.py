@@ -17,6 +17,7 @@ from tests.sensors.helpers import make_sensor
 
 class LocalPath:
     def __init__(self, settings: Settings, bus, engine, policy: AdmissionPolicy) -> None:
+        self.settings = settings
         # A group per test: a member a previous test left behind must not stall this one's rebalance.
         self.sensor = make_sensor(settings, bus, engine, policy=policy, status_interval_s=0.05,
                                   group=f"sensor-{settings.topics.data}")
@@ -33,6 +34,7 @@ class ClusterPath:
     thread of its own (a group rebalances only while every member polls)."""
 
     def __init__(self, settings: Settings, bus, engine, policy: AdmissionPolicy, replicas: int = 2) -> None:
+        self.settings = settings
         bus.ensure_topics([settings.topics.admission], partitions=4)
         self.argo_events = ArgoEventsStandIn(settings, bus, group=f"argo-events-{settings.topics.admission}")
         self.gateways = [gateway(settings, bus, engine, policy=policy, replica=f"r{i}", status_interval_s=0.05,
@@ -60,7 +62,7 @@ def drive(path, until: Callable[[], bool], timeout_s: float = 60.0, then_s: floa
     """Step until `until()` holds, then `then_s` more (so that anything that would start too many runs does)."""
     deadline = time.monotonic() + timeout_s
     while not until():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, f"timed out; runs: {runs(path.settings)}"
         path.step()
     settle = time.monotonic() + then_s
     while time.monotonic() < settle:

@@ -31,7 +31,9 @@ def settings(tmp_path, kafka_bootstrap):
 
 @pytest.fixture
 def bus(settings):
-    bus = KafkaBus(settings.kafka_bootstrap, partitions=1)
+    # A generous session: on a loaded machine a starved consumer is otherwise expelled from its group and the
+    # test waits out a rebalance instead of testing admission.
+    bus = KafkaBus(settings.kafka_bootstrap, partitions=1, session_timeout_ms=20000)
     yield bus
     bus.close()
 
@@ -63,16 +65,19 @@ def test_a_burst_of_200_arrivals_for_3_models_runs_one_at_a_time_per_model_and_e
     rng = random.Random(15)
     newest: dict[str, str] = {}
     path = admission(AdmissionPolicy(window_s=0))
-    start = time.monotonic()
+    publishing = 0.0  # the deciding runs while the burst arrives; only the arrivals' own time is the burst's
     for n in range(200):
         model = f"m{rng.randrange(3)}"
         uri = f"file:///data/{model}/d{n}"
+        start = time.monotonic()
         bus.publish(settings.topics.data, arrival(model, f"d{n}", f"ev-{n}", uri=uri), key=model)
+        publishing += time.monotonic() - start
         newest[model] = uri
         if n % 20 == 0:
             path.step()
+    start = time.monotonic()
     bus.flush()
-    assert time.monotonic() - start < 5, "the burst must arrive within a few seconds"
+    assert publishing + time.monotonic() - start < 5, "the burst must arrive within a few seconds"
     drive(path, lambda: finished_on(settings, newest))
     done = runs(settings)
     assert max_overlap([(r["start"], r["end"]) for r in done]) <= 3
