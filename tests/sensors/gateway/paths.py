@@ -25,6 +25,13 @@ class LocalPath:
     def step(self) -> None:
         self.sensor.step(0.02)
 
+    def decisions(self) -> list[tuple[str, str, str]]:
+        """(event id, kind, reason) of every decision, oldest first."""
+        from ctloop.sensors.local.decisions import list_decisions
+
+        rows = list_decisions(self.settings.state_db, limit=1_000_000)
+        return [(d.event_id, d.kind, d.reason) for d in reversed(rows)]
+
     def close(self) -> None:
         self.sensor.close()
 
@@ -48,6 +55,9 @@ class ClusterPath:
     def step(self) -> None:
         if self.argo_events.step(0.02) == 0:
             time.sleep(0.02)
+
+    def decisions(self) -> list[tuple[str, str, str]]:
+        return [(d.event_id, d.kind, d.reason) for d in self.gateways[0].store.decisions()]
 
     def close(self) -> None:
         self._stop.set()

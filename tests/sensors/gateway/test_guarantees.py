@@ -88,6 +88,11 @@ def test_a_burst_of_200_arrivals_for_3_models_runs_one_at_a_time_per_model_and_e
     keys = [r["key"] for r in done]
     assert len(keys) == len(set(keys)), "a data/code pair trained twice"
     assert len(done) < 200, "bursts were not coalesced"
+    decided = path.decisions()
+    assert {f"ev-{n}" for n in range(200)} <= {event_id for event_id, _, _ in decided}, "an arrival went undecided"
+    superseded = [event_id for event_id, kind, reason in decided
+                  if kind == "coalesced" and "replaced by newer" in reason]
+    assert len(set(superseded)) == 200 - len(done), "every arrival that did not run says it was superseded"
 
 
 def test_the_same_data_and_code_never_train_twice(admission, settings, bus):
