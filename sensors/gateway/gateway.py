@@ -78,7 +78,10 @@ class Gateway:
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=f"{group}-{store.replica}",
                                  enable_auto_commit=False, auto_offset_reset="earliest",
                                  session_timeout_ms=session_timeout_ms,
-                                 heartbeat_interval_ms=max(100, session_timeout_ms // 3))
+                                 heartbeat_interval_ms=max(100, session_timeout_ms // 3),
+                                 # A join that raced the topic's metadata, or partitions added later, are
+                                 # picked up within seconds rather than the client's default five minutes.
+                                 metadata_max_age_ms=5000)
         consumer.subscribe([topic], listener=_Listener(self))
         self._consumer = KafkaBusConsumer(consumer)
 
