@@ -82,6 +82,8 @@ class Gateway:
                                  # A join that raced the topic's metadata, or partitions added later, are
                                  # picked up within seconds rather than the client's default five minutes.
                                  metadata_max_age_ms=5000)
+        # Known partitions before the first join: a join without them assigns nothing until a metadata refresh.
+        consumer.partitions_for_topic(topic)
         consumer.subscribe([topic], listener=_Listener(self))
         self._consumer = KafkaBusConsumer(consumer)
 

@@ -34,7 +34,8 @@ def settings(tmp_path, kafka_bootstrap):
 def step_until(replica, predicate, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, (f"timed out; owned {sorted(replica.store.owned)}, decisions "
+                                             f"{[(d.event_id, d.kind) for d in replica.store.decisions()]}")
         replica.step(0.1)
 
 
