@@ -74,6 +74,7 @@ class Gateway:
         self.state = AdmissionState()
         self.partition_of: dict[str, int] = {}
         self._next_status_check = 0.0
+        self._status_beat = False
         self._engine_down_until = 0.0
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=f"{group}-{store.replica}",
                                  enable_auto_commit=False, auto_offset_reset="earliest",
@@ -211,7 +212,8 @@ class Gateway:
         for _ in range(100):
             freed = self._check_running()
             due = any(w.due_at <= self.clock() for w in self.state.windows.values())
-            waiting = any(m not in self.state.running for m in self.state.queued)
+            # Queued behind the GPU cap: freed by other replicas' runs too, so looked at on the status beat.
+            waiting = freed or (self._status_beat and any(m not in self.state.running for m in self.state.queued))
             if (freed or due or waiting) and not self._decide((), set()):
                 return
             if not self._submit_reserved():
@@ -219,7 +221,8 @@ class Gateway:
 
     def _check_running(self) -> bool:
         now = self.clock()
-        if now < self._next_status_check:
+        self._status_beat = now >= self._next_status_check
+        if not self._status_beat:
             return False
         self._next_status_check = now + self.status_interval_s
         state = self.state
