@@ -173,8 +173,8 @@ def scheduled_objects():
 
 
 def _key_template(sensor: dict) -> str:
-    params = sensor["spec"]["triggers"][0]["template"]["argoWorkflow"]["parameters"]
-    return next(p["src"]["dataTemplate"] for p in params if p["dest"] == "spec.arguments.parameters.4.value")
+    payload = sensor["spec"]["triggers"][0]["template"]["kafka"]["payload"]
+    return next(p["src"]["dataTemplate"] for p in payload if p["dest"] == "idempotency-key")
 
 
 def test_a_model_with_its_own_image_is_keyed_by_that_image_too(objects, scheduled_objects):
