@@ -83,6 +83,10 @@ class KafkaBus:
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=max(100, self.session_timeout_ms // 3),
         )
+        # Partitions known before the first join: a join without them assigns nothing until the client's next
+        # metadata refresh (five minutes by default), which stalls a consumer of a just-created topic.
+        for topic in topics:
+            consumer.partitions_for_topic(topic)
         consumer.subscribe(list(topics))
         return KafkaBusConsumer(consumer)
 

@@ -23,6 +23,8 @@ class Topics(BaseModel, frozen=True):
     labels: str = "ctloop.labels"
     quality: str = "ctloop.quality"
     deadletter: str = "ctloop.deadletter"
+    # Candidate runs from the Argo Events Sensors to the admission gateway, keyed by model.
+    admission: str = "ctloop.admission"
 
 
 class Toleration(BaseModel, frozen=True):
@@ -76,6 +78,8 @@ class Settings(BaseSettings):
     # Maven jars); with registry access any image of Confluent's layout works, e.g. confluentinc/cp-kafka:7.6.0.
     kafka_image: str = "ctloop/kafka:8.1.0"
     max_event_bytes: int = 1_048_576
+    # The admission gateway's shared state (SQLAlchemy URL). Unset: SQLite under home; in a cluster PostgreSQL.
+    gateway_store_url: str | None = None
     gpu: GpuSettings = GpuSettings()
     argo: ArgoSettings = ArgoSettings()
 
@@ -115,6 +119,11 @@ class Settings(BaseSettings):
     def state_db(self) -> Path:
         """SQLite file for the embedded bus, run store and sensor decisions."""
         return (self.home / "state.db").resolve()
+
+    @property
+    def gateway_store(self) -> str:
+        """The admission gateway's store URL: `gateway_store_url`, else a SQLite file under home."""
+        return self.gateway_store_url or f"sqlite:///{(self.home / 'gateway.db').resolve()}"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -42,6 +42,7 @@ def sensor_problems(sensor: Mapping[str, Any], event_sources: Iterable[Mapping[s
             if f["type"] not in FILTER_TYPES:
                 problems.append(f"{name}: filter on {f['path']} has invalid type {f['type']!r}")
     for trigger in spec["triggers"]:
+        problems += _kafka_problems(name, trigger["template"].get("kafka"), deps)
         workflow = trigger["template"].get("argoWorkflow")
         if workflow is None:
             continue
@@ -61,4 +62,23 @@ def sensor_problems(sensor: Mapping[str, Any], event_sources: Iterable[Mapping[s
                 for arg in resource["spec"]["arguments"]["parameters"]:
                     if arg["name"] not in declared:
                         problems.append(f"{name}: argument {arg['name']!r} is not a parameter of {ref}")
+    return problems
+
+
+def _kafka_problems(name: str, kafka: Mapping[str, Any] | None, deps: Mapping[str, Any]) -> list[str]:
+    """A Kafka trigger onto the admission topic: known dependencies, every field the gateway needs, and a key."""
+    from ctloop.sensors.gateway.request import REQUIRED
+
+    if kafka is None:
+        return []
+    problems = []
+    for param in [*kafka.get("payload", []), *kafka.get("parameters", [])]:
+        if param["src"]["dependencyName"] not in deps:
+            problems.append(f"{name}: parameter for {param['dest']} uses unknown dependency "
+                            f"{param['src']['dependencyName']!r}")
+    missing = sorted(set(REQUIRED) - {p["dest"] for p in kafka.get("payload", [])})
+    if missing:
+        problems.append(f"{name}: the admission payload lacks {', '.join(missing)}")
+    if not any(p["dest"] == "partitioningKey" for p in kafka.get("parameters", [])):
+        problems.append(f"{name}: the admission trigger is not keyed by model (no partitioningKey parameter)")
     return problems

@@ -22,8 +22,10 @@ events_app = typer.Typer(help="What the sensors decided about each event.", no_a
 
 def register(app: typer.Typer) -> None:
     from ctloop.deploy.cli import model_sections
+    from ctloop.sensors.gateway.cli import gateway_app
 
     app.add_typer(sensor_app, name="sensor")
+    app.add_typer(gateway_app, name="gateway")
     app.add_typer(emit_app, name="emit")
     app.add_typer(events_app, name="events")
     app.command("render")(render)

@@ -166,7 +166,24 @@ def workflow_resource(spec: SensorSpec, namespace: str) -> dict[str, Any]:
     }
 
 
-def sensor(spec: SensorSpec, namespace: str) -> dict[str, Any]:
+def admission_payload_parameters(spec: SensorSpec) -> list[dict[str, Any]]:
+    """The Kafka trigger's payload: every trigger parameter under its own name, plus `gpu`, as
+    `ctloop.sensors.gateway.request.admission_payload` computes them."""
+    from ctloop.sensors.gateway.request import GPU, gpu_path
+
+    dep = spec.dependency.name
+    out = [{"src": _param_source(dep, source) if not isinstance(source, Const)
+            else {"dependencyName": dep, "dataTemplate": "{{ " + go_expr(source) + " }}"}, "dest": name}
+           for name, source in spec.params.items()]
+    path = gpu_path(spec)
+    gpu = f"default false {go_ref(path)}" if path else '"false"'
+    out.append({"src": {"dependencyName": dep, "dataTemplate": "{{ " + gpu + " }}"}, "dest": GPU})
+    return out
+
+
+def sensor(spec: SensorSpec, namespace: str, *, kafka_url: str, admission_topic: str) -> dict[str, Any]:
+    """The Argo Events Sensor: the spec's filters, and a Kafka trigger that puts the candidate run on the
+    admission topic keyed by model, for the admission gateway to decide (see ctloop.sensors.gateway)."""
     dep = spec.dependency
     filters: dict[str, Any] = {}
     if dep.data:
@@ -176,8 +193,9 @@ def sensor(spec: SensorSpec, namespace: str) -> dict[str, Any]:
     dependency = {"name": dep.name, "eventSourceName": dep.source.source, "eventName": dep.source.event}
     if filters:
         dependency["filters"] = filters
-    parameters = [{"src": _param_source(dep.name, source), "dest": parameter_dest(name)}
-                  for name, source in spec.params.items() if not isinstance(source, Const)]
+    model = spec.params["model"]
+    key_source = ({"dependencyName": dep.name, "dataTemplate": "{{ " + go_expr(model) + " }}"}
+                  if isinstance(model, Const) else _param_source(dep.name, model))
     retry = spec.retry
     return {
         "apiVersion": API_VERSION, "kind": "Sensor", "metadata": _metadata(spec.name, namespace),
@@ -186,12 +204,16 @@ def sensor(spec: SensorSpec, namespace: str) -> dict[str, Any]:
             "template": {"serviceAccountName": spec.service_account},
             "dependencies": [dependency],
             "triggers": [{
-                "template": {"name": "retrain", "argoWorkflow": {
-                    "operation": "submit",
-                    "source": {"resource": workflow_resource(spec, namespace)},
-                    "parameters": parameters,
+                "template": {"name": "admission", "kafka": {
+                    "url": kafka_url, "topic": admission_topic,
+                    # Every replica of the broker acknowledges before the event counts as triggered.
+                    "requiredAcks": -1,
+                    "partitioningKey": "",
+                    "payload": admission_payload_parameters(spec),
+                    # Keyed by model: one partition, so one gateway replica, decides each model.
+                    "parameters": [{"src": key_source, "dest": "partitioningKey"}],
                 }},
-                # At-least-once delivery is safe: the Workflow name is the idempotency key.
+                # At-least-once delivery is safe: the gateway skips an event id it has decided.
                 "atLeastOnce": True,
                 "retryStrategy": {"steps": retry.steps, "duration": retry.duration, "factor": retry.factor,
                                   "jitter": retry.jitter},

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from ctloop.modelspec import ModelSpec, load_specs
-from ctloop.sensors.catalog import cluster_sensors, schedule_sensors
+from ctloop.sensors.catalog import ClusterEndpoints, cluster_sensors, schedule_sensors
 from ctloop.sensors.manifests import event_bus, event_sources, sensor
 from ctloop.sensors.versions import cluster_versions
 from ctloop.settings import Settings
@@ -36,7 +36,8 @@ def manifest_objects(settings: Settings, models: Sequence[ModelSpec] | None = No
     for source in event_sources(specs, namespace):
         out[f"eventsource-{source['metadata']['name'].removeprefix('ctloop-')}.yaml"] = source
     for spec in specs:
-        out[f"sensor-{spec.name.removeprefix('ctloop-')}.yaml"] = sensor(spec, namespace)
+        out[f"sensor-{spec.name.removeprefix('ctloop-')}.yaml"] = sensor(
+            spec, namespace, kafka_url=ClusterEndpoints().kafka_url, admission_topic=settings.topics.admission)
     return out
 
 
@@ -68,4 +69,63 @@ def all_manifests(settings: Settings) -> dict[str, str]:
     if clash:
         raise ValueError(f"workflows and sensors both render {clash}")
     files.update(sensor_files)
+    files["gateway.yaml"] = to_yaml(gateway_deployment(settings))
     return files
+
+
+GATEWAY_REPLICAS = 3
+GATEWAY_DB_SECRET = "ctloop-gateway-db"
+
+
+def gateway_deployment(settings: Settings) -> dict[str, Any]:
+    """The admission gateway: `ctloop gateway run` replicas in one consumer group on the admission topic, state
+    in PostgreSQL (the `ctloop-gateway-db` Secret's `url`), submitting to Argo as the sensors' service account."""
+    control_image = settings.image.replace("/ctloop:", "/ctloop-control:")
+    secret = {"secretKeyRef": {"name": GATEWAY_DB_SECRET, "key": "url"}}
+    drop_all = {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    labels = {"app.kubernetes.io/component": "gateway"}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "ctloop-gateway", "labels": dict(labels),
+                     "annotations": {
+                         "checkov.io/skip1": "CKV_K8S_43=images are pinned by release tag; pin digests per registry "
+                                             "in an overlay (images.digest) as digests differ between mirrors",
+                         "checkov.io/skip2": "CKV_K8S_8=the gateway is a Kafka consumer with no HTTP endpoint; a "
+                                             "stalled one shows as consumer-group lag, and a crash restarts the pod",
+                         "checkov.io/skip3": "CKV_K8S_9=nothing sends the gateway traffic, so there is no readiness "
+                                             "to gate",
+                         "checkov.io/skip4": "CKV_K8S_35=the store URL comes from secretKeyRef, never from the "
+                                             "manifest",
+                         "checkov.io/skip5": "CKV_K8S_38=the gateway submits Workflows to Argo with its service "
+                                             "account's token, as the sensors did"}},
+        "spec": {
+            # Replicas share the admission topic's partitions; each model is decided by one replica at a time.
+            "replicas": GATEWAY_REPLICAS,
+            "selector": {"matchLabels": dict(labels)},
+            "template": {
+                "metadata": {"labels": dict(labels)},
+                "spec": {
+                    "serviceAccountName": "ctloop-sensor",
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                        "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "gateway", "image": control_image, "imagePullPolicy": "Always",
+                        "command": ["ctloop"], "args": ["gateway", "run", "--max-gpu-runs", "1"],
+                        "workingDir": "/ctloop",
+                        "envFrom": [{"configMapRef": {"name": "ctloop-config"}},
+                                    {"configMapRef": {"name": "ctloop-kafka"}}],
+                        "env": [{"name": "HOME", "value": "/tmp"}, {"name": "CTLOOP_ENGINE", "value": "argo"},
+                                {"name": "CTLOOP_GATEWAY_STORE_URL", "valueFrom": secret}],
+                        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"},
+                                      "limits": {"cpu": "1", "memory": "1Gi"}},
+                        "securityContext": drop_all,
+                        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"},
+                                         {"name": "home", "mountPath": "/ctloop"}],
+                    }],
+                    "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+                                {"name": "home", "emptyDir": {"sizeLimit": "1Gi"}}],
+                },
+            },
+        },
+    }

@@ -41,6 +41,13 @@ from ctloop.workflows import steps
 
 TEMPLATE_NAME = "ctloop-retrain"
 TRAIN_CACHE = "ctloop-train-cache"
+# Argo's backstop for the admission gateway's GPU cap: a semaphore every retrain Workflow takes, sized in the
+# ConfigMap below (`k8s/base/generated/synchronization.yaml`; the GPU overlay sets it to the cluster's GPUs).
+SYNC_CONFIGMAP = "ctloop-synchronization"
+SYNC_KEY = "retrain-workflows"
+# A finished Workflow's object (and so its name, which Argo's duplicate refusal uses) is kept this long; the
+# gateway's own record of keys that ran outlives it.
+KEEP_FINISHED_S = 7 * 24 * 3600
 ARTIFACT_BUCKET = "mlflow-artifacts"
 ARTIFACT_PREFIX = "workflows/{{workflow.name}}"
 S3_SECRET = "ctloop-s3"
@@ -146,6 +153,11 @@ def retrain_template(settings: Settings) -> WorkflowTemplate:
         on_exit="finished",
         service_account_name=settings.argo.service_account,
         active_deadline_seconds=WORKFLOW_DEADLINE_S,
+        # Workflow-level, so the LocalEngine (which caps runs in admission instead) does not interpret it.
+        synchronization=models.Synchronization(semaphores=[models.SemaphoreRef(
+            config_map_key_ref=models.ConfigMapKeySelector(name=SYNC_CONFIGMAP, key=SYNC_KEY))]),
+        pod_gc=models.PodGC(strategy="OnPodSuccess"),
+        ttl_strategy=models.TTLStrategy(seconds_after_completion=KEEP_FINISHED_S),
         labels={"app.kubernetes.io/part-of": "ctloop", "app.kubernetes.io/component": "retrain"},
         arguments=[
             Parameter(name="model", description="model name (its spec is <home>/specs/<model>.json)"),

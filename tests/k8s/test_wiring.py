@@ -133,5 +133,8 @@ def test_sensors_submit_the_template_of_the_build(overlay: list[Manifest]) -> No
         for dependency in sensor["spec"]["dependencies"]:
             assert dependency["eventSourceName"] in sources
         for trigger in sensor["spec"]["triggers"]:
-            workflow = trigger["template"]["argoWorkflow"]["source"]["resource"]
-            assert workflow["spec"]["workflowTemplateRef"]["name"] in templates
+            # Sensors feed the admission gateway, which submits Workflows of the retrain template.
+            assert trigger["template"]["kafka"]["topic"] == "ctloop.admission"
+    assert "ctloop-retrain" in templates
+    assert of_kind(overlay, "Deployment") and any(
+        d["metadata"]["name"] == "ctloop-gateway" for d in of_kind(overlay, "Deployment"))

@@ -67,8 +67,8 @@ def test_sensor_render_prints_every_sensor_manifest(env):
     result = runner.invoke(app, ["sensor", "render"])
     assert result.exit_code == 0, result.output
     kinds = [line for line in result.output.splitlines() if line.startswith("kind: ")]
-    # The four event sensors and, from the shipped specs (k8s/base/specs), churn's nightly schedule.
-    assert kinds.count("kind: Sensor") == 5 and kinds.count("kind: EventSource") == 4
+    # The five event sensors and, from the shipped specs (k8s/base/specs), churn's nightly schedule.
+    assert kinds.count("kind: Sensor") == 6 and kinds.count("kind: EventSource") == 4
     assert kinds.count("kind: EventBus") == 1
 
 

@@ -13,7 +13,7 @@ import yaml
 from ctloop.modelspec import ModelSpec
 from ctloop.sensors.catalog import schedule_sensors
 from ctloop.sensors.checks import sensor_problems
-from ctloop.sensors.render import manifest_objects, render_manifests, stale_files
+from ctloop.sensors.render import gateway_deployment, manifest_objects, render_manifests, stale_files
 from ctloop.sensors.spec import SpecError
 from ctloop.settings import Settings
 
@@ -91,10 +91,11 @@ def test_sensors_match_the_rendered_retrain_workflow_template(objects):
 
 
 @pytest.mark.parametrize(("mutate", "problem"), [
-    (lambda s: s["spec"]["triggers"][0]["template"]["argoWorkflow"]["parameters"][0]["src"].update(
+    (lambda s: s["spec"]["triggers"][0]["template"]["kafka"]["payload"][0]["src"].update(
         dependencyName="nope"), "unknown dependency 'nope'"),
-    (lambda s: s["spec"]["triggers"][0]["template"]["argoWorkflow"]["parameters"][0].update(
-        dest="spec.arguments.parameters.9.value"), "does not exist in the Workflow"),
+    (lambda s: s["spec"]["triggers"][0]["template"]["kafka"]["payload"][0].update(dest="modell"),
+     "the admission payload lacks model"),
+    (lambda s: s["spec"]["triggers"][0]["template"]["kafka"].update(parameters=[]), "not keyed by model"),
     (lambda s: s["spec"]["dependencies"][0]["filters"]["data"][0].update(comparator="=="), "invalid comparator"),
     (lambda s: s["spec"]["dependencies"][0].update(eventName="other"), "which no EventSource offers"),
 ])
@@ -107,17 +108,28 @@ def test_semantic_check_names_each_broken_rule(objects, mutate, problem):
     assert problem in problems[0]
 
 
-def test_sensor_submits_the_retrain_template_idempotently(objects):
+def test_sensor_puts_the_candidate_run_on_the_admission_topic_keyed_by_model(objects):
     trigger = objects["sensor-data-arrived.yaml"]["spec"]["triggers"][0]
-    workflow = trigger["template"]["argoWorkflow"]
+    kafka = trigger["template"]["kafka"]
     assert trigger["atLeastOnce"] is True
     assert trigger["retryStrategy"]["steps"] >= 1
-    assert objects["sensor-data-arrived.yaml"]["spec"]["template"]["serviceAccountName"] == "ctloop-sensor"
-    assert workflow["source"]["resource"]["spec"]["workflowTemplateRef"] == {"name": "ctloop-retrain"}
-    dests = {p["dest"]: p["src"] for p in workflow["parameters"]}
-    assert "sha256sum" in dests["metadata.name"]["dataTemplate"]
-    assert dests["spec.arguments.parameters.0.value"] == {"dependencyName": "data-arrived",
-                                                          "dataKey": "body.data.model"}
+    assert (kafka["topic"], kafka["requiredAcks"]) == ("ctloop.admission", -1)
+    payload = {p["dest"]: p["src"] for p in kafka["payload"]}
+    assert "sha256sum" in payload["idempotency-key"]["dataTemplate"]
+    assert payload["model"] == {"dependencyName": "data-arrived", "dataKey": "body.data.model"}
+    assert payload["trigger"]["dataTemplate"] == '{{ "data" }}'
+    assert payload["gpu"]["dataTemplate"] == "{{ default false .Input.body.data.gpu }}"
+    assert kafka["parameters"] == [{"src": payload["model"], "dest": "partitioningKey"}]
+
+
+def test_the_gateway_runs_replicas_on_argo_with_its_state_in_a_database():
+    gateway = gateway_deployment(Settings(home=Path("/nonexistent")))
+    assert gateway["spec"]["replicas"] > 1
+    [container] = gateway["spec"]["template"]["spec"]["containers"]
+    assert container["args"][:2] == ["gateway", "run"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["CTLOOP_ENGINE"]["value"] == "argo"
+    assert env["CTLOOP_GATEWAY_STORE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "ctloop-gateway-db"
 
 
 def test_kafka_sources_resume_from_a_consumer_group(objects):
@@ -161,8 +173,8 @@ def scheduled_objects():
 
 
 def _key_template(sensor: dict) -> str:
-    params = sensor["spec"]["triggers"][0]["template"]["argoWorkflow"]["parameters"]
-    return next(p["src"]["dataTemplate"] for p in params if p["dest"] == "spec.arguments.parameters.4.value")
+    payload = sensor["spec"]["triggers"][0]["template"]["kafka"]["payload"]
+    return next(p["src"]["dataTemplate"] for p in payload if p["dest"] == "idempotency-key")
 
 
 def test_a_model_with_its_own_image_is_keyed_by_that_image_too(objects, scheduled_objects):
@@ -187,8 +199,8 @@ def test_schedules_render_as_one_calendar_event_source_and_a_sensor_each(validat
     for name in ("sensor-schedule-churn.yaml", "sensor-schedule-fraud-model-v2.yaml"):
         sensor = scheduled_objects[name]
         assert sensor_problems(sensor, sources) == []
-        assert sensor["spec"]["triggers"][0]["template"]["argoWorkflow"]["source"]["resource"]["spec"][
-            "arguments"]["parameters"][3] == {"name": "trigger", "value": "schedule"}
+        payload = {p["dest"]: p["src"] for p in sensor["spec"]["triggers"][0]["template"]["kafka"]["payload"]}
+        assert payload["trigger"]["dataTemplate"] == '{{ "schedule" }}'
     for name, obj in scheduled_objects.items():
         errors = [f"{'.'.join(map(str, e.absolute_path))}: {e.message}"
                   for e in validators[obj["kind"]].iter_errors(obj)]

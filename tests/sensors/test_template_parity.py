@@ -24,8 +24,9 @@ from ctloop.modelspec import ModelSpec
 from ctloop.sensors.catalog import ClusterEndpoints, cluster_sensors, schedule_sensors
 from ctloop.sensors.eventdata import calendar_event_data
 from ctloop.sensors.filters import rejection
-from ctloop.sensors.manifests import WORKFLOW_PARAMETERS, sensor
-from ctloop.sensors.mapping import MappingError, parameters
+from ctloop.sensors.gateway import admission_payload
+from ctloop.sensors.manifests import sensor
+from ctloop.sensors.mapping import MappingError
 from ctloop.sensors.spec import SensorSpec
 from ctloop.sensors.versions import CodeVersions
 from ctloop.settings import Settings
@@ -60,19 +61,21 @@ def go():
     resolver.close()
 
 
-def _param_name(dest: str) -> str:
-    return "workflow-name" if dest == "metadata.name" else WORKFLOW_PARAMETERS[int(dest.split(".")[3])]
+def _payload(spec: SensorSpec) -> list[dict[str, Any]]:
+    """The admission trigger's payload parameters: what Argo Events puts on the admission topic."""
+    return sensor(spec, "ctloop", kafka_url="kafka:9092", admission_topic="ctloop.admission")["spec"]["triggers"][0][
+        "template"]["kafka"]["payload"]
 
 
 def _go_workflow(go: GoResolver, spec: SensorSpec, data: Any) -> dict[str, str] | str:
     """The data-derived parameters Argo Events fills in, or the first one it cannot resolve (no Workflow)."""
     text = json.dumps(data, ensure_ascii=False)
     out = {}
-    for param in sensor(spec, "ctloop")["spec"]["triggers"][0]["template"]["argoWorkflow"]["parameters"]:
+    for param in _payload(spec):
         if "contextKey" in param["src"]:
             continue  # the CloudEvent's own attributes, not the event data: nothing to compare
         got = go.resolve(param["src"], text)
-        name = _param_name(param["dest"])
+        name = param["dest"]
         if not got.ok:
             return f"{name}: {got.error}"
         out[name] = got.value
@@ -81,12 +84,10 @@ def _go_workflow(go: GoResolver, spec: SensorSpec, data: Any) -> dict[str, str] 
 
 def _local_workflow(spec: SensorSpec, data: Any) -> dict[str, str] | str:
     try:
-        local = parameters(spec, data, CONTEXT)
+        local = admission_payload(spec, data, CONTEXT)
     except MappingError as exc:
         return str(exc)
-    rendered = {_param_name(p["dest"]) for p in
-                sensor(spec, "ctloop")["spec"]["triggers"][0]["template"]["argoWorkflow"]["parameters"]
-                if "contextKey" not in p["src"]}
+    rendered = {p["dest"] for p in _payload(spec) if "contextKey" not in p["src"]}
     return {name: value for name, value in local.items() if name in rendered}
 
 
@@ -94,7 +95,8 @@ def _same_outcome(go: GoResolver, spec: SensorSpec, data: Any) -> None:
     """Both engines refuse the event at the filters, or both map it, to the same Workflow or to none."""
     data = json.loads(json.dumps(data, ensure_ascii=False))  # what LocalSensor parses off the bus
     shown = json.dumps(data, ensure_ascii=False)[:500]
-    filters = sensor(spec, "ctloop")["spec"]["dependencies"][0].get("filters", {})
+    filters = sensor(spec, "ctloop", kafka_url="kafka:9092", admission_topic="ctloop.admission")["spec"][
+        "dependencies"][0].get("filters", {})
     local_refusal = rejection(spec.dependency, data)
     remote_pass = go.passes(filters, json.dumps(data, ensure_ascii=False))
     assert remote_pass.ok == (local_refusal is None), f"{spec.name} filters: local {local_refusal!r}, " \

@@ -1,0 +1,201 @@
+"""The admission gateway at cluster scale on one machine: several `Gateway` processes in one consumer group on a
+partitioned admission topic, their state in PostgreSQL, 10,000 models, a paced stream of admission requests,
+one replica SIGKILLed halfway in the last configuration.
+
+Run: $V/bin/python bench/gateway.py [--events 20000] [--rate 1000] [--models 10000] [--partitions 12]
+     [--replicas 1,3] [--bootstrap H:P] [--store-url URL]
+
+Without --bootstrap it starts a local single-node Kafka (as the tests do); without --store-url a PostgreSQL
+server in a temp dir (initdb/pg_ctl). Each replica runs exactly as `ctloop gateway run` wires it except the
+engine: a counter that accepts every run at once, so the figures are the gateway's cost, not a workflow's.
+Decision latency is the first decision's store timestamp minus the request's publish time (same clock).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Instant:
+    """An engine that accepts every run at once; the gateway's store records what it submitted."""
+
+    def submit(self, request, *, wait=True):
+        from ctloop.workflows.engine import RunHandle
+
+        return RunHandle(run_id=f"run-{request.idempotency_key}", idempotency_key=request.idempotency_key or "",
+                         status="Succeeded")
+
+    def status(self, run_id):
+        return "Succeeded"
+
+
+def worker(replica: str, group: str) -> None:
+    from ctloop.kafka_bus import KafkaBus
+    from ctloop.sensors.admission import AdmissionPolicy
+    from ctloop.sensors.gateway import gateway
+    from ctloop.settings import Settings
+
+    settings = Settings()
+    bus = KafkaBus(settings.kafka_bootstrap, client_id=f"bench-{replica}")
+    gateway(settings, bus, Instant(), group=group, replica=replica, policy=AdmissionPolicy(window_s=0),
+            batch_size=1000).run_until_signalled(0.05)
+
+
+def start_postgres(root: Path) -> tuple[str, list[str]]:
+    """A throwaway PostgreSQL server: its URL and the command that stops it."""
+    import glob
+
+    from ctloop.kafka_local import free_port
+
+    bindir = Path(shutil.which("pg_ctl") or sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]).parent
+    data, sockets, port = root / "pg", root / "pgrun", free_port()
+    sockets.mkdir()
+
+    def as_server(args: list[str]) -> list[str]:
+        return ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(f"'{a}'" for a in args)] if os.geteuid() == 0 \
+            else args
+
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        shutil.chown(sockets, "postgres")
+    subprocess.run(as_server([str(bindir / "initdb"), "-D", str(data), "-U", "ctloop", "--auth=trust"]), check=True,
+                   capture_output=True)
+    subprocess.run(as_server([str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "pg.log"), "-o",
+                              f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"]),
+                   check=True, capture_output=True)
+    return (f"postgresql+psycopg2://ctloop@127.0.0.1:{port}/postgres",
+            as_server([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]))
+
+
+def one_run(args, bootstrap: str, store_url: str, replicas: int, kill: bool) -> dict:
+    import sqlalchemy as sa
+
+    from ctloop.kafka_bus import KafkaBus
+    from ctloop.sensors.gateway import GatewayStore
+    from ctloop.sensors.gateway.store import metadata
+
+    tag = uuid.uuid4().hex[:8]
+    topic, group = f"bench-adm-{tag}", f"bench-gateway-{tag}"
+    engine = sa.create_engine(store_url)
+    metadata.drop_all(engine)
+    engine.dispose()
+    bus = KafkaBus(bootstrap, connect_timeout_s=30)
+    bus.ensure_topics([topic], partitions=args.partitions)
+    home = Path(tempfile.mkdtemp(prefix="bench-gw-"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "CTLOOP_HOME": str(home), "CTLOOP_KAFKA_BOOTSTRAP": bootstrap,
+           "CTLOOP_TOPICS__ADMISSION": topic, "CTLOOP_GATEWAY_STORE_URL": store_url}
+    names = [f"r{i}" for i in range(replicas)]
+    procs = [subprocess.Popen([sys.executable, __file__, "--worker", name, "--group", group], env=env)
+             for name in names]
+    observer = GatewayStore(store_url, "bench")
+    deadline = time.monotonic() + 120
+    while set(observer.owners().values()) != set(names) or len(observer.owners()) != args.partitions:
+        assert time.monotonic() < deadline, "replicas did not share the partitions"
+        time.sleep(0.2)
+    rng = random.Random(15)
+    sent: dict[str, float] = {}
+    start = time.time()
+    killed_at = None
+    for n in range(args.events):
+        due = start + n / args.rate
+        if due > time.time():
+            time.sleep(due - time.time())
+        model = f"model-{rng.randrange(args.models):05d}"
+        event_id = f"e{n}"
+        payload = {"model": model, "data-uri": f"s3://b/{model}/{n}", "event-id": event_id, "trigger": "data",
+                   "idempotency-key": f"{model}-{n}", "gpu": "false"}
+        sent[event_id] = time.time()
+        bus.publish(topic, json.dumps(payload).encode(), key=model)
+        if kill and n == args.events // 2:
+            procs[0].send_signal(signal.SIGKILL)
+            killed_at = time.time()
+    bus.flush()
+    published = time.time()
+    with sa.create_engine(store_url).connect() as db:
+        query = sa.text("SELECT event_id, MIN(at) FROM gateway_decisions GROUP BY event_id")
+        deadline = time.monotonic() + 180
+        while True:
+            first = dict(db.execute(query).all())
+            if len(first) >= len(sent) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        triggered = Counter(k for (k,) in db.execute(sa.text(
+            "SELECT key FROM gateway_decisions WHERE kind = 'triggered'")))
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    observer.close()
+    bus.close()
+    shutil.rmtree(home, ignore_errors=True)
+    latencies = sorted((first[e] - t) * 1000 for e, t in sent.items() if e in first)
+    done = max(first.values()) if first else published
+    after_kill = sorted((first[e] - t) * 1000 for e, t in sent.items() if e in first and killed_at
+                        and t >= killed_at)
+    return {
+        "replicas": replicas, "killed": kill, "events": len(sent), "decided": len(first),
+        "offered_per_s": round(len(sent) / (published - start)), "decided_per_s": round(len(first) / (done - start)),
+        "latency_ms_p50": round(statistics.median(latencies), 1),
+        "latency_ms_p95": round(latencies[int(len(latencies) * 0.95)], 1), "latency_ms_max": round(latencies[-1], 1),
+        "after_kill_ms_max": round(after_kill[-1], 1) if after_kill else None,
+        "keys_triggered_twice": sum(1 for c in triggered.values() if c > 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker")
+    parser.add_argument("--group")
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument("--models", type=int, default=10000)
+    parser.add_argument("--partitions", type=int, default=12)
+    parser.add_argument("--replicas", default="1,3")
+    parser.add_argument("--bootstrap")
+    parser.add_argument("--store-url")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.group)
+        return
+    root = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
+    kafka, stop_pg = None, None
+    try:
+        bootstrap = args.bootstrap
+        if bootstrap is None:
+            from ctloop.kafka_local import LocalKafka
+
+            kafka = LocalKafka(root / "kafka")
+            kafka.start()
+            bootstrap = kafka.bootstrap
+        store_url = args.store_url
+        if store_url is None:
+            store_url, stop_pg = start_postgres(root)
+        counts = [int(r) for r in args.replicas.split(",")]
+        runs = [(r, False) for r in counts] + [(counts[-1], True)]
+        for replicas, kill in runs:
+            print(json.dumps(one_run(args, bootstrap, store_url, replicas, kill)), flush=True)
+    finally:
+        if stop_pg:
+            subprocess.run(stop_pg, capture_output=True)
+        if kafka is not None:
+            kafka.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""One gateway replica on the real broker: a malformed admission request is dead-lettered with its reason and
+the replica goes on; a restarted replica picks up a reserved run and the model's queue from the store."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from ctloop.deadletter import reason_of
+from ctloop.kafka_bus import KafkaBus
+from ctloop.sensors.admission import AdmissionPolicy
+from ctloop.sensors.gateway import gateway
+from ctloop.settings import Settings, Topics
+from tests.sensors.ledger import LedgerEngine
+
+pytestmark = pytest.mark.kafka
+
+
+def request(model: str, digest: str, event_id: str) -> bytes:
+    return json.dumps({"model": model, "data-uri": f"file:///data/{model}/{digest}", "event-id": event_id,
+                       "trigger": "data", "idempotency-key": f"{model}-{digest}", "gpu": "false"}).encode()
+
+
+@pytest.fixture
+def settings(tmp_path, kafka_bootstrap):
+    tag = uuid.uuid4().hex[:10]
+    return Settings(home=tmp_path, kafka_bootstrap=kafka_bootstrap,
+                    topics=Topics(admission=f"adm-{tag}", deadletter=f"dead-{tag}"))
+
+
+def step_until(replica, predicate, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, (f"timed out; owned {sorted(replica.store.owned)}, decisions "
+                                             f"{[(d.event_id, d.kind) for d in replica.store.decisions()]}")
+        replica.step(0.1)
+
+
+def test_a_malformed_request_is_dead_lettered_with_its_reason_and_the_next_one_runs(settings, tmp_path):
+    bus = KafkaBus(settings.kafka_bootstrap)
+    engine = LedgerEngine(tmp_path / "ledger.db")
+    bus.publish(settings.topics.admission, b"{not json", key="churn")
+    bus.publish(settings.topics.admission, json.dumps({"model": "churn"}).encode(), key="churn")
+    bus.publish(settings.topics.admission, request("churn", "d1", "e1"), key="churn")
+    bus.flush()
+    replica = gateway(settings, bus, engine, group=f"g-{settings.topics.admission}", replica="r0",
+                      policy=AdmissionPolicy(window_s=0))
+    step_until(replica, lambda: len(engine.runs()) == 1)
+    dead = bus.read_all(settings.topics.deadletter)
+    assert [reason_of(m).split(":")[0] for m in dead] == ["invalid admission request"] * 2
+    assert "not JSON" in reason_of(dead[0]) and "lacks data-uri" in reason_of(dead[1])
+    replica.close()
+    engine.close()
+    bus.close()
+
+
+def test_a_restarted_replica_takes_up_the_models_running_slot_and_queue_from_the_store(settings, tmp_path):
+    bus = KafkaBus(settings.kafka_bootstrap)
+    engine = LedgerEngine(tmp_path / "ledger.db", instant=False)  # runs stay Running until completed
+    group = f"g-{settings.topics.admission}"
+    for n in range(3):
+        bus.publish(settings.topics.admission, request("churn", f"d{n}", f"e{n}"), key="churn")
+    bus.flush()
+    first = gateway(settings, bus, engine, group=group, replica="r0", policy=AdmissionPolicy(window_s=0),
+                    status_interval_s=0.05)
+    step_until(first, lambda: len(first.store.decisions()) >= 4)  # e0 runs; e1 queued, then replaced by e2
+    first.close()
+    [run] = engine.runs()
+    assert run["data_uri"].endswith("/d0")
+    second = gateway(settings, bus, engine, group=group, replica="r1", policy=AdmissionPolicy(window_s=0),
+                     status_interval_s=0.05)
+    # Kafka moves the partition once the group has rebalanced, which on a loaded machine may take a while.
+    step_until(second, lambda: bool(second.store.owned), timeout_s=150)
+    for _ in range(10):
+        second.step(0.05)
+    assert len(engine.runs()) == 1, "the model's run is still running: nothing else may start"
+    engine.complete(run["run_id"])
+    step_until(second, lambda: len(engine.runs()) == 2)
+    assert engine.runs()[1]["data_uri"].endswith("/d2")
+    assert engine.duplicate_runs() == {}
+    second.close()
+    engine.close()
+    bus.close()
