@@ -5,18 +5,25 @@ Kafka/Faust pipeline at a few hundred messages per second. Rows are the model's 
 served (a dict per row, possibly malformed: the monitor counts bad rows instead of rejecting the
 batch); `predictions[i]` belongs to `rows[i]`, and `ids[i]`, when present, is the id serving returned to
 the client for that prediction (what a later label names).
+
+`role` says which model answered: "champion" (the default, and what older messages without the field
+mean) for the version whose predictions the client received, "shadow" for a version scored beside it on
+the same rows, never returned; a shadow batch carries the champion batch's ids, so a label scores both.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class PredictionBatchError(ValueError):
     """A message that is not a prediction batch; the message says why."""
+
+
+ROLES = ("champion", "shadow")
 
 
 class PredictionBatch(BaseModel):
@@ -28,6 +35,8 @@ class PredictionBatch(BaseModel):
     predictions: list[Any]
     ids: list[str] | None = Field(default=None, description="the served prediction ids, one per row")
     ts: datetime = Field(default_factory=lambda: datetime.now(UTC), description="when the batch was served")
+    role: Literal["champion", "shadow"] = Field(
+        default="champion", description="champion: the answer the client got; shadow: scored beside it, never returned")
 
     @model_validator(mode="after")
     def _one_prediction_per_row(self) -> PredictionBatch:

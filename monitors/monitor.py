@@ -89,12 +89,13 @@ class DriftMonitor:
         return self.reference.model
 
     def accepts(self, batch: PredictionBatch) -> bool:
-        return batch.model == self.model
+        """This model's champion batches: a shadow batch repeats inputs already counted with the champion's."""
+        return batch.model == self.model and batch.role == "champion"
 
     def add(self, batch: PredictionBatch, marker: Any = None, stream: Hashable = None) -> list[WindowOutcome]:
         """Fold in one batch of this monitor's model; returns the windows that closed."""
         if not self.accepts(batch):
-            raise ValueError(f"batch of model {batch.model!r} given to the monitor of {self.model!r}")
+            raise ValueError(f"{batch.role} batch of model {batch.model!r} given to the champion monitor of {self.model!r}")
         if batch.version and not self.reference.version:
             self._version = batch.version
         ts = batch.ts if batch.ts.tzinfo else batch.ts.replace(tzinfo=UTC)

@@ -89,6 +89,17 @@ def test_another_models_batch_is_refused():
         monitor.add(other)
 
 
+def test_shadow_batches_are_not_monitored():
+    """A shadow version scores the champion's rows again; counting them would double every window."""
+    rng = np.random.default_rng(5)
+    monitor = _monitor(MonitorConfig(window=WindowPolicy(max_rows=1000)))
+    shadow = _batch(rng, 0, version="2").model_copy(update={"role": "shadow"})
+    assert not monitor.accepts(shadow)
+    with pytest.raises(ValueError, match="shadow batch"):
+        monitor.add(shadow)
+    assert monitor.accepts(_batch(rng, 1, version="3"))
+
+
 def ink(frame: pd.DataFrame) -> pd.DataFrame:
     """A spec's `monitor.featurize` for image-like inputs: pixel columns -> one monitored column."""
     return pd.DataFrame({"ink": frame[[f"p{i}" for i in range(4)]].mean(axis=1)})

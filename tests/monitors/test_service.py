@@ -164,13 +164,15 @@ def test_offsets_are_committed_only_for_closed_windows(tmp_path):
         bus.close()
 
 
-def test_bad_messages_are_dead_lettered_and_other_models_skipped(tmp_path):
+def test_bad_messages_are_dead_lettered_and_other_models_and_shadow_batches_skipped(tmp_path):
     settings = _settings(tmp_path, "bad")
     bus = EmbeddedBus(tmp_path / "bus.db")
     try:
         bus.publish(settings.topics.predictions, b"{not json")
         bus.publish(settings.topics.predictions,
                     PredictionBatch(model="other", rows=[{"x": 1}], predictions=[0]).to_bytes())
+        bus.publish(settings.topics.predictions,
+                    PredictionBatch(model="churn", rows=[{"x": 1}], predictions=[0], role="shadow").to_bytes())
         service = _service(bus, settings, None)
         service.step(timeout_s=0.5)
         service.close()
