@@ -411,6 +411,19 @@ def settle(tracking_uri: str | Registry, model: str, *, bus: Bus | None = None) 
     return outbox.drain(registry, bus, model) if bus is not None else []
 
 
+def settle_quietly(tracking_uri: str | Registry, model: str, *, bus: Bus) -> list[str]:
+    """`settle` for a process starting up (serving): a model not registered yet, or a registry that does
+    not answer, is logged, not raised; the next move or start settles it then."""
+    try:
+        published = settle(tracking_uri, model, bus=bus)
+    except RegistryError as exc:
+        log.info("could not settle %s at start: %s", model, exc)
+        return []
+    if published:
+        log.info("announced %d leftover alias move(s) of %s", len(published), model)
+    return published
+
+
 @contextmanager
 def _locked(registry: Registry, model: str, what: str) -> Iterator[HeldLock]:
     """The model's lock; a model the registry does not have is a refusal, not a lookup error."""

@@ -41,6 +41,7 @@ from typing import Any
 import orjson
 
 from ctloop.bus import Bus
+from ctloop.deploy.promotion import settle_quietly
 from ctloop.deploy.registry import CHAMPION, Registry, RegistryError
 from ctloop.deploy.scoring import MAX_ROWS, BadRequest, Features, ScoringRequest, parse_request
 from ctloop.events import EventError, ModelPromoted, ModelRolledBack, parse
@@ -570,6 +571,12 @@ def serving(
     with ExitStack() as stack:
         follower.start()
         stack.callback(follower.stop)
+        if bus is not None:
+            # A move whose process died before announcing it is announced now, off the start-up path.
+            settling = threading.Thread(target=settle_quietly, args=(follower.registry, name), kwargs={"bus": bus},
+                                        name=f"settle-{name}", daemon=True)
+            settling.start()
+            stack.callback(settling.join, 30)
         prediction_log = PredictionLog(bus, predictions_topic) if bus is not None and predictions_topic else None
         if prediction_log is not None:
             stack.callback(prediction_log.close)

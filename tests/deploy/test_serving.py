@@ -313,3 +313,40 @@ def test_serving_wires_follower_log_and_watcher_and_closes_them_on_exit(
     assert [b.version for b in published_batches(bus)] == [champion]
     with pytest.raises(requests.ConnectionError):
         requests.get(f"{server.url}/health", timeout=5)
+
+
+def test_serving_announces_a_promotion_left_in_the_outbox_when_it_starts(
+    registry, model_name, champion, other_model_uri, bus, tmp_path
+):
+    """A promoter that committed a move but could not publish it leaves the event in the registry's
+    outbox; the next serving replica to start publishes it, with the event id the move recorded."""
+    from ctloop.deploy import outbox
+    from ctloop.events import parse
+
+    class Unreachable(EmbeddedBus):
+        def publish(self, *args, **kwargs):
+            raise OSError("broker unreachable")
+
+    down = Unreachable(tmp_path / "down.db")
+    try:
+        v2 = register(registry, model_name, other_model_uri)
+        moved = promote(registry, model_name, v2, actor="test", reason="better", manual=True, bus=down,
+                        models_topic="models")
+    finally:
+        down.close()
+    assert moved.changed and not moved.published
+    [left] = outbox.pending(registry, model_name)
+
+    with deploy_serving(registry.tracking_uri, model_name, poll_s=30.0, bus=bus, predictions_topic="predictions",
+                        models_topic="models") as server:
+        assert server.follower.current.version == v2
+        consumer = bus.consumer(["models"], "announcement-reader")
+        announced = []
+        for _ in range(60):
+            announced += [parse(m.value) for m in consumer.poll(timeout_s=0.5)]
+            if announced:
+                break
+        consumer.close()
+    assert [(e.id, e.data.version, e.data.previous_version) for e in announced] == [
+        (parse(left.event.encode()).id, v2, champion)]
+    assert outbox.pending(registry, model_name) == []
