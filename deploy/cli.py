@@ -147,6 +147,9 @@ def serve_command(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     poll: Annotated[float, typer.Option(help="Seconds between checks of the champion alias.")] = 2.0,
     bus: Annotated[str | None, typer.Option(help="embedded or kafka; default: the settings' bus.")] = None,
+    shadow: Annotated[str | None, typer.Option(
+        help="Also score this alias (challenger or previous) on every request and log it as role 'shadow'; "
+             "the champion still answers.")] = None,
     tracking_uri: TrackingUri = None,
 ) -> None:
     """Serve models:/MODEL@champion with MLflow's scoring protocol (POST /invocations; GET /ping, /version,
@@ -160,9 +163,11 @@ def serve_command(
         raise Refused(f"--bus must be embedded or kafka, got {bus!r}")
     if poll <= 0:
         raise Refused(f"--poll must be positive, got {poll}")
+    if shadow not in (None, "challenger", "previous"):
+        raise Refused(f"--shadow must be challenger or previous, got {shadow!r}")
     settings = _settings(mlflow_tracking_uri=tracking_uri, bus=bus)
     with closing(open_bus(settings)) as event_bus:
         # After the bus is open: a broker that does not answer is one error line, not the client's log.
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         serve(settings.tracking_uri, model, host=host, port=port, poll_s=poll, bus=event_bus,
-              predictions_topic=settings.topics.predictions, models_topic=settings.topics.models)
+              predictions_topic=settings.topics.predictions, models_topic=settings.topics.models, shadow=shadow)

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from functools import partial
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -60,6 +60,9 @@ from ctloop.httpserver import (
     send_text,
 )
 from ctloop.predictions import PredictionBatch
+
+if TYPE_CHECKING:
+    from ctloop.deploy.shadow import Shadow
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +373,7 @@ class ScoringApp:
         self.body_timeout_s = body_timeout_s
         self.metrics = ServingMetrics(follower, prediction_log)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score")
+        self.shadow: Shadow | None = None  # set by `serving(..., shadow=ALIAS)`
         self._open = 0  # requests between arrival and answer; touched only on the event loop
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -447,6 +451,8 @@ class ScoringApp:
             self.prediction_log.submit_later(
                 partial(_served_batch, name, loaded.version, request, predictions, ids, datetime.now(UTC)),
                 request.count)
+        if self.shadow is not None:
+            self.shadow.submit(request, ids, loaded.version)
         return HTTPStatus.OK, {"predictions": predictions, "ids": ids, "model": name, "version": loaded.version}
 
     def health(self) -> tuple[HTTPStatus, dict[str, Any]]:
@@ -560,9 +566,11 @@ class PredictionServer:
 def serving(
     tracking_uri: str, name: str, *, host: str = "127.0.0.1", port: int = 0, poll_s: float = 2.0,
     bus: Bus | None = None, predictions_topic: str | None = None, models_topic: str | None = None,
+    shadow: str | None = None,
 ) -> Iterator[PredictionServer]:
     """The follower, prediction log and event watcher running, and the HTTP server bound but not yet
-    serving (`start()` or `serve_forever()` it); everything stopped and closed on exit."""
+    serving (`start()` or `serve_forever()` it); everything stopped and closed on exit. `shadow` names a
+    second alias scored beside the champion and logged, never returned (`ctloop.deploy.shadow`)."""
     follower = ChampionFollower(Registry(tracking_uri), name, poll_s=poll_s)
     try:
         follower.refresh()
@@ -586,16 +594,23 @@ def serving(
             stack.callback(watcher.stop)
         server = PredictionServer(follower, prediction_log, host=host, port=port)
         stack.callback(server.close)
+        if shadow is not None:
+            from ctloop.deploy.shadow import shadowing  # it builds on this module
+
+            server.app.shadow = stack.enter_context(shadowing(follower.registry, name, shadow, prediction_log,
+                                                              poll_s=poll_s))
+            server.app.metrics.registry.register(server.app.shadow)
         yield server
 
 
 def serve(
     tracking_uri: str, name: str, *, host: str = "127.0.0.1", port: int = 8080, poll_s: float = 2.0,
     bus: Bus | None = None, predictions_topic: str | None = None, models_topic: str | None = None,
+    shadow: str | None = None,
 ) -> None:
     """Run until interrupted: follow the champion, serve HTTP, log predictions and watch events."""
     with serving(tracking_uri, name, host=host, port=port, poll_s=poll_s, bus=bus,
-                 predictions_topic=predictions_topic, models_topic=models_topic) as server:
+                 predictions_topic=predictions_topic, models_topic=models_topic, shadow=shadow) as server:
         log.info("serving models:/%s@champion on %s", name, server.url)
         # SIGTERM (a pod stopping) or SIGINT ends serve_forever; the exit stack then flushes the prediction log.
         server.serve_forever()

@@ -95,7 +95,7 @@ class DriftMonitor:
     def add(self, batch: PredictionBatch, marker: Any = None, stream: Hashable = None) -> list[WindowOutcome]:
         """Fold in one batch of this monitor's model; returns the windows that closed."""
         if not self.accepts(batch):
-            raise ValueError(f"{batch.role} batch of model {batch.model!r} given to the champion monitor of {self.model!r}")
+            raise ValueError(f"{batch.role} batch of model {batch.model!r} given to the monitor of {self.model!r}")
         if batch.version and not self.reference.version:
             self._version = batch.version
         ts = batch.ts if batch.ts.tzinfo else batch.ts.replace(tzinfo=UTC)

@@ -35,3 +35,24 @@ def evaluation(model: str, uri: str, accuracy: float, champion: tuple[str, float
         champion={"accuracy": champion[1]} if champion else None,
         holdout_digest="holdout-1", holdout_rows=100,
     )
+
+
+def log_failing_model(tracking_uri: str) -> str:
+    """Log a pyfunc model whose predict always raises; returns its models:/ URI."""
+    import mlflow
+    import pandas as pd
+
+    class Failing(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            if len(model_input) and model_input.iloc[0].get("x") != 0.5:  # the input example must pass
+                raise RuntimeError("this model is broken")
+            return [0.0] * len(model_input)
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment("ctloop-deploy-tests")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=Failing(), input_example=pd.DataFrame({"x": [0.5], "y": [2.0]}),
+            pip_requirements=[],
+        )
+    return info.model_uri
