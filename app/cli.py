@@ -53,6 +53,7 @@ _COMMAND_MODULES = (
     "ctloop.monitors.cli",
     "ctloop.monitors.outcomes_cli",
     "ctloop.deploy.cli",
+    "ctloop.app.bake_cli",
     "ctloop.app.demo.cli",
 )
 

@@ -137,11 +137,38 @@ class Guardrail(Frozen):
     tolerance: float = Field(default=0.0, ge=0)
 
 
+class BakeRule(Frozen):
+    """After a promotion, for `window` (a duration like '1h'): the new champion's live `metric` (default: the
+    policy's) is compared with the previous champion's, scored in shadow on the same labelled requests; once
+    `min_rows` such rows show the champion worse by more than `tolerance`, it is rolled back."""
+
+    window: str = "1h"
+    min_rows: int = Field(default=200, ge=1)
+    metric: str | None = None
+    tolerance: float = Field(default=0.0, ge=0)
+
+    @field_validator("window")
+    @classmethod
+    def _window_parses(cls, value: str) -> str:
+        parse_interval(value)
+        return value
+
+    @property
+    def window_s(self) -> float:
+        return parse_interval(self.window)
+
+
 class PromotionPolicy(Frozen):
     metric: str = "accuracy"
     direction: Literal["max", "min"] = "max"
     min_improvement: float = Field(default=0.0, ge=0)
     guardrails: tuple[Guardrail, ...] = ()
+    bake: BakeRule | None = None
+    """A bake window after each promotion, with automatic rollback (`ctloop.monitors.bake`)."""
+
+    @property
+    def bake_metric(self) -> str | None:
+        return None if self.bake is None else self.bake.metric or self.metric
 
 
 class Schedule(Frozen):
@@ -340,6 +367,10 @@ class ModelSpec(Frozen):
         if self.quality is not None and self.quality.metric not in self.data.metric_names:
             raise ValueError(f"quality rule names metric {self.quality.metric!r}, which live quality never "
                              f"computes for a {self.data.task} model; known: {list(self.data.metric_names)}")
+        bake = self.policy.bake_metric
+        if bake is not None and bake not in self.data.metric_names:
+            raise ValueError(f"policy.bake compares metric {bake!r}, which live quality never computes for a "
+                             f"{self.data.task} model; known: {list(self.data.metric_names)}")
         unknown = [m for m in named if m not in known]
         if unknown:
             raise ValueError(f"policy names metrics {unknown} that evaluation never produces for a "

@@ -371,9 +371,15 @@ def rollback(
     reason: str = "rollback",
     bus: Bus | None = None,
     models_topic: str | None = None,
+    manual: bool = True,
+    champion: str | None = None,
+    evidence: dict[str, Any] | None = None,
 ) -> PromotionResult:
     """Make `previous` the champion again and drop `previous`, so a second rollback is refused
-    instead of flipping back to the version just rolled away from."""
+    instead of flipping back to the version just rolled away from.
+
+    An automatic rollback (the bake window's) passes `manual=False`, the `champion` it judged (refused if
+    another version is champion by the time the lock is held) and its `evidence`, kept in the audit entry."""
     topic = _announcing(bus, models_topic)
     registry = _registry(tracking_uri)
     with _locked(registry, model, "roll back") as held:
@@ -383,19 +389,22 @@ def rollback(
             raise PromotionRefused(f"cannot roll back {model}: it has no 'previous' version; nothing changed")
         if before[CHAMPION] is None:
             raise PromotionRefused(f"cannot roll back {model}: it has no champion; nothing changed")
+        if champion is not None and before[CHAMPION] != champion:
+            raise PromotionRefused(f"cannot roll back {model} version {champion}: the champion is now version"
+                                   f" {before[CHAMPION]}; nothing changed")
         after = {CHAMPION: before[PREVIOUS], PREVIOUS: None, CHALLENGER: before[CHALLENGER]}
         ts = _now()
         announce = topic, ModelRolledBack(model=model, from_version=before[CHAMPION], to_version=before[PREVIOUS],
                                           actor=actor, reason=reason)
         key, record = _move(registry, model, held, before, after, {
-            "action": "rollback", "actor": actor, "reason": reason, "manual": True, "version": before[PREVIOUS],
-            "from_version": before[CHAMPION],
+            "action": "rollback", "actor": actor, "reason": reason, "manual": manual, "version": before[PREVIOUS],
+            "from_version": before[CHAMPION], **({"evidence": evidence} if evidence is not None else {}),
         }, announce if topic is not None else None)
         _tag_quietly(registry, model, before[CHAMPION], {
             "ctloop.rolled_back_at": ts.isoformat(), "ctloop.rolled_back_by": actor,
             "ctloop.rollback_reason": reason,
         })
-    result = PromotionResult(model, "rollback", before[PREVIOUS], before[CHAMPION], actor, reason, True,
+    result = PromotionResult(model, "rollback", before[PREVIOUS], before[CHAMPION], actor, reason, manual,
                              audit_key=key, ts=ts)
     return replace(result, published=_announce(registry, bus, model, record))
 
@@ -409,6 +418,15 @@ def settle(tracking_uri: str | Registry, model: str, *, bus: Bus | None = None) 
         held.check()
         _recover(registry, model)
     return outbox.drain(registry, bus, model) if bus is not None else []
+
+
+def note(tracking_uri: str | Registry, model: str, entry: dict[str, Any]) -> str:
+    """Add an entry that moves no alias to the model's audit trail (e.g. a bake window closed); returns its key.
+    `entry` needs an `action` and an `actor`."""
+    missing = {"action", "actor"} - set(entry)
+    if missing:
+        raise ValueError(f"an audit entry needs {sorted(missing)}")
+    return _audit(_registry(tracking_uri), model, entry)
 
 
 def settle_quietly(tracking_uri: str | Registry, model: str, *, bus: Bus) -> list[str]:
