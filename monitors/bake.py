@@ -109,7 +109,7 @@ def judge(
         worse_by = ours - before if metric in LOWER_IS_BETTER else before - ours
         figures = (f"{metric} {ours:.4f} for version {baking.version} against {before:.4f} for version "
                    f"{baking.previous} on the same {n} labelled requests")
-        if worse_by > rule.tolerance:
+        if worse_by > rule.tolerance + 1e-12:  # a gap equal to the tolerance, up to rounding, is allowed
             return verdict("rollback", f"bake: {figures}, worse by {worse_by:.4f} (tolerance {rule.tolerance:g})")
         if over:
             return verdict("kept", f"bake passed: {figures}, within tolerance {rule.tolerance:g}")

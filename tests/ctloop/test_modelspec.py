@@ -82,3 +82,21 @@ def test_a_spec_round_trips_through_json() -> None:
     full = spec(trainer="team.churn:train", params={"depth": 4, "layers": [8, 8]}, image=f"r/x@{DIGEST}",
                 resources={"gpus": 2}, monitor={"featurize": "team.churn:featurize"})
     assert ModelSpec.model_validate(json.loads(full.model_dump_json())) == full
+
+
+def test_a_bake_window_compares_the_policys_metric_unless_it_names_its_own() -> None:
+    baked = spec(policy={"metric": "f1", "bake": {"window": "30m", "min_rows": 100, "tolerance": 0.02}})
+    assert (baked.policy.bake_metric, baked.policy.bake.window_s, baked.policy.bake.min_rows) == ("f1", 1800.0, 100)
+    assert spec(policy={"bake": {"metric": "recall"}}).policy.bake_metric == "recall"
+    assert spec().policy.bake is None and spec().policy.bake_metric is None
+
+
+def test_a_bake_window_is_refused_when_live_quality_cannot_compute_it() -> None:
+    with pytest.raises(ValidationError, match=r"policy\.bake compares metric 'top3'"):
+        spec(metrics={"top3": "team.metrics:top3"}, policy={"metric": "top3", "bake": {}})
+    with pytest.raises(ValidationError, match=r"policy\.bake compares metric 'rmse'"):
+        spec(policy={"bake": {"metric": "rmse"}})
+    with pytest.raises(ValidationError, match="not a duration"):
+        spec(policy={"bake": {"window": "soon"}})
+    with pytest.raises(ValidationError, match="tolerance"):
+        spec(policy={"bake": {"tolerance": -0.1}})

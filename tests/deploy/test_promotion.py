@@ -151,6 +151,41 @@ def test_rollback_restores_previous_and_a_second_rollback_is_refused(
     assert registry.model(model_name).audit == audit_before
 
 
+def test_an_automatic_rollback_keeps_its_evidence_and_refuses_when_the_champion_it_judged_moved(
+    registry, model_name, constant_model_uri, bus
+):
+    auto(registry, model_name, constant_model_uri, 0.8)
+    v2, _ = auto(registry, model_name, constant_model_uri, 0.9)
+    v3, _ = auto(registry, model_name, constant_model_uri, 0.95)
+    audit_before = registry.model(model_name).audit
+
+    with pytest.raises(PromotionRefused, match=f"version {v2}: the champion is now version {v3}; nothing changed"):
+        rollback(registry, model_name, actor="ctloop-bake", manual=False, champion=v2, evidence={"rows": 1})
+    assert registry.model(model_name).audit == audit_before
+
+    evidence = {"metric": "accuracy", "champion_value": 0.61, "previous_value": 0.83, "rows": 240}
+    result = rollback(registry, model_name, actor="ctloop-bake", reason="bake: worse", manual=False, champion=v3,
+                      evidence=evidence, bus=bus, models_topic="models")
+    assert (result.version, result.previous, result.manual) == (v2, v3, False)
+    last = registry.model(model_name).audit[-1]
+    assert (last["action"], last["manual"], last["evidence"], last["actor"]) == (
+        "rollback", False, evidence, "ctloop-bake")
+    [event] = events(bus)
+    assert (event.data.from_version, event.data.to_version, event.data.reason) == (v3, v2, "bake: worse")
+
+
+def test_a_note_joins_the_audit_trail_without_moving_an_alias(registry, model_name, constant_model_uri):
+    from ctloop.deploy.promotion import note
+
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8)
+    key = note(registry, model_name, {"action": "bake", "actor": "ctloop-bake", "version": v1, "outcome": "kept"})
+    last = registry.model(model_name).audit[-1]
+    assert key.startswith("ctloop.audit.") and (last["action"], last["outcome"]) == ("bake", "kept")
+    assert registry.aliases(model_name) == {"champion": v1}
+    with pytest.raises(ValueError, match=r"needs \['actor'\]"):
+        note(registry, model_name, {"action": "bake"})
+
+
 def test_promoting_a_missing_version_is_refused_and_changes_nothing(
     registry, model_name, constant_model_uri
 ):
