@@ -76,6 +76,7 @@ class Shadow:
         self.counts = dict.fromkeys(OUTCOMES, 0)
         self.rows = 0
         self.last_error: str | None = None
+        self._counting = threading.Lock()  # request threads count drops while the shadow thread counts the rest
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=max_pending)
         self._thread = threading.Thread(target=self._run, name=f"shadow-{follower.name}", daemon=True)
         self._thread.start()
@@ -85,11 +86,15 @@ class Shadow:
         try:
             self._queue.put_nowait(_Job(request.rows, request.params, ids, champion_version, datetime.now(UTC)))
         except queue.Full:
-            self.counts["dropped"] += 1
+            self._count("dropped")
 
     def _run(self) -> None:
         while (job := self._queue.get()) is not None:
-            self.counts[self._score(job)] += 1
+            self._count(self._score(job))
+
+    def _count(self, outcome: str) -> None:
+        with self._counting:
+            self.counts[outcome] += 1
 
     def _score(self, job: _Job) -> str:
         loaded = self.follower.current

@@ -146,3 +146,59 @@ def test_a_shadow_needs_a_prediction_log_and_another_alias(registry, model_name,
         pass
     with pytest.raises(ValueError, match="the champion answers"):
         AliasFollower(registry, model_name, "champion")
+
+
+class _Gated:
+    """A model whose predict waits for a gate: a shadow slower than the traffic."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.gate = threading.Event()
+
+    def predict(self, frame):
+        self.gate.wait(30)
+        return [0] * len(frame)
+
+
+def test_a_shadow_that_cannot_keep_up_drops_and_counts_instead_of_queueing_without_end(bus):
+    from types import SimpleNamespace
+
+    from ctloop.deploy.scoring import ScoringRequest
+    from ctloop.deploy.serving import LoadedModel, PredictionLog
+    from ctloop.deploy.shadow import Shadow
+
+    model = _Gated()
+    follower = SimpleNamespace(name="m", alias="challenger", current=LoadedModel("2", model))
+    log = PredictionLog(bus, "predictions")
+    shadow = Shadow(follower, log, max_pending=1)
+    request = ScoringRequest([{"x": 1.0}], None)
+    shadow.submit(request, ["a-0"], "1")
+    for _ in range(100):  # the shadow thread takes the first request and waits in predict
+        if shadow._queue.empty():
+            break
+        time.sleep(0.02)
+    shadow.submit(request, ["b-0"], "1")  # queued
+    shadow.submit(request, ["c-0"], "1")  # no room: dropped
+    model.gate.set()
+    shadow.close()
+    log.close()
+    assert shadow.counts == {"logged": 2, "failed": 0, "dropped": 1, "idle": 0}
+    assert [b.ids for b in published_batches(bus)] == [["a-0"], ["b-0"]]
+
+
+def test_a_request_the_shadow_version_itself_answered_is_not_scored_again(bus):
+    from types import SimpleNamespace
+
+    from ctloop.deploy.scoring import ScoringRequest
+    from ctloop.deploy.serving import LoadedModel, PredictionLog
+    from ctloop.deploy.shadow import Shadow
+
+    model = _Gated()
+    model.gate.set()
+    log = PredictionLog(bus, "predictions")
+    shadow = Shadow(SimpleNamespace(name="m", alias="previous", current=LoadedModel("2", model)), log)
+    shadow.submit(ScoringRequest([{"x": 1.0}], None), ["a-0"], "2")
+    shadow.close()
+    log.close()
+    assert shadow.counts["idle"] == 1 and published_batches(bus) == []
