@@ -79,6 +79,9 @@ def show_model(name: str, tracking_uri: TrackingUri = None, as_json: AsJson = Fa
         } for v in versions],
         "audit": model.audit,
     }
+    bake = _open_bake(registry, name, settings)
+    if bake is not None:
+        doc["bake"] = bake
     sections = [section for provide in model_sections if (section := provide(name)) is not None]
     doc.update({key: value for key, value, _ in sections})
     if as_json:
@@ -99,8 +102,30 @@ def show_model(name: str, tracking_uri: TrackingUri = None, as_json: AsJson = Fa
         why = entry.get("reason") or "; ".join(entry.get("reasons", []))
         typer.echo(f"  {entry['ts']}  {entry['action']:<8} v{entry.get('version', '-')}  by {entry['actor']}"
                    f"{'  (manual)' if entry.get('manual') else ''}  {why}")
+    if bake is not None:
+        typer.echo(f"bake: v{bake['version']} on probation against v{bake['previous']} from {bake['opened_at']}"
+                   f" until {bake['window_end']} (judged by `ctloop bake`)")
     for _, _, lines in sections:
         typer.echo("\n".join(lines))
+
+
+def _open_bake(registry: Any, name: str, settings: Any) -> dict[str, str] | None:
+    """The model's open bake window, when its spec sets `policy.bake` and the champion is on probation."""
+    from datetime import timedelta
+
+    from ctloop.deploy.bake import RegistryBakes
+    from ctloop.modelspec import SpecInvalid, SpecNotFound, load_spec
+
+    try:
+        rule = load_spec(name, settings).policy.bake
+    except (SpecNotFound, SpecInvalid):
+        return None
+    baking = RegistryBakes(registry).baking(name) if rule is not None else None
+    if rule is None or baking is None:
+        return None
+    end = baking.opened_at + timedelta(seconds=rule.window_s)
+    return {"version": baking.version, "previous": baking.previous, "opened_at": baking.opened_at.isoformat(),
+            "window_end": end.isoformat()}
 
 
 def promote_command(

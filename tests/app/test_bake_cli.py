@@ -4,6 +4,7 @@ real outcome store; the rows stand for what serving and the joiner wrote."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,6 +71,9 @@ def test_a_worse_champion_is_rolled_back_with_the_evidence_and_an_alert(home, mo
     store = OutcomeStore(default_url(home.home))
     _served(store, name, champion=(v2, 15), previous=(v1, 28))
     store.close()
+    shown = json.loads(CliRunner().invoke(app, ["models", "show", name, "--json"]).output)
+    assert (shown["bake"]["version"], shown["bake"]["previous"]) == (v2, v1)
+    assert "on probation against" in CliRunner().invoke(app, ["models", "show", name]).output
 
     result = CliRunner().invoke(app, ["bake", "--once", "--model", name, "--webhook", webhook.url])
 
@@ -88,6 +92,7 @@ def test_a_worse_champion_is_rolled_back_with_the_evidence_and_an_alert(home, mo
 
     again = CliRunner().invoke(app, ["bake", "--once", "--model", name])
     assert again.exit_code == 0 and again.output == "", "the bake ended with the rollback"
+    assert "bake" not in json.loads(CliRunner().invoke(app, ["models", "show", name, "--json"]).output)
 
 
 def test_a_good_champion_is_kept_and_its_bake_closed_when_the_window_ends(home, model_uri):

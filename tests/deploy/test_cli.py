@@ -57,6 +57,11 @@ def test_promote_show_rollback_and_list(env, model_name, versions):
     assert "rollback" in text and "better on segment B" in text
 
 
+def test_serve_refuses_to_shadow_anything_but_challenger_or_previous(env, model_name):
+    refused = ctloop(env, "serve", "--model", model_name, "--shadow", "champion")
+    assert refused.exit_code == 2 and "--shadow must be challenger or previous" in refused.output
+
+
 def test_refusals_exit_2_and_change_nothing(env, model_name, versions):
     missing = ctloop(env, "promote", model_name, "99", "--reason", "typo")
     assert missing.exit_code == 2 and "has no version '99'" in missing.output
