@@ -37,7 +37,7 @@ def bake_command(
     from ctloop.bus_factory import open_bus
     from ctloop.deploy.bake import RegistryBakes
     from ctloop.modelspec import load_specs, specs_dir
-    from ctloop.monitors.alerts import WebhookNotifier
+    from ctloop.monitors.alerts import AlertLedger, WebhookNotifier
     from ctloop.monitors.bake import bake_once
     from ctloop.monitors.outcomes import OutcomeStore, default_url
     from ctloop.settings import load_settings
@@ -59,10 +59,12 @@ def bake_command(
         raise Refused(str(exc)) from None
     with closing(open_bus(settings)) as bus, closing(OutcomeStore(store or default_url(settings.home))) as outcomes:
         bakes = RegistryBakes(settings.tracking_uri, bus=bus, models_topic=settings.topics.models)
+        # Apart from the drift monitor's alert records: one writer per record.
+        ledger = AlertLedger(settings.objects_uri.rstrip("/") + "/bake", s3_endpoint_url=settings.s3_endpoint_url)
         try:
             while True:
                 for spec in specs:
-                    verdict = bake_once(spec, outcomes, bakes, notifier=notifier)
+                    verdict = bake_once(spec, outcomes, bakes, notifier=notifier, ledger=ledger)
                     if verdict is not None:
                         typer.echo(f"{spec.name} v{verdict.version}: {verdict.outcome}: {verdict.reason}")
                 if once:

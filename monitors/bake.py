@@ -6,7 +6,8 @@ prediction ids. `bake_once` pairs the two versions' labelled rows by prediction 
 within the window, and `judge` compares the bake metric on them:
 
 - at least `min_rows` pairs and the champion worse than the previous one by more than `tolerance`:
-  roll back (through the same audited path as a manual rollback, with the evidence) and alert;
+  roll back (through the same audited path as a manual rollback, with the evidence) and alert (at least
+  once, given an `AlertLedger`);
 - the window over otherwise: keep the champion and close the bake in the audit trail (with the evidence,
   or saying there was too little of it);
 - else: pending, judged again on the next call.
@@ -25,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from ctloop.modelspec import LOWER_IS_BETTER, BakeRule, ModelSpec
-from ctloop.monitors.alerts import WebhookNotifier
+from ctloop.monitors.alerts import AlertLedger, AlertRecord, WebhookNotifier
 from ctloop.monitors.outcomes import CHAMPION, SHADOW, JoinedPrediction, OutcomeStore, live_quality
 
 log = logging.getLogger(__name__)
@@ -137,13 +138,28 @@ def bake_alert(verdict: BakeVerdict) -> dict[str, Any]:
 
 def bake_once(
     spec: ModelSpec, store: OutcomeStore, bakes: Bakes, *, notifier: WebhookNotifier | None = None,
-    now: datetime | None = None,
+    ledger: AlertLedger | None = None, now: datetime | None = None,
 ) -> BakeVerdict | None:
     """Judge the open bake of `spec`'s model, if it has a bake rule and one is open, and act on the verdict:
-    roll back and alert, or close it keeping the champion. Returns the verdict (None: nothing to bake)."""
+    roll back and alert, or close it keeping the champion. Returns the verdict (None: nothing to bake).
+
+    With a `ledger`, a rollback's alert is recorded before the rollback and struck off once sent, and every
+    call retries what is left: a failed send, or a process that died between rollback and alert, still
+    alerts (at least once)."""
     rule = spec.policy.bake
     if rule is None:
         return None
+    try:
+        return _judge_and_act(spec, rule, store, bakes, notifier, ledger, now or datetime.now(UTC))
+    finally:
+        if ledger is not None and notifier is not None:
+            _send_pending(ledger, notifier, spec.name)
+
+
+def _judge_and_act(
+    spec: ModelSpec, rule: BakeRule, store: OutcomeStore, bakes: Bakes, notifier: WebhookNotifier | None,
+    ledger: AlertLedger | None, now: datetime,
+) -> BakeVerdict | None:
     baking = bakes.baking(spec.name)
     if baking is None:
         return None
@@ -152,12 +168,34 @@ def bake_once(
     end = baking.opened_at + timedelta(seconds=rule.window_s)
     champion = store.joined(spec.name, baking.version, since=baking.opened_at, until=end, role=CHAMPION)
     shadow = store.joined(spec.name, baking.previous, since=baking.opened_at, until=end, role=SHADOW)
-    verdict = judge(baking, rule, metric, champion, shadow, now or datetime.now(UTC))
+    verdict = judge(baking, rule, metric, champion, shadow, now)
     if verdict.outcome == "rollback":
+        alert = bake_alert(verdict)
+        if ledger is not None:
+            _keep_pending(ledger, spec.name, alert, keep=True)
         if bakes.roll_back(baking, reason=verdict.reason, evidence=verdict.evidence):
             log.warning("%s", verdict.reason)
-            if notifier is not None and not notifier.send(bake_alert(verdict)):
+            if ledger is None and notifier is not None and not notifier.send(alert):
                 log.warning("the rollback alert of %s was not delivered; the audit trail has it", spec.name)
+        elif ledger is not None:
+            _keep_pending(ledger, spec.name, alert, keep=False)
     elif verdict.outcome == "kept":
         bakes.keep(baking, reason=verdict.reason, evidence=verdict.evidence)
     return verdict
+
+
+def _keep_pending(ledger: AlertLedger, model: str, alert: dict[str, Any], *, keep: bool) -> None:
+    """Add (or remove) `alert` in the model's unsent alerts; one rollback's alert is there once, by its text."""
+    record = ledger.load(model)
+    others = tuple(a for a in record.pending if a.get("text") != alert["text"])
+    ledger.save(model, AlertRecord(record.state, (*others, alert) if keep else others))
+
+
+def _send_pending(ledger: AlertLedger, notifier: WebhookNotifier, model: str) -> None:
+    record = ledger.load(model)
+    pending = list(record.pending)
+    while pending and notifier.send(pending[0]):
+        pending.pop(0)
+    if pending:
+        log.warning("%d rollback alert(s) of %s not delivered yet; retried next round", len(pending), model)
+    ledger.save(model, AlertRecord(record.state, tuple(pending)))

@@ -122,3 +122,26 @@ def test_a_good_champion_is_kept_and_its_bake_closed_when_the_window_ends(home, 
 def test_without_a_spec_that_bakes_there_is_nothing_to_judge(home):
     result = CliRunner().invoke(app, ["bake", "--once"])
     assert result.exit_code == 2 and "sets policy.bake" in result.output
+
+
+def test_a_rollback_alert_that_could_not_be_sent_goes_out_on_a_later_round_once(home, model_uri, webhook):  # noqa: F811
+    from tests.fixtures.mlflow_server import free_port
+
+    name = f"bake-{uuid.uuid4().hex[:8]}"
+    save_spec(_spec(name), home)
+    registry = Registry(home.tracking_uri)
+    v1, v2 = _promoted_twice(registry, name, model_uri)
+    store = OutcomeStore(default_url(home.home))
+    _served(store, name, champion=(v2, 10), previous=(v1, 30))
+    store.close()
+
+    down = f"http://127.0.0.1:{free_port()}/hook"
+    first = CliRunner().invoke(app, ["bake", "--once", "--model", name, "--webhook", down])
+    assert first.exit_code == 0 and ": rollback: " in first.output
+    assert registry.aliases(name) == {"champion": v1}, "rolled back though the alert failed"
+    assert webhook == []
+
+    for _ in range(2):
+        later = CliRunner().invoke(app, ["bake", "--once", "--model", name, "--webhook", webhook.url])
+        assert later.exit_code == 0 and later.output == "", "no bake is open any more"
+    assert [a["text"] for a in webhook] == [f"Rolled back model {name}: version {v2} -> {v1} after its bake"]
