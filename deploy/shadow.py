@@ -58,8 +58,7 @@ class AliasFollower(ChampionFollower):
 
 @dataclass(frozen=True, slots=True)
 class _Job:
-    rows: list[dict[str, Any]]
-    params: dict[str, Any] | None
+    request: ScoringRequest  # as parsed for the champion; read only on the shadow's thread
     ids: list[str]
     champion_version: str
     ts: datetime
@@ -84,7 +83,7 @@ class Shadow:
     def submit(self, request: ScoringRequest, ids: list[str], champion_version: str) -> None:
         """Queue a request the champion answered (never blocks, never raises)."""
         try:
-            self._queue.put_nowait(_Job(request.rows, request.params, ids, champion_version, datetime.now(UTC)))
+            self._queue.put_nowait(_Job(request, ids, champion_version, datetime.now(UTC)))
         except queue.Full:
             self._count("dropped")
 
@@ -101,9 +100,9 @@ class Shadow:
         if loaded is None or loaded.version == job.champion_version:
             return "idle"
         try:
-            predictions = _predict(loaded, ScoringRequest(job.rows, job.params))
-            if len(predictions) != len(job.rows):
-                raise ValueError(f"{len(predictions)} predictions for {len(job.rows)} rows")
+            predictions = _predict(loaded, job.request)
+            if len(predictions) != len(job.ids):
+                raise ValueError(f"{len(predictions)} predictions for {len(job.ids)} rows")
         except Exception as exc:
             if self.last_error is None:
                 log.warning("shadow %s version %s failed (counted, the champion's answers are unaffected): %s",
@@ -111,10 +110,10 @@ class Shadow:
             self.last_error = f"{type(exc).__name__}: {exc}"
             return "failed"
         self.last_error = None
-        self.rows += len(job.rows)
+        self.rows += len(job.ids)
         self.prediction_log.submit(PredictionBatch.model_construct(
-            model=self.follower.name, version=loaded.version, rows=job.rows, predictions=predictions, ids=job.ids,
-            ts=job.ts, role="shadow"))
+            model=self.follower.name, version=loaded.version, rows=job.request.rows, predictions=predictions,
+            ids=job.ids, ts=job.ts, role="shadow"))
         return "logged"
 
     def close(self, timeout_s: float = 10.0) -> None:

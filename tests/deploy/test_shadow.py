@@ -164,7 +164,7 @@ class _Gated:
 def test_a_shadow_that_cannot_keep_up_drops_and_counts_instead_of_queueing_without_end(bus):
     from types import SimpleNamespace
 
-    from ctloop.deploy.scoring import ScoringRequest
+    from ctloop.deploy.scoring import Features, parse_request
     from ctloop.deploy.serving import LoadedModel, PredictionLog
     from ctloop.deploy.shadow import Shadow
 
@@ -172,7 +172,7 @@ def test_a_shadow_that_cannot_keep_up_drops_and_counts_instead_of_queueing_witho
     follower = SimpleNamespace(name="m", alias="challenger", current=LoadedModel("2", model))
     log = PredictionLog(bus, "predictions")
     shadow = Shadow(follower, log, max_pending=1)
-    request = ScoringRequest([{"x": 1.0}], None)
+    request = parse_request(b'{"rows": [{"x": 1.0}]}', Features(None))
     shadow.submit(request, ["a-0"], "1")
     for _ in range(100):  # the shadow thread takes the first request and waits in predict
         if shadow._queue.empty():
@@ -190,7 +190,7 @@ def test_a_shadow_that_cannot_keep_up_drops_and_counts_instead_of_queueing_witho
 def test_a_request_the_shadow_version_itself_answered_is_not_scored_again(bus):
     from types import SimpleNamespace
 
-    from ctloop.deploy.scoring import ScoringRequest
+    from ctloop.deploy.scoring import Features, parse_request
     from ctloop.deploy.serving import LoadedModel, PredictionLog
     from ctloop.deploy.shadow import Shadow
 
@@ -198,7 +198,7 @@ def test_a_request_the_shadow_version_itself_answered_is_not_scored_again(bus):
     model.gate.set()
     log = PredictionLog(bus, "predictions")
     shadow = Shadow(SimpleNamespace(name="m", alias="previous", current=LoadedModel("2", model)), log)
-    shadow.submit(ScoringRequest([{"x": 1.0}], None), ["a-0"], "2")
+    shadow.submit(parse_request(b'{"rows": [{"x": 1.0}]}', Features(None)), ["a-0"], "2")
     shadow.close()
     log.close()
     assert shadow.counts["idle"] == 1 and published_batches(bus) == []
