@@ -7,4 +7,7 @@ Public: `assembly.drift_monitor` and `assembly.monitor_service` (the monitor as 
 Outcomes (labels that arrive later, live quality): `outcomes` (`JoinedPrediction`, `OutcomeStore`, `live_quality`),
 `joiner.Joiner`, `quality` (the spec's rule, `QualityMonitor`), `outcomes_landing.Lander`, and
 `outcomes_service.outcomes_service` (the runtime as `ctloop outcomes run` wires it).
+
+The bake window (a promoted champion judged against the previous one on the same live labels): `bake`
+(`judge`, `bake_once`, and the `Bakes` protocol that `ctloop.deploy.bake.RegistryBakes` implements).
 """
