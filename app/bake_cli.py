@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from ctloop.failures import Refused
+from ctloop.failures import Failure, Refused
 
 
 def register(app: typer.Typer) -> None:
@@ -64,7 +64,14 @@ def bake_command(
         try:
             while True:
                 for spec in specs:
-                    verdict = bake_once(spec, outcomes, bakes, notifier=notifier, ledger=ledger)
+                    try:
+                        verdict = bake_once(spec, outcomes, bakes, notifier=notifier, ledger=ledger)
+                    except Failure as exc:
+                        if once:
+                            raise
+                        # The registry or the store may come back: the loop judges again next round.
+                        typer.echo(f"{spec.name}: not judged this round: {exc}", err=True)
+                        continue
                     if verdict is not None:
                         typer.echo(f"{spec.name} v{verdict.version}: {verdict.outcome}: {verdict.reason}")
                 if once:

@@ -145,3 +145,16 @@ def test_a_rollback_alert_that_could_not_be_sent_goes_out_on_a_later_round_once(
         later = CliRunner().invoke(app, ["bake", "--once", "--model", name, "--webhook", webhook.url])
         assert later.exit_code == 0 and later.output == "", "no bake is open any more"
     assert [a["text"] for a in webhook] == [f"Rolled back model {name}: version {v2} -> {v1} after its bake"]
+
+
+def test_a_registry_that_does_not_answer_is_one_line_naming_it(tmp_path, monkeypatch):
+    from tests.fixtures.mlflow_server import free_port
+
+    down = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("CTLOOP_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("CTLOOP_MLFLOW_TRACKING_URI", down)
+    save_spec(_spec("churn"), Settings())
+    result = CliRunner().invoke(app, ["bake", "--once"])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(lines) == 1 and lines[0].startswith("error: ") and f"registry {down} unavailable" in lines[0]
