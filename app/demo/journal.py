@@ -31,6 +31,8 @@ class Journal(BaseModel):
     done: list[str] = Field(default_factory=list)
     events: list[EventRecord] = Field(default_factory=list)
     alerts: list[dict] = Field(default_factory=list)
+    bake_alerts: list[dict] = Field(default_factory=list)
+    """Alerts of the bake window's automatic rollback (apart from the drift monitor's)."""
     reports: list[str] = Field(default_factory=list)
     labelled: list[str] = Field(default_factory=list)
 

@@ -12,7 +12,10 @@ Stages (each recorded in the journal when done, so `--resume` continues after th
    quality per version and lands under the spec's `retrain_uri`, which the drift event names as its data →
    the sensor admits a rerun on that recent labelled traffic → a new version; the monitor then follows the
    new champion;
-4. by hand: a manual promotion and a rollback through the `ctloop` commands a user would type.
+4. by hand: a manual promotion and a rollback through the `ctloop` commands a user would type;
+5. bake: the rejected challenger is promoted by hand to try it on live traffic; serving shadows the champion
+   it replaced (`--shadow previous`) on the same requests; their labels arrive and join; the bake window
+   (`ctloop bake`) finds the new champion worse on them and rolls it back automatically, with an alert.
 
 The components run in this process but share nothing except the bus, the registry, the object store
 and the state database, as they would as separate processes.
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
     from ctloop.monitors.monitor import WindowOutcome
     from ctloop.workflows.local.run_store import RunRecord
 
-STAGES = ("bootstrap", "burst", "drift", "manual")
+STAGES = ("bootstrap", "burst", "drift", "manual", "bake")
 SENSOR_GROUP = "ctloop-sensor"
 MONITOR_GROUP = "ctloop-monitor"
 REQUEST_ROWS = 100
@@ -248,6 +251,64 @@ class Loop:
                           models_topic=self.settings.topics.models)
         self.narrator.say(f"  {self.model}: rolled back champion {result.previous} -> {result.version} (by {ACTOR})")
 
+    def bake(self, number: int) -> None:
+        from datetime import UTC, datetime
+
+        from ctloop.app.demo.webhook import WebhookReceiver
+        from ctloop.deploy.bake import RegistryBakes
+        from ctloop.deploy.promotion import promote
+        from ctloop.deploy.registry import Registry
+        from ctloop.monitors.alerts import WebhookNotifier
+        from ctloop.monitors.bake import bake_once
+
+        self.narrator.stage(number, "Bake window: a worse champion is rolled back automatically")
+        rejected = [v.version for v in Registry(self.settings.tracking_uri).versions(self.model)
+                    if v.decision == "reject"]
+        if not rejected:
+            raise DemoError("no rejected challenger to try on live traffic")
+        target, champion, timeout = rejected[-1], self._champion(), self.options.step_timeout_s
+        with Serving(self.settings, self.model, shadow="previous") as serving, WebhookReceiver() as receiver:
+            reason = f"try v{target} on live traffic; its bake window judges it against v{champion}"
+            self._as_typed("promote", self.model, target, "--actor", ACTOR, "--reason", reason)
+            promote(self.settings.tracking_uri, self.model, target, actor=ACTOR, reason=reason, manual=True,
+                    bus=self.bus, models_topic=self.settings.topics.models)
+            with self.narrator.waiting(f"serving answers with v{target} and shadows v{champion}"):
+                serving.await_version(target, timeout)
+                serving.await_shadow(champion, timeout)
+            self.narrator.say(f"serving (`ctloop serve --shadow previous`) answers with v{target}; v{champion}, now "
+                              "`previous`, scores the same requests in shadow, logged under the same ids")
+            window = self.story.traffic_after[-1]
+            rows = window.features.to_dict(orient="records")
+            ids: list[str] = []
+            for start in range(0, len(rows), REQUEST_ROWS):
+                ids += serving.predict(rows[start:start + REQUEST_ROWS])[1]
+            serving.await_shadowed(-(-len(rows) // REQUEST_ROWS), timeout)
+            store = self.outcomes.store
+            wanted = store.joined_count() + 2 * len(ids)  # the champion's row and the shadow's of each id
+            for event in label_events(ids, window.frame[LABEL].tolist(), datetime.now(UTC), seed=number):
+                self.bus.publish(self.settings.topics.labels, event)
+            self.bus.flush()
+            deadline = time.monotonic() + timeout
+            with self.narrator.waiting(f"the joiner matches {len(ids)} labels to both versions' predictions"):
+                while store.joined_count() < wanted:
+                    if time.monotonic() > deadline:
+                        raise DemoError(f"{store.joined_count()} of {wanted} rows joined within {timeout:.0f}s")
+                    self.outcomes.step(0.2)
+            self._as_typed("bake", "--once")
+            bakes = RegistryBakes(self.settings.tracking_uri, bus=self.bus, models_topic=self.settings.topics.models)
+            verdict = bake_once(self.story.spec, store, bakes, notifier=WebhookNotifier(receiver.url))
+            if verdict is None or verdict.outcome != "rollback":
+                raise DemoError(f"the bake window did not roll v{target} back: "
+                                f"{verdict.reason if verdict else 'no bake open'}")
+            self.narrator.say(f"[red]rolled back[/red] automatically: {verdict.reason}")
+            with self.narrator.waiting(f"serving switches back to v{champion}"):
+                serving.await_version(champion, timeout)
+            self.narrator.say(f"serving answers with v{champion} again; the audit trail holds the evidence")
+            self.journal.bake_alerts = receiver.received
+            for alert in self.journal.bake_alerts:
+                self.narrator.say(f"webhook received an alert: {alert['body'].get('text', alert['body'])}")
+            self._persist()
+
     # --- steps -------------------------------------------------------------------------------------
 
     def _land(self, batch: Batch, stage: str) -> EventRecord:
@@ -411,9 +472,10 @@ class Loop:
 class Serving:
     """`ctloop serve`'s parts, in this process, on a free port: follower, prediction log, event watcher."""
 
-    def __init__(self, settings: Settings, model: str) -> None:
+    def __init__(self, settings: Settings, model: str, *, shadow: str | None = None) -> None:
         self.settings = settings
         self.model = model
+        self.shadow = shadow
         self._stack = ExitStack()
 
     def __enter__(self) -> Serving:
@@ -425,6 +487,7 @@ class Serving:
         self.server = self._stack.enter_context(serving(
             self.settings.tracking_uri, self.model, poll_s=1.0, bus=bus,
             predictions_topic=self.settings.topics.predictions, models_topic=self.settings.topics.models,
+            shadow=self.shadow,
         ))
         self.server.start()
         self._stack.callback(self.server.stop)
@@ -459,6 +522,23 @@ class Serving:
             if time.monotonic() > deadline:
                 raise DemoError(f"serving still on version {self.version} {timeout_s:.0f}s after {version} "
                                 "became champion")
+            time.sleep(0.1)
+
+    def await_shadow(self, version: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        shadow = self.server.app.shadow
+        while shadow is None or getattr(shadow.follower.current, "version", None) != version:
+            if time.monotonic() > deadline:
+                raise DemoError(f"serving does not shadow version {version} after {timeout_s:.0f}s")
+            time.sleep(0.1)
+
+    def await_shadowed(self, requests: int, timeout_s: float) -> None:
+        """Until the shadow has logged `requests` requests."""
+        deadline = time.monotonic() + timeout_s
+        shadow = self.server.app.shadow
+        while shadow is not None and shadow.counts["logged"] < requests:
+            if time.monotonic() > deadline:
+                raise DemoError(f"the shadow logged {shadow.counts} of {requests} requests in {timeout_s:.0f}s")
             time.sleep(0.1)
 
 

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from ctloop.modelspec import DataSchema, Feature, ModelSpec, PromotionPolicy, TrainParams
+from ctloop.modelspec import BakeRule, DataSchema, Feature, ModelSpec, PromotionPolicy, TrainParams
 
 Phase = Literal["before", "after"]
 
@@ -139,7 +139,9 @@ def model_spec(config: StoryConfig) -> ModelSpec:
             min_rows=100,
         ),
         train=TrainParams(hidden=(32, 16), epochs=config.epochs, batch_size=128, lr=1e-2, patience=3, seed=0),
-        policy=PromotionPolicy(metric="accuracy", direction="max", min_improvement=config.min_improvement),
+        policy=PromotionPolicy(metric="accuracy", direction="max", min_improvement=config.min_improvement,
+                               bake=BakeRule(window="10m", min_rows=max(1, config.traffic_rows // 3),
+                                             tolerance=0.02)),
     )
 
 

@@ -187,6 +187,7 @@ def story_checks(versions: list[VersionRow], runs: list[RunRow], audit: list[Aud
     drift_runs = [r for r in runs if r.trigger == "drift" and r.status == "Succeeded" and r.version]
     manual = [a for a in audit if a.action == "promote" and a.manual]
     rollbacks = [a for a in audit if a.action == "rollback"]
+    automatic = [a for a in rollbacks if not a.manual]
     orphans = [v.version for v in versions if v.caused_by is None]
     return [
         Check(name="at least three versions", ok=len(versions) >= 3, detail=f"{len(versions)} registered"),
@@ -202,6 +203,8 @@ def story_checks(versions: list[VersionRow], runs: list[RunRow], audit: list[Aud
         Check(name="a manual promotion", ok=bool(manual),
               detail=", ".join(f"v{a.version} by {a.actor}" for a in manual) or "none"),
         Check(name="a rollback", ok=bool(rollbacks), detail=", ".join(f"to v{a.version}" for a in rollbacks) or "none"),
+        Check(name="an automatic rollback by the bake window", ok=bool(automatic),
+              detail=", ".join(f"to v{a.version} by {a.actor}" for a in automatic) or "none"),
         Check(name="every version traces to the event that caused it", ok=bool(versions) and not orphans,
               detail="all traced" if versions and not orphans else f"untraced: {orphans or 'no versions'}"),
     ]

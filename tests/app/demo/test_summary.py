@@ -29,7 +29,8 @@ BURST = [_event("burst", ["deferred: window", "coalesced: merged"], None),
 GOOD = dict(
     versions=[_version("1", "promote"), _version("2", "reject"), _version("3", "promote")],
     runs=[_run("data", "1"), _run("data", "2"), _run("drift", "3")],
-    audit=[_audit("promote", False), _audit("promote", True), _audit("rollback", True)],
+    audit=[_audit("promote", False), _audit("promote", True), _audit("rollback", True), _audit("promote", True),
+           _audit("rollback", False)],
     drift_events=1,
     alerts=1,
     events=[_event("bootstrap", ["triggered: run r1"], "r1"), *BURST],
@@ -59,11 +60,15 @@ def test_a_drift_run_that_failed_or_made_no_version_does_not_count():
 
 
 def test_automatic_promotions_are_not_manual_ones():
-    assert _failed(audit=[_audit("promote", False), _audit("rollback", True)]) == ["a manual promotion"]
+    assert _failed(audit=[_audit("promote", False), _audit("rollback", False)]) == ["a manual promotion"]
 
 
 def test_missing_rollback_fails():
-    assert _failed(audit=GOOD["audit"][:2]) == ["a rollback"]
+    assert _failed(audit=GOOD["audit"][:2]) == ["a rollback", "an automatic rollback by the bake window"]
+
+
+def test_manual_rollbacks_alone_are_not_the_bake_windows():
+    assert _failed(audit=GOOD["audit"][:4]) == ["an automatic rollback by the bake window"]
 
 
 def test_alerts_must_be_one_per_episode():
