@@ -38,14 +38,14 @@ from ctloop.sensors.admission import (
     started,
     tick,
 )
-from ctloop.sensors.eventdata import PathMissing, kafka_event_data, lookup
+from ctloop.sensors.eventdata import MISSING, PathMissing, as_text, find, kafka_event_data, lookup
 from ctloop.sensors.filters import Rejection, compile_rejection, rejection
 from ctloop.sensors.local.calendar import Calendar
 from ctloop.sensors.local.decisions import DecisionLog
 from ctloop.sensors.local.jsonlog import log
 from ctloop.sensors.local.metrics import SensorMetrics
 from ctloop.sensors.mapping import MappingError, parameters, resolve
-from ctloop.sensors.spec import CalendarSource, KafkaSource, KeyOf, SensorSpec
+from ctloop.sensors.spec import CalendarSource, KafkaSource, KeyOf, ParamSource, Path, SensorSpec, check_path
 from ctloop.settings import Settings
 from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, Engine, RunRequest
 
@@ -85,20 +85,40 @@ def _parse(message: Message, max_bytes: int) -> tuple[Event, Any] | str:
 
 @dataclass(frozen=True)
 class _Route:
-    """A sensor spec with its filters compiled once."""
+    """A sensor spec with its filters and parameter mapping compiled once."""
 
     spec: SensorSpec
     rejection: Rejection
+    # (name, split path, source): a path's text is read directly, any other source goes to `resolve`.
+    plan: tuple[tuple[str, tuple[str, ...] | None, ParamSource], ...]
 
     @classmethod
     def of(cls, spec: SensorSpec) -> _Route:
-        return cls(spec, compile_rejection(spec.dependency))
+        plan = tuple((name, check_path(source.path) if isinstance(source, Path) else None, source)
+                     for name, source in spec.params.items())
+        return cls(spec, compile_rejection(spec.dependency), plan)
 
     def parameters(self, data: Any, context: dict[str, str]) -> dict[str, str]:
-        try:
-            return parameters(self.spec, data, context)
-        except MappingError as exc:
-            raise Unroutable(f"{self.spec.name}: {exc}") from None
+        """`mapping.parameters` of the spec, with its plain paths read without the resolver's dispatch."""
+        out = {}
+        memo: dict[int, str] = {}
+        for name, parts, source in self.plan:
+            if parts is not None:
+                value = find(data, parts)
+                if value is MISSING:
+                    raise Unroutable(f"{self.spec.name}: parameter {name}: no value at {source.path}")
+                value = as_text(value)
+            else:
+                try:
+                    value = resolve(source, data, context, memo)
+                except PathMissing as exc:
+                    raise Unroutable(f"{self.spec.name}: parameter {name}: no value at {exc.args[0]}") from None
+                except MappingError as exc:
+                    raise Unroutable(f"{self.spec.name}: {exc}") from None
+            if not value:
+                raise Unroutable(f"{self.spec.name}: parameter {name}: empty")
+            out[name] = value
+        return out
 
 
 class LocalSensor:

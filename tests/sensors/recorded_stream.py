@@ -273,12 +273,11 @@ def summarize(records: Sequence[Record], bus: ReplayBus, engine: ReplayEngine, s
         first_seen.setdefault(str(event_id), n)
     lines: dict[int, list[str]] = defaultdict(list)
     log = DecisionLog(settings.state_db, "ctloop-sensor")
-    rows = log._db.execute("SELECT event_id, model, kind, reason, key, run_id FROM sensor_decisions ORDER BY seq")
     per_event: dict[str, list[str]] = defaultdict(list)
     counts: dict[str, int] = defaultdict(int)
-    for event_id, model, kind, reason, key, run_id in rows:
-        per_event[event_id].append(json.dumps([kind, model, reason, key, run_id]))
-        counts[kind] += 1
+    for d in log.decisions():
+        per_event[d.event_id].append(json.dumps([d.kind, d.model, d.reason, d.key, d.run_id]))
+        counts[d.kind] += 1
     log.close()
     for event_id, decided in per_event.items():
         lines[first_seen[event_id] // CHUNK].append(json.dumps([event_id, decided]))
