@@ -7,8 +7,9 @@ Run: $V/bin/python bench/sensor.py [--events 20000] [--rate 200] [--seconds 10] 
 
 Without --bootstrap it starts a local single-node Kafka (KRaft, as the tests do) in a temp dir.
 The sensor is assembled by `ctloop.sensors.local.assembly.local_sensor`, as `ctloop sensor run` assembles
-it (parse, filters, mapping, admission, decisions durable in SQLite before each offset commit), except the
-engine: a counter at the engine boundary, so the figures are the sensor's own cost, not a workflow's.
+it (parse, filters, mapping, admission, decisions durable in SQLite before each offset commit, its JSON log
+lines at INFO, written to /dev/null here), except the engine: a counter at the engine boundary, so the
+figures are the sensor's own cost, not a workflow's.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import cProfile
 import hashlib
 import io
 import json
+import logging
 import multiprocessing
 import os
 import pstats
@@ -35,6 +37,7 @@ from typing import Any
 from ctloop.events import DataArrived, new_event, to_bytes
 from ctloop.kafka_bus import KafkaBus
 from ctloop.sensors.admission import AdmissionPolicy
+from ctloop.sensors.local import jsonlog
 from ctloop.sensors.local.assembly import local_sensor
 from ctloop.sensors.local.decisions import list_decisions
 from ctloop.sensors.local.sensor import LocalSensor
@@ -263,7 +266,10 @@ def main() -> None:
                         help="after the figures, print cProfile's top N functions of one more sensor pass")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-sensor-") as tmp:
+    # As `ctloop sensor run` configures it; the lines are formatted, then dropped.
+    with open(os.devnull, "w") as devnull, tempfile.TemporaryDirectory(prefix="bench-sensor-") as tmp:
+        jsonlog.configure()
+        logging.getLogger("ctloop.sensor").handlers[0].setStream(devnull)
         root = Path(tmp)
         broker = None
         bootstrap = args.bootstrap

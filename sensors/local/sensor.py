@@ -341,18 +341,28 @@ class LocalSensor:
         self.log.save_state(state)
 
     def _observe(self, records: Sequence[Record]) -> None:
-        """Metrics and logs, once the records are written."""
-        for kind, count in Counter(decision.kind for decision, _ in records).items():
+        """Metrics and logs, once the records are written.
+
+        A line per run started, and per batch the count of each kind of decision, at INFO; a line per
+        decision only at DEBUG: a storm would otherwise log twice per event (`ctloop events list` has them)."""
+        counts = Counter(decision.kind for decision, _ in records)
+        for kind, count in counts.items():
             self.metrics.by_kind[kind].inc(count)
         for decision, latency_s in records:
             if decision.kind == "triggered" and latency_s is not None:
                 self.metrics.latency.observe(latency_s)
         if not _log.isEnabledFor(logging.INFO):
             return
+        each = _log.isEnabledFor(logging.DEBUG)
         for decision, latency_s in records:
+            if not each and decision.kind != "triggered":
+                continue
             c = decision.candidate
-            log(_log, decision.kind, event_id=c.event_id, model=c.model, key=c.key, reason=decision.reason,
-                run_id=decision.run_id, latency_ms=None if latency_s is None else round(latency_s * 1000, 3))
+            log(_log, decision.kind, level=logging.INFO if decision.kind == "triggered" else logging.DEBUG,
+                event_id=c.event_id, model=c.model, key=c.key, reason=decision.reason, run_id=decision.run_id,
+                latency_ms=None if latency_s is None else round(latency_s * 1000, 3))
+        if not each and counts.keys() - {"triggered"}:
+            log(_log, "decided", **{kind: counts[kind] for kind in sorted(counts)})
 
     # --- starting runs -----------------------------------------------------------------------------
 
