@@ -71,8 +71,11 @@ def snapshot_digest(settings: Settings) -> DigestResolver:
 
 
 def content_digest(event: Event) -> str:
-    """What a redelivery repeats exactly: type and payload (not `time`, which a re-emit may renew)."""
-    return hashlib.sha256(f"{event.type}\n{event.data.model_dump_json()}".encode()).hexdigest()[:32]
+    """What a redelivery repeats exactly: type and payload (not `time`, which a re-emit may renew).
+
+    The payload's bytes are `model_dump_json()`'s, taken from its serializer without the round trip through str."""
+    data = event.data
+    return hashlib.sha256(event.type.encode() + b"\n" + data.__pydantic_serializer__.to_json(data)).hexdigest()[:32]
 
 
 def _parse(message: Message, max_bytes: int) -> tuple[Event, Any] | str:
