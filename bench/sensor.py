@@ -6,9 +6,10 @@ Run: $V/bin/python bench/sensor.py [--events 20000] [--rate 200] [--seconds 10] 
      $V/bin/python bench/sensor.py --backlog 1000000 [--models 50]   time draining a backlog, digest its decisions
 
 Without --bootstrap it starts a local single-node Kafka (KRaft, as the tests do) in a temp dir.
-The sensor runs exactly as `ctloop sensor run` wires it (parse, filters, mapping, admission, decisions
-durable in SQLite before each offset commit) except the engine: a counter at the engine boundary, so
-the figures are the sensor's own cost, not a workflow's.
+The sensor is assembled by `ctloop.sensors.local.assembly.local_sensor`, as `ctloop sensor run` assembles
+it (parse, filters, mapping, admission, decisions durable in SQLite before each offset commit, its JSON log
+lines at INFO, written to /dev/null here), except the engine: a counter at the engine boundary, so the
+figures are the sensor's own cost, not a workflow's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import cProfile
 import hashlib
 import io
 import json
+import logging
 import multiprocessing
+import os
 import pstats
 import sqlite3
 import statistics
@@ -34,7 +37,8 @@ from typing import Any
 from ctloop.events import DataArrived, new_event, to_bytes
 from ctloop.kafka_bus import KafkaBus
 from ctloop.sensors.admission import AdmissionPolicy
-from ctloop.sensors.catalog import kafka_sensors
+from ctloop.sensors.local import jsonlog
+from ctloop.sensors.local.assembly import local_sensor
 from ctloop.sensors.local.decisions import list_decisions
 from ctloop.sensors.local.sensor import LocalSensor
 from ctloop.settings import Settings, Topics
@@ -89,21 +93,19 @@ def raw_rate(bootstrap: str, topic: str, count: int) -> tuple[float, float]:
     return count / elapsed, count / cpu_elapsed
 
 
-def make_sensor(home: Path, bus: KafkaBus, topics: Topics, engine: CountingEngine, group: str,
-                version: str | None = None) -> tuple[LocalSensor, Settings]:
+def make_sensor(home: Path, bus: KafkaBus, topics: Topics, engine: CountingEngine,
+                group: str) -> tuple[LocalSensor, Settings]:
+    """The sensor as `ctloop sensor run --window 0` assembles it, on a fresh home."""
     settings = Settings(home=home, bus="kafka", kafka_bootstrap=bus.bootstrap, topics=topics)
-    sensor = LocalSensor(settings, bus, engine, kafka_sensors(settings, version or code_version()), group=group,
-                         policy=AdmissionPolicy(window_s=0))
+    sensor = local_sensor(settings, bus, engine, group=group, policy=AdmissionPolicy(window_s=0))
     return sensor, settings
 
 
-def sensor_rate(root: Path, bus: KafkaBus, topics: Topics, count: int,
-                version: str | None = None) -> tuple[float, float, int, Settings]:
+def sensor_rate(root: Path, bus: KafkaBus, topics: Topics, count: int) -> tuple[float, float, int, Settings]:
     """Messages/s through LocalSensor (decided, recorded, committed), from its first record to the last, per
     wall and per CPU second; the runs it started; its settings (where its decision log is)."""
     engine = CountingEngine()
-    sensor, settings = make_sensor(root / uuid.uuid4().hex[:8], bus, topics, engine,
-                                   f"sensor-{uuid.uuid4().hex[:8]}", version)
+    sensor, settings = make_sensor(root / uuid.uuid4().hex[:8], bus, topics, engine, f"sensor-{uuid.uuid4().hex[:8]}")
     seen, start, cpu = 0, 0.0, 0.0
     while seen < count:
         got = sensor.step(0.5)
@@ -142,8 +144,7 @@ def backlog(root: Path, bus: KafkaBus, count: int, models: int) -> None:
         bus.publish(topics.data, to_bytes(event), key=model)
     bus.flush(timeout_s=600)
     print(f"backlog of {count} events for {models} models published in {time.perf_counter() - started:.0f} s")
-    # A fixed code version: the keys, and so the digest, do not depend on the checkout that drains.
-    rate, cpu_rate, runs, settings = sensor_rate(root, bus, topics, count, "backlog")
+    rate, cpu_rate, runs, settings = sensor_rate(root, bus, topics, count)
     digest, counts = decisions_digest(settings)
     print(f"  drained in {count / rate:.1f} s: {rate:.0f} msg/s ({cpu_rate:.0f} per CPU second), {runs} runs started")
     print(f"  decisions: {counts}, digest {digest}")
@@ -265,7 +266,10 @@ def main() -> None:
                         help="after the figures, print cProfile's top N functions of one more sensor pass")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-sensor-") as tmp:
+    # As `ctloop sensor run` configures it; the lines are formatted, then dropped.
+    with open(os.devnull, "w") as devnull, tempfile.TemporaryDirectory(prefix="bench-sensor-") as tmp:
+        jsonlog.configure()
+        logging.getLogger("ctloop.sensor").handlers[0].setStream(devnull)
         root = Path(tmp)
         broker = None
         bootstrap = args.bootstrap
@@ -278,6 +282,9 @@ def main() -> None:
         bus = KafkaBus(bootstrap, client_id="bench")
         try:
             if args.backlog:
+                # A fixed code version: the keys, and so the digest, do not depend on the checkout that drains.
+                os.environ["CTLOOP_CODE_VERSION"] = "backlog"
+                code_version.cache_clear()
                 backlog(root, bus, args.backlog, args.models)
                 return
             tag = uuid.uuid4().hex[:8]

@@ -48,6 +48,16 @@ def find(data: Any, parts: tuple[str, ...]) -> Any:
     """The value at a path already split by `check_path`, or `MISSING`: `lookup` without the exception, for
     filters and mappings compiled once and run on every event."""
     value = data
+    try:
+        # The common case, a path through JSON objects only, read without a type test per step.
+        for part in parts:
+            value = value[part]
+        return value
+    except KeyError:
+        return MISSING  # only a dict raises KeyError for a str part: the key is absent
+    except TypeError:
+        pass  # an array (indexed by number) or a scalar on the way: the general walk below
+    value = data
     for part in parts:
         if isinstance(value, dict):
             value = value.get(part, MISSING)

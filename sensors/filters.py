@@ -1,7 +1,8 @@
 """Dependency filters evaluated locally with Argo Events' semantics (data filters ANDed, then exprs).
 
 Each filter is compiled once (paths split, patterns and the expression parsed) into a check that runs
-on every event; `rejection` and the `*_passes` functions apply the same compiled checks.
+on every event; `rejection` and the `*_passes` functions apply the same compiled checks. A string filter
+also remembers its verdict on the texts it saw last: a stream repeats its types and model names.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ Check = Callable[[Any], bool]
 Rejection = Callable[[Any], "str | None"]
 
 _TRUE = ("true", "1", "t")
+_REMEMBERED = 4096  # texts whose verdict a string filter keeps; forgotten all at once when full
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     "=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
 }
@@ -46,6 +48,12 @@ def data_check(f: DataFilter) -> Check:
     if f.type == "string":
         patterns = tuple(_regex(v) for v in f.values)
         equal = f.comparator == "="
+        verdicts: dict[str, bool] = {}
+
+        def matches(text: str) -> bool:
+            if equal:
+                return any(p.search(text) for p in patterns)
+            return not all(p.search(text) for p in patterns)
 
         def string_passes(data: Any) -> bool:
             actual = find(data, parts)
@@ -53,9 +61,12 @@ def data_check(f: DataFilter) -> Check:
                 return False
             # gjson's string of a JSON null is "", which is what Argo Events matches the regexes against.
             text = "" if actual is None else as_text(actual)
-            if equal:
-                return any(p.search(text) for p in patterns)
-            return not all(p.search(text) for p in patterns)
+            verdict = verdicts.get(text)
+            if verdict is None:
+                if len(verdicts) >= _REMEMBERED:
+                    verdicts.clear()
+                verdict = verdicts[text] = matches(text)
+            return verdict
 
         return string_passes
     if f.type == "bool":

@@ -38,14 +38,14 @@ from ctloop.sensors.admission import (
     started,
     tick,
 )
-from ctloop.sensors.eventdata import PathMissing, kafka_event_data, lookup
+from ctloop.sensors.eventdata import MISSING, PathMissing, as_text, find, kafka_event_data, lookup
 from ctloop.sensors.filters import Rejection, compile_rejection, rejection
 from ctloop.sensors.local.calendar import Calendar
 from ctloop.sensors.local.decisions import DecisionLog
 from ctloop.sensors.local.jsonlog import log
 from ctloop.sensors.local.metrics import SensorMetrics
 from ctloop.sensors.mapping import MappingError, parameters, resolve
-from ctloop.sensors.spec import CalendarSource, KafkaSource, KeyOf, SensorSpec
+from ctloop.sensors.spec import CalendarSource, KafkaSource, KeyOf, ParamSource, Path, SensorSpec, check_path
 from ctloop.settings import Settings
 from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, Engine, RunRequest
 
@@ -71,8 +71,11 @@ def snapshot_digest(settings: Settings) -> DigestResolver:
 
 
 def content_digest(event: Event) -> str:
-    """What a redelivery repeats exactly: type and payload (not `time`, which a re-emit may renew)."""
-    return hashlib.sha256(f"{event.type}\n{event.data.model_dump_json()}".encode()).hexdigest()[:32]
+    """What a redelivery repeats exactly: type and payload (not `time`, which a re-emit may renew).
+
+    The payload's bytes are `model_dump_json()`'s, taken from its serializer without the round trip through str."""
+    data = event.data
+    return hashlib.sha256(event.type.encode() + b"\n" + data.__pydantic_serializer__.to_json(data)).hexdigest()[:32]
 
 
 def _parse(message: Message, max_bytes: int) -> tuple[Event, Any] | str:
@@ -85,20 +88,40 @@ def _parse(message: Message, max_bytes: int) -> tuple[Event, Any] | str:
 
 @dataclass(frozen=True)
 class _Route:
-    """A sensor spec with its filters compiled once."""
+    """A sensor spec with its filters and parameter mapping compiled once."""
 
     spec: SensorSpec
     rejection: Rejection
+    # (name, split path, source): a path's text is read directly, any other source goes to `resolve`.
+    plan: tuple[tuple[str, tuple[str, ...] | None, ParamSource], ...]
 
     @classmethod
     def of(cls, spec: SensorSpec) -> _Route:
-        return cls(spec, compile_rejection(spec.dependency))
+        plan = tuple((name, check_path(source.path) if isinstance(source, Path) else None, source)
+                     for name, source in spec.params.items())
+        return cls(spec, compile_rejection(spec.dependency), plan)
 
     def parameters(self, data: Any, context: dict[str, str]) -> dict[str, str]:
-        try:
-            return parameters(self.spec, data, context)
-        except MappingError as exc:
-            raise Unroutable(f"{self.spec.name}: {exc}") from None
+        """`mapping.parameters` of the spec, with its plain paths read without the resolver's dispatch."""
+        out = {}
+        memo: dict[int, str] = {}
+        for name, parts, source in self.plan:
+            if parts is not None:
+                value = find(data, parts)
+                if value is MISSING:
+                    raise Unroutable(f"{self.spec.name}: parameter {name}: no value at {source.path}")
+                value = as_text(value)
+            else:
+                try:
+                    value = resolve(source, data, context, memo)
+                except PathMissing as exc:
+                    raise Unroutable(f"{self.spec.name}: parameter {name}: no value at {exc.args[0]}") from None
+                except MappingError as exc:
+                    raise Unroutable(f"{self.spec.name}: {exc}") from None
+            if not value:
+                raise Unroutable(f"{self.spec.name}: parameter {name}: empty")
+            out[name] = value
+        return out
 
 
 class LocalSensor:
@@ -321,18 +344,28 @@ class LocalSensor:
         self.log.save_state(state)
 
     def _observe(self, records: Sequence[Record]) -> None:
-        """Metrics and logs, once the records are written."""
-        for kind, count in Counter(decision.kind for decision, _ in records).items():
+        """Metrics and logs, once the records are written.
+
+        A line per run started, and per batch the count of each kind of decision, at INFO; a line per
+        decision only at DEBUG: a storm would otherwise log twice per event (`ctloop events list` has them)."""
+        counts = Counter(decision.kind for decision, _ in records)
+        for kind, count in counts.items():
             self.metrics.by_kind[kind].inc(count)
         for decision, latency_s in records:
             if decision.kind == "triggered" and latency_s is not None:
                 self.metrics.latency.observe(latency_s)
         if not _log.isEnabledFor(logging.INFO):
             return
+        each = _log.isEnabledFor(logging.DEBUG)
         for decision, latency_s in records:
+            if not each and decision.kind != "triggered":
+                continue
             c = decision.candidate
-            log(_log, decision.kind, event_id=c.event_id, model=c.model, key=c.key, reason=decision.reason,
-                run_id=decision.run_id, latency_ms=None if latency_s is None else round(latency_s * 1000, 3))
+            log(_log, decision.kind, level=logging.INFO if decision.kind == "triggered" else logging.DEBUG,
+                event_id=c.event_id, model=c.model, key=c.key, reason=decision.reason, run_id=decision.run_id,
+                latency_ms=None if latency_s is None else round(latency_s * 1000, 3))
+        if not each and counts.keys() - {"triggered"}:
+            log(_log, "decided", **{kind: counts[kind] for kind in sorted(counts)})
 
     # --- starting runs -----------------------------------------------------------------------------
 

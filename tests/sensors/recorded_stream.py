@@ -42,6 +42,9 @@ SECONDS_PER_MESSAGE = 0.01  # the replay clock: 100 messages per simulated secon
 CHUNK = 1000
 GAP_EVERY = 2000  # messages between quiet polls
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
+# The event types ctloop knew when the fixture was recorded (an unknown type's dead-letter reason lists them).
+RECORDED_TYPES = ("ctloop.data.arrived", "ctloop.drift.detected", "ctloop.model.promoted", "ctloop.model.rolled_back",
+                  "ctloop.run.finished")
 
 SCENARIOS: dict[str, AdmissionPolicy] = {
     # A backlog decided as fast as it comes: every model's newest arrival queued behind its run.
@@ -273,18 +276,17 @@ def summarize(records: Sequence[Record], bus: ReplayBus, engine: ReplayEngine, s
         first_seen.setdefault(str(event_id), n)
     lines: dict[int, list[str]] = defaultdict(list)
     log = DecisionLog(settings.state_db, "ctloop-sensor")
-    rows = log._db.execute("SELECT event_id, model, kind, reason, key, run_id FROM sensor_decisions ORDER BY seq")
     per_event: dict[str, list[str]] = defaultdict(list)
     counts: dict[str, int] = defaultdict(int)
-    for event_id, model, kind, reason, key, run_id in rows:
-        per_event[event_id].append(json.dumps([kind, model, reason, key, run_id]))
-        counts[kind] += 1
+    for d in log.decisions():
+        per_event[d.event_id].append(json.dumps([d.kind, d.model, d.reason, d.key, d.run_id]))
+        counts[d.kind] += 1
     log.close()
     for event_id, decided in per_event.items():
         lines[first_seen[event_id] // CHUNK].append(json.dumps([event_id, decided]))
     for message in bus.published:
         offset = int(message.header("ctloop.origin.offset") or b"-1")
-        lines[offset // CHUNK].append(json.dumps(["dead", offset, reason_of(message)]))
+        lines[offset // CHUNK].append(json.dumps(["dead", offset, _as_recorded(reason_of(message))]))
         counts["dead-lettered"] += 1
     for run_id, (_, final, request) in sorted(engine.runs.items()):
         data = [run_id, request.model, request.data_uri, request.data_digest, request.trigger, request.gpu, final]
@@ -293,6 +295,13 @@ def summarize(records: Sequence[Record], bus: ReplayBus, engine: ReplayEngine, s
     chunks = [hashlib.sha256("\n".join(sorted(lines.get(c, []))).encode()).hexdigest()[:16]
               for c in range((len(records) + CHUNK - 1) // CHUNK)]
     return {"counts": dict(sorted(counts.items())), "chunks": chunks, "lines": lines}
+
+
+def _as_recorded(reason: str | None) -> str | None:
+    """A dead letter's reason as the fixture has it: an unknown type's reason lists the types ctloop knows,
+    and the fixture was recorded before the label and quality events existed."""
+    unknown, known, _ = (reason or "").partition(" (known: ")
+    return f"{unknown} (known: {', '.join(RECORDED_TYPES)})" if known else reason
 
 
 def main() -> None:

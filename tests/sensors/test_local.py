@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from ctloop.consume import Unroutable
 from ctloop.deadletter import reason_of
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.sensors.admission import AdmissionPolicy
+from ctloop.sensors.catalog import cluster_sensors
 from ctloop.sensors.local.decisions import list_decisions
+from ctloop.sensors.local.sensor import _Route
+from ctloop.sensors.mapping import MappingError, parameters
 from ctloop.settings import Settings
 from ctloop.version import code_version
 from ctloop.workflows.engine import RunRequest, idempotency_key
@@ -239,3 +243,35 @@ def test_an_event_id_reused_with_a_different_body_is_dead_lettered(settings, bus
     assert "ev-1 reused with a different body" in reason_of(dead)
     assert sensor.metrics.value("ctloop_sensor_redelivered_total") == 1
     sensor.close()
+
+
+BODIES = [
+    {"id": "ev-1", "data": {"model": "churn", "uri": "s3://d/churn/1", "digest": "abc"}},
+    {"id": "ev-2", "data": {"model": "churn", "uri": "s3://d/churn/2", "digest": None}},
+    {"id": "ev-3", "data": {"model": "churn", "uri": "s3://d/churn/3", "digest": 0, "data_uri": "s3://l/3"}},
+    {"id": "ev-4", "data": {"model": "churn", "uri": ""}},
+    {"id": "ev-5", "data": {"model": 7, "uri": "s3://d/7"}},
+    {"id": "ev-6", "data": {"uri": "s3://d/none"}},
+    {"data": {"model": "churn", "uri": [1, 2]}},
+]
+NOTIFICATIONS = [
+    {"notification": [{"eventName": "s3:ObjectCreated:Put",
+                       "s3": {"bucket": {"name": "b"}, "object": {"key": "incoming/churn/x.parquet", "eTag": "e1"}}}]},
+    {"notification": [{"s3": {"object": {"key": "flat.parquet"}}}]},
+    {"notification": []},
+]
+
+
+@pytest.mark.parametrize("data", [{"body": body} for body in BODIES] + NOTIFICATIONS)
+def test_the_sensor_maps_parameters_exactly_as_the_mapping_module(data):
+    context = {"id": "ctx-id", "type": "t", "source": "s", "subject": ""}
+    for spec in cluster_sensors(Settings(), "v1"):
+        try:
+            expected = parameters(spec, data, context)
+        except MappingError as exc:
+            expected = f"{spec.name}: {exc}"
+        try:
+            got = _Route.of(spec).parameters(data, context)
+        except Unroutable as exc:
+            got = str(exc)
+        assert got == expected, spec.name

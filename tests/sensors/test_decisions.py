@@ -1,0 +1,76 @@
+"""The decision log: a burst queued and replaced within one batch is stored one row per event, and read
+back as every decision it made, in order."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ctloop.sensors.admission import AdmissionPolicy, AdmissionState, Candidate, admit_all, started
+from ctloop.sensors.local.decisions import DecisionLog, list_decisions
+
+POLICY = AdmissionPolicy(window_s=0)
+
+
+def candidate(n: int, model: str = "churn") -> Candidate:
+    return Candidate(event_id=f"ev-{n}", model=model, key=f"k{n}", uri=f"s3://d/{n}", digest=f"d{n}",
+                     trigger="data", event_time=float(n))
+
+
+def burst(db, count: int) -> tuple[DecisionLog, list]:
+    """`count` arrivals for one busy model decided in one batch and written in one transaction."""
+    log = DecisionLog(db, "ctloop-sensor")
+    state = started(admit_all(AdmissionState(), [candidate(0)], ran=set(), now=0.0, policy=POLICY).state,
+                    "churn", "run-0")
+    outcome = admit_all(state, [candidate(n) for n in range(1, count + 1)], ran=set(), now=1.0, policy=POLICY)
+    with log.transaction():
+        log.record(((d, None) for d in outcome.decisions), at=1.0)
+    return log, list(outcome.decisions)
+
+
+def test_a_burst_reads_back_as_every_decision_admission_made_in_order(tmp_path):
+    log, decided = burst(tmp_path / "state.db", 4)
+    assert [(d.kind, d.candidate.event_id) for d in decided] == [
+        ("deferred", "ev-1"), ("coalesced", "ev-1"), ("deferred", "ev-2"), ("coalesced", "ev-2"),
+        ("deferred", "ev-3"), ("coalesced", "ev-3"), ("deferred", "ev-4")]
+    read = list(log.decisions())
+    per_event = {}
+    for row in read:
+        per_event.setdefault(row.event_id, []).append((row.kind, row.reason, row.key))
+    assert per_event == {
+        f"ev-{n}": [("deferred", "churn has a run in progress; queued (latest only)", f"k{n}"),
+                    ("coalesced", f"queued run replaced by newer ev-{n + 1}", f"k{n}")] for n in (1, 2, 3)
+    } | {"ev-4": [("deferred", "churn has a run in progress; queued (latest only)", "k4")]}
+    log.close()
+
+
+def test_a_burst_takes_one_stored_row_per_event(tmp_path):
+    burst(tmp_path / "state.db", 4)[0].close()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        rows = db.execute("SELECT event_id, kind, deferred IS NOT NULL FROM sensor_decisions ORDER BY seq").fetchall()
+    assert rows == [("ev-1", "coalesced", 1), ("ev-2", "coalesced", 1), ("ev-3", "coalesced", 1),
+                    ("ev-4", "deferred", 0)]
+
+
+def test_events_list_shows_a_burst_event_newest_decision_first(tmp_path):
+    burst(tmp_path / "state.db", 2)[0].close()
+    rows = list_decisions(tmp_path / "state.db", event_id="ev-1")
+    assert [(r.kind, r.reason) for r in rows] == [
+        ("coalesced", "queued run replaced by newer ev-2"),
+        ("deferred", "churn has a run in progress; queued (latest only)")]
+    assert [r.kind for r in list_decisions(tmp_path / "state.db", limit=2)] == ["deferred", "coalesced"]
+
+
+def test_a_log_written_before_burst_rows_opens_and_reads_as_before(tmp_path):
+    db_path = tmp_path / "state.db"
+    with sqlite3.connect(db_path) as db:
+        db.execute("CREATE TABLE sensor_decisions (seq INTEGER PRIMARY KEY AUTOINCREMENT, sensor TEXT NOT NULL,"
+                   " at REAL NOT NULL, event_id TEXT NOT NULL, model TEXT, kind TEXT NOT NULL, reason TEXT NOT NULL,"
+                   " key TEXT, run_id TEXT, latency_ms REAL)")
+        db.execute("INSERT INTO sensor_decisions (sensor, at, event_id, model, kind, reason) VALUES"
+                   " ('ctloop-sensor', 1.0, 'old-1', 'churn', 'rejected', 'filtered')")
+    [old] = list_decisions(db_path, event_id="old-1")
+    assert (old.kind, old.reason) == ("rejected", "filtered")
+    log, _ = burst(db_path, 2)
+    assert [(d.event_id, d.kind) for d in log.decisions()] == [
+        ("old-1", "rejected"), ("ev-1", "deferred"), ("ev-1", "coalesced"), ("ev-2", "deferred")]
+    log.close()
