@@ -15,8 +15,6 @@ it already has) and gets the uncommitted requests again, which are skipped by ev
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 
@@ -39,6 +37,7 @@ from ctloop.sensors.admission import (
 from ctloop.sensors.gateway.request import RequestInvalid, candidate
 from ctloop.sensors.gateway.store import Fenced, GatewayStore, changed_models, part
 from ctloop.sensors.gateway.submitter import Submitter
+from ctloop.stopping import until_signalled
 from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, RunRequest
 
 _log = logging.getLogger("ctloop.gateway")
@@ -106,13 +105,7 @@ class Gateway:
 
     def run_until_signalled(self, poll_timeout_s: float = 0.1) -> None:
         """Run until SIGTERM or SIGINT; the batch in hand is decided and committed first."""
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        try:
-            self.run(stop.is_set, poll_timeout_s)
-        finally:
-            self.close()
+        until_signalled(lambda should_stop: self.run(should_stop, poll_timeout_s), self.close)
 
     def close(self) -> None:
         self._consumer.close()

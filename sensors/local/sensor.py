@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -47,6 +45,7 @@ from ctloop.sensors.local.metrics import SensorMetrics
 from ctloop.sensors.mapping import MappingError, parameters, resolve
 from ctloop.sensors.spec import CalendarSource, KafkaSource, KeyOf, ParamSource, Path, SensorSpec, check_path
 from ctloop.settings import Settings
+from ctloop.stopping import until_signalled
 from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, Engine, RunRequest
 
 DigestResolver = Callable[[str], str]
@@ -195,13 +194,7 @@ class LocalSensor:
 
     def run_until_signalled(self, poll_timeout_s: float = 0.1) -> None:
         """Run until SIGTERM or SIGINT, then close: the batch in hand is finished and committed first."""
-        stop = threading.Event()
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stop.set())
-        try:
-            self.run(stop.is_set, poll_timeout_s)
-        finally:
-            self.close()
+        until_signalled(lambda should_stop: self.run(should_stop, poll_timeout_s), self.close)
 
     def close(self) -> None:
         self.commit()
