@@ -34,6 +34,7 @@ def main() -> None:
     def commit(message: Message) -> None:
         nonlocal done
         committed(message)
+        print(f"committed offset {message.offset} of {last}", file=sys.stderr, flush=True)
         done = done or message.offset >= last
 
     service.consumer.commit = commit  # type: ignore[method-assign]

@@ -47,7 +47,7 @@ from tests.reliability.outside_audit import Expected, audit
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka, pytest.mark.mlflow_server]
 REPO = Path(__file__).resolve().parents[2]
 GARBAGE = (b"\xff not json", b'{"specversion": "1.0", "id": "x", "type": "ctloop.nope", "source": "t"}')
-TIMEOUT_S = 60
+TIMEOUT_S = 120
 
 # (component, point, pass): the pass is where the crash leaves work done before it and work after it.
 PIPELINE = [
@@ -111,10 +111,10 @@ def _settled(db: Path, events: int) -> bool:
 
 
 def _crash_then_recover(command: list[str], env: dict[str, str], point: str, nth: int,
-                        done: Callable[[], bool]) -> None:
-    """Run with the point armed until it kills the process; run again unarmed until `done()`."""
-    crashed = subprocess.run(command, cwd=REPO, env={**env, ENV: f"{point}@{nth}"}, timeout=TIMEOUT_S,
-                             capture_output=True, text=True)
+                        done: Callable[[], bool], why: Callable[[], str]) -> None:
+    """Run with the point armed until it kills the process; run again unarmed until `done()`; `why()` says
+    what is left when it does not finish."""
+    crashed = _run(command, {**env, ENV: f"{point}@{nth}"}, f"the armed run ({point}@{nth})")
     assert crashed.returncode == -signal.SIGKILL, f"never reached {point}@{nth}: {crashed.stderr[-3000:]}"
     proc = subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE, text=True)
     try:
@@ -122,13 +122,28 @@ def _crash_then_recover(command: list[str], env: dict[str, str], point: str, nth
         while not done():
             if proc.poll() is not None:
                 break
-            assert time.monotonic() < deadline, f"the restarted process did not finish after {point}@{nth}"
+            assert time.monotonic() < deadline, f"the restarted process did not finish after {point}@{nth}: {why()}"
             time.sleep(0.2)
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert done(), f"the restarted process exited {proc.returncode} before finishing: {err[-3000:]}"
+
+
+def _run(command: list[str], env: dict[str, str], what: str) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(command, cwd=REPO, env=env, timeout=TIMEOUT_S, capture_output=True, text=True)
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        raise AssertionError(f"{what} did not end within {TIMEOUT_S} s; its log: {err[-3000:]}") from None
+
+
+def _left(db: Path) -> str:
+    """The sensor's admission state and the unfinished runs, for a run that did not settle."""
+    state = _query(db, "SELECT state FROM sensor_state")
+    runs = _query(db, "SELECT id, idempotency_key, status FROM wf_runs WHERE status IN ('Pending', 'Running')")
+    return f"sensor state {state}; unfinished runs {runs}"
 
 
 # --- sensor, engine, promoter --------------------------------------------------------------------
@@ -159,7 +174,7 @@ def test_the_pipeline_crashed_at_a_named_point_recovers_with_nothing_lost_or_dup
     env = _env(settings, **{MODEL_URI_ENV: uri})
 
     _crash_then_recover([sys.executable, "-m", "tests.reliability.crash_process"], env, point, nth,
-                        lambda: _settled(settings.state_db, 4))
+                        lambda: _settled(settings.state_db, 4), lambda: _left(settings.state_db))
 
     registry = Registry(mlflow_server)
     figures = audit(registry, kafka_bus, models=models, models_topic=settings.topics.models,
@@ -208,11 +223,9 @@ def test_the_monitor_crashed_at_a_named_point_recovers_with_nothing_lost_or_dupl
     last = max(m.offset for m in sent)
     command = [sys.executable, "-m", "tests.reliability.crash_monitor_process", str(profile), str(ROWS),
                webhook.url, str(last)]
-    crashed = subprocess.run(command, cwd=REPO, env={**_env(settings), ENV: f"{point}@{nth}"},
-                             timeout=TIMEOUT_S, capture_output=True, text=True)
+    crashed = _run(command, {**_env(settings), ENV: f"{point}@{nth}"}, f"the armed monitor ({point}@{nth})")
     assert crashed.returncode == -signal.SIGKILL, f"never reached {point}@{nth}: {crashed.stderr[-3000:]}"
-    restarted = subprocess.run(command, cwd=REPO, env=_env(settings), timeout=TIMEOUT_S, capture_output=True,
-                               text=True)
+    restarted = _run(command, _env(settings), "the restarted monitor")
     assert restarted.returncode == 0, f"the restarted monitor did not finish: {restarted.stderr[-3000:]}"
 
     drift = [parse(m.value) for m in kafka_bus.read_all(settings.topics.drift)]
