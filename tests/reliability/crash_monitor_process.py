@@ -25,7 +25,7 @@ DEADLINE_S = 120
 def main() -> None:
     profile, rows, hook, last = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     settings = Settings()
-    bus = KafkaBus(settings.kafka_bootstrap, client_id="ctloop-crash-monitor", session_timeout_ms=2000)
+    bus = KafkaBus(settings.kafka_bootstrap, client_id="ctloop-crash-monitor")
     config = MonitorConfig(window=WindowPolicy(max_rows=rows), alerts=AlertPolicy(clean_windows=3, cooldown_s=0))
     service = monitor_service(settings, bus, "m", config, profile=profile, notifier=WebhookNotifier(hook))
     done = False
