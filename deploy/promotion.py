@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ctloop.bus import Bus
+from ctloop.crashpoints import crash_point
 from ctloop.deploy import outbox
 from ctloop.deploy.lock import HeldLock, LockLost, model_lock
 from ctloop.deploy.policy import Decision, decide
@@ -113,6 +114,7 @@ def _audit_entry(txid: str, entry: dict[str, Any]) -> tuple[str, str]:
 def _audit(registry: Registry, model: str, entry: dict[str, Any]) -> str:
     key, value = _audit_entry(uuid.uuid4().hex[:12], entry)
     registry.set_model_tag(model, key, value)
+    crash_point("audit-written")
     return key
 
 
@@ -139,19 +141,40 @@ def register_challenger(
     provenance: dict[str, str | None],
     evaluation: Evaluation,
     decision: Decision,
+    registration_id: str | None = None,
 ) -> str:
     """Register `model_uri` as a new version of `model`, tagged with provenance, metrics and decision,
-    and point `challenger` at it. Returns the version."""
+    and point `challenger` at it. Returns the version.
+
+    Called again with the same `registration_id` (`lineage_id`: a workflow step run again after its
+    process died), this returns the version registered before, and points `challenger` at it only if it
+    holds no role yet."""
     unknown = set(provenance) - set(PROVENANCE_KEYS)
     if unknown:
         raise ValueError(f"unknown provenance keys {sorted(unknown)}; expected some of {PROVENANCE_KEYS}")
     registry = _registry(client_or_tracking_uri)
     tags = provenance_tags(provenance, evaluation, decision)
-    info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags)
+    info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags,
+                                   registration_id=registration_id)
+    crash_point("model-registered")
     with model_lock(registry, model) as held:
         held.check()
-        registry.set_alias(model, CHALLENGER, info.version)
+        # A version registered before (same registration id) keeps the role it has; search results do
+        # not carry aliases, so the model's are read.
+        if info.version not in registry.aliases(model).values():
+            registry.set_alias(model, CHALLENGER, info.version)
+            crash_point("alias-moved")
     return info.version
+
+
+def lineage_id(model: str, provenance: dict[str, str | None]) -> str | None:
+    """A registration id derived from the version's lineage (model, data digest, code version), so
+    that a workflow registers one version per lineage however often its step runs; None without a
+    data digest or code version."""
+    digest, code = provenance.get("data_digest"), provenance.get("code_version")
+    if not digest or not code:
+        return None
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"ctloop.registration/{model}/{digest}/{code}").hex
 
 
 # the transaction
@@ -194,6 +217,9 @@ def _recover(registry: Registry, model: str) -> None:
         registry.delete_model_tag(model, INTENT_TAG)
         return
     registry.restore_aliases(model, intent.before)
+    if intent.announce is not None:
+        # An undone move must not be announced: its record may have been kept before the crash.
+        registry.delete_model_tag(model, intent.announce.key)
     for key in audit_keys:
         registry.delete_model_tag(model, key)
     _audit(registry, model, {
@@ -244,11 +270,13 @@ def _move(
                 registry.delete_alias(model, alias)
             else:
                 registry.set_alias(model, alias, after[alias])
+            crash_point("alias-moved")
         observed = _snapshot(registry, model)
         if observed != after:
             raise PromotionFailed(f"read-back mismatch for {model}: expected aliases {after}, found {observed}")
         held.check()
         registry.set_model_tag(model, key, entry)
+        crash_point("audit-written")
     except LockLost as exc:
         # Another process may hold the lock now; its recovery undoes this move from the intent.
         raise PromotionFailed(f"{audit['action']} of {model} stopped: {exc}; the next holder of the lock"
@@ -269,6 +297,7 @@ def _move(
     try:
         if intent.announce is not None:
             outbox.record(registry, intent.announce)
+            crash_point("outbox-recorded")
         registry.delete_model_tag(model, INTENT_TAG)
     except RegistryError as exc:
         # Committed: the intent stays, and the next holder's recovery records the event and drops it.
@@ -486,34 +515,54 @@ def apply_decision(
     bus: Bus | None = None,
     topic: str | None = None,
     policy: PromotionPolicy | None = None,
+    registration_id: str | None = None,
 ) -> tuple[str, PromotionResult | None]:
     """The automatic path: register the challenger, then under the lock promote it if the decision
     still holds against the champion of that moment. Every decision lands in the audit trail.
 
     If the champion changed since the evaluation, the challenger is judged again against the new
-    champion's recorded metrics (given `policy` and the same holdout), else rejected as stale."""
+    champion's recorded metrics (given `policy` and the same holdout), else rejected as stale. Given a
+    `registration_id` (`lineage_id`), a call again after a crash finds its version and the verdict the
+    audit trail already holds on it, and only announces what is pending."""
     announce_to = _announcing(bus, topic)
     registry = _registry(tracking_uri)
     version = register_challenger(
         registry, model, model_uri, provenance=provenance, evaluation=evaluation, decision=decision,
+        registration_id=registration_id,
     )
     with model_lock(registry, model) as held:
         _recover(registry, model)
-        champion = registry.alias(model, CHAMPION)
-        final = decision
-        if champion != evaluation.champion_version:
-            final = _redecide(registry, model, evaluation, champion, policy)
-            registry.set_version_tags(model, version, {
-                DECISION_TAG: final.label, REASONS_TAG: json.dumps(list(final.reasons)),
-            })
-        if not final.promote:
-            _audit(registry, model, {
-                "action": "reject", "actor": actor, "manual": False, "version": version, "champion": champion,
-                "decision": "reject", "reasons": list(final.reasons),
-            })
+        info = registry.model(model)
+        champion = info.aliases.get(CHAMPION)
+        judged = _judged(info.audit, version)
+        if judged == "reject":
             return version, None
-        result, record = _promote_locked(
-            registry, model, version, held, actor=actor, reason="; ".join(final.reasons), manual=False,
-            topic=announce_to, decision=final,
-        )
+        if judged == "promote":
+            # Promoted by this step before its process died: announce what is pending, decide nothing again.
+            result, record = PromotionResult(model, "promote", version, None, actor, "promoted before", False,
+                                             changed=False), None
+        else:
+            final = decision
+            if champion != evaluation.champion_version:
+                final = _redecide(registry, model, evaluation, champion, policy)
+                registry.set_version_tags(model, version, {
+                    DECISION_TAG: final.label, REASONS_TAG: json.dumps(list(final.reasons)),
+                })
+            if not final.promote:
+                _audit(registry, model, {
+                    "action": "reject", "actor": actor, "manual": False, "version": version, "champion": champion,
+                    "decision": "reject", "reasons": list(final.reasons),
+                })
+                return version, None
+            result, record = _promote_locked(
+                registry, model, version, held, actor=actor, reason="; ".join(final.reasons), manual=False,
+                topic=announce_to, decision=final,
+            )
     return version, replace(result, published=_announce(registry, bus, model, record))
+
+
+def _judged(trail: list[dict[str, Any]], version: str) -> str | None:
+    """"promote" or "reject" when the audit trail already holds that verdict on the version (its step run
+    again after a crash, or promoted by hand since); None when it was never judged."""
+    verdicts = [e["action"] for e in trail if e.get("action") in ("promote", "reject") and e.get("version") == version]
+    return verdicts[-1] if verdicts else None
