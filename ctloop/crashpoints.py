@@ -2,10 +2,23 @@
 
 `CTLOOP_CRASH_AT` is read once, when this module is imported: a comma-separated list of point names, each
 optionally `name@n` to crash on the n-th pass only (default: the first). Unarmed, `crash_point` is a
-function that returns at once. Points so far (`POINTS`): the sensor's `decision-recorded` (a batch's
-decisions written), `offset-committed` (offsets committed after the fsync) and `dead-letter-published`
-(a dead letter acknowledged, not yet marked sent); the local engine's `run-key-claimed` (a run row holds
-the key) and `step-output-written` (a step's outputs recorded).
+function that returns at once. A name is a kind of change, so one name can sit in several components;
+each process arms its own. The points (`POINTS`):
+
+- sensor: `decision-recorded` (a batch's decisions written), `offset-committed` (offsets committed
+  after the fsync), `dead-letter-published` (a dead letter acknowledged, not yet marked sent);
+- local engine: `run-key-claimed` (a run row holds the key), `step-output-written` (a step's outputs
+  recorded, not yet memoized);
+- promoter (`ctloop.deploy`): `model-registered` (a version created, `challenger` not yet on it),
+  `alias-moved` (each alias write: `challenger` at registration, then each of a move's aliases),
+  `audit-written` (an audit entry written: a move's commit point, a rejection, a recovery),
+  `outbox-recorded` (a committed move's event kept in the outbox, its intent not yet dropped),
+  `event-published` (an outbox event acknowledged by the bus, not yet marked), `outbox-marked` (its
+  outbox record deleted);
+- drift monitor: `report-written` (a drifting window's report and rows stored, its event not yet
+  built), `event-published` (its drift event flushed), `alert-state-written` (the alert ledger saved),
+  `dead-letter-published` (a bad batch dead-lettered), `offset-committed` (a window's offsets
+  committed).
 """
 
 from __future__ import annotations
@@ -16,7 +29,8 @@ from collections import Counter
 
 ENV = "CTLOOP_CRASH_AT"
 POINTS = ("decision-recorded", "offset-committed", "dead-letter-published", "run-key-claimed",
-          "step-output-written")
+          "step-output-written", "model-registered", "alias-moved", "audit-written", "outbox-recorded",
+          "event-published", "outbox-marked", "report-written", "alert-state-written")
 
 
 class CrashPointError(ValueError):

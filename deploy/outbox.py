@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ctloop.bus import Bus
+from ctloop.crashpoints import crash_point
 from ctloop.deploy.registry import Registry, RegistryError
 from ctloop.events import Event, to_bytes
 
@@ -66,8 +67,10 @@ def drain(registry: Registry, bus: Bus, model: str) -> list[str]:
         except Exception:
             log.exception("could not publish outbox record %s of %s; it stays for the next drain", entry.key, model)
             return done
+        crash_point("event-published")
         try:
             registry.delete_model_tag(model, entry.key)
+            crash_point("outbox-marked")
         except RegistryError as exc:
             # Published but not marked: the next drain publishes it again, with the same event id.
             log.warning("published %s of %s but could not mark it: %s", entry.key, model, exc)

@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ctloop.bus import Bus
+from ctloop.crashpoints import crash_point
 from ctloop.deploy import outbox
 from ctloop.deploy.lock import HeldLock, LockLost, model_lock
 from ctloop.deploy.policy import Decision, decide
@@ -113,6 +114,7 @@ def _audit_entry(txid: str, entry: dict[str, Any]) -> tuple[str, str]:
 def _audit(registry: Registry, model: str, entry: dict[str, Any]) -> str:
     key, value = _audit_entry(uuid.uuid4().hex[:12], entry)
     registry.set_model_tag(model, key, value)
+    crash_point("audit-written")
     return key
 
 
@@ -148,9 +150,11 @@ def register_challenger(
     registry = _registry(client_or_tracking_uri)
     tags = provenance_tags(provenance, evaluation, decision)
     info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags)
+    crash_point("model-registered")
     with model_lock(registry, model) as held:
         held.check()
         registry.set_alias(model, CHALLENGER, info.version)
+        crash_point("alias-moved")
     return info.version
 
 
@@ -244,11 +248,13 @@ def _move(
                 registry.delete_alias(model, alias)
             else:
                 registry.set_alias(model, alias, after[alias])
+            crash_point("alias-moved")
         observed = _snapshot(registry, model)
         if observed != after:
             raise PromotionFailed(f"read-back mismatch for {model}: expected aliases {after}, found {observed}")
         held.check()
         registry.set_model_tag(model, key, entry)
+        crash_point("audit-written")
     except LockLost as exc:
         # Another process may hold the lock now; its recovery undoes this move from the intent.
         raise PromotionFailed(f"{audit['action']} of {model} stopped: {exc}; the next holder of the lock"
@@ -269,6 +275,7 @@ def _move(
     try:
         if intent.announce is not None:
             outbox.record(registry, intent.announce)
+            crash_point("outbox-recorded")
         registry.delete_model_tag(model, INTENT_TAG)
     except RegistryError as exc:
         # Committed: the intent stays, and the next holder's recovery records the event and drops it.

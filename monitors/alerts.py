@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from ctloop.crashpoints import crash_point
 from ctloop.monitors.detector import WindowVerdict
 from ctloop.objectstore import StoreError, open_uri
 
@@ -172,3 +173,4 @@ class AlertLedger:
             return
         self._store.put(self._key(model), record.to_json())
         self._known[model] = record
+        crash_point("alert-state-written")

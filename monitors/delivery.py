@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ctloop.bus import Bus, Message
+from ctloop.crashpoints import crash_point
 from ctloop.deadletter import dead_letter
 from ctloop.events import to_bytes
 from ctloop.monitors.alerts import AlertLedger, AlertRecord, WebhookNotifier
@@ -32,6 +33,7 @@ def deliver(
     if outcome.event is not None:
         bus.publish(drift_topic, to_bytes(outcome.event), key=model)
         bus.flush()
+        crash_point("event-published")
     fresh = [outcome.alert] if outcome.alert is not None and notifier is not None else []
     if ledger is None:
         return bool(fresh) and notifier is not None and notifier.send(fresh[0])

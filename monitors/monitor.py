@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any, Literal
 
+from ctloop.crashpoints import crash_point
 from ctloop.events import DriftDetected, Event, new_event
 from ctloop.monitors.alerts import AlertLedger, AlertPolicy, EpisodeState, decide, slack_message
 from ctloop.monitors.detector import DriftDetector, WindowVerdict
@@ -128,6 +129,7 @@ class DriftMonitor:
             report_uri = self._report(window, verdict)
             if drifted:
                 rows_uri = self.sink.save_rows(_jsonl(window), model=self.model, window_end=verdict.end)
+            crash_point("report-written")
         self.episode, alert_now = decide(self.episode, drifted, verdict.end, self.config.alerts)
         event = None
         if drifted:

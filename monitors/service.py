@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ctloop.bus import Bus, Consumer, Message
+from ctloop.crashpoints import crash_point
 from ctloop.modelspec import SpecNotFound, load_spec
 from ctloop.monitors.alerts import WebhookNotifier
 from ctloop.monitors.delivery import deliver, read_batch
@@ -128,3 +129,4 @@ class MonitorService:
         for message in markers.values():
             if isinstance(message, Message):
                 self.consumer.commit(message)
+                crash_point("offset-committed")
