@@ -249,16 +249,16 @@ def run_full_chaos(root: Path, plan: Plan, rng: random.Random, *, broker: LocalK
             proc = _spawn([*PROCESS, str(plan.retry_interrupted)], {**env, ENV: crash_at} if crash_at else env,
                           settings.home / f"sensor-{'final' if last else k}.log")
             try:
-                # A broker round sends slowly, so that the broker dies with messages still to go.
-                publisher.send(chunks[k], pace_s=1.0 if k in plan.broker_kill_rounds else None)
+                broker_round = k in plan.broker_kill_rounds
+                publisher.send(chunks[k][:1] if broker_round else chunks[k])
                 if killed is not None:
                     kill, at, progress = killed
                     _until(lambda p=progress: _progress(db)[1] > p[1], plan.round_timeout_s,
                            "a step finished after the engine kill", proc)
                     outcome.kills.append(replace(kill, recovery_s=time.monotonic() - at))
                     killed = None
-                if k in plan.broker_kill_rounds:
-                    outcome.kills.append(_kill_broker(broker, publisher, db, proc, k, plan))
+                if broker_round:
+                    outcome.kills.append(_kill_broker(broker, publisher, chunks[k][1:], db, proc, k, plan))
                 if k in plan.registry_kill_rounds:
                     outcome.kills.append(_kill_registry(registry, db, proc, k, plan, since))
                 if last:
@@ -310,9 +310,14 @@ def _crashed(proc, db: Path, point: str, k: int, plan: Plan) -> tuple[Kill, floa
     return Kill("engine", k, f"crash point {point}", None), time.monotonic(), progress
 
 
-def _kill_broker(broker: LocalKafka, publisher: ResilientPublisher, db: Path, proc, k: int, plan: Plan) -> Kill:
-    """SIGKILL the broker once the round's first messages are acknowledged, while the publisher still sends the
-    rest; restart it on the same port. Recovery: to the sensor's next decision."""
+def _kill_broker(broker: LocalKafka, publisher: ResilientPublisher, rest: list[Arrival | bytes], db: Path, proc,
+                 k: int, plan: Plan) -> Kill:
+    """Once the sensor consumes (it decided the round's first message), send the `rest` slowly and SIGKILL the
+    broker when the first of them is acknowledged, with the others still to go; restart it on the same port.
+    Recovery: to the sensor's next decision."""
+    before = _progress(db)
+    _until(lambda: _progress(db)[0] > before[0], plan.round_timeout_s, "the sensor consuming", proc)
+    publisher.send(rest, pace_s=1.0)
     _until(lambda: publisher.sent > 0 or not publisher.busy, plan.round_timeout_s, "a message acknowledged", proc)
     in_flight = publisher.busy
     progress = _progress(db)
