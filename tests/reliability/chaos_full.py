@@ -53,6 +53,7 @@ class Plan:
     # How often the engine starts a run its process's death interrupted again: `ctloop sensor run` allows 2, a
     # poison-run guard; a run hit by more kills than that is abandoned and its data counted lost.
     retry_interrupted: int = 2
+    target_wait_s: float = 60.0  # how long a kill waits for its target step
     round_timeout_s: float = 120.0
     settle_timeout_s: float = 300.0
 
@@ -73,7 +74,12 @@ class Outcome:
     work: Workload
     kills: list[Kill] = field(default_factory=list)
     seconds: float = 0.0
+    events_decided: int = 0  # distinct valid events published that the sensor's log has a decision for
     audit: Figures | None = None
+
+    @property
+    def events(self) -> int:
+        return len({a.event_id for a in self.work.arrivals})
 
 
 def write_data(root: Path, plan: Plan, rng: random.Random) -> dict[str, list[tuple[str, str]]]:
@@ -210,6 +216,16 @@ def _progress(db: Path) -> tuple[int, int]:
     return (int(decided[0][0]) if decided else 0, int(steps[0][0]) if steps else 0)
 
 
+def _within(done: Callable[[], bool], timeout_s: float) -> bool:
+    """Whether `done` came true within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _until(done: Callable[[], bool], timeout_s: float, what: str, proc=None) -> None:
     deadline = time.monotonic() + timeout_s
     while not done():
@@ -253,9 +269,9 @@ def run_full_chaos(root: Path, plan: Plan, rng: random.Random, *, broker: LocalK
                 publisher.send(chunks[k][:1] if broker_round else chunks[k])
                 if killed is not None:
                     kill, at, progress = killed
-                    _until(lambda p=progress: _progress(db)[1] > p[1], plan.round_timeout_s,
-                           "a step finished after the engine kill", proc)
-                    outcome.kills.append(replace(kill, recovery_s=time.monotonic() - at))
+                    # Recovery: the next process finished a step (None: it had nothing left to do in time).
+                    moved = _within(lambda p=progress: _progress(db)[1] > p[1], plan.target_wait_s)
+                    outcome.kills.append(replace(kill, recovery_s=time.monotonic() - at if moved else None))
                     killed = None
                 if broker_round:
                     outcome.kills.append(_kill_broker(broker, publisher, chunks[k][1:], db, proc, k, plan))
@@ -275,23 +291,25 @@ def run_full_chaos(root: Path, plan: Plan, rng: random.Random, *, broker: LocalK
     finally:
         publisher.close()
     outcome.seconds = time.monotonic() - started
+    ids = {a.event_id for a in work.arrivals}
+    outcome.events_decided = len(ids & {e for (e,) in _query(db, "SELECT DISTINCT event_id FROM sensor_decisions")})
     outcome.audit = audit_outside(settings, work)
     return outcome
 
 
 def _kill_engine(proc, db: Path, target: str, k: int, plan: Plan, since: float) -> tuple[Kill, float, tuple[int, int]]:
-    """SIGKILL the sensor/engine process while a step of `target` runs. Its recovery (to the next step finished,
-    by the next process) is measured by the caller."""
+    """SIGKILL the sensor/engine process while a step of `target` runs (after `plan.target_wait_s` without one,
+    wherever it is). Its recovery (to the next step finished, by the next process) is measured by the caller."""
     names = set(target.split("|"))
-    _until(lambda: _step_running(db, names, since) is not None, plan.round_timeout_s, f"a {target} step running",
-           proc)
-    during = _step_running(db, names, since) or target
+    hit = _within(lambda: _step_running(db, names, since) is not None, plan.target_wait_s)
+    during = (_step_running(db, names, since) or target) if hit else f"no {target} step running"
     progress = _progress(db)
     proc.send_signal(signal.SIGKILL)
     at = time.monotonic()
     proc.wait()
     if proc.returncode != -signal.SIGKILL:
-        raise RuntimeError(f"round {k}: the sensor process had exited ({proc.returncode}) before its SIGKILL")
+        tail = proc.log_path.read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"round {k}: the sensor process had exited ({proc.returncode}) before its SIGKILL:\n{tail}")
     return Kill("engine", k, during, None), at, progress
 
 
@@ -330,19 +348,17 @@ def _kill_broker(broker: LocalKafka, publisher: ResilientPublisher, rest: list[A
 
 
 def _kill_registry(registry: MlflowServer, db: Path, proc, k: int, plan: Plan, since: float) -> Kill:
-    """SIGKILL the mlflow server while a step that talks to it runs; restart it on the same port.
-    Recovery: to the next step that finished."""
-    _until(lambda: _step_running(db, set(REGISTRY_STEPS), since) is not None, plan.round_timeout_s,
-           "a registry step running", proc)
-    during = _step_running(db, set(REGISTRY_STEPS), since) or "?"
+    """SIGKILL the mlflow server while a step that talks to it runs (after `plan.target_wait_s` without one,
+    anyway); restart it on the same port. Recovery: to the next step that finished."""
+    hit = _within(lambda: _step_running(db, set(REGISTRY_STEPS), since) is not None, plan.target_wait_s)
+    during = (_step_running(db, set(REGISTRY_STEPS), since) or "?") if hit else "no registry step running"
     progress = _progress(db)
     at = time.monotonic()
     registry.kill()
     time.sleep(1.0)
     registry.start()
-    _until(lambda: _progress(db)[1] > progress[1], plan.round_timeout_s, "a step finished after the registry kill",
-           proc)
-    return Kill("registry", k, during, time.monotonic() - at)
+    moved = _within(lambda: _progress(db)[1] > progress[1], plan.round_timeout_s)
+    return Kill("registry", k, during, time.monotonic() - at if moved else None)
 
 
 def expected_of(settings: Settings, work: Workload, bus: KafkaBus) -> Expected:
@@ -365,3 +381,29 @@ def audit_outside(settings: Settings, work: Workload) -> Figures:
                      expected=expected_of(settings, work, bus), state_db=settings.state_db)
     finally:
         bus.close()
+
+
+def table(outcome: Outcome) -> str:
+    """The run as markdown: the kills and their recoveries, then the outside audit's figures."""
+    lines = ["| kill | round | landed during | recovery |", "|---|---|---|---|"]
+    for k in outcome.kills:
+        recovery = f"{k.recovery_s:.1f} s" if k.recovery_s is not None else "n/a"
+        lines.append(f"| {k.kind} | {k.round} | {k.during} | {recovery} |")
+    f = outcome.audit
+    assert f is not None
+    rows = [
+        ("messages published (redeliveries, garbage included)", len(outcome.work.messages)),
+        ("distinct valid events / with a decision", f"{outcome.events} / {outcome.events_decided}"),
+        ("data sets that must be registered / lost", f"{f.expected_registrations} / {f.lost}"),
+        ("versions registered / duplicate registrations", f"{f.versions} / {f.duplicate_registrations}"),
+        ("alias moves / duplicate / unannounced / unexplained",
+         f"{f.alias_moves} / {f.duplicate_alias_moves} / {f.unannounced_alias_moves} / {f.unexplained_alias_moves}"),
+        ("announcements (repeats) / phantom", f"{f.announcements} ({f.repeated_announcements}) / "
+                                              f"{f.phantom_announcements}"),
+        ("bad messages / dead letters (all) / not exactly once",
+         f"{f.bad_messages} / {f.dead_letters} / {f.dead_lettered_not_once}"),
+        ("wall time", f"{outcome.seconds:.0f} s"),
+    ]
+    lines += ["", "| outside audit | value |", "|---|---|", *(f"| {name} | {value} |" for name, value in rows)]
+    lines += [f"PROBLEM: {p}" for p in f.problems]
+    return "\n".join(lines)
