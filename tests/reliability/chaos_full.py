@@ -209,6 +209,10 @@ def _query_args(db: Path, sql: str, args: tuple) -> list[tuple]:
         conn.close()
 
 
+def _decided_ids(db: Path) -> set[str]:
+    return {e for (e,) in _query(db, "SELECT DISTINCT event_id FROM sensor_decisions")}
+
+
 def _progress(db: Path) -> tuple[int, int]:
     """(events decided, steps finished): durable progress from the sensor's and the engine's records."""
     decided = _query(db, "SELECT COUNT(*) FROM sensor_decisions")
@@ -266,7 +270,9 @@ def run_full_chaos(root: Path, plan: Plan, rng: random.Random, *, broker: LocalK
                           settings.home / f"sensor-{'final' if last else k}.log")
             try:
                 broker_round = k in plan.broker_kill_rounds
-                publisher.send(chunks[k][:1] if broker_round else chunks[k])
+                # A broker round first sends up to its first new event, whose decision shows the sensor consuming.
+                head = _first_new(chunks[k], {m.event_id for c in chunks[:k] for m in c if isinstance(m, Arrival)})
+                publisher.send(chunks[k][:head] if broker_round else chunks[k])
                 if killed is not None:
                     kill, at, progress = killed
                     # Recovery: the next process finished a step (None: it had nothing left to do in time).
@@ -274,7 +280,8 @@ def run_full_chaos(root: Path, plan: Plan, rng: random.Random, *, broker: LocalK
                     outcome.kills.append(replace(kill, recovery_s=time.monotonic() - at if moved else None))
                     killed = None
                 if broker_round:
-                    outcome.kills.append(_kill_broker(broker, publisher, chunks[k][1:], db, proc, k, plan))
+                    outcome.kills.append(_kill_broker(broker, publisher, chunks[k][:head], chunks[k][head:], db,
+                                                      proc, k, plan))
                 if k in plan.registry_kill_rounds:
                     outcome.kills.append(_kill_registry(registry, db, proc, k, plan, since))
                 if last:
@@ -292,7 +299,7 @@ def run_full_chaos(root: Path, plan: Plan, rng: random.Random, *, broker: LocalK
         publisher.close()
     outcome.seconds = time.monotonic() - started
     ids = {a.event_id for a in work.arrivals}
-    outcome.events_decided = len(ids & {e for (e,) in _query(db, "SELECT DISTINCT event_id FROM sensor_decisions")})
+    outcome.events_decided = len(ids & _decided_ids(db))
     outcome.audit = audit_outside(settings, work)
     return outcome
 
@@ -328,22 +335,31 @@ def _crashed(proc, db: Path, point: str, k: int, plan: Plan) -> tuple[Kill, floa
     return Kill("engine", k, f"crash point {point}", None), time.monotonic(), progress
 
 
-def _kill_broker(broker: LocalKafka, publisher: ResilientPublisher, rest: list[Arrival | bytes], db: Path, proc,
-                 k: int, plan: Plan) -> Kill:
-    """Once the sensor consumes (it decided the round's first message), send the `rest` slowly and SIGKILL the
-    broker when the first of them is acknowledged, with the others still to go; restart it on the same port.
-    Recovery: to the sensor's next decision."""
-    before = _progress(db)
-    _until(lambda: _progress(db)[0] > before[0], plan.round_timeout_s, "the sensor consuming", proc)
+def _first_new(chunk: list[Arrival | bytes], earlier: set[str]) -> int:
+    """How many messages of `chunk` up to and including its first event not sent before (all: none is new)."""
+    for i, message in enumerate(chunk):
+        if isinstance(message, Arrival) and message.event_id not in earlier:
+            return i + 1
+    return len(chunk)
+
+
+def _kill_broker(broker: LocalKafka, publisher: ResilientPublisher, head: list[Arrival | bytes],
+                 rest: list[Arrival | bytes], db: Path, proc, k: int, plan: Plan) -> Kill:
+    """Once the sensor consumes (it decided the new event that ends `head`), send the `rest` slowly and SIGKILL
+    the broker when the first of them is acknowledged, with the others still to go; restart it on the same
+    port. Recovery: until the rest is published and each of its events decided."""
+    fresh = {m.event_id for m in head if isinstance(m, Arrival)}
+    _until(lambda: fresh <= _decided_ids(db), plan.round_timeout_s, "the sensor consuming", proc)
     publisher.send(rest, pace_s=1.0)
     _until(lambda: publisher.sent > 0 or not publisher.busy, plan.round_timeout_s, "a message acknowledged", proc)
     in_flight = publisher.busy
-    progress = _progress(db)
     at = time.monotonic()
     broker.kill()
     time.sleep(1.0)
     broker.start()
-    _until(lambda: _progress(db)[0] > progress[0], plan.round_timeout_s, "a decision after the broker kill", proc)
+    ids = {m.event_id for m in rest if isinstance(m, Arrival)}
+    _until(lambda: not publisher.busy and ids <= _decided_ids(db), plan.round_timeout_s,
+           "every event of the round published and decided after the broker kill", proc)
     return Kill("broker", k, "publishing" if in_flight else "idle", time.monotonic() - at)
 
 

@@ -7,6 +7,8 @@ Usage: python -m tests.reliability.chaos_full_process RETRY_INTERRUPTED   (setti
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 
 import torch
@@ -19,6 +21,8 @@ from ctloop.workflows.engine_factory import open_engine
 
 
 def main() -> None:
+    # `kill -USR1 <pid>` writes every thread's stack to the log: what a stalled process is waiting on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     # The models are tiny; on a shared host extra intra-op threads only spin against other tenants.
     torch.set_num_threads(1)
     settings = Settings()
