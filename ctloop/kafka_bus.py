@@ -142,8 +142,8 @@ class KafkaBus:
             try:
                 admin = self._admin_client()
                 return admin, set(admin.list_topics())
-            except (KafkaConnectionError, KafkaTimeoutError, KafkaUnavailable):
-                if not reached or time.monotonic() > deadline:
+            except (KafkaError, KafkaUnavailable) as exc:
+                if not reached or not getattr(exc, "retriable", True) or time.monotonic() > deadline:
                     raise
                 _log.warning("the broker at %s went away; waiting for it to list topics", self.bootstrap)
                 if self._admin is not None:
