@@ -206,10 +206,10 @@ class KafkaBusConsumer:
         leader_epoch = epochs.get(message.offset, -1)
         try:
             self._consumer.commit({partition: OffsetAndMetadata(next_offset, "", leader_epoch)})
-        except (CommitFailedError, RebalanceInProgressError) as exc:
-            # The group moved the partition away (this member was too slow, or a rebalance): its new owner
-            # gets the message again, which at-least-once allows and idempotent handlers absorb. Raising
-            # would only crash a consumer that rejoins on its next poll.
+        except (CommitFailedError, RebalanceInProgressError, KafkaConnectionError, KafkaTimeoutError) as exc:
+            # The group moved the partition away (this member was too slow, or a rebalance), or the broker is
+            # away (a restart): the message comes again, which at-least-once allows and idempotent handlers
+            # absorb. Raising would only crash a consumer that carries on once the broker is back.
             _log.warning("commit of %s[%d]@%d refused, it will be redelivered: %s",
                          message.topic, message.partition, message.offset, exc)
             return
