@@ -133,14 +133,6 @@ def provenance_tags(provenance: dict[str, str | None], evaluation: Evaluation, d
     return tags
 
 
-def _registration_id(model: str, model_uri: str, run_id: str | None) -> str | None:
-    """One version per training run: a workflow step retried after its process died mid-registration
-    registers the same run's model again and must find the version its first attempt created."""
-    if not run_id:
-        return None
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"ctloop.register/{model}/{run_id}/{model_uri}").hex
-
-
 def register_challenger(
     client_or_tracking_uri: str | Registry,
     model: str,
@@ -157,15 +149,12 @@ def register_challenger(
         raise ValueError(f"unknown provenance keys {sorted(unknown)}; expected some of {PROVENANCE_KEYS}")
     registry = _registry(client_or_tracking_uri)
     tags = provenance_tags(provenance, evaluation, decision)
-    info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags,
-                                   registration_id=_registration_id(model, model_uri, provenance.get("run_id")))
+    info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags)
     crash_point("model-registered")
     with model_lock(registry, model) as held:
         held.check()
-        # A retried step whose first attempt went on to promote this version must not make it challenger again.
-        if registry.alias(model, CHAMPION) != info.version:
-            registry.set_alias(model, CHALLENGER, info.version)
-            crash_point("alias-moved")
+        registry.set_alias(model, CHALLENGER, info.version)
+        crash_point("alias-moved")
     return info.version
 
 
@@ -519,10 +508,7 @@ def apply_decision(
         _recover(registry, model)
         champion = registry.alias(model, CHAMPION)
         final = decision
-        # An earlier attempt of this step may have promoted it and died before answering: promoting again
-        # changes nothing (and publishes its outbox), while judging it against itself would tag it rejected.
-        retried = champion == version and decision.promote
-        if champion != evaluation.champion_version and not retried:
+        if champion != evaluation.champion_version:
             final = _redecide(registry, model, evaluation, champion, policy)
             registry.set_version_tags(model, version, {
                 DECISION_TAG: final.label, REASONS_TAG: json.dumps(list(final.reasons)),
