@@ -141,21 +141,39 @@ def register_challenger(
     provenance: dict[str, str | None],
     evaluation: Evaluation,
     decision: Decision,
+    registration_id: str | None = None,
 ) -> str:
     """Register `model_uri` as a new version of `model`, tagged with provenance, metrics and decision,
-    and point `challenger` at it. Returns the version."""
+    and point `challenger` at it. Returns the version.
+
+    Called again with the same `registration_id` (`lineage_id`: a workflow step run again after its
+    process died), this returns the version registered before, and points `challenger` at it only if it
+    holds no role yet."""
     unknown = set(provenance) - set(PROVENANCE_KEYS)
     if unknown:
         raise ValueError(f"unknown provenance keys {sorted(unknown)}; expected some of {PROVENANCE_KEYS}")
     registry = _registry(client_or_tracking_uri)
     tags = provenance_tags(provenance, evaluation, decision)
-    info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags)
+    info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags,
+                                   registration_id=registration_id)
     crash_point("model-registered")
+    if info.aliases:
+        return info.version
     with model_lock(registry, model) as held:
         held.check()
         registry.set_alias(model, CHALLENGER, info.version)
         crash_point("alias-moved")
     return info.version
+
+
+def lineage_id(model: str, provenance: dict[str, str | None]) -> str | None:
+    """A registration id derived from the version's lineage (model, data digest, code version), so
+    that a workflow registers one version per lineage however often its step runs; None without a
+    data digest or code version."""
+    digest, code = provenance.get("data_digest"), provenance.get("code_version")
+    if not digest or not code:
+        return None
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"ctloop.registration/{model}/{digest}/{code}").hex
 
 
 # the transaction
@@ -493,34 +511,54 @@ def apply_decision(
     bus: Bus | None = None,
     topic: str | None = None,
     policy: PromotionPolicy | None = None,
+    registration_id: str | None = None,
 ) -> tuple[str, PromotionResult | None]:
     """The automatic path: register the challenger, then under the lock promote it if the decision
     still holds against the champion of that moment. Every decision lands in the audit trail.
 
     If the champion changed since the evaluation, the challenger is judged again against the new
-    champion's recorded metrics (given `policy` and the same holdout), else rejected as stale."""
+    champion's recorded metrics (given `policy` and the same holdout), else rejected as stale. Given a
+    `registration_id` (`lineage_id`), a call again after a crash finds its version and the verdict the
+    audit trail already holds on it, and only announces what is pending."""
     announce_to = _announcing(bus, topic)
     registry = _registry(tracking_uri)
     version = register_challenger(
         registry, model, model_uri, provenance=provenance, evaluation=evaluation, decision=decision,
+        registration_id=registration_id,
     )
     with model_lock(registry, model) as held:
         _recover(registry, model)
-        champion = registry.alias(model, CHAMPION)
-        final = decision
-        if champion != evaluation.champion_version:
-            final = _redecide(registry, model, evaluation, champion, policy)
-            registry.set_version_tags(model, version, {
-                DECISION_TAG: final.label, REASONS_TAG: json.dumps(list(final.reasons)),
-            })
-        if not final.promote:
-            _audit(registry, model, {
-                "action": "reject", "actor": actor, "manual": False, "version": version, "champion": champion,
-                "decision": "reject", "reasons": list(final.reasons),
-            })
+        info = registry.model(model)
+        champion = info.aliases.get(CHAMPION)
+        judged = _judged(info.audit, version)
+        if judged == "reject":
             return version, None
-        result, record = _promote_locked(
-            registry, model, version, held, actor=actor, reason="; ".join(final.reasons), manual=False,
-            topic=announce_to, decision=final,
-        )
+        if judged == "promote":
+            # Promoted by this step before its process died: announce what is pending, decide nothing again.
+            result, record = PromotionResult(model, "promote", version, None, actor, "promoted before", False,
+                                             changed=False), None
+        else:
+            final = decision
+            if champion != evaluation.champion_version:
+                final = _redecide(registry, model, evaluation, champion, policy)
+                registry.set_version_tags(model, version, {
+                    DECISION_TAG: final.label, REASONS_TAG: json.dumps(list(final.reasons)),
+                })
+            if not final.promote:
+                _audit(registry, model, {
+                    "action": "reject", "actor": actor, "manual": False, "version": version, "champion": champion,
+                    "decision": "reject", "reasons": list(final.reasons),
+                })
+                return version, None
+            result, record = _promote_locked(
+                registry, model, version, held, actor=actor, reason="; ".join(final.reasons), manual=False,
+                topic=announce_to, decision=final,
+            )
     return version, replace(result, published=_announce(registry, bus, model, record))
+
+
+def _judged(trail: list[dict[str, Any]], version: str) -> str | None:
+    """"promote" or "reject" when the audit trail already holds that verdict on the version (its step run
+    again after a crash, or promoted by hand since); None when it was never judged."""
+    verdicts = [e["action"] for e in trail if e.get("action") in ("promote", "reject") and e.get("version") == version]
+    return verdicts[-1] if verdicts else None

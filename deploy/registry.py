@@ -205,13 +205,15 @@ class Registry:
             return model_uri, None, run_id
         return model_uri, None, None
 
-    def create_version(self, name: str, model_uri: str, *, run_id: str | None, tags: dict[str, str]) -> VersionInfo:
+    def create_version(self, name: str, model_uri: str, *, run_id: str | None, tags: dict[str, str],
+                       registration_id: str | None = None) -> VersionInfo:
         """Register `model_uri` as a new version. A retry after a lost response finds the version it
-        created (by a registration id tag) instead of creating a second one."""
+        created (by a registration id tag) instead of creating a second one; so does a later call with
+        the same `registration_id` (a step run again after its process died)."""
         self.ensure_model(name)
         source, model_id, source_run = self.resolve(model_uri)
         run_id = run_id or source_run
-        registration = uuid.uuid4().hex
+        registration = registration_id or uuid.uuid4().hex
         all_tags = {**{k: _clip(v) for k, v in tags.items()}, _REGISTRATION_TAG: registration}
         if run_id:
             all_tags.setdefault("ctloop.run_id", run_id)

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 from ctloop.bus import Bus, Message
 from ctloop.crashpoints import crash_point
-from ctloop.deadletter import dead_letter
+from ctloop.deadletter import DeadLetters, dead_letter
 from ctloop.events import to_bytes
 from ctloop.monitors.alerts import AlertLedger, AlertRecord, WebhookNotifier
 from ctloop.monitors.monitor import WindowOutcome
 from ctloop.predictions import PredictionBatch, PredictionBatchError, parse_batch
 
 
-def read_batch(bus: Bus, deadletter_topic: str, message: Message) -> PredictionBatch | None:
-    """The message's prediction batch, or None once a message that is not one has been dead-lettered."""
+def read_batch(bus: Bus, deadletter_topic: str, message: Message,
+               dead_letters: DeadLetters | None = None) -> PredictionBatch | None:
+    """The message's prediction batch, or None once a message that is not one has been dead-lettered
+    (exactly once per message through `dead_letters`, else once per delivery)."""
     try:
         return parse_batch(message.value)
     except PredictionBatchError as exc:
-        dead_letter(bus, deadletter_topic, message, str(exc))
+        if dead_letters is not None:
+            dead_letters.send(message, str(exc))
+        else:
+            dead_letter(bus, deadletter_topic, message, str(exc))
         return None
 
 

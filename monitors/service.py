@@ -3,7 +3,7 @@
 Per closed window, in this order: publish the `DriftDetected` event (and flush), send the alert,
 then commit the window's offsets. A crash before the commit redelivers the window's batches, so a
 window's verdict is never lost (at worst published twice, with the same event id). A message that is
-not a prediction batch goes to the dead-letter topic with the reason.
+not a prediction batch goes to the dead-letter topic with the reason, once however often it is redelivered.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 from ctloop.bus import Bus, Consumer, Message
 from ctloop.crashpoints import crash_point
+from ctloop.deadletter import DeadLetters
 from ctloop.modelspec import SpecNotFound, load_spec
 from ctloop.monitors.alerts import WebhookNotifier
 from ctloop.monitors.delivery import deliver, read_batch
@@ -76,6 +77,11 @@ class MonitorService:
         self.settings = settings
         self.monitor = monitor
         self.notifier = notifier
+        # A bad message is committed with its window, so a restart delivers it again: copy it once.
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.dead_letters = DeadLetters(bus, settings.topics.deadletter,
+                                        settings.home / f"monitor-{group}-{monitor.model}.db")
+        self.dead_letters.recover()
         self.consumer: Consumer = bus.consumer([settings.topics.predictions], group)
         self.stats = ServiceStats()
         self.on_outcome: Callable[[WindowOutcome], None] | None = None
@@ -86,7 +92,7 @@ class MonitorService:
         for message in self.consumer.poll(timeout_s=timeout_s, max_records=max_records):
             self.stats.messages += 1
             stream = (message.topic, message.partition)
-            batch = read_batch(self.bus, self.settings.topics.deadletter, message)
+            batch = read_batch(self.bus, self.settings.topics.deadletter, message, self.dead_letters)
             if batch is None:
                 self.stats.dead_lettered += 1
             if batch is None or not self.monitor.accepts(batch):
@@ -113,6 +119,7 @@ class MonitorService:
 
     def close(self) -> None:
         self.consumer.close()
+        self.dead_letters.close()
 
     def _finish(self, outcome: WindowOutcome) -> None:
         self.stats.windows += 1

@@ -268,19 +268,20 @@ def promote(
     moment, make it champion (read-verify-write under the model's lock; announced on the models topic)."""
     from ctloop.bus_factory import open_bus
     from ctloop.deploy import outbox
-    from ctloop.deploy.promotion import apply_decision
+    from ctloop.deploy.promotion import apply_decision, lineage_id
     from ctloop.deploy.registry import Registry
 
     settings = current_settings()
     spec = _spec(model)
     scored = Evaluation.model_validate_json(Path(evaluation).read_text())
+    provenance = _provenance(event_id, data_digest, code_version, run_id, trainer_version)
     bus = open_bus(settings)
     try:
         with transient_exits():
             version, result = apply_decision(
-                settings.tracking_uri, model, model_uri, scored, _decision(True, reasons),
-                _provenance(event_id, data_digest, code_version, run_id, trainer_version), actor=ACTOR, bus=bus,
-                topic=settings.topics.models, policy=spec.policy,
+                settings.tracking_uri, model, model_uri, scored, _decision(True, reasons), provenance, actor=ACTOR,
+                bus=bus, topic=settings.topics.models, policy=spec.policy,
+                registration_id=lineage_id(model, provenance),
             )
             # A move whose event the bus did not take stays in the outbox; the step ends only once it is announced,
             # so its retry (which finds the move already made) publishes it.
@@ -303,15 +304,15 @@ def register(
     reasons: Annotated[str, Parameter(name="reasons")],
 ) -> VersionOutput:
     """Register a rejected challenger with the evaluate step's reasons, so it is on record but never champion."""
-    from ctloop.deploy.promotion import register_challenger
+    from ctloop.deploy.promotion import lineage_id, register_challenger
 
     settings = current_settings()
     scored = Evaluation.model_validate_json(Path(evaluation).read_text())
+    provenance = _provenance(event_id, data_digest, code_version, run_id, trainer_version)
     with transient_exits():
         version = register_challenger(
-            settings.tracking_uri, model, model_uri,
-            provenance=_provenance(event_id, data_digest, code_version, run_id, trainer_version), evaluation=scored,
-            decision=_decision(False, reasons),
+            settings.tracking_uri, model, model_uri, provenance=provenance, evaluation=scored,
+            decision=_decision(False, reasons), registration_id=lineage_id(model, provenance),
         )
     return VersionOutput(version=version, promoted=False)
 

@@ -122,10 +122,11 @@ def dead_letter_copies(bus: Bus, topic: str) -> Counter[Origin | None]:
 
 
 def triggered_events(state_db: Path) -> set[str]:
-    """The event ids the sensor's decision log says it started a run for."""
+    """The event ids the sensor's decision log ties to a run: triggered, or refused by the engine because
+    the run it started before a crash (and had not recorded) holds the key."""
     from ctloop.sensors.local.decisions import list_decisions
 
-    return {d.event_id for d in list_decisions(state_db, limit=1_000_000) if d.kind == "triggered"}
+    return {d.event_id for d in list_decisions(state_db, limit=1_000_000) if d.run_id}
 
 
 def audit(registry: Registry, bus: Bus, *, models: Iterable[str], models_topic: str, deadletter_topic: str,
