@@ -157,12 +157,13 @@ def register_challenger(
     info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags,
                                    registration_id=registration_id)
     crash_point("model-registered")
-    if info.aliases:
-        return info.version
     with model_lock(registry, model) as held:
         held.check()
-        registry.set_alias(model, CHALLENGER, info.version)
-        crash_point("alias-moved")
+        # A version registered before (same registration id) keeps the role it has; search results do
+        # not carry aliases, so the model's are read.
+        if info.version not in registry.aliases(model).values():
+            registry.set_alias(model, CHALLENGER, info.version)
+            crash_point("alias-moved")
     return info.version
 
 
@@ -216,6 +217,9 @@ def _recover(registry: Registry, model: str) -> None:
         registry.delete_model_tag(model, INTENT_TAG)
         return
     registry.restore_aliases(model, intent.before)
+    if intent.announce is not None:
+        # An undone move must not be announced: its record may have been kept before the crash.
+        registry.delete_model_tag(model, intent.announce.key)
     for key in audit_keys:
         registry.delete_model_tag(model, key)
     _audit(registry, model, {

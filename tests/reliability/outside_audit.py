@@ -116,6 +116,12 @@ def announced(bus: Bus, topic: str, models: Iterable[str]) -> Counter[str]:
     return Counter(e.id for e in events if e.type in MOVE_EVENTS and getattr(e.data, "model", None) in wanted)
 
 
+def announcement(bus: Bus, topic: str, event_id: str) -> str:
+    """One announcement, in a line, for a problem report."""
+    found = [parse(m.value) for m in bus.read_all(topic)]
+    return "; ".join(f"{e.type} {e.data.model_dump_json()}" for e in found if e.id == event_id)
+
+
 def dead_letter_copies(bus: Bus, topic: str) -> Counter[Origin | None]:
     """Every message in the dead-letter topic by the origin it was copied from, none de-duplicated."""
     return Counter(origin_of(m) for m in bus.read_all(topic))
@@ -153,7 +159,8 @@ def audit(registry: Registry, bus: Bus, *, models: Iterable[str], models_topic: 
     unannounced = [m for m in moves if m.event_id not in ids]
     problems += [f"unannounced alias move: {m}" for m in unannounced]
     phantom = sorted(set(ids) - set(move_ids))
-    problems += [f"announcement of a move that never committed: {p}" for p in phantom]
+    problems += [f"announcement of a move that never committed: {p} {announcement(bus, models_topic, p)}"
+                 for p in phantom]
 
     unexplained: list[Move] = []
     if state_db is not None:
