@@ -30,7 +30,7 @@ from tests.fixtures.mlflow_server import MlflowServer
 from tests.reliability.chaos import chaos_settings, run_chaos, side_by_side, workload
 from tests.reliability.chaos_full import Plan, run_full_chaos, table
 
-TARGETS = ("crash:model-registered", "train", "crash:audit-written", "evaluate", "promote|register")
+TARGETS = ("crash:model-registered", "train", "evaluate", "promote|register", "crash:audit-written")
 
 
 def main() -> None:
@@ -58,7 +58,7 @@ def main() -> None:
 def full(args: argparse.Namespace, root: Path) -> None:
     models = args.models or 3
     quiet = Plan(targets=(), broker_kill_rounds=(), registry_kill_rounds=(), models=models, batches=args.batches)
-    chaos = Plan(targets=TARGETS, broker_kill_rounds=(1, 3), registry_kill_rounds=(2, 4), models=models,
+    chaos = Plan(targets=TARGETS, broker_kill_rounds=(1, 3), registry_kill_rounds=(2, 3), models=models,
                  batches=args.batches, retry_interrupted=args.retry_interrupted)
     outcomes = {}
     for name, plan in (("no faults", quiet), ("chaos", chaos)):
