@@ -279,11 +279,12 @@ def run_full_chaos(root: Path, plan: Plan, rng: random.Random, *, broker: LocalK
                     moved = _within(lambda p=progress: _progress(db)[1] > p[1], plan.target_wait_s)
                     outcome.kills.append(replace(kill, recovery_s=time.monotonic() - at if moved else None))
                     killed = None
+                # The registry first, while the round's first runs are under way; the broker then has the rest.
+                if k in plan.registry_kill_rounds:
+                    outcome.kills.append(_kill_registry(registry, db, proc, k, plan, since))
                 if broker_round:
                     outcome.kills.append(_kill_broker(broker, publisher, chunks[k][:head], chunks[k][head:], db,
                                                       proc, k, plan))
-                if k in plan.registry_kill_rounds:
-                    outcome.kills.append(_kill_registry(registry, db, proc, k, plan, since))
                 if last:
                     publisher.join()
                     _until(lambda: _settled(db, distinct), plan.settle_timeout_s, "everything settled", proc)
