@@ -275,7 +275,8 @@ def promote(
     spec = _spec(model)
     scored = Evaluation.model_validate_json(Path(evaluation).read_text())
     provenance = _provenance(event_id, data_digest, code_version, run_id, trainer_version)
-    bus = open_bus(settings)
+    with transient_exits():  # a broker that is down now (a restart) is worth another try, like the registry
+        bus = open_bus(settings)
     try:
         with transient_exits():
             version, result = apply_decision(
@@ -337,7 +338,8 @@ def run_finished(
         run_id=run_id, model=model, status=status if status in ("Succeeded", "Failed", "Error") else "Error",
         idempotency_key=idempotency_key or None, trigger_event_id=event_id or None, error=_failure_text(failures),
     )
-    bus = open_bus(settings)
+    with transient_exits():  # a broker that is down now (a restart) is worth another try, like the registry
+        bus = open_bus(settings)
     try:
         with transient_exits():
             bus.publish(settings.topics.runs, to_bytes(new_event(payload)), key=model)
