@@ -16,6 +16,7 @@ REASON = "ctloop.reason"
 ORIGIN_TOPIC = "ctloop.origin.topic"
 ORIGIN_PARTITION = "ctloop.origin.partition"
 ORIGIN_OFFSET = "ctloop.origin.offset"
+FLUSH_PATIENCE_S = 60.0
 
 
 def dead_letter(bus: Bus, topic: str, message: Message, reason: str) -> None:
@@ -27,7 +28,9 @@ def dead_letter(bus: Bus, topic: str, message: Message, reason: str) -> None:
         (ORIGIN_OFFSET, str(message.offset).encode()),
     )
     bus.publish(topic, message.value, key=message.key, headers=headers)
-    bus.flush()
+    # Rides out a broker restart, as the producer itself would: the consumer cannot commit meanwhile anyway, and
+    # a failure here would stop it.
+    bus.flush(timeout_s=FLUSH_PATIENCE_S)
 
 
 def reason_of(message: Message) -> str | None:

@@ -24,6 +24,9 @@ _log = logging.getLogger("ctloop.kafka")
 
 _TOPIC_ALREADY_EXISTS = 36
 _PRUNE_PENDING_AT = 1000
+# How long a bus that had reached its broker waits for it to come back before an admin call fails: about as long
+# as the producer itself keeps a message for (kafka-python's delivery timeout is 120 s).
+_OUTAGE_PATIENCE_S = 60.0
 
 
 class KafkaUnavailable(ConnectionError, Unreachable):
@@ -115,8 +118,7 @@ class KafkaBus:
         missing = [name for name in dict.fromkeys(names) if name not in self._known_topics]
         if not missing:
             return
-        admin = self._admin_client()
-        existing = set(admin.list_topics())
+        admin, existing = self._list_topics()
         to_create = {
             name: {"num_partitions": partitions or self.partitions, "replication_factor": -1}
             for name in missing
@@ -129,6 +131,25 @@ class KafkaBus:
                     raise KafkaError(f"cannot create topic {topic['name']!r}: {topic['error_message']}")
             admin.wait_for_topics(list(to_create), timeout_ms=int(self.connect_timeout_s * 1000))
         self._known_topics.update(missing)
+
+    def _list_topics(self) -> tuple[KafkaAdminClient, set[str]]:
+        """The admin client and the topics there are. A broker that went away after this bus reached it (a
+        restart) is waited for, up to `_OUTAGE_PATIENCE_S`, as the producer waits for it by itself: a consumer
+        that dead-letters during a broker restart must not die of it."""
+        reached = self._admin is not None
+        deadline = time.monotonic() + _OUTAGE_PATIENCE_S
+        while True:
+            try:
+                admin = self._admin_client()
+                return admin, set(admin.list_topics())
+            except (KafkaError, KafkaUnavailable) as exc:
+                if not reached or not getattr(exc, "retriable", True) or time.monotonic() > deadline:
+                    raise
+                _log.warning("the broker at %s went away; waiting for it to list topics", self.bootstrap)
+                if self._admin is not None:
+                    self._admin.close()
+                    self._admin = None
+                time.sleep(0.5)
 
     def close(self) -> None:
         try:
@@ -185,10 +206,10 @@ class KafkaBusConsumer:
         leader_epoch = epochs.get(message.offset, -1)
         try:
             self._consumer.commit({partition: OffsetAndMetadata(next_offset, "", leader_epoch)})
-        except (CommitFailedError, RebalanceInProgressError) as exc:
-            # The group moved the partition away (this member was too slow, or a rebalance): its new owner
-            # gets the message again, which at-least-once allows and idempotent handlers absorb. Raising
-            # would only crash a consumer that rejoins on its next poll.
+        except (CommitFailedError, RebalanceInProgressError, KafkaConnectionError, KafkaTimeoutError) as exc:
+            # The group moved the partition away (this member was too slow, or a rebalance), or the broker is
+            # away (a restart): the message comes again, which at-least-once allows and idempotent handlers
+            # absorb. Raising would only crash a consumer that carries on once the broker is back.
             _log.warning("commit of %s[%d]@%d refused, it will be redelivered: %s",
                          message.topic, message.partition, message.offset, exc)
             return

@@ -21,6 +21,7 @@ from hera.workflows.io import Output
 
 from ctloop.evaluation import Evaluation
 from ctloop.modelspec import ModelSpec, TrainParams, load_spec
+from ctloop.transient import TransientError
 from ctloop.workflows.step_context import current_settings
 
 log = logging.getLogger(__name__)
@@ -223,6 +224,10 @@ def evaluate(
 # --- promote / register ------------------------------------------------------------------------
 
 
+class Unannounced(TransientError):
+    """A committed alias move still in the outbox (the bus did not take its event): worth another try."""
+
+
 class VersionOutput(Output):
     version: Annotated[str, Parameter(name="version")]
     promoted: Annotated[bool, Parameter(name="promoted")]
@@ -262,13 +267,16 @@ def promote(
     """Register the challenger and, if the evaluate step's decision still holds against the champion of this
     moment, make it champion (read-verify-write under the model's lock; announced on the models topic)."""
     from ctloop.bus_factory import open_bus
+    from ctloop.deploy import outbox
     from ctloop.deploy.promotion import apply_decision, lineage_id
+    from ctloop.deploy.registry import Registry
 
     settings = current_settings()
     spec = _spec(model)
     scored = Evaluation.model_validate_json(Path(evaluation).read_text())
     provenance = _provenance(event_id, data_digest, code_version, run_id, trainer_version)
-    bus = open_bus(settings)
+    with transient_exits():  # a broker that is down now (a restart) is worth another try, like the registry
+        bus = open_bus(settings)
     try:
         with transient_exits():
             version, result = apply_decision(
@@ -276,6 +284,10 @@ def promote(
                 bus=bus, topic=settings.topics.models, policy=spec.policy,
                 registration_id=lineage_id(model, provenance),
             )
+            # A move whose event the bus did not take stays in the outbox; the step ends only once it is announced,
+            # so its retry (which finds the move already made) publishes it.
+            if outbox.pending(Registry(settings.tracking_uri), model):
+                raise Unannounced(f"the promotion of {model} is committed but its event is not yet on the bus")
     finally:
         bus.close()
     return VersionOutput(version=version, promoted=result is not None)
@@ -326,7 +338,8 @@ def run_finished(
         run_id=run_id, model=model, status=status if status in ("Succeeded", "Failed", "Error") else "Error",
         idempotency_key=idempotency_key or None, trigger_event_id=event_id or None, error=_failure_text(failures),
     )
-    bus = open_bus(settings)
+    with transient_exits():  # a broker that is down now (a restart) is worth another try, like the registry
+        bus = open_bus(settings)
     try:
         with transient_exits():
             bus.publish(settings.topics.runs, to_bytes(new_event(payload)), key=model)

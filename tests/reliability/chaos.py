@@ -42,6 +42,7 @@ class Arrival:
     digest: str
     event_id: str
     value: bytes
+    uri: str = ""  # where the data is, for a workload whose data exists (the full template's)
 
 
 @dataclass
