@@ -112,9 +112,7 @@ def one_run(args, bootstrap: str, store_url: str, replicas: int, kill: bool) -> 
     start = time.time()
     killed_at = None
     for n in range(args.events):
-        due = start + n / args.rate
-        if due > time.time():
-            time.sleep(due - time.time())
+        time.sleep(max(0.0, start + n / args.rate - time.time()))
         model = f"model-{rng.randrange(args.models):05d}"
         event_id = f"e{n}"
         payload = {"model": model, "data-uri": f"s3://b/{model}/{n}", "event-id": event_id, "trigger": "data",
