@@ -190,7 +190,14 @@ class KafkaBusConsumer:
         remaining_ms = int(timeout_s * 1000)
         deadline_ms = _now_ms() + remaining_ms
         while True:
-            batches = self._consumer.poll(timeout_ms=max(0, remaining_ms), max_records=max_records)
+            try:
+                batches = self._consumer.poll(timeout_ms=max(0, remaining_ms), max_records=max_records)
+            except KafkaConnectionError as exc:
+                # The broker is away (a restart): nothing can be read until it is back, and the consumer
+                # reconnects by itself, so this poll ends empty rather than ending the process.
+                _log.warning("poll: the broker did not answer, polling again: %s", exc)
+                time.sleep(min(0.5, max(0, remaining_ms) / 1000))
+                return []
             if batches:
                 return self._messages(batches)
             remaining_ms = deadline_ms - _now_ms()

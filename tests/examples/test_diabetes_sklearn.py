@@ -135,6 +135,7 @@ def test_a_users_sklearn_regressor_runs_through_run_retrain_and_the_sensor(tmp_p
         train_py = user.project / "diabetes_sklearn" / "train.py"
         train_py.write_text(train_py.read_text().replace("random_state=ctx.seed)",
                                                          "random_state=ctx.seed, subsample=0.9)"))
+        time.sleep(1.2)  # a running sensor re-hashes a trainer's package at most once a second (docs/trainers.md)
         edited = user.arrive(str(data))
         assert edited.kind == "triggered", f"changed trainer code was refused: {edited.reason}"
         assert user.run(edited.run_id).status == "Succeeded", user.ctloop("runs", "show", edited.run_id)

@@ -24,7 +24,7 @@ from ctloop.predictions import PredictionBatch
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
 CTLOOP = Path(sys.executable).with_name("ctloop")
 ROUNDS = 10
-PER_ROUND = 1500
+PER_ROUND = 6000
 BATCH = 100
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
@@ -103,7 +103,7 @@ def test_a_joiner_killed_at_random_points_loses_no_label_and_counts_none_twice(t
         deadline = time.monotonic() + 60
         while _stored(tmp_path) == before and time.monotonic() < deadline:
             time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 0.5))
+        time.sleep(rng.uniform(0.0, 0.15))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed_midway += _stored(tmp_path)[0] < len(expected)
