@@ -124,11 +124,13 @@ def test_a_users_sklearn_regressor_runs_through_run_retrain_and_the_sensor(tmp_p
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         # `run retrain` named its data by URI and event; the sensor's key names the digest: a new run, whose
-        # train step is served from the memo cache (same data, same code) and is judged against the champion.
+        # train step is served from the memo cache (same data, same code), and which registers no second
+        # version: a version is registered once per lineage (model, data digest, code version).
         same = user.arrive(str(data))
         assert same.kind == "triggered", same.reason
         assert user.run(same.run_id).status == "Succeeded", user.ctloop("runs", "show", same.run_id)
         assert user.run(same.run_id).step("train").cached
+        assert [v.version for v in registry.versions(MODEL)] == ["1"]
         again = user.arrive(str(data))
         assert again.kind == "deduped" and "already" in again.reason, again.reason
 
@@ -141,11 +143,11 @@ def test_a_users_sklearn_regressor_runs_through_run_retrain_and_the_sensor(tmp_p
         assert user.run(edited.run_id).status == "Succeeded", user.ctloop("runs", "show", edited.run_id)
         assert not user.run(edited.run_id).step("train").cached
         versions = {v.version: v for v in registry.versions(MODEL)}
-        assert sorted(versions) == ["1", "2", "3"]
-        assert versions["3"].tags["ctloop.data_digest"] == versions["2"].tags["ctloop.data_digest"]
-        assert versions["3"].tags["ctloop.code_version"] != versions["2"].tags["ctloop.code_version"]
-        assert versions["2"].tags["ctloop.code_version"] == first.tags["ctloop.code_version"]
-        assert versions["3"].decision in ("promote", "reject") and versions["3"].reasons
+        assert sorted(versions) == ["1", "2"]
+        assert versions["2"].tags["ctloop.data_digest"] == first.tags["ctloop.data_digest"]
+        assert versions["2"].tags["ctloop.code_version"] != first.tags["ctloop.code_version"]
+        assert versions["2"].tags["ctloop.event_id"] == edited.event_id
+        assert versions["2"].decision in ("promote", "reject") and versions["2"].reasons
         unchanged = user.arrive(str(data))
         assert unchanged.kind == "deduped", f"unchanged code and data ran again: {unchanged.reason}"
     finally:
