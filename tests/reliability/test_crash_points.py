@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -41,6 +40,7 @@ from ctloop.profile import build_profile
 from ctloop.settings import Settings, Topics
 from ctloop.version import code_version
 from tests.monitors.conftest import webhook  # noqa: F401 - the Slack stand-in
+from tests.reliability.chaos import _query
 from tests.reliability.crash_steps import MODEL_URI_ENV
 from tests.reliability.outside_audit import Expected, audit
 
@@ -85,18 +85,6 @@ def _env(settings: Settings, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != ENV and not k.startswith("CTLOOP_")}
     env.update({k: v for k, v in settings_env(settings).items() if v is not None})
     return {**env, "CTLOOP_CODE_VERSION": code_version(), **extra}
-
-
-def _query(db: Path, sql: str) -> list[tuple]:
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return conn.execute(sql).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
 
 
 def _settled(db: Path, events: int) -> bool:
