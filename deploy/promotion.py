@@ -147,17 +147,21 @@ def register_challenger(
     and point `challenger` at it. Returns the version.
 
     Called again with the same `registration_id` (`lineage_id`: a workflow step run again after its
-    process died), this returns the version registered before, and points `challenger` at it only if it
-    holds no role yet."""
+    process died, or at the same time on another pod), this returns the version registered before, and
+    points `challenger` at it only if it holds no role yet: the check and the create hold the model's lock."""
     unknown = set(provenance) - set(PROVENANCE_KEYS)
     if unknown:
         raise ValueError(f"unknown provenance keys {sorted(unknown)}; expected some of {PROVENANCE_KEYS}")
     registry = _registry(client_or_tracking_uri)
     tags = provenance_tags(provenance, evaluation, decision)
-    info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags,
-                                   registration_id=registration_id)
-    crash_point("model-registered")
+    registry.ensure_model(model)  # the lock lives on the registered model
+    # Under the lock, so that two promoters of one lineage (a step retried while its first attempt still
+    # runs, on another pod) cannot both miss each other's version in the registry's check-then-create.
     with model_lock(registry, model) as held:
+        held.check()
+        info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags,
+                                       registration_id=registration_id)
+        crash_point("model-registered")
         held.check()
         # A version registered before (same registration id) keeps the role it has; search results do
         # not carry aliases, so the model's are read.

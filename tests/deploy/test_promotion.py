@@ -10,7 +10,15 @@ import pytest
 
 from ctloop.deploy import outbox
 from ctloop.deploy.policy import decide
-from ctloop.deploy.promotion import INTENT_TAG, PromotionFailed, PromotionRefused, apply_decision, promote, rollback
+from ctloop.deploy.promotion import (
+    INTENT_TAG,
+    PromotionFailed,
+    PromotionRefused,
+    apply_decision,
+    lineage_id,
+    promote,
+    rollback,
+)
 from ctloop.deploy.registry import Registry, Retry
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.events import ModelPromoted, ModelRolledBack, new_event, parse
@@ -347,3 +355,40 @@ def test_registry_killed_during_promotion_leaves_champion_then_restart_and_retry
     actions = [e["action"] for e in observer.model(model_name).audit]
     assert actions[-2:] == ["recover", "promote"]
 
+
+
+def _lineage_promoter(args) -> None:
+    url, name, uri, champion, barrier, results = args
+    ev = evaluation(name, uri, 0.9, champion)
+    barrier.wait(timeout=60)  # every promoter registers at the same moment, as retried steps on two pods could
+    version, result = apply_decision(Registry(url), name, uri, ev, decide(ev, POLICY), PROVENANCE, policy=POLICY,
+                                     registration_id=lineage_id(name, PROVENANCE))
+    results.put((version, result is not None and result.changed))
+
+
+def test_concurrent_promoters_of_one_lineage_register_one_version(
+    mlflow_server, registry, model_name, constant_model_uri
+):
+    """Two pods running the promote step of the same (model, data digest, code version) at once, e.g. a
+    step retried while the first attempt still runs: one version, judged and promoted once."""
+    v1, _ = auto(registry, model_name, constant_model_uri, 0.8)
+    racers = 4
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(racers), context.Queue()
+    args = (mlflow_server, model_name, constant_model_uri, (v1, 0.8), barrier, results)
+    processes = [context.Process(target=_lineage_promoter, args=(args,)) for _ in range(racers)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=180) for _ in processes]
+    for process in processes:
+        process.join(timeout=30)
+        assert process.exitcode == 0
+
+    versions = [v.version for v in registry.versions(model_name)]
+    assert len(versions) == 2, f"one lineage registered {len(versions) - 1} versions: {versions}"
+    [v2] = set(versions) - {v1}
+    assert {version for version, _ in outcomes} == {v2}
+    assert sum(moved for _, moved in outcomes) == 1, "the champion moved once"
+    assert registry.alias(model_name, "champion") == v2
+    promotions = [e for e in registry.model(model_name).audit if e["action"] == "promote" and e["version"] == v2]
+    assert len(promotions) == 1
