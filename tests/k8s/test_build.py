@@ -142,11 +142,12 @@ def test_model_specs_are_valid_and_every_model_served_or_watched_has_one(overlay
 
 def test_specs_are_mounted_at_the_ctloop_home(overlay: list[Manifest]) -> None:
     config = named(overlay, "ConfigMap", "ctloop-config")["data"]
-    for name in ("ctloop-serving", "ctloop-monitor"):
+    for name in ("ctloop-serving", "ctloop-monitor", "ctloop-outcomes"):
         spec = pod_spec(named(overlay, "Deployment", name))
         volume = next(v["name"] for v in spec["volumes"] if v.get("configMap", {}).get("name") == "ctloop-specs")
-        mounts = {m["name"]: m["mountPath"] for m in spec["containers"][0]["volumeMounts"]}
-        assert mounts[volume] == f"{config['CTLOOP_HOME']}/specs"
+        for container in spec["containers"]:
+            mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+            assert mounts[volume] == f"{config['CTLOOP_HOME']}/specs", f"{name}/{container['name']}"
 
 
 def test_mlflow_keeps_its_store_in_postgres_and_artifacts_in_s3(overlay: list[Manifest]) -> None:

@@ -40,3 +40,4 @@ def test_torch_workloads_run_the_runtime_image_and_the_rest_the_control_image(ov
     assert by_name["ctloop-serving"] == {RUNTIME}
     assert by_name["ctloop-mlflow"] == {CONTROL}
     assert by_name["ctloop-monitor"] == {CONTROL}
+    assert by_name["ctloop-outcomes"] == {CONTROL}

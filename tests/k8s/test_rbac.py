@@ -8,7 +8,8 @@ from tests.k8s.manifests import Manifest, named, of_kind, pod_spec
 
 Grant = tuple[str, str, str, str]  # api group, resource, verb, resource name ("" = any)
 
-NO_API_ACCESS = ("ctloop-serving", "ctloop-monitor", "ctloop-mlflow", "ctloop-minio", "ctloop-eventsource")
+NO_API_ACCESS = ("ctloop-serving", "ctloop-monitor", "ctloop-outcomes", "ctloop-mlflow", "ctloop-minio",
+                 "ctloop-eventsource")
 
 
 def grants(overlay: list[Manifest], service_account: str) -> set[Grant]:
@@ -69,6 +70,7 @@ def test_every_component_runs_under_its_own_account(overlay: list[Manifest]) -> 
     expected = {
         ("Deployment", "ctloop-serving"): "ctloop-serving",
         ("Deployment", "ctloop-monitor"): "ctloop-monitor",
+        ("Deployment", "ctloop-outcomes"): "ctloop-outcomes",
         ("Deployment", "ctloop-mlflow"): "ctloop-mlflow",
         ("StatefulSet", "ctloop-minio"): "ctloop-minio",
     }

@@ -238,6 +238,10 @@ def test_everything_is_denied_unless_opened(overlay: list[Manifest]) -> None:
         ("serving", "minio", 9000, False),
         ("monitor", "minio", 9000, True),
         ("monitor", "serving", 8080, False),
+        ("outcomes", "mlflow", 5000, True),
+        ("outcomes", "minio", 9000, True),
+        ("outcomes", "serving", 8080, False),
+        ("workflow", "outcomes", 8080, False),
         ("minio-events", "minio", 9000, True),
         ("kafka-events", "minio", 9000, False),
     ],
@@ -248,6 +252,7 @@ def test_only_the_loops_paths_are_open(
     pods = {
         "serving": labels_of(overlay, "Deployment", "ctloop-serving"),
         "monitor": labels_of(overlay, "Deployment", "ctloop-monitor"),
+        "outcomes": labels_of(overlay, "Deployment", "ctloop-outcomes"),
         "mlflow": labels_of(overlay, "Deployment", "ctloop-mlflow"),
         "minio": labels_of(overlay, "StatefulSet", "ctloop-minio"),
         "workflow": WORKFLOW_POD,
@@ -280,7 +285,7 @@ def test_every_pod_may_resolve_names(overlay: list[Manifest]) -> None:
     assert {(p["protocol"], p["port"]) for p in dns["egress"][0]["ports"]} == {("UDP", 53), ("TCP", 53)}
 
 
-@pytest.mark.parametrize("component", ["monitor", "serving"])
+@pytest.mark.parametrize("component", ["monitor", "serving", "outcomes"])
 def test_bus_clients_may_reach_kafka(overlay: list[Manifest], component: str) -> None:
     policies = of_kind(overlay, "NetworkPolicy")
     labels = labels_of(overlay, "Deployment", f"ctloop-{component}")
