@@ -6,11 +6,11 @@ import json
 import signal
 from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from ctloop.failures import Refused
+from ctloop.failures import Refused, Unreachable
 
 if TYPE_CHECKING:
     from ctloop.settings import Settings
@@ -209,13 +209,14 @@ def events_list(
     limit: Annotated[int, typer.Option(help="Newest N decisions.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """Sensor decisions, newest first: triggered, deduped, coalesced, deferred, rejected, with reasons.
+    """Admission decisions, newest first: triggered, deduped, coalesced, deferred, rejected, with reasons.
+    Both deciders' are listed: the sensor's (`ctloop sensor run`, `decider` "sensor") and the admission
+    gateway's (`ctloop gateway run`, `decider` "gateway", read from CTLOOP_GATEWAY_STORE_URL).
     The text form starts with each scheduled model's schedule, next tick and last tick decisions."""
     from dataclasses import asdict
     from datetime import UTC, datetime
 
     from ctloop.modelspec import SpecInvalid
-    from ctloop.sensors.local.decisions import list_decisions
     from ctloop.sensors.local.schedules import schedule_views
 
     settings = _settings()
@@ -227,14 +228,37 @@ def events_list(
             views = []
         for view in views:
             typer.echo("\n".join(view.lines()))
-    rows = list_decisions(settings.state_db, model=model, event_id=event_id, limit=limit)
-    for row in rows:
+    rows = _decisions(settings, model=model, event_id=event_id, limit=limit)
+    for decider, row in rows:
         if as_json:
-            typer.echo(json.dumps(asdict(row)))
+            typer.echo(json.dumps({**asdict(row), "decider": decider}))
             continue
         when = datetime.fromtimestamp(row.at, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        latency = f" {row.latency_ms:.1f}ms" if row.latency_ms is not None else ""
+        latency = f" {row.latency_ms:.1f}ms" if getattr(row, "latency_ms", None) is not None else ""
         run = f" run={row.run_id}" if row.run_id else ""
-        typer.echo(f"{when} {row.kind:<9} {row.model or '-'} event={row.event_id}{run}{latency} {row.reason}")
+        by = f" gateway={row.replica}" if decider == "gateway" else ""
+        typer.echo(f"{when} {row.kind:<9} {row.model or '-'} event={row.event_id}{run}{latency}{by} {row.reason}")
     if not rows and not as_json:
         typer.echo("no decisions recorded", err=True)
+
+
+def _decisions(settings: Settings, *, model: str | None, event_id: str | None,
+               limit: int) -> list[tuple[str, Any]]:
+    """The newest `limit` decisions of the sensor's log and the gateway's store together, newest first, each
+    with its decider; within one batch (one `at`) in each log's own order."""
+    import sqlalchemy as sa
+
+    from ctloop.sensors.gateway.store import list_decisions as gateway_decisions
+    from ctloop.sensors.local.decisions import list_decisions as sensor_decisions
+
+    url = settings.gateway_store
+    try:
+        gateway = gateway_decisions(url, model=model, event_id=event_id, limit=limit)
+    except sa.exc.SQLAlchemyError as exc:
+        shown = sa.engine.make_url(url).render_as_string(hide_password=True)
+        raise Unreachable(f"cannot read the admission gateway's store {shown}: {exc.__class__.__name__}: "
+                      f"{str(exc).splitlines()[0]}", fix="check CTLOOP_GATEWAY_STORE_URL") from None
+    rows = [*(("sensor", r) for r in sensor_decisions(settings.state_db, model=model, event_id=event_id,
+                                                       limit=limit)),
+            *(("gateway", r) for r in gateway)]
+    return sorted(rows, key=lambda pair: pair[1].at, reverse=True)[:limit]

@@ -14,6 +14,7 @@ import json
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -177,13 +178,36 @@ class GatewayStore:
             return dict(db.execute(sa.select(partitions.c.partition, partitions.c.owner)).all())
 
     def decisions(self, *, model: str | None = None, event_id: str | None = None) -> list[DecisionRow]:
-        query = sa.select(decisions).order_by(decisions.c.seq)
-        if model is not None:
-            query = query.where(decisions.c.model == model)
-        if event_id is not None:
-            query = query.where(decisions.c.event_id == event_id)
+        """Every decision, oldest first, optionally for one model or one event."""
+        query = _decisions_where(sa.select(decisions).order_by(decisions.c.seq), model, event_id)
         with self.engine.connect() as db:
             return [DecisionRow(**row._mapping) for row in db.execute(query)]
+
+
+def list_decisions(url: str, *, model: str | None = None, event_id: str | None = None,
+                   limit: int = 50) -> list[DecisionRow]:
+    """The newest `limit` decisions in the store at `url`, newest first; read only, so a store never written
+    (no SQLite file, or no tables yet) has none and is not created."""
+    location = sa.engine.make_url(url)
+    if location.get_backend_name() == "sqlite" and not (location.database and Path(location.database).is_file()):
+        return []
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as db:
+            if not sa.inspect(db).has_table(decisions.name):
+                return []
+            query = sa.select(decisions).order_by(decisions.c.seq.desc()).limit(limit)
+            return [DecisionRow(**row._mapping) for row in db.execute(_decisions_where(query, model, event_id))]
+    finally:
+        engine.dispose()
+
+
+def _decisions_where(query: sa.Select, model: str | None, event_id: str | None) -> sa.Select:
+    if model is not None:
+        query = query.where(decisions.c.model == model)
+    if event_id is not None:
+        query = query.where(decisions.c.event_id == event_id)
+    return query
 
 
 class Writer:

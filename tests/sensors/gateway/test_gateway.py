@@ -4,7 +4,6 @@ the replica goes on; a restarted replica picks up a reserved run and the model's
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
@@ -14,14 +13,10 @@ from ctloop.kafka_bus import KafkaBus
 from ctloop.sensors.admission import AdmissionPolicy
 from ctloop.sensors.gateway import gateway
 from ctloop.settings import Settings, Topics
+from tests.sensors.gateway.helpers import request, step_until
 from tests.sensors.ledger import LedgerEngine
 
 pytestmark = pytest.mark.kafka
-
-
-def request(model: str, digest: str, event_id: str) -> bytes:
-    return json.dumps({"model": model, "data-uri": f"file:///data/{model}/{digest}", "event-id": event_id,
-                       "trigger": "data", "idempotency-key": f"{model}-{digest}", "gpu": "false"}).encode()
 
 
 @pytest.fixture
@@ -29,14 +24,6 @@ def settings(tmp_path, kafka_bootstrap):
     tag = uuid.uuid4().hex[:10]
     return Settings(home=tmp_path, kafka_bootstrap=kafka_bootstrap,
                     topics=Topics(admission=f"adm-{tag}", deadletter=f"dead-{tag}"))
-
-
-def step_until(replica, predicate, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, (f"timed out; owned {sorted(replica.store.owned)}, decisions "
-                                             f"{[(d.event_id, d.kind) for d in replica.store.decisions()]}")
-        replica.step(0.1)
 
 
 def test_a_malformed_request_is_dead_lettered_with_its_reason_and_the_next_one_runs(settings, tmp_path):

@@ -3,7 +3,6 @@ Real broker, replicas as processes, their shared store on SQLite and on PostgreS
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -17,16 +16,11 @@ import pytest
 
 from ctloop.kafka_bus import KafkaBus
 from ctloop.sensors.gateway import GatewayStore
+from tests.sensors.gateway.helpers import request
 from tests.sensors.ledger import LedgerEngine
 
 pytestmark = pytest.mark.kafka
 REPO = Path(__file__).resolve().parents[3]
-
-
-def request(model: str, digest: str, event_id: str) -> bytes:
-    """An admission request as the rendered Sensors' Kafka trigger writes it."""
-    return json.dumps({"model": model, "data-uri": f"file:///data/{model}/{digest}", "event-id": event_id,
-                       "trigger": "data", "idempotency-key": f"{model}-{digest}", "gpu": "false"}).encode()
 
 
 def wait_for(what, predicate, timeout_s: float = 90.0) -> None:
