@@ -6,7 +6,9 @@ when a crash makes the bus deliver it again (what a consumer that commits after 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
+from typing import Protocol
 
 from ctloop.bus import Bus, Message
 from ctloop.crashpoints import crash_point
@@ -46,60 +48,100 @@ def origin_of(message: Message) -> tuple[str, int, int] | None:
     return topic.decode(), int(partition), int(offset)
 
 
-class DeadLetters:
-    """Dead-lettering exactly once per origin message, for one consumer, across crashes and redeliveries.
+Origin = tuple[str, int, int]
 
-    Each origin (topic, partition, offset) is recorded in `db` before its copy is published and marked sent
-    once the broker acknowledged it, so a redelivered message already sent is not copied again. A crash
-    between recording and marking leaves the record pending; `recover` (call it before consuming) looks for
-    those origins in the dead-letter topic and forgets the ones that are not there, whose redelivery then
-    copies them. That needs what every ctloop consumer does: commit an offset only after `send` returned.
-    """
 
-    def __init__(self, bus: Bus, topic: str, db: Path | str) -> None:
-        self.bus = bus
-        self.topic = topic
+class DeadLetterRecord(Protocol):
+    """Where `DeadLetters` keeps the origins it copied (SQLite by default; the admission gateway keeps them in
+    its shared store, where any replica may get a message again)."""
+
+    def claim(self, origin: Origin, reason: str) -> bool:
+        """Record `origin` as pending, atomically; False when it was recorded before."""
+
+    def mark_sent(self, origin: Origin) -> None: ...
+
+    def pending(self) -> list[Origin]:
+        """The origins recorded and not yet marked sent that this consumer should resolve."""
+
+    def resolve(self, sent: Collection[Origin], forgotten: Collection[Origin]) -> None:
+        """Mark `sent` sent and delete `forgotten`, in one transaction."""
+
+    def close(self) -> None: ...
+
+
+class SqliteDeadLetterRecord:
+    """The record as one SQLite table, in the consumer's own state file."""
+
+    def __init__(self, db: Path | str) -> None:
         self._db = connect(db)
         self._db.execute("CREATE TABLE IF NOT EXISTS dead_letters (topic TEXT, partition INTEGER, offset INTEGER,"
                          " reason TEXT, sent INTEGER, PRIMARY KEY (topic, partition, offset))")
 
+    def claim(self, origin: Origin, reason: str) -> bool:
+        with self._db:
+            return bool(self._db.execute("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, 0)",
+                                         (*origin, reason)).rowcount)
+
+    def mark_sent(self, origin: Origin) -> None:
+        with self._db:
+            self._db.execute(_MARK_SENT, origin)
+
+    def pending(self) -> list[Origin]:
+        return [tuple(row) for row in self._db.execute("SELECT topic, partition, offset FROM dead_letters"
+                                                       " WHERE NOT sent")]
+
+    def resolve(self, sent: Collection[Origin], forgotten: Collection[Origin]) -> None:
+        with self._db:
+            self._db.executemany(_MARK_SENT, sent)
+            self._db.executemany("DELETE FROM dead_letters WHERE topic = ? AND partition = ? AND offset = ?",
+                                 forgotten)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+_MARK_SENT = "UPDATE dead_letters SET sent = 1 WHERE topic = ? AND partition = ? AND offset = ?"
+
+
+class DeadLetters:
+    """Dead-lettering exactly once per origin message, for one consumer, across crashes and redeliveries.
+
+    Each origin (topic, partition, offset) is recorded (`db`: a SQLite file, or any `DeadLetterRecord`) before
+    its copy is published and marked sent once the broker acknowledged it, so a redelivered message already sent
+    is not copied again. A crash between recording and marking leaves the record pending; `recover` (call it
+    before consuming) looks for those origins in the dead-letter topic and forgets the ones that are not there,
+    whose redelivery then copies them. That needs what every ctloop consumer does: commit an offset only after
+    `send` returned.
+    """
+
+    def __init__(self, bus: Bus, topic: str, db: Path | str | DeadLetterRecord) -> None:
+        self.bus = bus
+        self.topic = topic
+        self.record = SqliteDeadLetterRecord(db) if isinstance(db, (str, Path)) else db
+
     def send(self, message: Message, reason: str) -> bool:
         """Copy `message` to the dead-letter topic unless it was copied before; True when copied now."""
         origin = (message.topic, message.partition, message.offset)
-        with self._db:
-            inserted = self._db.execute("INSERT OR IGNORE INTO dead_letters VALUES (?, ?, ?, ?, 0)",
-                                        (*origin, reason)).rowcount
-        if not inserted:
+        if not self.record.claim(origin, reason):
             return False
         dead_letter(self.bus, self.topic, message, reason)
         crash_point("dead-letter-published")
-        self._mark_sent(origin)
+        self.record.mark_sent(origin)
         return True
 
     def recover(self) -> int:
         """Resolve the records a crash left pending: an origin found in the dead-letter topic is marked sent,
         one not found is forgotten, so that its redelivery copies it. Returns how many were forgotten."""
-        pending = self._db.execute("SELECT topic, partition, offset FROM dead_letters WHERE NOT sent").fetchall()
+        pending = self.record.pending()
         if not pending:
             return 0
         present = {origin_of(m) for m in self.bus.read_all(self.topic)}
-        with self._db:
-            for origin in pending:
-                if tuple(origin) in present:
-                    self._db.execute("UPDATE dead_letters SET sent = 1 WHERE topic = ? AND partition = ?"
-                                     " AND offset = ?", origin)
-                else:
-                    self._db.execute("DELETE FROM dead_letters WHERE topic = ? AND partition = ? AND offset = ?",
-                                     origin)
-        return sum(1 for origin in pending if tuple(origin) not in present)
+        forgotten = [origin for origin in pending if origin not in present]
+        self.record.resolve([origin for origin in pending if origin in present], forgotten)
+        return len(forgotten)
 
     def pending(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM dead_letters WHERE NOT sent").fetchone()[0])
+        return len(self.record.pending())
 
     def close(self) -> None:
-        self._db.close()
-
-    def _mark_sent(self, origin: tuple[str, int, int]) -> None:
-        with self._db:
-            self._db.execute("UPDATE dead_letters SET sent = 1 WHERE topic = ? AND partition = ? AND offset = ?",
-                             origin)
+        self.record.close()

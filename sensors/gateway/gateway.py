@@ -5,23 +5,25 @@ by model, so each model's requests land in one partition and one replica decides
 the same `ctloop.sensors.admission` functions `LocalSensor` runs, keeps each model's state and every decision
 in the shared `GatewayStore`, and submits admitted runs through a `Submitter` (Argo's engine in the cluster).
 
-Per batch: parse (bad requests are dead-lettered), drop events already decided, decide, record the decisions
-and the state in one transaction fenced by partition ownership, and only then commit the offsets; then submit
-the runs reserved and record what the engine said. A replica killed anywhere loses nothing: its partitions'
-next owner loads their state from the store (a reserved run is submitted again, and the engine refuses a key
-it already has) and gets the uncommitted requests again, which are skipped by event id once decided.
+Per batch: parse (bad requests are dead-lettered), drop events already decided (an event id seen before with
+another request body is dead-lettered, as `LocalSensor` does; each message once, recorded in the store), decide,
+record the decisions and the state in one transaction fenced by partition ownership, and only then commit the
+offsets; then submit the runs reserved and record what the engine said. A replica killed anywhere loses
+nothing: its partitions' next owner loads their state from the store (a reserved run is submitted again, and
+the engine refuses a key it already has) and gets the uncommitted requests again, which are skipped by event
+id once decided.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 
 from ctloop.bus import Bus, Message
-from ctloop.deadletter import dead_letter
+from ctloop.deadletter import DeadLetters
 from ctloop.kafka_bus import KafkaBusConsumer
 from ctloop.sensors.admission import (
     AdmissionPolicy,
@@ -34,8 +36,8 @@ from ctloop.sensors.admission import (
     started,
     tick,
 )
-from ctloop.sensors.gateway.request import RequestInvalid, candidate
-from ctloop.sensors.gateway.store import Fenced, GatewayStore, changed_models, part
+from ctloop.sensors.gateway.request import Request, RequestInvalid, read_request
+from ctloop.sensors.gateway.store import DeadLetterRows, Fenced, GatewayStore, changed_models, part
 from ctloop.sensors.gateway.submitter import Submitter
 from ctloop.stopping import until_signalled
 from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, RunRequest
@@ -75,6 +77,8 @@ class Gateway:
         self._next_status_check = 0.0
         self._status_beat = False
         self._engine_down_until = 0.0
+        self.dead_letters = DeadLetters(bus, deadletter_topic, DeadLetterRows(store, topic, clock))
+        self._recover_dead_letters = False
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=f"{group}-{store.replica}",
                                  enable_auto_commit=False, auto_offset_reset="earliest",
                                  session_timeout_ms=session_timeout_ms,
@@ -94,6 +98,11 @@ class Gateway:
         messages = self._consumer.poll(timeout_s=timeout_s, max_records=self.batch_size)
         owned = self.store.owned
         messages = [m for m in messages if m.partition in owned]
+        if self._recover_dead_letters:
+            # Dead letters a previous owner of new partitions recorded and may not have sent; before their
+            # messages come again.
+            self.dead_letters.recover()
+            self._recover_dead_letters = False
         if messages:
             self._consume(messages)
         self.advance()
@@ -122,6 +131,7 @@ class Gateway:
             "running": {**self.state.running, **loaded.running},
             "last_drift_at": {**self.state.last_drift_at, **loaded.last_drift_at}})
         self.partition_of.update(where)
+        self._recover_dead_letters = True
         _log.info("assigned partitions %s: %d models with state", partitions, len(where))
 
     def revoked(self, partitions: Iterable[int]) -> None:
@@ -146,28 +156,46 @@ class Gateway:
     # --- deciding ----------------------------------------------------------------------------------
 
     def _consume(self, messages: list[Message]) -> None:
-        candidates: list[Candidate] = []
-        for message in messages:
-            try:
-                c = candidate(message)
-            except RequestInvalid as exc:
-                dead_letter(self.bus, self.deadletter_topic, message, f"invalid admission request: {exc}")
-                continue
-            self.partition_of.setdefault(c.model, message.partition)
-            candidates.append(c)
-        seen = self.store.seen({c.event_id for c in candidates})
-        fresh: dict[str, Candidate] = {}
-        for c in candidates:
-            if c.event_id not in seen:
-                fresh.setdefault(c.event_id, c)  # a redelivery in the same batch counts once
-        if self._decide(list(fresh.values()), {m.partition for m in messages}):
+        try:
+            fresh = self._fresh(messages)
+        except Fenced as exc:  # a dead letter's partition moved: its new owner gets the batch again
+            _log.warning("not decided: %s", exc)
+            self._forget({m.partition for m in messages} - self.store.owned)
+            return
+        if self._decide([r.candidate for r in fresh.values()], {m.partition for m in messages},
+                        {event_id: r.digest for event_id, r in fresh.items()}):
             last: dict[int, Message] = {}
             for message in messages:
                 last[message.partition] = message
             for message in last.values():
                 self._consumer.commit(message)
 
-    def _decide(self, candidates: Sequence[Candidate], touched: set[int]) -> bool:
+    def _fresh(self, messages: list[Message]) -> dict[str, Request]:
+        """The requests of events not decided before, by event id; bad requests and event ids reused with
+        another body are dead-lettered (once per message, even when it comes again)."""
+        requests: list[tuple[Message, Request]] = []
+        for message in messages:
+            try:
+                request = read_request(message)
+            except RequestInvalid as exc:
+                self.dead_letters.send(message, f"invalid admission request: {exc}")
+                continue
+            self.partition_of.setdefault(request.candidate.model, message.partition)
+            requests.append((message, request))
+        seen = self.store.seen({r.candidate.event_id for _, r in requests})
+        fresh: dict[str, Request] = {}
+        for message, request in requests:
+            event_id = request.candidate.event_id
+            before = fresh[event_id].digest if event_id in fresh else seen.get(event_id)
+            if before is None:
+                fresh[event_id] = request
+            elif before not in (request.digest, ""):
+                # Not a redelivery: a producer reused an id. Taking it as one would drop it silently.
+                self.dead_letters.send(message, f"event id {event_id} reused with a different body")
+        return fresh
+
+    def _decide(self, candidates: Sequence[Candidate], touched: set[int],
+                digests: Mapping[str, str] | None = None) -> bool:
         """Admit `candidates`, close due windows, reserve what may start, and record it all in one fenced
         transaction. False when a rebalance took a partition away (nothing was written)."""
         now = self.clock()
@@ -185,7 +213,7 @@ class Gateway:
                 made = (*admitted.decisions, *ticked.decisions)
                 changed = self._changed(state)
                 writer.fence(touched | {self.partition_of[m] for m in changed})
-                writer.mark_seen((c.event_id for c in candidates), now)
+                writer.mark_seen(digests or {}, now)
                 writer.record(made, now)
                 writer.mark_ran((*admitted.start, *ticked.start), now)
                 writer.save({m: (self.partition_of[m], part) for m, part in changed.items()})

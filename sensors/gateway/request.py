@@ -8,8 +8,10 @@ computes in Argo Events; `candidate` reads it back on the gateway.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, get_args
 
 from ctloop.bus import Message
@@ -51,8 +53,22 @@ def admission_payload(spec: SensorSpec, data: Any, context: Mapping[str, str]) -
     return {**parameters(spec, data, context), GPU: gpu_value(spec, data)}
 
 
+@dataclass(frozen=True)
+class Request:
+    """An admission request read: the candidate run, and the digest of its payload, which a redelivery
+    repeats exactly and a producer reusing the event id with another body does not."""
+
+    candidate: Candidate
+    digest: str
+
+
 def candidate(message: Message) -> Candidate:
     """The candidate run an admission message asks for; `RequestInvalid` naming what is wrong."""
+    return read_request(message).candidate
+
+
+def read_request(message: Message) -> Request:
+    """The admission message read; `RequestInvalid` naming what is wrong."""
     try:
         payload = json.loads(message.value)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -71,6 +87,9 @@ def candidate(message: Message) -> Candidate:
     if gpu not in ("true", "false"):
         raise RequestInvalid(f"gpu {payload.get(GPU)!r} is not true or false")
     event_time = message.timestamp_ms / 1000 if message.timestamp_ms else 0.0
-    return Candidate(event_id=payload["event-id"], model=payload["model"], key=payload["idempotency-key"],
-                     uri=payload["data-uri"], digest=str(payload.get("data-digest", "")), trigger=payload["trigger"],
-                     gpu=gpu == "true", event_time=event_time)
+    c = Candidate(event_id=payload["event-id"], model=payload["model"], key=payload["idempotency-key"],
+                  uri=payload["data-uri"], digest=str(payload.get("data-digest", "")), trigger=payload["trigger"],
+                  gpu=gpu == "true", event_time=event_time)
+    # Key order and spacing are the producer's; the parameters are what a redelivery repeats.
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return Request(candidate=c, digest=hashlib.sha256(canonical).hexdigest()[:32])

@@ -11,7 +11,8 @@ cap holds across replicas; a transaction that may start a GPU run takes the stor
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,8 @@ events = sa.Table(
     "gateway_events", metadata,
     sa.Column("event_id", sa.String(400), primary_key=True),
     sa.Column("at", sa.Float, nullable=False),
+    # The request's digest when first decided (`request.Request.digest`); null in stores from before it was kept.
+    sa.Column("digest", sa.String(64)),
 )
 decisions = sa.Table(
     "gateway_decisions", metadata,
@@ -59,6 +62,16 @@ runs = sa.Table(
     sa.Column("key", sa.String(200), primary_key=True),
     sa.Column("model", sa.String(200), nullable=False),
     sa.Column("event_id", sa.String(400), nullable=False),
+    sa.Column("at", sa.Float, nullable=False),
+)
+dead_letters = sa.Table(
+    "gateway_dead_letters", metadata,
+    sa.Column("topic", sa.String(250), primary_key=True),
+    sa.Column("partition", sa.Integer, primary_key=True),
+    sa.Column("offset", sa.BigInteger, primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("sent", sa.Boolean, nullable=False),
+    sa.Column("replica", sa.String(200), nullable=False),
     sa.Column("at", sa.Float, nullable=False),
 )
 locks = sa.Table(
@@ -114,6 +127,7 @@ class GatewayStore:
         self._postgres = self.engine.dialect.name == "postgresql"
         with self.engine.begin() as db:
             metadata.create_all(db)
+            _add_digest_column(db)
             if db.execute(sa.select(locks.c.name).where(locks.c.name == GPU_LOCK)).first() is None:
                 db.execute(locks.insert().values(name=GPU_LOCK))
         self._epochs: dict[int, int] = {}
@@ -160,11 +174,13 @@ class GatewayStore:
 
     # --- reads -------------------------------------------------------------------------------------
 
-    def seen(self, event_ids: Collection[str]) -> set[str]:
+    def seen(self, event_ids: Collection[str]) -> dict[str, str]:
+        """The request digest each of these events had when decided ("" if not kept); undecided ones are absent."""
         if not event_ids:
-            return set()
+            return {}
         with self.engine.connect() as db:
-            return {r[0] for r in db.execute(sa.select(events.c.event_id).where(events.c.event_id.in_(event_ids)))}
+            query = sa.select(events.c.event_id, events.c.digest).where(events.c.event_id.in_(event_ids))
+            return {event_id: digest or "" for event_id, digest in db.execute(query)}
 
     def ran(self, keys: Collection[str]) -> set[str]:
         if not keys:
@@ -236,12 +252,24 @@ class Writer:
         query = sa.select(models.c.model).where(models.c.gpu_running.is_(True))
         return sum(1 for (model,) in self.db.execute(query) if model not in own)
 
-    def mark_seen(self, event_ids: Iterable[str], at: float) -> None:
-        ids = set(event_ids)
+    def mark_seen(self, digests: Mapping[str, str], at: float) -> None:
+        """Events now decided, by id, with their request digests."""
+        ids = set(digests)
         if ids:
             ids -= {r[0] for r in self.db.execute(sa.select(events.c.event_id).where(events.c.event_id.in_(ids)))}
         if ids:
-            self.db.execute(events.insert(), [{"event_id": e, "at": at} for e in sorted(ids)])
+            self.db.execute(events.insert(), [{"event_id": e, "at": at, "digest": digests[e]} for e in sorted(ids)])
+
+    def claim_dead_letter(self, origin: tuple[str, int, int], reason: str, at: float) -> bool:
+        """Record `origin` as being dead-lettered; False when it was recorded before."""
+        topic, partition, offset = origin
+        where = (dead_letters.c.topic == topic) & (dead_letters.c.partition == partition) \
+            & (dead_letters.c.offset == offset)
+        if self.db.execute(sa.select(dead_letters.c.sent).where(where)).first() is not None:
+            return False
+        self.db.execute(dead_letters.insert().values(topic=topic, partition=partition, offset=offset, reason=reason,
+                                                     sent=False, replica=self.replica, at=at))
+        return True
 
     def record(self, made: Iterable[Decision], at: float) -> None:
         rows = [{"at": at, "replica": self.replica, "event_id": d.candidate.event_id, "model": d.candidate.model,
@@ -274,6 +302,54 @@ class Writer:
                 for model, (partition, state) in changed.items() if state is not None]
         if rows:
             self.db.execute(models.insert(), rows)
+
+
+class DeadLetterRows:
+    """The gateway's `ctloop.deadletter.DeadLetterRecord`: origins dead-lettered, in the shared store, so that
+    whichever replica gets a message again knows it was copied. A claim is fenced by the origin's partition,
+    and a replica resolves only the pending records of the partitions it owns."""
+
+    def __init__(self, store: GatewayStore, topic: str, clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.topic = topic
+        self.clock = clock
+
+    def claim(self, origin: tuple[str, int, int], reason: str) -> bool:
+        with self.store.transaction() as writer:
+            if origin[0] == self.topic:
+                writer.fence({origin[1]})
+            return writer.claim_dead_letter(origin, reason, self.clock())
+
+    def mark_sent(self, origin: tuple[str, int, int]) -> None:
+        self.resolve([origin], ())
+
+    def pending(self) -> list[tuple[str, int, int]]:
+        owned = sorted(self.store.owned)
+        if not owned:
+            return []
+        query = sa.select(dead_letters.c.topic, dead_letters.c.partition, dead_letters.c.offset).where(
+            dead_letters.c.sent.is_(False), dead_letters.c.topic == self.topic, dead_letters.c.partition.in_(owned))
+        with self.store.engine.connect() as db:
+            return [tuple(row) for row in db.execute(query)]
+
+    def resolve(self, sent: Collection[tuple[str, int, int]], forgotten: Collection[tuple[str, int, int]]) -> None:
+        with self.store.engine.begin() as db:
+            for origin, action in [*((o, dead_letters.update().values(sent=True)) for o in sent),
+                                   *((o, dead_letters.delete()) for o in forgotten)]:
+                topic, partition, offset = origin
+                db.execute(action.where(dead_letters.c.topic == topic, dead_letters.c.partition == partition,
+                                        dead_letters.c.offset == offset))
+
+    def close(self) -> None:
+        """Nothing of its own: the store is the gateway's to close."""
+
+
+def _add_digest_column(db: Connection) -> None:
+    """Bring a store made before request digests were kept up to date (a no-op on a current one)."""
+    if "digest" in {c["name"] for c in sa.inspect(db).get_columns(events.name)}:
+        return
+    exists = " IF NOT EXISTS" if db.dialect.name == "postgresql" else ""  # replicas starting together
+    db.exec_driver_sql(f"ALTER TABLE {events.name} ADD COLUMN{exists} digest VARCHAR(64)")
 
 
 def part(state: AdmissionState, model: str) -> dict[str, Any] | None:

@@ -67,7 +67,7 @@ def test_a_crash_after_recording_before_publishing_copies_on_redelivery(tmp_path
     (bad,) = _bad(bus, 1)
     letters = DeadLetters(bus, DEAD, tmp_path / "state.db")
     # What a crash between the record and the publish leaves behind: a pending record, nothing on the topic.
-    letters._db.execute("INSERT INTO dead_letters VALUES ('data', 0, ?, 'bad', 0)", (bad.offset,))
+    assert letters.record.claim(("data", 0, bad.offset), "bad")
     assert letters.recover() == 1 and letters.pending() == 0
     assert letters.send(bad, "bad") is True
     assert letters.send(bad, "bad") is False

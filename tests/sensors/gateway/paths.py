@@ -8,6 +8,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from kafka import KafkaAdminClient
+from kafka.admin import OffsetSpec
+from kafka.errors import NoError
+
 from ctloop.sensors.admission import AdmissionPolicy
 from ctloop.sensors.gateway import gateway
 from ctloop.settings import Settings
@@ -19,8 +23,9 @@ class LocalPath:
     def __init__(self, settings: Settings, bus, engine, policy: AdmissionPolicy) -> None:
         self.settings = settings
         # A group per test: a member a previous test left behind must not stall this one's rebalance.
-        self.sensor = make_sensor(settings, bus, engine, policy=policy, status_interval_s=0.05,
-                                  group=f"sensor-{settings.topics.data}")
+        self.group = f"sensor-{settings.topics.data}"
+        self.sensor = make_sensor(settings, bus, engine, policy=policy, status_interval_s=0.05, group=self.group)
+        self._closed = False
 
     def step(self) -> None:
         self.sensor.step(0.02)
@@ -33,7 +38,9 @@ class LocalPath:
         return [(d.event_id, d.kind, d.reason) for d in reversed(rows)]
 
     def close(self) -> None:
-        self.sensor.close()
+        if not self._closed:
+            self._closed = True
+            self.sensor.close()
 
 
 class ClusterPath:
@@ -44,8 +51,10 @@ class ClusterPath:
         self.settings = settings
         bus.ensure_topics([settings.topics.admission], partitions=4)
         self.argo_events = ArgoEventsStandIn(settings, bus, group=f"argo-events-{settings.topics.admission}")
+        self.group = f"gateway-{settings.topics.admission}"
         self.gateways = [gateway(settings, bus, engine, policy=policy, replica=f"r{i}", status_interval_s=0.05,
-                                 group=f"gateway-{settings.topics.admission}") for i in range(replicas)]
+                                 group=self.group) for i in range(replicas)]
+        self._closed = False
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=g.run, args=(self._stop.is_set, 0.02), daemon=True)
                          for g in self.gateways]
@@ -60,6 +69,9 @@ class ClusterPath:
         return [(d.event_id, d.kind, d.reason) for d in self.gateways[0].store.decisions()]
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=30)
@@ -77,6 +89,30 @@ def drive(path, until: Callable[[], bool], timeout_s: float = 60.0, then_s: floa
     settle = time.monotonic() + then_s
     while time.monotonic() < settle:
         path.step()
+
+
+def redeliver(settings: Settings, group: str) -> None:
+    """Rewind `group` (no member running) to the start of everything it consumed, as a consumer that lost its
+    commits in a crash sees it: every message comes again, at its own offset."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        consumed = admin.list_group_offsets({group: None})[group]
+        assert consumed, f"group {group} committed nothing"
+        reset = admin.reset_group_offsets(group, {tp: OffsetSpec.EARLIEST for tp in consumed})
+        assert all(r["error"] is NoError and r["offset"] == 0 for r in reset.values()), reset
+    finally:
+        admin.close()
+
+
+def caught_up(settings: Settings, group: str) -> bool:
+    """`group` has committed everything on the partitions it consumes."""
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    try:
+        committed = admin.list_group_offsets({group: None})[group]
+        ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in committed})
+    finally:
+        admin.close()
+    return all(committed[tp].offset >= ends[tp].offset for tp in committed)
 
 
 def runs(settings: Settings) -> list[dict]:

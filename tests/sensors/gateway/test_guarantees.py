@@ -10,12 +10,13 @@ import uuid
 
 import pytest
 
+from ctloop.deadletter import reason_of
 from ctloop.kafka_bus import KafkaBus
 from ctloop.sensors.admission import AdmissionPolicy
 from ctloop.settings import Settings, Topics
 from ctloop.workflows.local.engine import LocalEngine
 from tests.reliability.cheap_template import cheap_retrain
-from tests.sensors.gateway.paths import ClusterPath, LocalPath, drive, max_overlap, runs
+from tests.sensors.gateway.paths import ClusterPath, LocalPath, caught_up, drive, max_overlap, redeliver, runs
 from tests.sensors.helpers import arrival, drift
 
 pytestmark = pytest.mark.kafka
@@ -131,3 +132,23 @@ def test_gpu_runs_never_exceed_the_cap(admission, settings, bus):
     done = runs(settings)
     assert max_overlap([(r["start"], r["end"]) for r in done]) <= 2
     assert len({r["model"] for r in done}) == 5
+
+
+def test_an_event_id_reused_with_a_different_body_is_dead_lettered_once_even_when_redelivered(
+        admission, settings, bus):
+    path = admission(AdmissionPolicy(window_s=0))
+    original = arrival("churn", "a", "evt-1", uri="file:///data/churn/a")
+    impostor = arrival("churn", "b", "evt-1", uri="file:///data/churn/b")
+    for message in (original, original, impostor, arrival("churn", "c", "evt-2", uri="file:///data/churn/c")):
+        bus.publish(settings.topics.data, message, key="churn")
+    bus.flush()
+    drive(path, lambda: finished_on(settings, {"churn": "file:///data/churn/c"}) and caught_up(settings, path.group))
+    path.close()
+    redeliver(settings, path.group)  # the decider's commits lost: every message comes again
+    again = admission(AdmissionPolicy(window_s=0))
+    drive(again, lambda: caught_up(settings, again.group))
+    [dead] = bus.read_all(settings.topics.deadletter)
+    assert reason_of(dead) == "event id evt-1 reused with a different body"
+    assert b"file:///data/churn/b" in dead.value, "the impostor is what is kept"
+    assert sorted(r["data_uri"] for r in runs(settings)) == ["file:///data/churn/a", "file:///data/churn/c"]
+    assert [kind for event_id, kind, _ in again.decisions() if event_id == "evt-1"] == ["triggered"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ctloop.sensors.admission import AdmissionState, Candidate, Decision, Slot, Window
-from ctloop.sensors.gateway.store import Fenced, GatewayStore, changed_models, part
+from ctloop.sensors.gateway.store import DeadLetterRows, Fenced, GatewayStore, changed_models, part
 
 
 def cand(model: str, digest: str, *, gpu: bool = False) -> Candidate:
@@ -65,12 +65,12 @@ def test_events_and_keys_are_remembered_once(store_url):
     a = GatewayStore(store_url, "a")
     a.claim([0])
     with a.transaction() as writer:
-        writer.mark_seen(["e1", "e2"], 1.0)
+        writer.mark_seen({"e1": "body1", "e2": "body2"}, 1.0)
         writer.mark_ran([cand("m0", "d0"), cand("m0", "d0")], 1.0)
     with a.transaction() as writer:
-        writer.mark_seen(["e1", "e3"], 2.0)  # a redelivery after a crash writes again
+        writer.mark_seen({"e1": "other", "e3": "body3"}, 2.0)  # a redelivery after a crash writes again
         writer.mark_ran([cand("m0", "d0")], 2.0)
-    assert a.seen({"e1", "e3", "e4"}) == {"e1", "e3"}
+    assert a.seen({"e1", "e3", "e4"}) == {"e1": "body1", "e3": "body3"}, "the first body's digest is kept"
     assert a.ran({"k-m0-d0", "k-m0-d1"}) == {"k-m0-d0"}
     a.close()
 
@@ -80,3 +80,38 @@ def test_only_changed_models_are_written():
     after = before.model_copy(update={"queued": {"m0": before.queued["m0"], "m1": cand("m1", "d1")}})
     assert changed_models(before, after) == {"m1"}
     assert part(AdmissionState(), "m0") is None
+
+
+def test_a_store_from_before_request_digests_gains_the_column_and_reads_old_events_as_digestless(store_url):
+    import sqlalchemy as sa
+
+    old = sa.create_engine(store_url)
+    with old.begin() as db:
+        db.exec_driver_sql("CREATE TABLE gateway_events (event_id VARCHAR(400) PRIMARY KEY, at FLOAT NOT NULL)")
+        db.exec_driver_sql("INSERT INTO gateway_events VALUES ('e-old', 1.0)")
+    old.dispose()
+    a = GatewayStore(store_url, "a")
+    GatewayStore(store_url, "b").close()  # a second replica's start finds the column there
+    with a.transaction() as writer:
+        writer.mark_seen({"e-new": "body"}, 2.0)
+    assert a.seen({"e-old", "e-new"}) == {"e-old": "", "e-new": "body"}
+    a.close()
+
+
+def test_a_dead_letter_is_claimed_once_by_the_partitions_owner_and_its_next_owner_resolves_it(store_url):
+    a, b = GatewayStore(store_url, "a"), GatewayStore(store_url, "b")
+    a.claim([0, 1])
+    rows_a = DeadLetterRows(a, "adm")
+    assert rows_a.claim(("adm", 0, 7), "bad") is True
+    assert rows_a.claim(("adm", 0, 7), "bad") is False, "a message that comes again is not copied again"
+    assert rows_a.claim(("adm", 1, 3), "bad") is True
+    rows_a.mark_sent(("adm", 1, 3))
+    b.claim([0])  # a's partition 0 moves to b while a's copy of (0, 7) may not have been sent
+    with pytest.raises(Fenced):
+        rows_a.claim(("adm", 0, 8), "bad")
+    rows_b = DeadLetterRows(b, "adm")
+    assert rows_b.pending() == [("adm", 0, 7)], "only the pending records of b's own partitions"
+    rows_b.resolve([], [("adm", 0, 7)])  # not found on the dead-letter topic: forgotten, so it is copied again
+    assert rows_b.pending() == [] and rows_b.claim(("adm", 0, 7), "bad") is True
+    a.close()
+    b.close()
