@@ -1,12 +1,18 @@
-"""Fixtures of the deploy tests: a logged model on the real `mlflow server` and fresh model names."""
+"""Fixtures of the deploy tests: logged models on the real `mlflow server`, fresh model names, the registry, an
+embedded bus, and a champion to serve."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import log_constant_model
+from ctloop.deploy.promotion import promote
+from ctloop.deploy.registry import Registry
+from ctloop.embedded_bus import EmbeddedBus
+from tests.deploy.helpers import log_constant_model, register
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +30,23 @@ def model_name() -> str:
 def other_model_uri(mlflow_server: str) -> str:
     """A model that predicts 2.0, to tell served versions apart."""
     return log_constant_model(mlflow_server, 2.0)
+
+
+@pytest.fixture
+def registry(mlflow_server: str) -> Registry:
+    return Registry(mlflow_server)
+
+
+@pytest.fixture
+def bus(tmp_path: Path) -> Iterator[EmbeddedBus]:
+    bus = EmbeddedBus(tmp_path / "bus.db")
+    yield bus
+    bus.close()
+
+
+@pytest.fixture
+def champion(registry: Registry, model_name: str, constant_model_uri: str) -> str:
+    """A version of `model_name` (predicting 1.0) promoted to champion by hand."""
+    version = register(registry, model_name, constant_model_uri)
+    promote(registry, model_name, version, actor="test", reason="initial", manual=True)
+    return version

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from ctloop.deploy.registry import Registry
 from ctloop.evaluation import Evaluation
+
+
+def register(registry: Registry, name: str, uri: str) -> str:
+    """A new version of `name` for the logged model at `uri`; its version number."""
+    return registry.create_version(name, uri, run_id=None, tags={}).version
 
 
 def log_constant_model(tracking_uri: str, value: float) -> str:

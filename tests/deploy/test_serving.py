@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -16,26 +15,11 @@ from ctloop.deploy.serving import ChampionFollower, EventWatcher, PredictionLog,
 from ctloop.deploy.serving import serving as deploy_serving
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.predictions import parse_batch
+from tests.deploy.helpers import register
 
 pytestmark = pytest.mark.mlflow_server
 
 ROWS = [{"x": 1.0, "y": 2.0}, {"x": 3.0, "y": 4.5}]
-
-
-def register(registry: Registry, name: str, uri: str) -> str:
-    return registry.create_version(name, uri, run_id=None, tags={}).version
-
-
-@pytest.fixture
-def registry(mlflow_server: str) -> Registry:
-    return Registry(mlflow_server)
-
-
-@pytest.fixture
-def bus(tmp_path: Path) -> Iterator[EmbeddedBus]:
-    bus = EmbeddedBus(tmp_path / "bus.db")
-    yield bus
-    bus.close()
 
 
 class Serving:
@@ -59,13 +43,6 @@ class Serving:
             self.watcher.stop()
         self.log.close()
         self.follower.stop()
-
-
-@pytest.fixture
-def champion(registry: Registry, model_name: str, constant_model_uri: str, tmp_path: Path) -> str:
-    version = register(registry, model_name, constant_model_uri)
-    promote(registry, model_name, version, actor="test", reason="initial", manual=True)
-    return version
 
 
 @pytest.fixture

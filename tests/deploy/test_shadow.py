@@ -4,8 +4,6 @@ never returned, and never able to fail a request."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import requests
@@ -15,29 +13,10 @@ from ctloop.deploy.registry import Registry
 from ctloop.deploy.serving import serving
 from ctloop.deploy.shadow import AliasFollower, shadowing
 from ctloop.embedded_bus import EmbeddedBus
-from tests.deploy.helpers import log_failing_model
-from tests.deploy.test_serving import ROWS, published_batches, register
+from tests.deploy.helpers import log_failing_model, register
+from tests.deploy.test_serving import ROWS, published_batches
 
 pytestmark = pytest.mark.mlflow_server
-
-
-@pytest.fixture
-def registry(mlflow_server: str) -> Registry:
-    return Registry(mlflow_server)
-
-
-@pytest.fixture
-def bus(tmp_path: Path) -> Iterator[EmbeddedBus]:
-    bus = EmbeddedBus(tmp_path / "bus.db")
-    yield bus
-    bus.close()
-
-
-@pytest.fixture
-def champion(registry: Registry, model_name: str, constant_model_uri: str) -> str:
-    version = register(registry, model_name, constant_model_uri)
-    promote(registry, model_name, version, actor="test", reason="initial", manual=True)
-    return version
 
 
 def _serve(registry: Registry, name: str, bus: EmbeddedBus, shadow: str | None = "challenger", poll_s: float = 30.0):
@@ -61,9 +40,9 @@ def test_the_challenger_scores_the_same_rows_under_the_same_ids_and_is_never_ret
         answers = [_ask(server.url) for _ in range(3)]
         shadow = server.app.shadow
         metrics_text = ""
-        for _ in range(100):  # the shadow scores off the request path: wait for it to catch up
+        for _ in range(100):  # the shadow scores off the request path: wait for it, and its metrics, to catch up
             metrics_text = requests.get(f"{server.url}/metrics", timeout=10).text
-            if shadow.counts["logged"] == 3:
+            if shadow.counts["logged"] == 3 and 'shadow_batches_total{outcome="logged"} 3.0' in metrics_text:
                 break
             time.sleep(0.05)
     assert [a["predictions"] for a in answers] == [[1.0, 1.0]] * 3, "the champion answers"
