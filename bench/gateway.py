@@ -6,8 +6,9 @@ Run: $V/bin/python bench/gateway.py [--events 20000] [--rate 1000] [--models 100
      [--replicas 1,3] [--bootstrap H:P] [--store-url URL]
 
 Without --bootstrap it starts a local single-node Kafka (as the tests do); without --store-url a PostgreSQL
-server in a temp dir (initdb/pg_ctl). Each replica runs exactly as `ctloop gateway run` wires it except the
-engine: a counter that accepts every run at once, so the figures are the gateway's cost, not a workflow's.
+server in a temp dir (initdb/pg_ctl). Each replica (`tests/sensors/gateway/gateway_process.py`, started by the
+kill test's `Replicas`) runs exactly as `ctloop gateway run` wires it except the engine: one that accepts every
+run at once, so the figures are the gateway's cost, not a workflow's.
 Decision latency is the first decision's store timestamp minus the request's publish time (same clock).
 """
 
@@ -18,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,32 +28,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-class Instant:
-    """An engine that accepts every run at once; the gateway's store records what it submitted."""
-
-    def submit(self, request, *, wait=True):
-        from ctloop.workflows.engine import RunHandle
-
-        return RunHandle(run_id=f"run-{request.idempotency_key}", idempotency_key=request.idempotency_key or "",
-                         status="Succeeded")
-
-    def status(self, run_id):
-        return "Succeeded"
-
-
-def worker(replica: str, group: str) -> None:
-    from ctloop.kafka_bus import KafkaBus
-    from ctloop.sensors.admission import AdmissionPolicy
-    from ctloop.sensors.gateway import gateway
-    from ctloop.settings import Settings
-
-    settings = Settings()
-    bus = KafkaBus(settings.kafka_bootstrap, client_id=f"bench-{replica}")
-    gateway(settings, bus, Instant(), group=group, replica=replica, policy=AdmissionPolicy(window_s=0),
-            batch_size=1000).run_until_signalled(0.05)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' replica processes
 
 
 def start_postgres(root: Path) -> tuple[str, list[str]]:
@@ -86,8 +61,8 @@ def one_run(args, bootstrap: str, store_url: str, replicas: int, kill: bool) -> 
     import sqlalchemy as sa
 
     from ctloop.kafka_bus import KafkaBus
-    from ctloop.sensors.gateway import GatewayStore
     from ctloop.sensors.gateway.store import metadata
+    from tests.sensors.gateway.replicas import Replicas
 
     tag = uuid.uuid4().hex[:8]
     topic, group = f"bench-adm-{tag}", f"bench-gateway-{tag}"
@@ -97,16 +72,10 @@ def one_run(args, bootstrap: str, store_url: str, replicas: int, kill: bool) -> 
     bus = KafkaBus(bootstrap, connect_timeout_s=30)
     bus.ensure_topics([topic], partitions=args.partitions)
     home = Path(tempfile.mkdtemp(prefix="bench-gw-"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CTLOOP_HOME": str(home), "CTLOOP_KAFKA_BOOTSTRAP": bootstrap,
-           "CTLOOP_TOPICS__ADMISSION": topic, "CTLOOP_GATEWAY_STORE_URL": store_url}
     names = [f"r{i}" for i in range(replicas)]
-    procs = [subprocess.Popen([sys.executable, __file__, "--worker", name, "--group", group], env=env)
-             for name in names]
-    observer = GatewayStore(store_url, "bench")
-    deadline = time.monotonic() + 120
-    while set(observer.owners().values()) != set(names) or len(observer.owners()) != args.partitions:
-        assert time.monotonic() < deadline, "replicas did not share the partitions"
-        time.sleep(0.2)
+    fleet = Replicas(names, group=group, bootstrap=bootstrap, topic=topic, store_url=store_url, home=home,
+                     engine=["--instant", "--batch-size", "1000", "--status-interval", "0.5"])
+    fleet.wait_shared(args.partitions)
     rng = random.Random(15)
     sent: dict[str, float] = {}
     start = time.time()
@@ -120,7 +89,7 @@ def one_run(args, bootstrap: str, store_url: str, replicas: int, kill: bool) -> 
         sent[event_id] = time.time()
         bus.publish(topic, json.dumps(payload).encode(), key=model)
         if kill and n == args.events // 2:
-            procs[0].send_signal(signal.SIGKILL)
+            fleet.kill(names[0])
             killed_at = time.time()
     bus.flush()
     published = time.time()
@@ -134,11 +103,7 @@ def one_run(args, bootstrap: str, store_url: str, replicas: int, kill: bool) -> 
             time.sleep(0.5)
         triggered = Counter(k for (k,) in db.execute(sa.text(
             "SELECT key FROM gateway_decisions WHERE kind = 'triggered'")))
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-    observer.close()
+    fleet.close()
     bus.close()
     shutil.rmtree(home, ignore_errors=True)
     latencies = sorted((first[e] - t) * 1000 for e, t in sent.items() if e in first)
@@ -157,8 +122,6 @@ def one_run(args, bootstrap: str, store_url: str, replicas: int, kill: bool) -> 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--worker")
-    parser.add_argument("--group")
     parser.add_argument("--events", type=int, default=20000)
     parser.add_argument("--rate", type=float, default=1000)
     parser.add_argument("--models", type=int, default=10000)
@@ -167,9 +130,6 @@ def main() -> None:
     parser.add_argument("--bootstrap")
     parser.add_argument("--store-url")
     args = parser.parse_args()
-    if args.worker:
-        worker(args.worker, args.group)
-        return
     root = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
     kafka, stop_pg = None, None
     try:

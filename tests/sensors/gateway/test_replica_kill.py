@@ -3,24 +3,18 @@ Real broker, replicas as processes, their shared store on SQLite and on PostgreS
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 from ctloop.kafka_bus import KafkaBus
-from ctloop.sensors.gateway import GatewayStore
 from tests.sensors.gateway.helpers import request
+from tests.sensors.gateway.replicas import Replicas
 from tests.sensors.ledger import LedgerEngine
 
 pytestmark = pytest.mark.kafka
-REPO = Path(__file__).resolve().parents[3]
 
 
 def wait_for(what, predicate, timeout_s: float = 90.0) -> None:
@@ -33,23 +27,19 @@ def wait_for(what, predicate, timeout_s: float = 90.0) -> None:
 def test_a_killed_replicas_partitions_move_to_the_other_and_nothing_is_lost_or_run_twice(
         tmp_path, kafka_bootstrap, store_url):
     tag = uuid.uuid4().hex[:10]
-    topic, group = f"adm-{tag}", f"gateway-{tag}"
+    topic = f"adm-{tag}"
     bus = KafkaBus(kafka_bootstrap)
     bus.ensure_topics([topic], partitions=6)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "CTLOOP_HOME": str(tmp_path), "CTLOOP_BUS": "kafka",
-           "CTLOOP_KAFKA_BOOTSTRAP": kafka_bootstrap, "CTLOOP_TOPICS__ADMISSION": topic,
-           "CTLOOP_TOPICS__DEADLETTER": f"dead-{tag}", "CTLOOP_GATEWAY_STORE_URL": store_url}
     ledger = tmp_path / "ledger.db"
     LedgerEngine(ledger).close()
-    replicas = [subprocess.Popen([sys.executable, "-m", "tests.sensors.gateway.gateway_process", str(ledger), group,
-                                  name], env=env, cwd=REPO) for name in ("a", "b")]
-    observer = GatewayStore(store_url, "observer")
-    wait_for("both replicas to own partitions", lambda: set(observer.owners().values()) == {"a", "b"}
-             and len(observer.owners()) == 6)
     rng = random.Random(15)
     published: list[tuple[str, str, str]] = []
     newest: dict[str, str] = {}
-    try:
+    with Replicas(["a", "b"], group=f"gateway-{tag}", bootstrap=kafka_bootstrap, topic=topic, store_url=store_url,
+                  home=tmp_path, engine=["--ledger", str(ledger)],
+                  env={"CTLOOP_TOPICS__DEADLETTER": f"dead-{tag}"}) as replicas:
+        observer = replicas.observer
+        replicas.wait_shared(partitions=6, timeout_s=90)
         for n in range(600):
             if published and n % 10 == 9:  # a redelivered event, or a new event for a model's newest data
                 model, digest, event_id = rng.choice(published)
@@ -64,8 +54,7 @@ def test_a_killed_replicas_partitions_move_to_the_other_and_nothing_is_lost_or_r
                 bus.flush()
                 wait_for("decisions from both replicas",
                          lambda: {d.replica for d in observer.decisions()} >= {"a", "b"})
-                replicas[0].send_signal(signal.SIGKILL)
-                replicas[0].wait(timeout=30)
+                replicas.kill("a")
         bus.flush()
         ids = {event_id for _, _, event_id in published}
         wait_for("a decision on every event", lambda: ids <= {d.event_id for d in observer.decisions()})
@@ -86,10 +75,4 @@ def test_a_killed_replicas_partitions_move_to_the_other_and_nothing_is_lost_or_r
         assert {d.replica for d in observer.decisions()} == {"a", "b"}
         assert set(observer.owners().values()) == {"b"}, "b took over a's partitions"
         engine.close()
-    finally:
-        for replica in replicas:
-            if replica.poll() is None:
-                replica.send_signal(signal.SIGTERM)
-                replica.wait(timeout=30)
-        observer.close()
-        bus.close()
+    bus.close()
