@@ -38,3 +38,15 @@ def test_a_trigger_payload_becomes_the_candidate_run():
 def test_a_malformed_request_is_refused_with_the_reason(payload, key, reason):
     with pytest.raises(RequestInvalid, match=reason):
         candidate(message(payload, key))
+
+
+def test_a_request_digest_is_the_same_for_the_same_parameters_however_written_and_differs_with_any_value():
+    from ctloop.sensors.gateway.request import read_request
+
+    digest = read_request(message(GOOD)).digest
+    rewritten = json.dumps(dict(reversed(GOOD.items())), indent=2).encode()
+    assert read_request(message(rewritten)).digest == digest, "key order and spacing are the producer's"
+    assert read_request(Message(topic="other", partition=3, offset=9, key=b"churn", value=json.dumps(GOOD).encode(),
+                                headers=(), timestamp_ms=0)).digest == digest, "where it lands is not its body"
+    for name, value in (("data-uri", "s3://b/churn/2"), ("idempotency-key", "k2"), ("gpu", "false")):
+        assert read_request(message({**GOOD, name: value})).digest != digest, name
