@@ -1,7 +1,8 @@
 """Crash-anywhere harness: arrivals flow into a sensor+engine process that is SIGKILLed at random points
 and restarted, optionally while the broker restarts; then the durable records are audited.
 
-Shared by tests/reliability/test_crash_anywhere.py and bench/chaos.py. The audit reads only what the
+Shared by tests/reliability/test_crash_anywhere.py, test_broker_restart.py and bench/chaos.py; the full-template
+run (chaos_full.py) uses its sensor processes, publisher, waits and settle check. The audit reads only what the
 components recorded: the sensor's decision log, the engine's run store, and the bus itself (every message
 in the dead-letter topic, none de-duplicated, matched to where each garbage message landed).
 """
@@ -19,7 +20,8 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -204,12 +206,29 @@ def _spawn(command: list[str], env: dict[str, str], log: Path) -> subprocess.Pop
     return proc
 
 
-def _query(db: Path, sql: str) -> list[tuple]:
+@contextmanager
+def _process(command: list[str], env: dict[str, str], log: Path, *, stop: signal.Signals = signal.SIGKILL
+             ) -> Iterator[subprocess.Popen]:
+    """A sensor process, its output in `log`; at the end sent `stop` if still running, and reaped."""
+    proc = _spawn(command, env, log)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(stop)
+        proc.wait(timeout=60)
+
+
+def _log_tail(proc: subprocess.Popen) -> str:
+    return proc.log_path.read_text(errors="replace")[-3000:]  # type: ignore[attr-defined]
+
+
+def _query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
     if not db.exists():
         return []
     conn = sqlite3.connect(db, timeout=30)
     try:
-        return conn.execute(sql).fetchall()
+        return conn.execute(sql, args).fetchall()
     except sqlite3.OperationalError:
         return []
     finally:
@@ -221,6 +240,11 @@ def _decided(db: Path) -> int:
     return int(rows[0][0]) if rows else 0
 
 
+def _decided_ids(db: Path) -> set[str]:
+    """The events the sensor's log has a decision for."""
+    return {e for (e,) in _query(db, "SELECT DISTINCT event_id FROM sensor_decisions")}
+
+
 def _settled(db: Path, expected_events: int) -> bool:
     """Every event decided, nothing reserved, queued or running in the sensor, no run unfinished."""
     if _decided(db) < expected_events:
@@ -229,6 +253,11 @@ def _settled(db: Path, expected_events: int) -> bool:
     if any(s["running"] or s["queued"] or s["windows"] for s in states):
         return False
     return not _query(db, "SELECT 1 FROM wf_runs WHERE status IN ('Pending', 'Running') LIMIT 1")
+
+
+def _wait_settled(db: Path, events: int, proc: subprocess.Popen, timeout_s: float,
+                  what: str = "everything settled") -> None:
+    _wait(lambda: _settled(db, events), proc, timeout_s, what)
 
 
 def run_chaos(settings: Settings, work: Workload, *, kills: int, rng: random.Random, train_s: float = 0.2,
@@ -251,8 +280,7 @@ def run_chaos(settings: Settings, work: Workload, *, kills: int, rng: random.Ran
             restart_here = restart_broker is not None and k == restart_after_kill
             # The broker restarts under a consuming sensor: one that starts while it is down fails fast, by design.
             parts = [chunk[: len(chunk) // 2], chunk[len(chunk) // 2:]] if restart_here else [chunk]
-            proc = _spawn(command, env, settings.home / f"sensor-{k}.log")
-            try:
+            with _process(command, env, settings.home / f"sensor-{k}.log") as proc:
                 for i, part in enumerate(parts):
                     if i:
                         publisher.join()
@@ -263,23 +291,15 @@ def run_chaos(settings: Settings, work: Workload, *, kills: int, rng: random.Ran
                     _wait(lambda b=before: _decided(db) > b, proc, 90,
                           f"progress in round {k}{' after the broker restart' if i else ''} (from {before} decided)")
                 time.sleep(rng.uniform(0, 4 * train_s))
-            finally:
-                running = proc.poll() is None
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                # Counted from the outcome, not the plan: a process that had already exited was not killed.
-                landed += running and proc.returncode == -signal.SIGKILL
+            # Counted from the outcome, not the plan: a process that had already exited was not killed.
+            landed += proc.returncode == -signal.SIGKILL
         publisher.join()
         distinct = {a.event_id for a in work.arrivals}
-        proc = _spawn(command, env, settings.home / "sensor-final.log")
-        try:
+        with _process(command, env, settings.home / "sensor-final.log", stop=signal.SIGTERM) as proc:
             if not kills:
                 publisher.send(work.messages)
                 publisher.join()
-            _wait(lambda: _settled(db, len(distinct)), proc, settle_timeout_s, "everything settled")
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+            _wait_settled(db, len(distinct), proc, settle_timeout_s)
         dead = _dead_letters(publisher.bus, settings)
     finally:
         publisher.close()
@@ -296,32 +316,31 @@ def run_through_broker_restart(settings: Settings, work: Workload, *, restart_br
     half = len(work.messages) // 2
     first_ids = {m.event_id for m in work.messages[:half] if isinstance(m, Arrival)}
     publisher = _Publisher(settings.kafka_bootstrap, settings.topics.data, 0.0)
-    proc = _spawn(command, _env(settings), settings.home / "sensor.log")
     try:
-        publisher.send(work.messages[:half])
-        _wait(lambda: _decided(db) >= len(first_ids), proc, settle_timeout_s, "the first half decided")
-        restart_broker()
-        publisher.send(work.messages[half:])
-        publisher.join()
-        distinct = {a.event_id for a in work.arrivals}
-        _wait(lambda: _settled(db, len(distinct)), proc, settle_timeout_s, "everything settled after the restart")
-        dead = _dead_letters(publisher.bus, settings)
+        with _process(command, _env(settings), settings.home / "sensor.log", stop=signal.SIGTERM) as proc:
+            publisher.send(work.messages[:half])
+            _wait(lambda: _decided(db) >= len(first_ids), proc, settle_timeout_s, "the first half decided")
+            restart_broker()
+            publisher.send(work.messages[half:])
+            publisher.join()
+            distinct = {a.event_id for a in work.arrivals}
+            _wait_settled(db, len(distinct), proc, settle_timeout_s, "everything settled after the restart")
+            dead = _dead_letters(publisher.bus, settings)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
         publisher.close()
     return audit(settings, work, kills=0, restarts=1, dead_lettered=dead, seconds=time.monotonic() - started)
 
 
-def _wait(done: Callable[[], bool], proc: subprocess.Popen, timeout_s: float, what: str) -> None:
+def _wait(done: Callable[[], bool], proc: subprocess.Popen | None, timeout_s: float, what: str,
+          poll_s: float = 0.1) -> None:
+    """Until `done()`; `RuntimeError` after `timeout_s`, or at once when `proc` (if given) has exited."""
     deadline = time.monotonic() + timeout_s
     while not done():
-        if proc.poll() is not None:
-            tail = proc.log_path.read_text(errors="replace")[-3000:]  # type: ignore[attr-defined]
-            raise RuntimeError(f"the sensor process exited with {proc.returncode} before {what}:\n{tail}")
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the sensor process exited with {proc.returncode} before {what}:\n{_log_tail(proc)}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"not {what} within {timeout_s:.0f} s")
-        time.sleep(0.1)
+        time.sleep(poll_s)
 
 
 def _dead_letters(bus: KafkaBus, settings: Settings) -> DeadLetterCount:
@@ -360,7 +379,7 @@ def audit(settings: Settings, work: Workload, *, kills: int, restarts: int, dead
     version = code_version()
     arrivals = work.arrivals
     distinct_events = {a.event_id for a in arrivals}
-    decided = {e for (e,) in _query(db, "SELECT DISTINCT event_id FROM sensor_decisions")}
+    decided = _decided_ids(db)
     kinds: dict[str, set[str]] = {}
     for event_id, kind in _query(db, "SELECT event_id, kind FROM sensor_decisions"):
         kinds.setdefault(event_id, set()).add(kind)

@@ -14,7 +14,6 @@ import contextlib
 import random
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -29,7 +28,20 @@ from ctloop.modelspec import save_spec
 from ctloop.settings import Settings
 from ctloop.snapshot import take_snapshot
 from tests.fixtures.mlflow_server import MlflowServer
-from tests.reliability.chaos import GARBAGE, Arrival, Workload, _env, _query, _settled, _spawn, chaos_settings
+from tests.reliability.chaos import (
+    GARBAGE,
+    Arrival,
+    Workload,
+    _decided_ids,
+    _env,
+    _log_tail,
+    _process,
+    _Publisher,
+    _query,
+    _wait,
+    _wait_settled,
+    chaos_settings,
+)
 from tests.reliability.outside_audit import Expected, Figures, audit, triggered_events
 from tests.trainer.conftest import make_frame, make_spec
 
@@ -123,24 +135,21 @@ def _arrival(model: str, uri: str, digest: str, event_id: str) -> Arrival:
     return Arrival(model, digest, event_id, to_bytes(new_event(payload, id=event_id)), uri)
 
 
-class ResilientPublisher:
+class ResilientPublisher(_Publisher):
     """Publishes in the background, one acknowledged message at a time; a broker that dies mid-send costs a
     reconnect and a resend from the last acknowledged message (at least once: the same ids again)."""
 
     def __init__(self, bootstrap: str, topic: str, pace_s: float = 0.3) -> None:
-        self.bootstrap, self.topic, self.default_pace_s, self.pace_s = bootstrap, topic, pace_s, pace_s
-        self.bus = KafkaBus(bootstrap, client_id="ctloop-chaos-publisher")
-        self._thread: threading.Thread | None = None
+        super().__init__(bootstrap, topic, pace_s)
+        self.bootstrap, self.default_pace_s = bootstrap, pace_s
         self.sent = 0  # messages of the current chunk acknowledged
         self.resends = 0
-        self.error: BaseException | None = None
 
     def send(self, chunk: list[Arrival | bytes], pace_s: float | None = None) -> None:
         self.join()
         self.sent = 0
         self.pace_s = self.default_pace_s if pace_s is None else pace_s
-        self._thread = threading.Thread(target=self._send, args=(chunk,), daemon=True)
-        self._thread.start()
+        super().send(chunk)
 
     @property
     def busy(self) -> bool:
@@ -174,43 +183,14 @@ class ResilientPublisher:
             except Exception:  # the broker is still down: try again
                 time.sleep(0.5)
 
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self.error is not None:
-            raise self.error
-
-    def close(self) -> None:
-        self.join()
-        self.bus.close()
-
 
 def _step_running(db: Path, names: set[str], since: float) -> str | None:
     """A step of `names` started after `since` (wall clock) and running now, if any: one a killed process left
     marked Running is not."""
     marks = ",".join("?" * len(names))
-    rows = _query_args(db, f"SELECT name FROM wf_steps WHERE status = 'Running' AND started_at > ? AND name IN"
-                           f" ({marks})", (since, *names))
+    rows = _query(db, f"SELECT name FROM wf_steps WHERE status = 'Running' AND started_at > ? AND name IN"
+                      f" ({marks})", (since, *names))
     return rows[0][0] if rows else None
-
-
-def _query_args(db: Path, sql: str, args: tuple) -> list[tuple]:
-    import sqlite3
-
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(db, timeout=30)
-    try:
-        return conn.execute(sql, args).fetchall()
-    except sqlite3.OperationalError:
-        return []
-    finally:
-        conn.close()
-
-
-def _decided_ids(db: Path) -> set[str]:
-    return {e for (e,) in _query(db, "SELECT DISTINCT event_id FROM sensor_decisions")}
 
 
 def _progress(db: Path) -> tuple[int, int]:
@@ -228,17 +208,6 @@ def _within(done: Callable[[], bool], timeout_s: float) -> bool:
             return False
         time.sleep(0.05)
     return True
-
-
-def _until(done: Callable[[], bool], timeout_s: float, what: str, proc=None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not done():
-        if proc is not None and proc.poll() is not None:
-            tail = proc.log_path.read_text(errors="replace")[-3000:]
-            raise RuntimeError(f"the sensor process exited with {proc.returncode} before {what}:\n{tail}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"not {what} within {timeout_s:.0f} s")
-        time.sleep(0.05)
 
 
 def run_full_chaos(root: Path, plan: Plan, rng: random.Random, *, broker: LocalKafka, registry: MlflowServer
@@ -266,9 +235,9 @@ def run_full_chaos(root: Path, plan: Plan, rng: random.Random, *, broker: LocalK
             target = None if last else plan.targets[k]
             crash_at = target.removeprefix("crash:") if target and target.startswith("crash:") else None
             since = time.time()
-            proc = _spawn([*PROCESS, str(plan.retry_interrupted)], {**env, ENV: crash_at} if crash_at else env,
-                          settings.home / f"sensor-{'final' if last else k}.log")
-            try:
+            with _process([*PROCESS, str(plan.retry_interrupted)], {**env, ENV: crash_at} if crash_at else env,
+                          settings.home / f"sensor-{'final' if last else k}.log",
+                          stop=signal.SIGTERM if last else signal.SIGKILL) as proc:
                 broker_round = k in plan.broker_kill_rounds
                 # A broker round first sends up to its first new event, whose decision shows the sensor consuming.
                 head = _first_new(chunks[k], {m.event_id for c in chunks[:k] for m in c if isinstance(m, Arrival)})
@@ -287,15 +256,11 @@ def run_full_chaos(root: Path, plan: Plan, rng: random.Random, *, broker: LocalK
                                                       proc, k, plan))
                 if last:
                     publisher.join()
-                    _until(lambda: _settled(db, distinct), plan.settle_timeout_s, "everything settled", proc)
+                    _wait_settled(db, distinct, proc, plan.settle_timeout_s)
                 elif crash_at:
                     killed = _crashed(proc, db, crash_at, k, plan)
                 else:
                     killed = _kill_engine(proc, db, target, k, plan, since)
-            finally:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGKILL if not last else signal.SIGTERM)
-                proc.wait(timeout=60)
     finally:
         publisher.close()
     outcome.seconds = time.monotonic() - started
@@ -316,8 +281,8 @@ def _kill_engine(proc, db: Path, target: str, k: int, plan: Plan, since: float) 
     at = time.monotonic()
     proc.wait()
     if proc.returncode != -signal.SIGKILL:
-        tail = proc.log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"round {k}: the sensor process had exited ({proc.returncode}) before its SIGKILL:\n{tail}")
+        raise RuntimeError(f"round {k}: the sensor process had exited ({proc.returncode}) before its SIGKILL:\n"
+                           f"{_log_tail(proc)}")
     return Kill("engine", k, during, None), at, progress
 
 
@@ -335,8 +300,7 @@ def _crashed(proc, db: Path, point: str, k: int, plan: Plan) -> tuple[Kill, floa
         proc.wait()
         during = f"crash point {point} not reached in {plan.round_timeout_s:.0f} s; killed"
     if proc.returncode != -signal.SIGKILL:
-        tail = proc.log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"round {k}: the process exited with {proc.returncode}, not at {point}:\n{tail}")
+        raise RuntimeError(f"round {k}: the process exited with {proc.returncode}, not at {point}:\n{_log_tail(proc)}")
     return Kill("engine", k, during, None), time.monotonic(), progress
 
 
@@ -354,17 +318,18 @@ def _kill_broker(broker: LocalKafka, publisher: ResilientPublisher, head: list[A
     the broker when the first of them is acknowledged, with the others still to go; restart it on the same
     port. Recovery: until the rest is published and each of its events decided."""
     fresh = {m.event_id for m in head if isinstance(m, Arrival)}
-    _until(lambda: fresh <= _decided_ids(db), plan.round_timeout_s, "the sensor consuming", proc)
+    _wait(lambda: fresh <= _decided_ids(db), proc, plan.round_timeout_s, "the sensor consuming", poll_s=0.05)
     publisher.send(rest, pace_s=1.0)
-    _until(lambda: publisher.sent > 0 or not publisher.busy, plan.round_timeout_s, "a message acknowledged", proc)
+    _wait(lambda: publisher.sent > 0 or not publisher.busy, proc, plan.round_timeout_s, "a message acknowledged",
+          poll_s=0.05)
     in_flight = publisher.busy
     at = time.monotonic()
     broker.kill()
     time.sleep(1.0)
     broker.start()
     ids = {m.event_id for m in rest if isinstance(m, Arrival)}
-    _until(lambda: not publisher.busy and ids <= _decided_ids(db), plan.round_timeout_s,
-           "every event of the round published and decided after the broker kill", proc)
+    _wait(lambda: not publisher.busy and ids <= _decided_ids(db), proc, plan.round_timeout_s,
+          "every event of the round published and decided after the broker kill", poll_s=0.05)
     return Kill("broker", k, "publishing" if in_flight else "idle", time.monotonic() - at)
 
 

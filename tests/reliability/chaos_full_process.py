@@ -13,11 +13,9 @@ import sys
 
 import torch
 
-from ctloop.kafka_bus import KafkaBus
-from ctloop.sensors.admission import AdmissionPolicy
-from ctloop.sensors.local.assembly import local_sensor
 from ctloop.settings import Settings
 from ctloop.workflows.engine_factory import open_engine
+from tests.reliability.chaos_process import run_sensor
 
 
 def main() -> None:
@@ -26,14 +24,7 @@ def main() -> None:
     # The models are tiny; on a shared host extra intra-op threads only spin against other tenants.
     torch.set_num_threads(1)
     settings = Settings()
-    # A short session, so that the next process takes over a killed one's partition in seconds.
-    bus = KafkaBus(settings.kafka_bootstrap, client_id="ctloop-chaos-full", session_timeout_ms=2000)
-    sensor = local_sensor(settings, bus, open_engine(settings, retry_interrupted=int(sys.argv[1])),
-                          policy=AdmissionPolicy(window_s=0), status_interval_s=0.1)
-    try:
-        sensor.run_until_signalled()
-    finally:
-        bus.close()
+    run_sensor(settings, open_engine(settings, retry_interrupted=int(sys.argv[1])), client_id="ctloop-chaos-full")
 
 
 if __name__ == "__main__":
