@@ -117,8 +117,22 @@ def run_old(uri: str, root: Path, port: int, commit: str) -> None:
     old.PredictionServer(follower, log, port=port).serve_forever()
 
 
+def mlflow_script() -> Path:
+    """The `mlflow` command of this interpreter's venv, or of the venv that holds the mlflow package (a light
+    venv layered over a shared one has neither it nor uvicorn in its own bin)."""
+    import mlflow
+
+    for candidate in (Path(sys.executable).with_name("mlflow"), Path(mlflow.__file__).parents[4] / "bin" / "mlflow"):
+        if candidate.exists():
+            return candidate
+    found = shutil.which("mlflow")
+    if found is None:
+        raise RuntimeError("no mlflow command found next to this Python or the mlflow package")
+    return Path(found)
+
+
 def start_mlflow(uri: str, root: Path, port: int) -> subprocess.Popen:
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    mlflow_bin = mlflow_script()
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{mlflow_bin.resolve().parent}:{os.environ['PATH']}"}
     with open(root / "mlflow-serve.log", "wb") as log:
         return subprocess.Popen(
