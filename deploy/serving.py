@@ -4,7 +4,8 @@
   version completely before swapping one reference, so a request that already took the old model
   finishes on it and no request sees a half-loaded one.
 - `PredictionLog` publishes every served batch to the predictions topic from a background thread,
-  off the request path; when its queue is full it drops and counts instead of stalling requests.
+  off the request path (on the embedded bus, in group commits); when its queue is full it drops and
+  counts instead of stalling requests.
 - `ScoringApp` is the ASGI app (on uvicorn, through `PredictionServer`): `POST /invocations` as
   `mlflow models serve` speaks it (`POST /predict` is the same endpoint under ctloop's older name),
   `GET /ping`, `/health`, `/version` and Prometheus `/metrics`. Each served row gets an id, returned
