@@ -69,7 +69,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 LOG_LINGER_S = 0.02  # how long a group of prediction batches waits for more before its one commit
-LOG_MAX_GROUP = 256
+LOG_MAX_GROUP = 64  # bounds how long one group holds the bus file's write lock (other processes write there too)
 BODY_TIMEOUT_S = 30.0
 WORKERS = 4
 
