@@ -3,13 +3,14 @@ the same prediction batches, and against reading the raw topics.
 
     $V/bin/python bench/joiner.py [--batches 30] [--batch-rows 1000] [--reps 3] [--kafka 127.0.0.1:9092]
 
-Per rep, on a fresh bus: publish `batches` prediction batches (20 feature columns, ids, class probabilities)
-and one `ctloop.label.observed` event per served row (a fifth of them before their predictions), then time,
-each from its first message on (joining the consumer group is not counted):
+Per rep, on a fresh bus, two label shapes on their own topics: `batches` prediction batches (20 feature
+columns, ids, class probabilities) with one `ctloop.label.observed` event per served row, and the same
+batches with one `ctloop.labels.observed` event per batch's labels (a fifth of the labels, in both shapes,
+before their predictions). Timed, each from its first message on (joining the consumer group is not counted):
 - the monitor: `MonitorService` over the predictions topic (parse, fold, detect per 10k-row window, commit);
-- the joiner: `Joiner` over both topics into a fresh SQLite store until every label joined (parse, store,
-  join, commit), reported as served rows/s and labels/s;
-- the raw read of both topics, no processing.
+- the joiner, per shape: `Joiner` over both topics into a fresh SQLite store until every label joined
+  (parse, store, join, commit), as served rows/s (equal to labels/s: one label per row);
+- the raw read of both topics, per shape, no processing.
 Medians over reps.
 """
 
@@ -31,7 +32,7 @@ import monitor as monitor_bench
 
 from ctloop.bus import Bus
 from ctloop.embedded_bus import EmbeddedBus
-from ctloop.events import LabelObserved, new_event, to_bytes
+from ctloop.events import LabelObserved, LabelsObserved, new_event, to_bytes
 from ctloop.monitors.joiner import Joiner
 from ctloop.monitors.monitor import DriftMonitor, MonitorConfig
 from ctloop.monitors.outcomes import OutcomeStore
@@ -45,7 +46,9 @@ from ctloop.settings import Settings, Topics
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def publish(bus: Bus, topics: Topics, batches: int, batch_rows: int) -> int:
+def publish(bus: Bus, topics: Topics, batches: int, batch_rows: int, *, batched: bool) -> int:
+    """The prediction batches and their labels: one `ctloop.label.observed` event per row, or (`batched`) one
+    `ctloop.labels.observed` event per batch's labels; returns the served rows."""
     rng = np.random.default_rng(1)
     rows = monitor_bench.frame(rng, batch_rows).to_dict(orient="records")
     labels = rng.integers(0, 2, batch_rows).tolist()
@@ -53,8 +56,10 @@ def publish(bus: Bus, topics: Topics, batches: int, batch_rows: int) -> int:
     early = set(range(0, batches, 5))
     for i in range(batches):
         ids = [f"b{i}-{r}" for r in range(batch_rows)]
-        events = [to_bytes(new_event(LabelObserved(prediction_id=pid, label=y, observed_at=observed)))
-                  for pid, y in zip(ids, labels, strict=True)]
+        items = [LabelObserved(prediction_id=pid, label=y, observed_at=observed)
+                 for pid, y in zip(ids, labels, strict=True)]
+        events = ([to_bytes(new_event(LabelsObserved(labels=items)))] if batched
+                  else [to_bytes(new_event(item)) for item in items])
         if i in early:
             for event in events:
                 bus.publish(topics.labels, event)
@@ -111,29 +116,36 @@ def raw_read(bus: Bus, topics: Topics, messages: int) -> float:
 
 
 def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: int) -> None:
-    monitor_rates, row_rates, label_rates, raw_s, joiner_s = [], [], [], [], []
+    shapes = ("single", "batched")
+    monitor_rates: list[float] = []
+    rates: dict[str, list[float]] = {shape: [] for shape in shapes}
+    seconds: dict[str, list[float]] = {shape: [] for shape in shapes}
+    raw_s: dict[str, list[float]] = {shape: [] for shape in shapes}
+    total = batches * batch_rows
+    label_messages = {"single": total, "batched": batches}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(reps):
-            topics = topics_for()
             bus = open_bus(Path(tmp))
-            settings = Settings(home=Path(tmp), topics=topics)
-            total = publish(bus, topics, batches, batch_rows)
-            monitor_rates.append(monitor_ingest(bus, settings, total))
-            rows_s, labels_s, seconds = joiner_ingest(bus, settings, total, Path(tmp))
-            row_rates.append(rows_s)
-            label_rates.append(labels_s)
-            joiner_s.append(seconds)
-            raw_s.append(raw_read(bus, topics, batches + total))
+            for shape in shapes:
+                topics = topics_for()
+                settings = Settings(home=Path(tmp), topics=topics)
+                publish(bus, topics, batches, batch_rows, batched=shape == "batched")
+                if shape == "single":
+                    monitor_rates.append(monitor_ingest(bus, settings, total))
+                rows_s, _, elapsed = joiner_ingest(bus, settings, total, Path(tmp))
+                rates[shape].append(rows_s)
+                seconds[shape].append(elapsed)
+                raw_s[shape].append(raw_read(bus, topics, batches + label_messages[shape]))
             bus.close()
     med = statistics.median
-    print(f"{name}: {batches} batches x {batch_rows} rows (20 features) + {batches * batch_rows} label events, "
-          f"medians of {reps}")
-    print(f"  monitor ingest (predictions topic)     {med(monitor_rates):>10,.0f} rows/s")
-    print(f"  joiner (both topics, until all joined) {med(row_rates):>10,.0f} rows/s and {med(label_rates):,.0f} "
-          f"labels/s ({med(joiner_s):.2f} s); ratio to the monitor {med(row_rates) / med(monitor_rates):.2f}x")
-    print(f"  raw read of both topics                {med(raw_s):.2f} s: "
-          f"{(batches + batches * batch_rows) / med(raw_s):,.0f} msg/s; joiner / raw time "
-          f"{med(joiner_s) / med(raw_s):.1f}x")
+    monitor = med(monitor_rates)
+    print(f"{name}: {batches} batches x {batch_rows} rows (20 features) and {total} labels, medians of {reps}")
+    print(f"  monitor ingest (predictions topic)     {monitor:>10,.0f} rows/s  1x")
+    for shape, words in (("single", "one label per event"), ("batched", f"{batch_rows} labels per event")):
+        rate, took, raw = med(rates[shape]), med(seconds[shape]), med(raw_s[shape])
+        print(f"  joiner, {words:<31}{rate:>10,.0f} rows/s and as many labels/s ({took:.2f} s): "
+              f"{rate / monitor:.2f}x the monitor; raw read of both topics {raw:.2f} s "
+              f"({(batches + label_messages[shape]) / raw:,.0f} msg/s), joiner / raw {took / raw:.1f}x")
 
 
 def main() -> None:

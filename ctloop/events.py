@@ -134,6 +134,16 @@ class LabelObserved(Payload):
         return self
 
 
+class LabelsObserved(Payload):
+    """Many labels in one event, as a prediction batch carries many rows (`ctloop.labels` topic): what a
+    labelling pipeline that learns outcomes in bulk publishes. Each item has the fields of a
+    `ctloop.label.observed` payload; the i-th label's id is `<event id>#<i>`. The event is taken or
+    dead-lettered whole."""
+
+    event_type: ClassVar[str] = "ctloop.labels.observed"
+    labels: list[LabelObserved] = Field(min_length=1, max_length=10_000)
+
+
 class QualityDegraded(Payload):
     """A model version's live quality broke its spec's `quality` rule over a window of labelled rows."""
 
@@ -153,7 +163,7 @@ class QualityDegraded(Payload):
 
 PAYLOADS: dict[str, type[Payload]] = {
     cls.event_type: cls for cls in (DataArrived, DriftDetected, ModelPromoted, ModelRolledBack, RunFinished,
-                                    LabelObserved, QualityDegraded)
+                                    LabelObserved, LabelsObserved, QualityDegraded)
 }
 
 

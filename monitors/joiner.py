@@ -16,13 +16,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from datetime import UTC
 
 from ctloop.bus import Bus, Consumer, Message
 from ctloop.deadletter import DeadLetters
-from ctloop.events import EventError, LabelObserved, parse
-from ctloop.metrics import label_key
-from ctloop.monitors.outcomes import CHAMPION, Label, OutcomeStore, ServedRow
+from ctloop.events import EventError, LabelObserved, LabelsObserved, parse
+from ctloop.monitors.outcomes import Label, OutcomeStore, ServedBatch
 from ctloop.predictions import PredictionBatchError, parse_batch
 from ctloop.settings import Settings
 
@@ -63,20 +61,20 @@ class Joiner:
         messages = self.consumer.poll(timeout_s=timeout_s, max_records=max_records)
         if not messages:
             return 0
-        rows: list[ServedRow] = []
+        batches: list[ServedBatch] = []
         labels: list[Label] = []
         last: dict[Hashable, Message] = {}
         for message in messages:
             last[(message.topic, message.partition)] = message
             if message.topic == self.topics.labels:
-                self._read_label(message, labels)
+                self._read_labels(message, labels)
             else:
-                self._read_batch(message, rows)
-        self.store.add(rows, labels, horizon_s=self.horizon_s)
+                self._read_batch(message, batches)
+        self.store.add(batches, labels, horizon_s=self.horizon_s)
         for message in last.values():
             self.consumer.commit(message)
         self.stats.messages += len(messages)
-        self.stats.rows += len(rows)
+        self.stats.rows += sum(len(b.ids) for b in batches)
         self.stats.labels += len(labels)
         return len(messages)
 
@@ -88,7 +86,7 @@ class Joiner:
         self.deadletters.send(message, reason)
         self.stats.dead_lettered += 1
 
-    def _read_batch(self, message: Message, rows: list[ServedRow]) -> None:
+    def _read_batch(self, message: Message, batches: list[ServedBatch]) -> None:
         try:
             batch = parse_batch(message.value)
         except PredictionBatchError as exc:
@@ -97,31 +95,30 @@ class Joiner:
         # Serving names each row; a batch from elsewhere without ids gets ids from its place in the log,
         # which a redelivery repeats.
         ids = batch.ids or [f"{message.topic}:{message.partition}:{message.offset}:{i}" for i in range(len(batch.rows))]
-        role = getattr(batch, "role", None) or CHAMPION
-        key = self.key_column(batch.model)
-        served_at = batch.ts if batch.ts.tzinfo else batch.ts.replace(tzinfo=UTC)
-        for pid, row, prediction in zip(ids, batch.rows, batch.predictions, strict=True):
-            entity = row.get(key) if key is not None else None
-            rows.append(ServedRow(pid, role, batch.model, batch.version,
-                                  None if entity is None else label_key(entity), row, prediction, served_at))
+        batches.append(ServedBatch.of(batch, key=self.key_column(batch.model), ids=ids, body=message.value))
 
-    def _read_label(self, message: Message, labels: list[Label]) -> None:
+    def _read_labels(self, message: Message, labels: list[Label]) -> None:
         try:
             event = parse(message.value, max_bytes=self.settings.max_event_bytes)
         except EventError as exc:
             self._dead_letter(message, exc.reason)
             return
         data = event.data
-        if not isinstance(data, LabelObserved):
+        if isinstance(data, LabelObserved):
+            items, ids = [data], [event.id]
+        elif isinstance(data, LabelsObserved):
+            items, ids = data.labels, [f"{event.id}#{i}" for i in range(len(data.labels))]
+        else:
             self._dead_letter(message, f"not a label: {event.type} on the labels topic, which carries only "
-                                       f"{LabelObserved.event_type}")
+                                       f"{LabelObserved.event_type} and {LabelsObserved.event_type}")
             return
-        if data.prediction_id is None:
-            assert data.model is not None  # the payload requires a model with a key
-            if self.key_column(data.model) is None:
-                self._dead_letter(message, f"label names model {data.model!r} by entity key, but that model's "
+        for i, item in enumerate(items):
+            if item.prediction_id is None and self.key_column(item.model or "") is None:
+                where = "" if len(items) == 1 else f"labels[{i}] "
+                self._dead_letter(message, f"{where}names model {item.model!r} by entity key, but that model's "
                                            "spec declares no data.key column to match it against")
                 return
-        labels.append(Label(event.id, data.label, data.observed_at, prediction_id=data.prediction_id,
-                            model=data.model if data.prediction_id is None else None,
-                            entity=data.key if data.prediction_id is None else None))
+        labels += [Label(label_id, item.label, item.observed_at, prediction_id=item.prediction_id,
+                         model=item.model if item.prediction_id is None else None,
+                         entity=item.key if item.prediction_id is None else None)
+                   for label_id, item in zip(ids, items, strict=True)]

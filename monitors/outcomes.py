@@ -2,6 +2,7 @@
 
 Public, for the joiner, the quality monitor and the bake window:
 - `JoinedPrediction`: one served prediction with its label;
+- `ServedBatch`, `Label`: a served prediction batch and a label, as the joiner hands them to the store;
 - `OutcomeStore(url)`: the durable store of predictions, labels and joined rows (`sqlite:///<path>`);
   `.joined(model, version, since=..., until=..., role=...)` reads joined rows back;
 - `live_quality(rows, metrics)`: the named metrics (the promotion policy's names) of joined rows, pure.
@@ -18,6 +19,7 @@ commits the consumer offsets.
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,6 +34,7 @@ import orjson
 from ctloop.failures import Refused
 from ctloop.metrics import classification_metrics, label_key, regression_metrics
 from ctloop.modelspec import REGRESSION_METRICS
+from ctloop.predictions import PredictionBatch
 from ctloop.sqlite import connect
 
 CHAMPION = "champion"
@@ -63,17 +66,32 @@ class LiveQuality:
 
 
 @dataclass(frozen=True)
-class ServedRow:
-    """One row of a prediction batch as the store keeps it; `entity` is the row's key value, if any."""
+class ServedBatch:
+    """One prediction batch as the store keeps it: `body` is the batch's JSON as served (its rows and
+    predictions, read back only for joined rows); `ids[i]` and `entities[i]` (row i's key value, if any)
+    name row i."""
 
-    prediction_id: str
-    role: str
     model: str
     version: str | None
-    entity: str | None
-    features: dict[str, Any]
-    prediction: Any
+    role: str
     served_at: datetime
+    ids: Sequence[str]
+    entities: Sequence[str | None]
+    body: bytes
+
+    @classmethod
+    def of(cls, batch: PredictionBatch, *, key: str | None = None, ids: Sequence[str] | None = None,
+           body: bytes | None = None) -> ServedBatch:
+        """The store's view of `batch`: entities from its `key` column, `ids` unless the batch has its own,
+        and `body` (default: the batch serialised) as received."""
+        ids = batch.ids or ids
+        if ids is None:
+            raise ValueError("a served batch needs an id per row: the batch has none and none were given")
+        entities = ([None if row.get(key) is None else label_key(row.get(key)) for row in batch.rows]
+                    if key is not None else [None] * len(batch.rows))
+        served_at = batch.ts if batch.ts.tzinfo else batch.ts.replace(tzinfo=UTC)
+        return cls(batch.model, batch.version, batch.role or CHAMPION, served_at, ids, entities,
+                   batch.to_bytes() if body is None else body)
 
 
 @dataclass(frozen=True)
@@ -116,26 +134,26 @@ def default_url(home: Path) -> str:
 
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS predictions (prediction_id TEXT NOT NULL, role TEXT NOT NULL, model TEXT NOT NULL,"
-    " version TEXT, entity TEXT, features BLOB NOT NULL, prediction BLOB NOT NULL, served_at REAL NOT NULL,"
-    " PRIMARY KEY (prediction_id, role))",
-    "CREATE INDEX IF NOT EXISTS predictions_entity ON predictions (model, entity, served_at)",
+    # Append-only: a batch's JSON as served, once, and one thin row per served prediction pointing into it, so
+    # a poll writes no per-row copy of features or predictions; they are read back for joined rows only.
+    "CREATE TABLE IF NOT EXISTS batches (batch_id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS served (prediction_id TEXT NOT NULL, role TEXT NOT NULL, model TEXT NOT NULL,"
+    " version TEXT, entity TEXT, served_at REAL NOT NULL, batch_id INTEGER NOT NULL, row INTEGER NOT NULL,"
+    " PRIMARY KEY (prediction_id, role)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS served_entity ON served (model, entity, served_at) WHERE entity IS NOT NULL",
     "CREATE TABLE IF NOT EXISTS labels (label_id TEXT PRIMARY KEY, prediction_id TEXT, model TEXT, entity TEXT,"
     " label BLOB NOT NULL, observed_at REAL NOT NULL, state TEXT NOT NULL, matched_id TEXT)",
-    "CREATE INDEX IF NOT EXISTS labels_state ON labels (state)",
-    "CREATE INDEX IF NOT EXISTS labels_matched ON labels (matched_id)",
-    # A joined row points at its served row (the features and prediction stay there) and copies its label.
+    # Only pending labels are looked for again, and few are pending at a time: a partial index stays small.
+    "CREATE INDEX IF NOT EXISTS labels_pending ON labels (prediction_id) WHERE state = 'pending'",
     "CREATE TABLE IF NOT EXISTS joined (prediction_id TEXT NOT NULL, role TEXT NOT NULL, model TEXT NOT NULL,"
     " version TEXT, served_at REAL NOT NULL, label BLOB NOT NULL, observed_at REAL NOT NULL, label_id TEXT NOT NULL,"
-    " PRIMARY KEY (prediction_id, role))",
+    " batch_id INTEGER NOT NULL, row INTEGER NOT NULL, PRIMARY KEY (prediction_id, role)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS joined_version ON joined (model, version, served_at)",
     "CREATE TABLE IF NOT EXISTS episodes (model TEXT NOT NULL, version TEXT NOT NULL, metric TEXT NOT NULL,"
     " number INTEGER NOT NULL, degraded INTEGER NOT NULL, PRIMARY KEY (model, version, metric))",
 )
 
-_JOINED_COLUMNS = ("j.prediction_id, j.model, j.version, j.role, p.features, p.prediction, j.label, j.served_at,"
-                   " j.observed_at")
-_JOIN = ("SELECT p.prediction_id, p.role, p.model, p.version, p.served_at, l.label, l.observed_at, l.label_id")
+_JOINED_COLUMNS = "prediction_id, model, version, role, label, served_at, observed_at, batch_id, row"
 
 
 class OutcomeStore:
@@ -145,9 +163,12 @@ class OutcomeStore:
         self.url = url
         self.path = _path_of(url)
         self._db = connect(self.path)
-        with self.transaction():
+        with self.transaction() as db:
+            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'predictions'").fetchone():
+                raise OutcomeStoreError(f"{self.path} was written by an earlier ctloop (one row per prediction): "
+                                        "move it aside; the joiner rebuilds the store from the topics' retention")
             for statement in _SCHEMA:
-                self._db.execute(statement)
+                db.execute(statement)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -160,79 +181,81 @@ class OutcomeStore:
             raise
         self._db.execute("COMMIT")
 
-    def add(self, rows: Iterable[ServedRow], labels: Iterable[Label], *, horizon_s: float) -> None:
-        """Store served rows and labels (each once, however often delivered) and join what now matches, in one
-        transaction. A label observed more than `horizon_s` after its prediction was served is kept as late."""
+    def add(self, batches: Iterable[ServedBatch], labels: Iterable[Label], *, horizon_s: float) -> None:
+        """Store served batches and labels (each once, however often delivered) and join what now matches, in
+        one transaction. A label observed more than `horizon_s` after its prediction was served is kept as late."""
         with self.transaction() as db:
-            self.add_in(db, rows, labels, horizon_s=horizon_s)
+            self.add_in(db, batches, labels, horizon_s=horizon_s)
 
-    def add_in(self, db: sqlite3.Connection, rows: Iterable[ServedRow], labels: Iterable[Label], *,
+    def add_in(self, db: sqlite3.Connection, batches: Iterable[ServedBatch], labels: Iterable[Label], *,
                horizon_s: float) -> None:
         """`add` inside the caller's `transaction()`, so that more can be written with it."""
-        dumps = orjson.dumps
-        served = [(r.prediction_id, r.role, r.model, r.version, r.entity, dumps(r.features), _dumps(r.prediction),
-                   r.served_at.timestamp()) for r in rows]
-        db.executemany("INSERT OR IGNORE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?)", served)
-        db.executemany("INSERT OR IGNORE INTO labels VALUES (?, ?, ?, ?, ?, ?, 'pending', NULL)",
-                       [(lb.label_id, lb.prediction_id, lb.model, lb.entity, _dumps(lb.label),
-                         lb.observed_at.timestamp()) for lb in labels])
-        self._match_pending(db, horizon_s)
-        if served:
-            # A row of another role (a shadow's) arriving after its request's label was joined joins it too.
-            ids = dumps([r[0] for r in served])
-            db.execute(
-                f"INSERT OR IGNORE INTO joined {_JOIN} FROM predictions p"
-                " JOIN labels l ON l.matched_id = p.prediction_id AND l.state = 'joined'"
-                " WHERE p.prediction_id IN (SELECT value FROM json_each(?))", (ids,))
+        new_ids = orjson.dumps(self._add_served(db, batches))
+        # A row of another role (a shadow's) arriving after its request's label was joined joins it too.
+        db.execute("INSERT OR IGNORE INTO joined SELECT s.prediction_id, s.role, s.model, s.version, s.served_at,"
+                   " j.label, j.observed_at, j.label_id, s.batch_id, s.row FROM joined j"
+                   " JOIN served s ON s.prediction_id = j.prediction_id"
+                   " WHERE j.prediction_id IN (SELECT value FROM json_each(?))", (new_ids,))
+        # Labels settle in arrival order: those pending from earlier polls (their prediction came now, or they
+        # name an entity), then this poll's. Each is a row of the labels table, its state set as it settles.
+        waiting = [list(row[1:]) for row in db.execute(
+            f"SELECT rowid, {_LABEL_COLUMNS} FROM labels WHERE state = 'pending' AND prediction_id IN"
+            f" (SELECT value FROM json_each(?)) UNION ALL SELECT rowid, {_LABEL_COLUMNS} FROM labels"
+            " WHERE state = 'pending' AND prediction_id IS NULL ORDER BY 1", (new_ids,))]
+        fresh = [[lb.label_id, lb.prediction_id, lb.model, lb.entity, _dumps(lb.label), lb.observed_at.timestamp(),
+                  "pending", None] for lb in _new_labels(db, labels)]
+        for row in waiting + fresh:
+            if row[_PREDICTION] is None:
+                # A label by entity key names the newest champion prediction of that entity served before it.
+                found = db.execute("SELECT prediction_id FROM served WHERE model = ? AND entity = ? AND role = ?"
+                                   " AND served_at <= ? ORDER BY served_at DESC LIMIT 1",
+                                   (row[2], row[3], CHAMPION, row[5])).fetchone()
+                row[_PREDICTION] = found[0] if found else None
+        joins = _settle(db, waiting + fresh, horizon_s)
+        db.executemany(f"INSERT INTO labels ({_LABEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fresh)
+        db.executemany("UPDATE labels SET prediction_id = ?, state = ?, matched_id = ? WHERE label_id = ?",
+                       [(row[_PREDICTION], row[_STATE], row[_MATCHED], row[0]) for row in waiting
+                        if row[_PREDICTION] is not None])
+        if joins:
+            db.execute("INSERT OR IGNORE INTO joined SELECT s.prediction_id, s.role, s.model, s.version, s.served_at,"
+                       " l.label, l.observed_at, l.label_id, s.batch_id, s.row FROM json_each(?) p"
+                       " JOIN served s ON s.prediction_id = p.value ->> 0 JOIN labels l ON l.label_id = p.value ->> 1",
+                       (orjson.dumps(joins),))
 
-    def _match_pending(self, db: sqlite3.Connection, horizon_s: float) -> None:
-        # A label by entity key first names the newest champion prediction of that entity served before it.
-        by_entity = db.execute("SELECT label_id, model, entity, observed_at FROM labels WHERE state = 'pending'"
-                               " AND prediction_id IS NULL ORDER BY rowid").fetchall()
-        for label_id, model, entity, observed_at in by_entity:
-            found = db.execute("SELECT prediction_id FROM predictions WHERE model = ? AND entity = ? AND role = ?"
-                               " AND served_at <= ? ORDER BY served_at DESC LIMIT 1",
-                               (model, entity, CHAMPION, observed_at)).fetchone()
-            if found is not None:
-                db.execute("UPDATE labels SET prediction_id = ? WHERE label_id = ?", (found[0], label_id))
-        # Set-wise, for the pending labels whose prediction is stored: past the horizon they are late; else the
-        # first of each prediction joins it, unless it has a label already, and the others are duplicates.
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS ready (label_id TEXT PRIMARY KEY, prediction_id TEXT,"
-                   " served_at REAL, observed_at REAL, seq INTEGER)")
-        db.execute("CREATE INDEX IF NOT EXISTS temp.ready_prediction ON ready (prediction_id, seq)")
-        db.execute("DELETE FROM ready")
-        db.execute("INSERT INTO ready SELECT * FROM (SELECT l.label_id, l.prediction_id, (SELECT MIN(p.served_at)"
-                   " FROM predictions p WHERE p.prediction_id = l.prediction_id) AS served, l.observed_at, l.rowid"
-                   " FROM labels l WHERE l.state = 'pending' AND l.prediction_id IS NOT NULL) WHERE served IS NOT NULL")
-        db.execute("UPDATE labels SET state = 'late', matched_id = prediction_id WHERE label_id IN"
-                   " (SELECT label_id FROM ready WHERE observed_at - served_at > ?)", (horizon_s,))
-        db.execute("DELETE FROM ready WHERE observed_at - served_at > ?", (horizon_s,))
-        db.execute(
-            f"INSERT OR IGNORE INTO joined {_JOIN} FROM ready r"
-            " JOIN labels l ON l.label_id = r.label_id JOIN predictions p ON p.prediction_id = r.prediction_id"
-            " WHERE r.seq = (SELECT MIN(r2.seq) FROM ready r2 WHERE r2.prediction_id = r.prediction_id)"
-            " AND NOT EXISTS (SELECT 1 FROM joined j WHERE j.prediction_id = r.prediction_id)")
-        db.execute("UPDATE labels SET matched_id = prediction_id, state = CASE WHEN EXISTS (SELECT 1 FROM joined j"
-                   " WHERE j.prediction_id = labels.prediction_id AND j.label_id = labels.label_id) THEN 'joined'"
-                   " ELSE 'duplicate' END WHERE label_id IN (SELECT label_id FROM ready)")
+    @staticmethod
+    def _add_served(db: sqlite3.Connection, batches: Iterable[ServedBatch]) -> list[str]:
+        """Append the batches not stored yet; returns the ids of their rows."""
+        served: list[tuple[Any, ...]] = []
+        for b in batches:
+            if not b.ids or db.execute("SELECT 1 FROM served WHERE prediction_id = ? AND role = ?",
+                                       (b.ids[0], b.role)).fetchone():
+                continue  # a redelivered batch: its rows are stored already
+            batch_id = db.execute("INSERT INTO batches (body) VALUES (?)", (b.body,)).lastrowid
+            ts = b.served_at.timestamp()
+            served += [(pid, b.role, b.model, b.version, entity, ts, batch_id, i)
+                       for i, (pid, entity) in enumerate(zip(b.ids, b.entities, strict=True))]
+        db.executemany("INSERT OR IGNORE INTO served VALUES (?, ?, ?, ?, ?, ?, ?, ?)", served)
+        return [row[0] for row in served]
 
     def joined(self, model: str, version: str | None, *, since: datetime, until: datetime | None = None,
                role: str | None = None) -> list[JoinedPrediction]:
         """Joined rows of `model` `version` (None: every version) served in [since, until), oldest first."""
-        sql = (f"SELECT {_JOINED_COLUMNS} FROM joined j JOIN predictions p ON p.prediction_id = j.prediction_id"
-               " AND p.role = j.role WHERE j.model = ? AND j.served_at >= ?")
+        sql = f"SELECT {_JOINED_COLUMNS} FROM joined WHERE model = ? AND served_at >= ?"
         args: list[Any] = [model, since.timestamp()]
         if version is not None:
-            sql += " AND j.version = ?"
+            sql += " AND version = ?"
             args.append(version)
         if until is not None:
-            sql += " AND j.served_at < ?"
+            sql += " AND served_at < ?"
             args.append(until.timestamp())
         if role is not None:
-            sql += " AND j.role = ?"
+            sql += " AND role = ?"
             args.append(role)
-        rows = self._db.execute(sql + " ORDER BY j.served_at, j.prediction_id, j.role", args).fetchall()
-        return [_joined(row) for row in rows]
+        rows = self._db.execute(sql + " ORDER BY served_at, prediction_id, role", args).fetchall()
+        wanted = orjson.dumps(sorted({row[7] for row in rows}))
+        bodies = {batch_id: _load_body(body) for batch_id, body in self._db.execute(
+            "SELECT batch_id, body FROM batches WHERE batch_id IN (SELECT value FROM json_each(?))", (wanted,))}
+        return [_joined(row, bodies[row[7]]) for row in rows]
 
     def versions(self, model: str, *, since: datetime, role: str | None = CHAMPION) -> list[str]:
         """The versions of `model` with joined rows served since `since`."""
@@ -258,12 +281,12 @@ class OutcomeStore:
 
     def counts(self, model: str | None = None) -> JoinCounts:
         where, args = ("WHERE model = ?", (model,)) if model else ("", ())
-        predictions = self._db.execute(f"SELECT COUNT(*) FROM predictions {where}", args).fetchone()[0]
+        predictions = self._db.execute(f"SELECT COUNT(*) FROM served {where}", args).fetchone()[0]
         joined = self._db.execute(f"SELECT COUNT(*) FROM joined {where}", args).fetchone()[0]
         states = dict.fromkeys(("pending", "late", "duplicate"), 0)
         # A label known by id has no model of its own; it counts under its prediction's.
         label_sql = ("SELECT l.state, COUNT(*) FROM labels l LEFT JOIN (SELECT DISTINCT prediction_id, model FROM"
-                     " predictions) p ON p.prediction_id = COALESCE(l.matched_id, l.prediction_id)"
+                     " served) p ON p.prediction_id = COALESCE(l.matched_id, l.prediction_id)"
                      + (" WHERE COALESCE(p.model, l.model) = ?" if model else "") + " GROUP BY l.state")
         for state, n in self._db.execute(label_sql, args):
             states[state] = n
@@ -289,6 +312,51 @@ class OutcomeStore:
         self._db.close()
 
 
+_LABEL_COLUMNS = "label_id, prediction_id, model, entity, label, observed_at, state, matched_id"
+_PREDICTION, _STATE, _MATCHED = 1, 6, 7
+
+
+def _new_labels(db: sqlite3.Connection, labels: Iterable[Label]) -> list[Label]:
+    """The labels not stored yet, each once (a redelivery repeats event ids)."""
+    by_id: dict[str, Label] = {}
+    for label in labels:
+        by_id.setdefault(label.label_id, label)
+    if not by_id:
+        return []
+    known = {row[0] for row in db.execute("SELECT label_id FROM labels WHERE label_id IN"
+                                          " (SELECT value FROM json_each(?))", (orjson.dumps(list(by_id)),))}
+    return [label for label_id, label in by_id.items() if label_id not in known]
+
+
+def _settle(db: sqlite3.Connection, labels: Sequence[list[Any]], horizon_s: float) -> list[tuple[str, str]]:
+    """Give each label row its state, in order; returns the (prediction id, label id) pairs that join. A label
+    whose prediction is stored is late past the horizon; else the first for a prediction without a label
+    joins it and later ones are duplicates. The others stay pending."""
+    named = orjson.dumps(sorted({row[_PREDICTION] for row in labels if row[_PREDICTION] is not None}))
+    if named == b"[]":
+        return []
+    first_served = dict(db.execute("SELECT prediction_id, MIN(served_at) FROM served WHERE prediction_id IN"
+                                   " (SELECT value FROM json_each(?)) GROUP BY prediction_id", (named,)))
+    labelled = {row[0] for row in db.execute("SELECT DISTINCT prediction_id FROM joined WHERE prediction_id IN"
+                                             " (SELECT value FROM json_each(?))", (named,))}
+    joins: list[tuple[str, str]] = []
+    for row in labels:
+        prediction_id = row[_PREDICTION]
+        served_at = first_served.get(prediction_id)
+        if served_at is None:
+            continue
+        row[_MATCHED] = prediction_id
+        if row[5] - served_at > horizon_s:
+            row[_STATE] = "late"
+        elif prediction_id in labelled:
+            row[_STATE] = "duplicate"
+        else:
+            row[_STATE] = "joined"
+            labelled.add(prediction_id)
+            joins.append((prediction_id, row[0]))
+    return joins
+
+
 def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
@@ -301,9 +369,17 @@ def _when(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-def _joined(row: tuple[Any, ...]) -> JoinedPrediction:
-    pid, model, version, role, features, prediction, label, served_at, observed_at = row
-    return JoinedPrediction(pid, model, version, role, orjson.loads(features), orjson.loads(prediction),
+def _load_body(body: bytes) -> dict[str, Any]:
+    # What the joiner stored parsed as a prediction batch; json takes what orjson refuses (NaN) alike.
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
+
+
+def _joined(row: tuple[Any, ...], body: dict[str, Any]) -> JoinedPrediction:
+    pid, model, version, role, label, served_at, observed_at, _, index = row
+    return JoinedPrediction(pid, model, version, role, body["rows"][index], body["predictions"][index],
                             orjson.loads(label), _when(served_at), _when(observed_at))
 
 

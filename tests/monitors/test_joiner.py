@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from kafka import KafkaProducer
 from sklearn import metrics as sk
 
 from ctloop.deadletter import reason_of
@@ -133,4 +134,43 @@ def test_malformed_labels_go_to_the_dead_letter_topic_with_the_reason(settings, 
     assert any("set prediction_id, or both model and key" in r for r in reasons)
     assert any(r.startswith("invalid prediction batch") for r in reasons)
     assert store.label_states() == {"label-p": "pending"}
+    store.close()
+
+
+def test_labels_in_batches_from_a_plain_kafka_producer_join_like_single_ones(settings, kafka_bus):
+    """What a user's labelling pipeline writes with kafka-python and no ctloop code: one
+    `ctloop.labels.observed` event carrying many labels, by prediction id or by entity key."""
+    rng = np.random.default_rng(7)
+    y, p1, ids, batches = served_traffic(rng, "1", 100, 0.6, 0)
+    for batch in batches:
+        kafka_bus.publish(settings.topics.predictions, batch.to_bytes(), key="churn")
+    kafka_bus.flush()
+    observed = (T0 + timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
+    by_id = [{"prediction_id": pid, "label": int(v), "observed_at": observed} for pid, v in zip(ids[:99], y[:99],
+                                                                                               strict=True)]
+    by_key = [{"model": "churn", "key": "99", "label": int(y[99]), "observed_at": observed}]
+    bad = [{"prediction_id": "v1-0", "label": 1, "observed_at": observed},
+           {"prediction_id": "v1-1", "label": 1, "observed_at": "2026-11-01T00:30:00"}]  # no time zone
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    for event_id, labels in (("crm-1", by_id[:50]), ("crm-2", by_id[50:] + by_key), ("crm-1", by_id[:50]),
+                             ("crm-3", bad)):
+        event = {"specversion": "1.0", "type": "ctloop.labels.observed", "id": event_id, "source": "urn:crm",
+                 "time": observed, "data": {"labels": labels}}
+        producer.send(settings.topics.labels, json.dumps(event).encode())
+    producer.flush()
+    producer.close()
+
+    store = OutcomeStore(f"sqlite:///{settings.home / 'outcomes.db'}")
+    joiner = Joiner(kafka_bus, settings, store, key_column=lambda model: "customer_id", horizon_s=HORIZON_S)
+    drain(joiner, len(batches) + 4)
+    joiner.close()
+
+    states = store.label_states()
+    assert states == {**{f"crm-1#{i}": "joined" for i in range(50)},
+                      **{f"crm-2#{i}": "joined" for i in range(50)}}  # the redelivered crm-1 counted once
+    rows = store.joined("churn", "1", since=T0)
+    assert {r.prediction_id: r.label for r in rows} == {pid: int(v) for pid, v in zip(ids, y, strict=True)}
+    assert live_quality(rows, ["roc_auc"]).metrics["roc_auc"] == pytest.approx(sk.roc_auc_score(y, p1))
+    [reason] = [reason_of(m) for m in kafka_bus.read_all(settings.topics.deadletter)]
+    assert "invalid labels.1: " in (reason or "") and "time zone" in (reason or "")
     store.close()

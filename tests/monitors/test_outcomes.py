@@ -17,10 +17,11 @@ from ctloop.monitors.outcomes import (
     Label,
     OutcomeStore,
     OutcomeStoreError,
-    ServedRow,
+    ServedBatch,
     live_quality,
 )
 from ctloop.monitors.quality import judge
+from ctloop.predictions import PredictionBatch
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 HOUR = 3600.0
@@ -34,8 +35,11 @@ def store(tmp_path):
 
 
 def served(pid: str, *, version: str = "1", role: str = CHAMPION, entity: str | None = None, p1: float = 0.7,
-           at: datetime = T0) -> ServedRow:
-    return ServedRow(pid, role, "churn", version, entity, {"x": 1.0, "id": entity}, {"0": 1 - p1, "1": p1}, at)
+           at: datetime = T0) -> ServedBatch:
+    """A batch of one served row."""
+    batch = PredictionBatch(model="churn", version=version, role=role, rows=[{"x": 1.0, "id": entity}],
+                            predictions=[{"0": 1 - p1, "1": p1}], ids=[pid], ts=at)
+    return ServedBatch.of(batch, key="id")
 
 
 def label(lid: str, value: int, *, pid: str | None = None, entity: str | None = None,
@@ -120,6 +124,37 @@ def test_the_store_outlives_its_process(tmp_path):
     second.add([], [label("l1", 1, pid="p1")], horizon_s=HOUR)
     assert len(second.joined("churn", "1", since=T0)) == 1
     second.close()
+
+
+def test_each_joined_row_reads_back_its_own_features_and_prediction_from_its_batch(store):
+    batch = PredictionBatch(model="churn", version="3", rows=[{"x": float(i), "id": i} for i in range(5)],
+                            predictions=[{"0": 1 - i / 10, "1": i / 10} for i in range(5)],
+                            ids=[f"p{i}" for i in range(5)], ts=T0)
+    store.add([ServedBatch.of(batch)], [label(f"l{i}", i % 2, pid=f"p{i}") for i in (4, 1, 3)], horizon_s=HOUR)
+    rows = {r.prediction_id: r for r in store.joined("churn", "3", since=T0)}
+    assert sorted(rows) == ["p1", "p3", "p4"]
+    for i in (1, 3, 4):
+        assert (rows[f"p{i}"].features, rows[f"p{i}"].prediction, rows[f"p{i}"].label) == (
+            {"x": float(i), "id": i}, {"0": pytest.approx(1 - i / 10), "1": i / 10}, i % 2)
+    assert store.counts().predictions == 5
+
+
+def test_labels_of_one_poll_settle_in_arrival_order_and_a_repeated_id_counts_once(store):
+    store.add([served("p1")], [label("l1", 1, pid="p1"), label("l1", 1, pid="p1"), label("l2", 0, pid="p1"),
+                               label("l3", 1, pid="p2")], horizon_s=HOUR)
+    assert store.label_states() == {"l1": "joined", "l2": "duplicate", "l3": "pending"}
+    [row] = store.joined("churn", "1", since=T0)
+    assert row.label == 1
+
+
+def test_a_store_written_by_the_one_row_per_prediction_layout_is_refused_naming_what_to_do(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE predictions (prediction_id TEXT)")
+    with pytest.raises(OutcomeStoreError, match=r"earlier ctloop.*move it aside"):
+        OutcomeStore(f"sqlite:///{path}")
 
 
 def test_an_unsupported_store_url_is_refused_with_the_form_to_use():
