@@ -135,8 +135,9 @@ class LabelObserved(Payload):
 
 
 class LabelsObserved(Payload):
-    """Many labels in one event, as a prediction batch carries many rows (`ctloop.labels` topic): what a
-    labelling pipeline that learns outcomes in bulk publishes. Each item has the fields of a
+    """Many labels in one event, as a prediction batch carries many rows (`ctloop.labels` topic).
+
+    What a labelling pipeline that learns outcomes in bulk publishes. Each item has the fields of a
     `ctloop.label.observed` payload; the i-th label's id is `<event id>#<i>`. The event is taken or
     dead-lettered whole."""
 

@@ -202,7 +202,8 @@ class OutcomeStore:
             f"SELECT rowid, {_LABEL_COLUMNS} FROM labels WHERE state = 'pending' AND prediction_id IN"
             f" (SELECT value FROM json_each(?)) UNION ALL SELECT rowid, {_LABEL_COLUMNS} FROM labels"
             " WHERE state = 'pending' AND prediction_id IS NULL ORDER BY 1", (new_ids,))]
-        fresh = [[lb.label_id, lb.prediction_id, lb.model, lb.entity, _dumps(lb.label), lb.observed_at.timestamp(),
+        dumps = orjson.dumps  # a label is a plain bool, int, float or str
+        fresh = [[lb.label_id, lb.prediction_id, lb.model, lb.entity, dumps(lb.label), lb.observed_at.timestamp(),
                   "pending", None] for lb in _new_labels(db, labels)]
         for row in waiting + fresh:
             if row[_PREDICTION] is None:
@@ -355,10 +356,6 @@ def _settle(db: sqlite3.Connection, labels: Sequence[list[Any]], horizon_s: floa
             labelled.add(prediction_id)
             joins.append((prediction_id, row[0]))
     return joins
-
-
-def _dumps(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _version_order(version: str) -> tuple[int, str]:
