@@ -1,14 +1,26 @@
-"""The bus edges both monitor runtimes share: reading a prediction batch, delivering a window's outcome."""
+"""The bus edges the monitor runtimes and the joiner share: their consumer with its dead letters, reading a
+prediction batch, delivering a window's outcome."""
 
 from __future__ import annotations
 
-from ctloop.bus import Bus, Message
+from pathlib import Path
+
+from ctloop.bus import Bus, Consumer, Message
 from ctloop.crashpoints import crash_point
 from ctloop.deadletter import DeadLetters, dead_letter
 from ctloop.events import to_bytes
 from ctloop.monitors.alerts import AlertLedger, AlertRecord, WebhookNotifier
 from ctloop.monitors.monitor import WindowOutcome
 from ctloop.predictions import PredictionBatch, PredictionBatchError, parse_batch
+
+
+def consumer_with_dead_letters(bus: Bus, topics: list[str], group: str, deadletter_topic: str,
+                               ledger: Path) -> tuple[Consumer, DeadLetters]:
+    """A consumer of `topics` in `group`, and its exactly-once dead letters recorded in `ledger`, recovered
+    before the first poll as `DeadLetters` requires."""
+    dead_letters = DeadLetters(bus, deadletter_topic, ledger)
+    dead_letters.recover()
+    return bus.consumer(topics, group), dead_letters
 
 
 def read_batch(bus: Bus, deadletter_topic: str, message: Message,

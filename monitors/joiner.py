@@ -17,11 +17,10 @@ import logging
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
-from ctloop.bus import Bus, Consumer, Message
-from ctloop.deadletter import DeadLetters
+from ctloop.bus import Bus, Message
 from ctloop.events import EventError, LabelObserved, LabelsObserved, parse
+from ctloop.monitors.delivery import consumer_with_dead_letters, read_batch
 from ctloop.monitors.outcomes import Label, OutcomeStore, ServedBatch
-from ctloop.predictions import PredictionBatchError, parse_batch
 from ctloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,9 +50,8 @@ class Joiner:
         self.key_column = key_column
         self.horizon_s = horizon_s
         self.topics = settings.topics
-        self.deadletters = DeadLetters(bus, settings.topics.deadletter, store.path)
-        self.deadletters.recover()
-        self.consumer: Consumer = bus.consumer([settings.topics.predictions, settings.topics.labels], group)
+        self.consumer, self.deadletters = consumer_with_dead_letters(
+            bus, [settings.topics.predictions, settings.topics.labels], group, settings.topics.deadletter, store.path)
         self.stats = JoinerStats()
 
     def step(self, timeout_s: float = 0.5, max_records: int = 1000) -> int:
@@ -87,10 +85,9 @@ class Joiner:
         self.stats.dead_lettered += 1
 
     def _read_batch(self, message: Message, batches: list[ServedBatch]) -> None:
-        try:
-            batch = parse_batch(message.value)
-        except PredictionBatchError as exc:
-            self._dead_letter(message, str(exc))
+        batch = read_batch(self.bus, self.topics.deadletter, message, self.deadletters)
+        if batch is None:
+            self.stats.dead_lettered += 1
             return
         # Serving names each row; a batch from elsewhere without ids gets ids from its place in the log,
         # which a redelivery repeats.

@@ -14,12 +14,11 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from ctloop.bus import Bus, Consumer, Message
+from ctloop.bus import Bus, Message
 from ctloop.crashpoints import crash_point
-from ctloop.deadletter import DeadLetters
 from ctloop.modelspec import SpecNotFound, load_spec
 from ctloop.monitors.alerts import WebhookNotifier
-from ctloop.monitors.delivery import deliver, read_batch
+from ctloop.monitors.delivery import consumer_with_dead_letters, deliver, read_batch
 from ctloop.monitors.monitor import DriftMonitor, WindowOutcome
 from ctloop.settings import Settings
 
@@ -79,10 +78,9 @@ class MonitorService:
         self.notifier = notifier
         # A bad message is committed with its window, so a restart delivers it again: copy it once.
         settings.home.mkdir(parents=True, exist_ok=True)
-        self.dead_letters = DeadLetters(bus, settings.topics.deadletter,
-                                        settings.home / f"monitor-{group}-{monitor.model}.db")
-        self.dead_letters.recover()
-        self.consumer: Consumer = bus.consumer([settings.topics.predictions], group)
+        self.consumer, self.dead_letters = consumer_with_dead_letters(
+            bus, [settings.topics.predictions], group, settings.topics.deadletter,
+            settings.home / f"monitor-{group}-{monitor.model}.db")
         self.stats = ServiceStats()
         self.on_outcome: Callable[[WindowOutcome], None] | None = None
 
