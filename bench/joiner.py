@@ -10,6 +10,7 @@ before their predictions). Timed, each from its first message on (joining the co
 - the monitor: `MonitorService` over the predictions topic (parse, fold, detect per 10k-row window, commit);
 - the joiner, per shape: `Joiner` over both topics into a fresh SQLite store until every label joined
   (parse, store, join, commit), as served rows/s (equal to labels/s: one label per row);
+- both by wall clock and per CPU-second of this process (steadier on a shared machine);
 - the raw read of both topics, per shape, no processing.
 Medians over reps.
 """
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -73,35 +75,51 @@ def publish(bus: Bus, topics: Topics, batches: int, batch_rows: int, *, batched:
     return batches * batch_rows
 
 
-def monitor_ingest(bus: Bus, settings: Settings, total: int) -> float:
+@dataclass(frozen=True)
+class Rate:
+    """Work done (served rows; for the joiner, rows and their labels) per wall second and per CPU second."""
+
+    wall: float
+    cpu: float
+    seconds: float
+
+
+def _rate(work: float, wall_start: float, cpu_start: float) -> Rate:
+    wall, cpu = time.perf_counter() - wall_start, time.process_time() - cpu_start
+    return Rate(work / wall, work / cpu, wall)
+
+
+def monitor_ingest(bus: Bus, settings: Settings, total: int) -> Rate:
     profile = build_profile(monitor_bench.frame(np.random.default_rng(2), 20_000), numeric=monitor_bench.NUMERIC,
                             categorical=monitor_bench.CATEGORICAL)
     monitor = DriftMonitor(Reference(profile, "bench"), MonitorConfig(window=WindowPolicy(max_rows=10_000)))
     service = MonitorService(bus, settings, monitor, group=f"bench-{uuid.uuid4().hex[:6]}")
     service.step(timeout_s=30, max_records=1)
-    start, first = time.perf_counter(), service.stats.rows
+    start, cpu, first = time.perf_counter(), time.process_time(), service.stats.rows
     while service.stats.rows < total and time.perf_counter() < start + 300:
         service.step(timeout_s=0.5, max_records=50)
-    elapsed = time.perf_counter() - start
+    rate = _rate(service.stats.rows - first, start, cpu)
     service.close()
-    return (service.stats.rows - first) / elapsed
+    return rate
 
 
-def joiner_ingest(bus: Bus, settings: Settings, total: int, store_dir: Path) -> tuple[float, float, float]:
-    """(served rows/s, labels/s, seconds) from the joiner's first message until every label joined."""
+def joiner_ingest(bus: Bus, settings: Settings, total: int, store_dir: Path) -> Rate:
+    """Served rows (each with its label) per second, from the joiner's first message until every label joined;
+    what the first poll did, before the clock started, is not counted."""
     store = OutcomeStore(f"sqlite:///{store_dir / f'{uuid.uuid4().hex}.db'}")
     joiner = Joiner(bus, settings, store, key_column=lambda model: None, group=f"bench-{uuid.uuid4().hex[:6]}")
     joiner.step(timeout_s=30, max_records=1)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
+    rows, labels = joiner.stats.rows, joiner.stats.labels
     while store.joined_count() < total and time.perf_counter() < start + 300:
         joiner.step(timeout_s=0.5, max_records=2000)
-    elapsed = time.perf_counter() - start
+    rate = _rate((joiner.stats.rows - rows + joiner.stats.labels - labels) / 2, start, cpu)
     joined = store.joined_count()
     joiner.close()
     store.close()
     if joined < total:
         raise RuntimeError(f"only {joined} of {total} labels joined within 300 s")
-    return joiner.stats.rows / elapsed, joiner.stats.labels / elapsed, elapsed
+    return rate
 
 
 def raw_read(bus: Bus, topics: Topics, messages: int) -> float:
@@ -117,9 +135,8 @@ def raw_read(bus: Bus, topics: Topics, messages: int) -> float:
 
 def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: int) -> None:
     shapes = ("single", "batched")
-    monitor_rates: list[float] = []
-    rates: dict[str, list[float]] = {shape: [] for shape in shapes}
-    seconds: dict[str, list[float]] = {shape: [] for shape in shapes}
+    monitor: list[Rate] = []
+    joiner: dict[str, list[Rate]] = {shape: [] for shape in shapes}
     raw_s: dict[str, list[float]] = {shape: [] for shape in shapes}
     total = batches * batch_rows
     label_messages = {"single": total, "batched": batches}
@@ -131,21 +148,20 @@ def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: in
                 settings = Settings(home=Path(tmp), topics=topics)
                 publish(bus, topics, batches, batch_rows, batched=shape == "batched")
                 if shape == "single":
-                    monitor_rates.append(monitor_ingest(bus, settings, total))
-                rows_s, _, elapsed = joiner_ingest(bus, settings, total, Path(tmp))
-                rates[shape].append(rows_s)
-                seconds[shape].append(elapsed)
+                    monitor.append(monitor_ingest(bus, settings, total))
+                joiner[shape].append(joiner_ingest(bus, settings, total, Path(tmp)))
                 raw_s[shape].append(raw_read(bus, topics, batches + label_messages[shape]))
             bus.close()
     med = statistics.median
-    monitor = med(monitor_rates)
+    m_wall, m_cpu = med(r.wall for r in monitor), med(r.cpu for r in monitor)
     print(f"{name}: {batches} batches x {batch_rows} rows (20 features) and {total} labels, medians of {reps}")
-    print(f"  monitor ingest (predictions topic)     {monitor:>10,.0f} rows/s  1x")
+    print(f"  monitor ingest (predictions topic)   {m_wall:>9,.0f} rows/s, {m_cpu:>9,.0f} rows per CPU-s   1x")
     for shape, words in (("single", "one label per event"), ("batched", f"{batch_rows} labels per event")):
-        rate, took, raw = med(rates[shape]), med(seconds[shape]), med(raw_s[shape])
-        print(f"  joiner, {words:<31}{rate:>10,.0f} rows/s and as many labels/s ({took:.2f} s): "
-              f"{rate / monitor:.2f}x the monitor; raw read of both topics {raw:.2f} s "
-              f"({(batches + label_messages[shape]) / raw:,.0f} msg/s), joiner / raw {took / raw:.1f}x")
+        wall, cpu = med(r.wall for r in joiner[shape]), med(r.cpu for r in joiner[shape])
+        took, raw = med(r.seconds for r in joiner[shape]), med(raw_s[shape])
+        print(f"  joiner, {words:<28}{wall:>9,.0f} rows/s, {cpu:>9,.0f} rows per CPU-s   "
+              f"{wall / m_wall:.2f}x by wall, {cpu / m_cpu:.2f}x per CPU-s ({took:.2f} s; raw read of both topics "
+              f"{raw:.2f} s, {(batches + label_messages[shape]) / raw:,.0f} msg/s: joiner / raw {took / raw:.1f}x)")
 
 
 def main() -> None:

@@ -166,7 +166,7 @@ class OutcomeStore:
         with self.transaction() as db:
             if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'predictions'").fetchone():
                 raise OutcomeStoreError(f"{self.path} was written by an earlier ctloop (one row per prediction): "
-                                        "move it aside; the joiner rebuilds the store from the topics' retention")
+                                        "move it aside (a new store holds what arrives from then on)")
             for statement in _SCHEMA:
                 db.execute(statement)
 

@@ -18,7 +18,8 @@ from ctloop.deploy.promotion import promote
 from ctloop.deploy.registry import Registry
 from ctloop.modelspec import DataSchema, Feature, ModelSpec, PromotionPolicy, save_spec
 from ctloop.monitors.bake import bake_once
-from ctloop.monitors.outcomes import Label, OutcomeStore, ServedRow, default_url
+from ctloop.monitors.outcomes import Label, OutcomeStore, ServedBatch, default_url
+from ctloop.predictions import PredictionBatch
 from ctloop.settings import Settings
 from tests.deploy.helpers import log_constant_model
 from tests.monitors.conftest import webhook  # noqa: F401  (a fixture)
@@ -51,7 +52,9 @@ def _served(store: OutcomeStore, name: str, champion: tuple[str, int], previous:
     for i in range(n):
         pid = f"{uuid.uuid4().hex}-0"
         for role, (version, right) in (("champion", champion), ("shadow", previous)):
-            served.append(ServedRow(pid, role, name, version, None, {"x": float(i)}, 1 if i < right else 0, now))
+            batch = PredictionBatch(model=name, version=version, role=role, rows=[{"x": float(i)}],
+                                    predictions=[1 if i < right else 0], ids=[pid], ts=now)
+            served.append(ServedBatch.of(batch))
         labels.append(Label(uuid.uuid4().hex, 1, now + timedelta(seconds=1), prediction_id=pid))
     store.add(served, labels, horizon_s=3600)
 
