@@ -160,7 +160,7 @@ def outcomes_service(settings: Settings, bus: Bus, *, store_url: str | None = No
     metrics = metrics or OutcomeMetrics()
     joiner = Joiner(bus, settings, store, key_column=key_column, horizon_s=horizon_s, group=group)
     quality = QualityMonitor(store, bus, settings.topics.quality, holdout=registry_holdout(settings.tracking_uri),
-                             log_metrics=registry_logger(settings.tracking_uri), on_quality=metrics.record)
+                             sinks=(registry_logger(settings.tracking_uri), metrics.record))
     lander = Lander(store, s3_endpoint_url=settings.s3_endpoint_url, window_s=window_s, max_rows=land_rows)
     return OutcomesService(settings, joiner, lander,
                            quality, metrics=metrics, evaluate_every_s=evaluate_every_s, window_s=window_s,

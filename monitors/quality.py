@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -71,21 +71,24 @@ class VersionQuality:
     version: str
     live: LiveQuality
     judgement: Judgement | None  # None for a version the rule is not judged on
+    evaluated_at: datetime
     event_id: str | None = None
+
+
+QualitySink = Callable[[VersionQuality], None]
+"""Where each evaluation's result goes (MLflow, Prometheus): evidence, never the verdict."""
 
 
 class QualityMonitor:
     """Evaluates the specs' versions on the store's joined rows; side effects go through the callables given."""
 
     def __init__(self, store: OutcomeStore, bus: Bus, topic: str, *, holdout: HoldoutLookup,
-                 log_metrics: Callable[[str, str, dict[str, float], datetime], None] | None = None,
-                 on_quality: Callable[[VersionQuality], None] | None = None) -> None:
+                 sinks: Sequence[QualitySink] = ()) -> None:
         self.store = store
         self.bus = bus
         self.topic = topic
         self.holdout = holdout
-        self.log_metrics = log_metrics
-        self.on_quality = on_quality
+        self.sinks = tuple(sinks)
 
     def evaluate(self, spec: ModelSpec, now: datetime, *, window_s: float) -> list[VersionQuality]:
         """Every version of `spec` with labelled rows in the window before `now`; the rule judges the newest
@@ -102,11 +105,9 @@ class QualityMonitor:
             if rule is not None and version == champion:
                 judgement = judge(rule, live, self._holdout(spec.name, version, rule))
                 event_id = self._episode(spec, version, rule, live, judgement, since, now)
-            result = VersionQuality(spec.name, version, live, judgement, event_id)
-            if self.log_metrics is not None and live.n:
-                self.log_metrics(spec.name, version, {**live.metrics, "rows": float(live.n)}, now)
-            if self.on_quality is not None:
-                self.on_quality(result)
+            result = VersionQuality(spec.name, version, live, judgement, now, event_id)
+            for sink in self.sinks:
+                sink(result)
             results.append(result)
         return results
 
@@ -167,7 +168,7 @@ def registry_holdout(tracking_uri: str) -> HoldoutLookup:
     return lookup
 
 
-def registry_logger(tracking_uri: str) -> Callable[[str, str, dict[str, float], datetime], None]:
+def registry_logger(tracking_uri: str) -> QualitySink:
     """Logs a version's live metrics (`live.<metric>`, `live.rows`) to the MLflow run that produced it."""
     from mlflow import MlflowClient
     from mlflow.entities import Metric
@@ -175,21 +176,24 @@ def registry_logger(tracking_uri: str) -> Callable[[str, str, dict[str, float], 
     client = MlflowClient(tracking_uri)
     runs: dict[tuple[str, str], str | None] = {}
 
-    def log_live(model: str, version: str, metrics: dict[str, float], now: datetime) -> None:
-        key = (model, version)
+    def log_live(result: VersionQuality) -> None:
+        if not result.live.n:
+            return
+        key = (result.model, result.version)
         try:
             if key not in runs:
-                runs[key] = client.get_model_version(model, version).run_id or None
+                runs[key] = client.get_model_version(*key).run_id or None
             run_id = runs[key]
             if run_id is None:
                 return
-            ms = int(now.timestamp() * 1000)
-            step = int(now.timestamp())
+            ms = int(result.evaluated_at.timestamp() * 1000)
+            step = int(result.evaluated_at.timestamp())
+            metrics = {**result.live.metrics, "rows": float(result.live.n)}
             client.log_batch(run_id, metrics=[Metric(LIVE_PREFIX + name, float(value), ms, step)
                                               for name, value in metrics.items()])
         except Exception as exc:
             # Live metrics are evidence, not the verdict: a registry outage must not stop the judging.
-            log.warning("live quality of %s v%s not logged to MLflow: %s", model, version, exc)
+            log.warning("live quality of %s v%s not logged to MLflow: %s", *key, exc)
 
     return log_live
 
