@@ -202,9 +202,9 @@ class OutcomeStore:
             f"SELECT rowid, {_LABEL_COLUMNS} FROM labels WHERE state = 'pending' AND prediction_id IN"
             f" (SELECT value FROM json_each(?)) UNION ALL SELECT rowid, {_LABEL_COLUMNS} FROM labels"
             " WHERE state = 'pending' AND prediction_id IS NULL ORDER BY 1", (new_ids,))]
-        dumps = orjson.dumps  # a label is a plain bool, int, float or str
-        fresh = [[lb.label_id, lb.prediction_id, lb.model, lb.entity, dumps(lb.label), lb.observed_at.timestamp(),
-                  "pending", None] for lb in _new_labels(db, labels)]
+        dumps, numpy = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
+        fresh = [[lb.label_id, lb.prediction_id, lb.model, lb.entity, dumps(lb.label, option=numpy),
+                  lb.observed_at.timestamp(), "pending", None] for lb in _new_labels(db, labels)]
         for row in waiting + fresh:
             if row[_PREDICTION] is None:
                 # A label by entity key names the newest champion prediction of that entity served before it.
