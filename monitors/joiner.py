@@ -111,7 +111,7 @@ class Joiner:
             return
         for i, item in enumerate(items):
             if item.prediction_id is None and self.key_column(item.model or "") is None:
-                where = "" if len(items) == 1 else f"labels[{i}] "
+                where = "" if len(items) == 1 else f"labels.{i} "
                 self._dead_letter(message, f"{where}names model {item.model!r} by entity key, but that model's "
                                            "spec declares no data.key column to match it against")
                 return

@@ -152,8 +152,9 @@ def test_labels_in_batches_from_a_plain_kafka_producer_join_like_single_ones(set
     bad = [{"prediction_id": "v1-0", "label": 1, "observed_at": observed},
            {"prediction_id": "v1-1", "label": 1, "observed_at": "2026-11-01T00:30:00"}]  # no time zone
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    unkeyed = [by_id[0], {"model": "other", "key": "1", "label": 0, "observed_at": observed}]
     for event_id, labels in (("crm-1", by_id[:50]), ("crm-2", by_id[50:] + by_key), ("crm-1", by_id[:50]),
-                             ("crm-3", bad)):
+                             ("crm-3", bad), ("crm-4", unkeyed)):
         event = {"specversion": "1.0", "type": "ctloop.labels.observed", "id": event_id, "source": "urn:crm",
                  "time": observed, "data": {"labels": labels}}
         producer.send(settings.topics.labels, json.dumps(event).encode())
@@ -161,8 +162,9 @@ def test_labels_in_batches_from_a_plain_kafka_producer_join_like_single_ones(set
     producer.close()
 
     store = OutcomeStore(f"sqlite:///{settings.home / 'outcomes.db'}")
-    joiner = Joiner(kafka_bus, settings, store, key_column=lambda model: "customer_id", horizon_s=HORIZON_S)
-    drain(joiner, len(batches) + 4)
+    joiner = Joiner(kafka_bus, settings, store, key_column=lambda model: "customer_id" if model == "churn" else None,
+                    horizon_s=HORIZON_S)
+    drain(joiner, len(batches) + 5)
     joiner.close()
 
     states = store.label_states()
@@ -171,6 +173,8 @@ def test_labels_in_batches_from_a_plain_kafka_producer_join_like_single_ones(set
     rows = store.joined("churn", "1", since=T0)
     assert {r.prediction_id: r.label for r in rows} == {pid: int(v) for pid, v in zip(ids, y, strict=True)}
     assert live_quality(rows, ["roc_auc"]).metrics["roc_auc"] == pytest.approx(sk.roc_auc_score(y, p1))
-    [reason] = [reason_of(m) for m in kafka_bus.read_all(settings.topics.deadletter)]
-    assert "invalid labels.1: " in (reason or "") and "time zone" in (reason or "")
+    # A batch with one bad label is dead-lettered whole, its reason naming the label by its place.
+    no_zone, no_key = [reason_of(m) or "" for m in kafka_bus.read_all(settings.topics.deadletter)]
+    assert "invalid labels.1: " in no_zone and "time zone" in no_zone
+    assert no_key.startswith("labels.1 names model 'other' by entity key") and "no data.key" in no_key
     store.close()
