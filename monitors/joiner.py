@@ -6,7 +6,8 @@ offsets. A crash anywhere redelivers at most the uncommitted poll, which the sto
 and none is counted twice.
 
 Labels name a prediction by the id serving returned (`prediction_id`), or by the model and the entity key (the
-value of the spec's `data.key` column in the served row). A label may arrive before its prediction: it waits,
+value of the spec's `data.key` column in the served row); one event carries one label (`ctloop.label.observed`)
+or many (`ctloop.labels.observed`, taken or dead-lettered whole). A label may arrive before its prediction: it waits,
 pending, and joins when the prediction comes. One observed more than the horizon after serving is kept as late,
 never joined into live quality.
 """
@@ -111,8 +112,8 @@ class Joiner:
             return
         for i, item in enumerate(items):
             if item.prediction_id is None and self.key_column(item.model or "") is None:
-                where = "" if len(items) == 1 else f"labels.{i} "
-                self._dead_letter(message, f"{where}names model {item.model!r} by entity key, but that model's "
+                where = "label" if len(items) == 1 else f"labels.{i}"
+                self._dead_letter(message, f"{where} names model {item.model!r} by entity key, but that model's "
                                            "spec declares no data.key column to match it against")
                 return
         labels += [Label(label_id, item.label, item.observed_at, prediction_id=item.prediction_id,
