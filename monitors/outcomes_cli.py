@@ -43,6 +43,8 @@ def run(
     = None,
     evaluate_every: Annotated[float, typer.Option(help="Seconds between landings and quality evaluations.")] = 30.0,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address /metrics binds to (0.0.0.0 for a scraper in a "
+                                                    "cluster).")] = "127.0.0.1",
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: until ^C).")]
     = None,
 ) -> None:
@@ -64,7 +66,7 @@ def run(
                                    evaluate_every_s=evaluate_every, window_s=window_s, land_rows=land_rows)
         service.on_evaluation = lambda e: [typer.echo(_line(q)) for q in e.quality]
         if metrics_port is not None:
-            typer.echo(f"metrics on :{service.metrics.serve(metrics_port)}/metrics")
+            typer.echo(f"metrics on {metrics_host}:{service.metrics.serve(metrics_port, metrics_host)}/metrics")
         typer.echo(f"joining {settings.topics.predictions} and {settings.topics.labels} on {settings.bus} "
                    f"into {service.store.url}")
         try:

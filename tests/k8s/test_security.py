@@ -271,6 +271,16 @@ def test_ports_in_policies_match_the_containers(overlay: list[Manifest]) -> None
     assert can_connect(of_kind(overlay, "NetworkPolicy"), STRANGER, serving, serving_port, source_ns=outside)
 
 
+def test_the_outcomes_pod_lets_in_its_metrics_port_alone(overlay: list[Manifest]) -> None:
+    policies = of_kind(overlay, "NetworkPolicy")
+    outcomes = labels_of(overlay, "Deployment", "ctloop-outcomes")
+    scraper = {"kubernetes.io/metadata.name": "monitoring"}
+    port = container_port(overlay, "Deployment", "ctloop-outcomes")
+    assert port == 9464
+    assert can_connect(policies, STRANGER, outcomes, port, source_ns=scraper)
+    assert not can_connect(policies, STRANGER, outcomes, 8080, source_ns=scraper)
+
+
 def test_the_manual_webhook_is_reachable_from_outside(overlay: list[Manifest]) -> None:
     webhook = named(overlay, "EventSource", "ctloop-webhook")
     port = int(next(iter(webhook["spec"]["webhook"].values()))["port"])
