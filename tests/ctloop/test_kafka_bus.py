@@ -120,3 +120,44 @@ def test_a_member_dropped_from_its_group_does_not_crash_on_commit_and_the_messag
         assert [m.value for m in again.poll(timeout_s=20)] == [b"slow work"]
     finally:
         again.close()
+
+
+@pytest.mark.kafka
+def test_the_bus_consumer_dropped_from_its_group_does_not_crash_on_commit_and_the_message_comes_back(
+    kafka_bus: KafkaBus, kafka_bootstrap: str, unique_topic: str
+) -> None:
+    from ctloop.kafka_bus import RdKafkaBusConsumer
+
+    kafka_bus.publish(unique_topic, b"slow work")
+    kafka_bus.flush()
+    slow = RdKafkaBusConsumer(kafka_bootstrap, [unique_topic], "slow-rd", client_id="slow-rd",
+                              session_timeout_ms=1000, **{"max.poll.interval.ms": 1000})
+    [message] = slow.poll(timeout_s=20)
+    time.sleep(3)  # past max.poll.interval.ms: the group drops this member
+    slow.commit(message)
+    slow.close()
+    again = kafka_bus.consumer([unique_topic], "slow-rd")
+    try:
+        assert [m.value for m in again.poll(timeout_s=20)] == [b"slow work"]
+    finally:
+        again.close()
+
+
+@pytest.mark.kafka
+def test_a_poll_returns_what_has_arrived_without_waiting_for_a_full_batch(
+    kafka_bus: KafkaBus, unique_topic: str
+) -> None:
+    consumer = kafka_bus.consumer([unique_topic], "no-full-batch")
+    try:
+        assert consumer.poll(timeout_s=10) == []  # joined; nothing yet
+        kafka_bus.publish(unique_topic, b"lone", key="k", headers=(("h", b"v"),))
+        kafka_bus.flush()
+        started = time.monotonic()
+        [message] = consumer.poll(timeout_s=10, max_records=500)
+        assert time.monotonic() - started < 5, "a lone record is handed over as soon as it is fetched"
+        assert (message.value, message.key, message.headers) == (b"lone", b"k", (("h", b"v"),))
+        assert message.timestamp_ms is not None and abs(message.timestamp_ms / 1000 - time.time()) < 60
+        consumer.commit(message)
+        consumer.commit(message)  # once more: nothing moves backwards, nothing raises
+    finally:
+        consumer.close()
