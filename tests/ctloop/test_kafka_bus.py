@@ -95,48 +95,38 @@ def test_open_bus_connects_to_the_configured_kafka(tmp_path, kafka_bootstrap: st
         bus.close()
 
 
-@pytest.mark.kafka
-def test_a_member_dropped_from_its_group_does_not_crash_on_commit_and_the_message_comes_back(
-    kafka_bus: KafkaBus, kafka_bootstrap: str, unique_topic: str
-) -> None:
+def _member_dropped_after(seconds: float, client: str, bootstrap: str, topic: str, group: str):
+    """A consumer of either client whose group drops it when it does not poll for `seconds`."""
     from kafka import KafkaConsumer
 
-    from ctloop.kafka_bus import KafkaBusConsumer
+    from ctloop.kafka_bus import KafkaBusConsumer, RdKafkaBusConsumer
 
-    kafka_bus.publish(unique_topic, b"slow work")
-    kafka_bus.flush()
+    interval_ms = int(seconds * 1000)
+    if client == "librdkafka":
+        return RdKafkaBusConsumer(bootstrap, [topic], group, client_id=group, session_timeout_ms=1000,
+                                  **{"max.poll.interval.ms": interval_ms})
     raw = KafkaConsumer(
-        bootstrap_servers=kafka_bootstrap, group_id="slow", enable_auto_commit=False, auto_offset_reset="earliest",
-        max_poll_interval_ms=1000, session_timeout_ms=6000, heartbeat_interval_ms=500,
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
+        max_poll_interval_ms=interval_ms, session_timeout_ms=6000, heartbeat_interval_ms=500,
     )
-    raw.subscribe([unique_topic])
-    slow = KafkaBusConsumer(raw)
-    [message] = slow.poll(timeout_s=20)
-    time.sleep(3)  # past max_poll_interval_ms: the group drops this member
-    slow.commit(message)
-    slow.close()
-    again = kafka_bus.consumer([unique_topic], "slow")
-    try:
-        assert [m.value for m in again.poll(timeout_s=20)] == [b"slow work"]
-    finally:
-        again.close()
+    raw.subscribe([topic])
+    return KafkaBusConsumer(raw)
 
 
 @pytest.mark.kafka
-def test_the_bus_consumer_dropped_from_its_group_does_not_crash_on_commit_and_the_message_comes_back(
-    kafka_bus: KafkaBus, kafka_bootstrap: str, unique_topic: str
+@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
+def test_a_member_dropped_from_its_group_does_not_crash_on_commit_and_the_message_comes_back(
+    kafka_bus: KafkaBus, kafka_bootstrap: str, unique_topic: str, client: str
 ) -> None:
-    from ctloop.kafka_bus import RdKafkaBusConsumer
-
     kafka_bus.publish(unique_topic, b"slow work")
     kafka_bus.flush()
-    slow = RdKafkaBusConsumer(kafka_bootstrap, [unique_topic], "slow-rd", client_id="slow-rd",
-                              session_timeout_ms=1000, **{"max.poll.interval.ms": 1000})
+    group = f"slow-{client}"
+    slow = _member_dropped_after(1.0, client, kafka_bootstrap, unique_topic, group)
     [message] = slow.poll(timeout_s=20)
-    time.sleep(3)  # past max.poll.interval.ms: the group drops this member
+    time.sleep(3)  # past the poll interval: the group drops this member
     slow.commit(message)
     slow.close()
-    again = kafka_bus.consumer([unique_topic], "slow-rd")
+    again = kafka_bus.consumer([unique_topic], group)
     try:
         assert [m.value for m in again.poll(timeout_s=20)] == [b"slow work"]
     finally:
