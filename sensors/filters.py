@@ -21,6 +21,7 @@ Check = Callable[[Any], bool]
 Rejection = Callable[[Any], "str | None"]
 
 _TRUE = ("true", "1", "t")
+_ANY = "^.+$"
 _REMEMBERED = 4096  # texts whose verdict a string filter keeps; forgotten all at once when full
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     "=": operator.eq, "!=": operator.ne, ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le,
@@ -46,29 +47,7 @@ def data_check(f: DataFilter) -> Check:
     """`data_filter_passes` for one filter, compiled."""
     parts = check_path(f.path)
     if f.type == "string":
-        patterns = tuple(_regex(v) for v in f.values)
-        equal = f.comparator == "="
-        verdicts: dict[str, bool] = {}
-
-        def matches(text: str) -> bool:
-            if equal:
-                return any(p.search(text) for p in patterns)
-            return not all(p.search(text) for p in patterns)
-
-        def string_passes(data: Any) -> bool:
-            actual = find(data, parts)
-            if actual is MISSING:
-                return False
-            # gjson's string of a JSON null is "", which is what Argo Events matches the regexes against.
-            text = "" if actual is None else as_text(actual)
-            verdict = verdicts.get(text)
-            if verdict is None:
-                if len(verdicts) >= _REMEMBERED:
-                    verdicts.clear()
-                verdict = verdicts[text] = matches(text)
-            return verdict
-
-        return string_passes
+        return _string_check(parts, f.values, f.comparator == "=")
     if f.type == "bool":
         wanted = tuple(_as_bool(v) for v in f.values)
         equal = f.comparator == "="
@@ -95,6 +74,53 @@ def data_check(f: DataFilter) -> Check:
         return any(compare(number, bound) for bound in bounds)
 
     return number_passes
+
+
+def _string_check(parts: tuple[str, ...], values: tuple[str, ...], equal: bool) -> Check:
+    """A string filter: any pattern found (`=`), or not all of them (`!=`), in gjson's text of the value."""
+    patterns = tuple(_regex(v) for v in values)
+    if equal and set(values) == {_ANY}:
+        # "Has a value on one line", the commonest filter, read without the regex or a verdict to remember
+        # (its texts, ids and URIs, rarely repeat).
+        def any_passes(data: Any) -> bool:
+            actual = find(data, parts)
+            if actual is MISSING or actual is None:
+                return False
+            return _one_line(actual if type(actual) is str else as_text(actual))
+
+        return any_passes
+    if len(patterns) == 1:
+        search = patterns[0].search
+        matches = (lambda text: search(text) is not None) if equal else (lambda text: search(text) is None)
+    elif equal:
+        def matches(text: str) -> bool:
+            return any(p.search(text) for p in patterns)
+    else:
+        def matches(text: str) -> bool:
+            return not all(p.search(text) for p in patterns)
+    verdicts: dict[str, bool] = {}
+
+    def string_passes(data: Any) -> bool:
+        actual = find(data, parts)
+        if actual is MISSING:
+            return False
+        # gjson's string of a JSON null is "", which is what Argo Events matches the regexes against.
+        text = "" if actual is None else as_text(actual)
+        verdict = verdicts.get(text)
+        if verdict is None:
+            if len(verdicts) >= _REMEMBERED:
+                verdicts.clear()
+            verdict = verdicts[text] = matches(text)
+        return verdict
+
+    return string_passes
+
+
+def _one_line(text: str) -> bool:
+    """`re.search("^.+$", text)`: some text before the end or a final newline, and no other newline."""
+    if text.endswith("\n"):
+        text = text[:-1]
+    return bool(text) and "\n" not in text
 
 
 def expr_filter_passes(f: ExprFilter, data: Any) -> bool:

@@ -36,14 +36,14 @@ from ctloop.sensors.admission import (
     started,
     tick,
 )
-from ctloop.sensors.eventdata import MISSING, PathMissing, as_text, find, kafka_event_data, lookup
+from ctloop.sensors.eventdata import MISSING, PathMissing, find, kafka_event_data
 from ctloop.sensors.filters import Rejection, compile_rejection, rejection
 from ctloop.sensors.local.calendar import Calendar
 from ctloop.sensors.local.decisions import DecisionLog
 from ctloop.sensors.local.jsonlog import log
 from ctloop.sensors.local.metrics import SensorMetrics
-from ctloop.sensors.mapping import MappingError, parameters, resolve
-from ctloop.sensors.spec import CalendarSource, KafkaSource, KeyOf, ParamSource, Path, SensorSpec, check_path
+from ctloop.sensors.mapping import MappingError, Plan, compile_parameters, parameters, resolve
+from ctloop.sensors.spec import CalendarSource, KafkaSource, KeyOf, SensorSpec, check_path
 from ctloop.settings import Settings
 from ctloop.stopping import until_signalled
 from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, Engine, RunRequest
@@ -91,36 +91,21 @@ class _Route:
 
     spec: SensorSpec
     rejection: Rejection
-    # (name, split path, source): a path's text is read directly, any other source goes to `resolve`.
-    plan: tuple[tuple[str, tuple[str, ...] | None, ParamSource], ...]
+    plan: Plan
+    digest_path: tuple[str, ...] | None  # where the key reads the data digest (None: the key has no digest)
 
     @classmethod
     def of(cls, spec: SensorSpec) -> _Route:
-        plan = tuple((name, check_path(source.path) if isinstance(source, Path) else None, source)
-                     for name, source in spec.params.items())
-        return cls(spec, compile_rejection(spec.dependency), plan)
+        key = spec.params["idempotency-key"]
+        digest_path = check_path(key.digest.path) if isinstance(key, KeyOf) else None
+        return cls(spec, compile_rejection(spec.dependency), compile_parameters(spec), digest_path)
 
     def parameters(self, data: Any, context: dict[str, str]) -> dict[str, str]:
-        """`mapping.parameters` of the spec, with its plain paths read without the resolver's dispatch."""
-        out = {}
-        memo: dict[int, str] = {}
-        for name, parts, source in self.plan:
-            if parts is not None:
-                value = find(data, parts)
-                if value is MISSING:
-                    raise Unroutable(f"{self.spec.name}: parameter {name}: no value at {source.path}")
-                value = as_text(value)
-            else:
-                try:
-                    value = resolve(source, data, context, memo)
-                except PathMissing as exc:
-                    raise Unroutable(f"{self.spec.name}: parameter {name}: no value at {exc.args[0]}") from None
-                except MappingError as exc:
-                    raise Unroutable(f"{self.spec.name}: {exc}") from None
-            if not value:
-                raise Unroutable(f"{self.spec.name}: parameter {name}: empty")
-            out[name] = value
-        return out
+        """`mapping.parameters` of the spec; `Unroutable` naming the parameter that failed."""
+        try:
+            return self.plan(data, context)
+        except MappingError as exc:
+            raise Unroutable(f"{self.spec.name}: {exc}") from None
 
 
 class LocalSensor:
@@ -251,9 +236,9 @@ class LocalSensor:
         state, launched = self._launch(admitted.state)
         records = [*((d, None) for d in admitted.decisions), *launched]
         with self.log.transaction(durable=False):
-            self.log.mark_seen(fresh, at=now)
             self.log.record_rejections(rejected, at=now)
-            self._write(records, state, now)
+            bursts = self._write(records, state, now)
+            self.log.mark_seen(fresh, at=now, bursts=bursts)
         crash_point("decision-recorded")
         self.metrics.filtered.inc(len(rejected))
         self._observe(records)
@@ -295,7 +280,7 @@ class LocalSensor:
             if why:
                 reasons.append(f"{spec.name}: {why}")
                 continue
-            digest = self._digest(spec, data, context)
+            digest = self._digest(spec, data, context, route.digest_path)
             params = route.parameters(data, context)
             if params["trigger"] not in TRIGGERS:
                 raise Unroutable(f"{spec.name}: trigger {params['trigger']!r} is not one of {TRIGGERS}")
@@ -305,15 +290,16 @@ class LocalSensor:
                              gpu=bool(getattr(event.data, "gpu", False)), event_time=event_time)
         return "; ".join(reasons) or f"no sensor listens on {message.topic}"
 
-    def _digest(self, spec: SensorSpec, data: dict[str, Any], context: dict[str, str]) -> str:
-        """The event's data digest; when absent, resolved by snapshotting the URI and written into the
-        event data, so the key the mapping computes names the data rather than the event."""
+    def _digest(self, spec: SensorSpec, data: dict[str, Any], context: dict[str, str],
+                path: tuple[str, ...] | None = None) -> str:
+        """The event's data digest (at `path`, the key's digest path split); when absent, resolved by
+        snapshotting the URI and written into the event data, so the key the mapping computes names the data
+        rather than the event."""
         key = spec.params["idempotency-key"]
         if not isinstance(key, KeyOf):
             return ""
-        try:
-            digest = lookup(data, key.digest.path)
-        except PathMissing:
+        digest = find(data, path or check_path(key.digest.path))
+        if digest is MISSING:
             digest = None
         if digest or self._resolve_digest is None:
             return str(digest or "")
@@ -331,10 +317,13 @@ class LocalSensor:
         node[leaf] = digest
         return digest
 
-    def _write(self, records: Sequence[Record], state: AdmissionState, now: float) -> None:
-        """Decisions and the admission state, inside the caller's transaction."""
-        self.log.record(((d, None if latency_s is None else latency_s * 1000) for d, latency_s in records), at=now)
+    def _write(self, records: Sequence[Record], state: AdmissionState, now: float) -> dict[str, int]:
+        """Decisions and the admission state, inside the caller's transaction; the burst row of each event
+        stored in one (`DecisionLog.record`)."""
+        bursts = self.log.record(((d, None if latency_s is None else latency_s * 1000) for d, latency_s in records),
+                                 at=now)
         self.log.save_state(state)
+        return bursts
 
     def _observe(self, records: Sequence[Record]) -> None:
         """Metrics and logs, once the records are written.

@@ -1,0 +1,164 @@
+"""The sensor's per-event cost without a broker: N arrivals for M models (every digest new, as in
+`bench/sensor.py`'s throughput pass) fed from a list through `LocalSensor` as `ctloop sensor run` assembles
+it, decided, recorded in SQLite and committed; JSON logs at INFO into /dev/null.
+
+Run: $V/bin/python bench/sensor_decide.py [--events 20000] [--models 50] [--reps 3] [--batch 500]
+     py-spy record -r 250 -f raw -o out.txt -- $V/bin/python bench/sensor_decide.py --reps 1
+     $V/bin/python bench/sensor_decide.py --phases out.txt    shares of the samples by phase
+
+Prints the median µs of CPU (and wall) per event over the repetitions, each on a fresh home.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+from ctloop.bus import Headers, Message, as_key
+from ctloop.events import DataArrived, new_event, to_bytes
+from ctloop.sensors.admission import AdmissionPolicy
+from ctloop.sensors.local import jsonlog
+from ctloop.sensors.local.assembly import local_sensor
+from ctloop.settings import Settings, Topics
+from ctloop.workflows.arguments import run_key
+from ctloop.workflows.engine import AlreadyRan, RunHandle, RunRequest, RunStatus
+
+TOPICS = Topics(data="decide.data", drift="decide.drift", deadletter="decide.dead")
+
+# Frames (substrings of py-spy's "function (file:line)") that name a phase, first match from the top of a
+# stack's innermost end; a sample in none of them is "other" (the loop itself, the harness).
+PHASES = (
+    ("parse + validate", ("parse_document", "_parse ")),
+    ("content digest", ("content_digest",)),
+    ("SQLite (decision log)", ("decisions.py",)),
+    ("filters", ("filters.py",)),
+    ("parameter mapping", ("mapping.py", "parameters (", "_key (", "plan")),
+    ("candidate", ("_candidate", "kafka_event_data", "_routed")),
+    ("admission", ("admission.py",)),
+    ("launch (tick, submit)", ("_launch", "_submit", "submit (")),
+    ("metrics + logs", ("_observe", "jsonlog")),
+    ("commit", ("commit (",)),
+)
+
+
+class CountingEngine:
+    """Accepts each key once, instantly."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, str] = {}
+
+    def submit(self, request: RunRequest, *, wait: bool = True) -> RunHandle:
+        key = run_key(request)
+        if key in self.keys:
+            raise AlreadyRan(key, self.keys[key])
+        self.keys[key] = f"run-{len(self.keys)}"
+        return RunHandle(run_id=self.keys[key], idempotency_key=key, status="Succeeded")
+
+    def status(self, run_id: str) -> RunStatus:
+        return "Succeeded"
+
+
+class ListBus:
+    """A fixed list of messages as a bus: one consumer reads it in order; publishes are dropped."""
+
+    def __init__(self, messages: list[Message]) -> None:
+        self.messages = messages
+        self.position = 0
+
+    def publish(self, topic: str, value: bytes, *, key: str | bytes | None = None, headers: Headers = ()) -> None:
+        """Dead letters: none in this stream."""
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Nothing is buffered."""
+
+    def consumer(self, topics: list[str], group: str) -> ListBus:
+        return self
+
+    def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
+        start = self.position
+        self.position = min(len(self.messages), start + max_records)
+        return self.messages[start:self.position]
+
+    def commit(self, message: Message) -> None:
+        """Offsets live in the list position."""
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def arrivals(count: int, models: int) -> list[Message]:
+    out = []
+    now_ms = int(time.time() * 1000)
+    for n in range(count):
+        model = f"m{n % models}"
+        event = new_event(DataArrived(model=model, uri=f"s3://bench/t/{n}", digest=f"t-{n}"))
+        out.append(Message(TOPICS.data, n % 3, n, as_key(model), to_bytes(event), (), now_ms))
+    return out
+
+
+def one_pass(messages: list[Message], home: Path, batch: int) -> tuple[float, float, int]:
+    """CPU and wall seconds to decide, record and commit every message; the runs started."""
+    engine = CountingEngine()
+    bus = ListBus(messages)
+    settings = Settings(home=home, topics=TOPICS)
+    sensor = local_sensor(settings, bus, engine, policy=AdmissionPolicy(window_s=0), batch_size=batch)
+    wall, cpu = time.perf_counter(), time.process_time()
+    while bus.position < len(messages):
+        sensor.step(0)
+    sensor.close()
+    return time.process_time() - cpu, time.perf_counter() - wall, len(engine.keys)
+
+
+def phases(raw: Path) -> None:
+    """Shares of py-spy's raw samples (one folded stack and a count a line) by phase, sensor samples only."""
+    counts: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if "step (" not in stack and "_consume" not in stack:
+            continue
+        frames = stack.split(";")
+        phase = next((name for frame in reversed(frames) for name, marks in PHASES
+                      if any(mark in frame for mark in marks)), "other")
+        counts[phase] += int(n)
+    total = sum(counts.values())
+    for name, n in counts.most_common():
+        print(f"| {name} | {100 * n / total:.1f}% |")
+    print(f"({total} samples)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20000)
+    parser.add_argument("--models", type=int, default=50)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--phases", type=Path, default=None, metavar="RAW", help="read a py-spy raw profile")
+    args = parser.parse_args()
+    if args.phases:
+        phases(args.phases)
+        return
+    messages = arrivals(args.events, args.models)
+    cpus, walls = [], []
+    for _ in range(args.reps):
+        # As `ctloop sensor run` configures it; the lines are formatted, then dropped.
+        with open(os.devnull, "w") as devnull, tempfile.TemporaryDirectory() as tmp:
+            jsonlog.configure()
+            logging.getLogger("ctloop.sensor").handlers[0].setStream(devnull)
+            cpu, wall, runs = one_pass(messages, Path(tmp), args.batch)
+        cpus.append(cpu)
+        walls.append(wall)
+        print(f"  {1e6 * cpu / args.events:.1f} µs CPU/event, {1e6 * wall / args.events:.1f} µs wall/event, "
+              f"{runs} runs")
+    print(f"median: {1e6 * statistics.median(cpus) / args.events:.1f} µs CPU/event, "
+          f"{1e6 * statistics.median(walls) / args.events:.1f} µs wall/event ({args.events} events, "
+          f"{args.models} models, batches of {args.batch})")
+
+
+if __name__ == "__main__":
+    main()
