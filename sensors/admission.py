@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
@@ -79,8 +79,9 @@ class AdmissionState(BaseModel):
     last_drift_at: dict[str, float] = {}
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
+    """What admission decided about a candidate (immutable; a tuple, cheap to make: a burst makes two per event)."""
+
     kind: DecisionKind
     reason: str
     candidate: Candidate

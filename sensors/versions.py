@@ -52,6 +52,15 @@ class LiveVersions(Mapping[str, str]):
             raise KeyError(model)
         return cached[1]
 
+    def get(self, model: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        # Most models have no trainer of their own: answered without raising and catching a KeyError per event.
+        if model not in self._specs:
+            return default
+        try:
+            return self[model]
+        except KeyError:
+            return default
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._specs)
 

@@ -62,5 +62,6 @@ class Engine(Protocol):
 
 def idempotency_key(model: str, data_digest: str, code_version: str, params: dict[str, str] | None = None) -> str:
     """model + data digest + code version + params: the same key never trains twice."""
-    material = "\n".join([model, data_digest, code_version, *(f"{k}={v}" for k, v in sorted((params or {}).items()))])
+    material = "\n".join([model, data_digest, code_version, *(f"{k}={v}" for k, v in sorted(params.items()))]) \
+        if params else f"{model}\n{data_digest}\n{code_version}"  # the sensor's case, once per event: no sort, no join
     return hashlib.sha256(material.encode()).hexdigest()[:32]

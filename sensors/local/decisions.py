@@ -53,8 +53,8 @@ CREATE TABLE IF NOT EXISTS sensor_runs (
 CREATE TABLE IF NOT EXISTS sensor_state (sensor TEXT PRIMARY KEY, state TEXT NOT NULL);
 """
 _COLUMNS = "seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms, deferred, burst"
-_INSERT = ("INSERT INTO sensor_decision_rows (sensor, at, event_id, model, kind, reason, key, run_id, latency_ms,"
-           " deferred, burst) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT = ("INSERT INTO sensor_decision_rows (seq, sensor, at, event_id, model, kind, reason, key, run_id,"
+           " latency_ms, deferred, burst) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 def _open(path: Path | str) -> sqlite3.Connection:
@@ -189,7 +189,7 @@ class DecisionLog:
     def record(self, records: Iterable[tuple[Decision, float | None]], *, at: float) -> dict[str, int]:
         """Decisions, each with its event-to-trigger latency in ms when it started a run. A candidate both
         deferred and coalesced among them takes one row, a model's burst of them one row in all (see the
-        module's note); returns the burst row (`seq`) of each event stored in one."""
+        module's note); returns the burst row (`seq`) of each event stored in one. Inside `transaction` only."""
         rows: list[list] = []
         runs = []
         deferred: dict[int, int] = {}  # id of a deferred candidate -> its row
@@ -221,23 +221,22 @@ class DecisionLog:
         return self._insert(rows, runs)
 
     def _insert(self, rows: list[list | None], runs: list[tuple]) -> dict[str, int]:
-        """The rows in order (plain ones many to a statement, a burst's alone to learn its `seq`)."""
+        """The rows in order, in one statement. Each is given its `seq` here, the next ones after the largest
+        ever used (this runs inside `transaction`, which holds the write lock), so a burst's is known."""
+        (last,) = self._db.execute(
+            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'sensor_decision_rows'), 0),"
+            " coalesce((SELECT max(seq) FROM sensor_decision_rows), 0))").fetchone()
         bursts: dict[str, int] = {}
-        plain: list[tuple] = []
+        numbered = []
         for row in rows:
             if row is None:
                 continue
-            if row[10] is None:
-                plain.append(tuple(row[:11]))
-                continue
-            if plain:
-                self._db.executemany(_INSERT, plain)
-                plain = []
-            seq = self._db.execute(_INSERT, row[:11]).lastrowid
-            for member in row[11]:
-                bursts[member[0]] = seq
-        if plain:
-            self._db.executemany(_INSERT, plain)
+            last += 1
+            if row[10] is not None:
+                for member in row[11]:
+                    bursts[member[0]] = last
+            numbered.append((last, *row[:11]))
+        self._db.executemany(_INSERT, numbered)
         if runs:
             self._db.executemany("INSERT OR IGNORE INTO sensor_runs VALUES (?, ?, ?, ?, ?, ?)", runs)
         return bursts
