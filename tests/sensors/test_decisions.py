@@ -1,5 +1,5 @@
-"""The decision log: a burst queued and replaced within one batch is stored one row per event, and read
-back as every decision it made, in order."""
+"""The decision log: a model's burst queued and replaced within one batch is stored as one row, and read back
+(by the log, `list_decisions` and the `sensor_decisions` view) as every decision it made, in order."""
 
 from __future__ import annotations
 
@@ -43,12 +43,41 @@ def test_a_burst_reads_back_as_every_decision_admission_made_in_order(tmp_path):
     log.close()
 
 
-def test_a_burst_takes_one_stored_row_per_event(tmp_path):
-    burst(tmp_path / "state.db", 4)[0].close()
+def test_a_burst_takes_one_stored_row_and_the_view_still_shows_a_row_per_event(tmp_path):
+    log, _ = burst(tmp_path / "state.db", 4)
+    log.mark_seen({f"ev-{n}": "" for n in range(1, 5)}, at=1.0)
+    log.close()
     with sqlite3.connect(tmp_path / "state.db") as db:
-        rows = db.execute("SELECT event_id, kind, deferred IS NOT NULL FROM sensor_decisions ORDER BY seq").fetchall()
-    assert rows == [("ev-1", "coalesced", 1), ("ev-2", "coalesced", 1), ("ev-3", "coalesced", 1),
-                    ("ev-4", "deferred", 0)]
+        stored = db.execute("SELECT event_id, kind, burst IS NOT NULL FROM sensor_decision_rows ORDER BY seq").fetchall()
+        viewed = db.execute("SELECT event_id, kind, deferred IS NOT NULL FROM sensor_decisions ORDER BY seq, event_id")
+        assert stored == [("ev-1", "coalesced", 1), ("ev-4", "deferred", 0)]
+        assert viewed.fetchall() == [("ev-1", "coalesced", 1), ("ev-2", "coalesced", 1), ("ev-3", "coalesced", 1),
+                                     ("ev-4", "deferred", 0)]
+
+
+def test_an_event_in_a_burst_is_found_by_its_id_and_by_a_prefix(tmp_path):
+    db = tmp_path / "state.db"
+    burst(db, 4)[0].close()  # another model's burst first
+    log = DecisionLog(db, "ctloop-sensor")
+    with log.transaction():
+        bursts = log.record(((d, None) for d in burst_decisions(["x-1", "x-2", "x-3"])), at=2.0)
+        log.mark_seen({"x-1": "", "x-2": "", "x-3": ""}, at=2.0, bursts=bursts)
+    log.close()
+    assert set(bursts) == {"x-1", "x-2"}
+    assert [(r.event_id, r.kind) for r in list_decisions(db, event_id="x-2")] == [("x-2", "coalesced"),
+                                                                                  ("x-2", "deferred")]
+    assert [(r.event_id, r.kind) for r in list_decisions(db, event_prefix="x-", limit=10)] == [
+        ("x-3", "deferred"), ("x-2", "coalesced"), ("x-2", "deferred"), ("x-1", "coalesced"), ("x-1", "deferred")]
+    assert [r.event_id for r in list_decisions(db, model="other", limit=100)] == ["x-3", "x-2", "x-2", "x-1", "x-1"]
+
+
+def burst_decisions(event_ids: list[str]) -> list:
+    """Admission's decisions for arrivals of a busy model `other`: all but the last deferred, then coalesced."""
+    state = started(admit_all(AdmissionState(), [candidate(0, "other")], ran=set(), now=0.0, policy=POLICY).state,
+                    "other", "run-0")
+    arrivals = [Candidate(event_id=e, model="other", key=f"k-{e}", uri="s3://d", digest=e, trigger="data",
+                          event_time=1.0) for e in event_ids]
+    return list(admit_all(state, arrivals, ran=set(), now=1.0, policy=POLICY).decisions)
 
 
 def test_events_list_shows_a_burst_event_newest_decision_first(tmp_path):
@@ -74,3 +103,28 @@ def test_a_log_written_before_burst_rows_opens_and_reads_as_before(tmp_path):
     assert [(d.event_id, d.kind) for d in log.decisions()] == [
         ("old-1", "rejected"), ("ev-1", "deferred"), ("ev-1", "coalesced"), ("ev-2", "deferred")]
     log.close()
+
+
+def test_a_log_written_before_bursts_takes_them_and_finds_their_events(tmp_path):
+    db_path = tmp_path / "state.db"
+    with sqlite3.connect(db_path) as db:
+        db.execute("CREATE TABLE sensor_events (sensor TEXT NOT NULL, event_id TEXT NOT NULL, at REAL NOT NULL,"
+                   " digest TEXT, PRIMARY KEY (sensor, event_id))")
+        db.execute("CREATE TABLE sensor_decisions (seq INTEGER PRIMARY KEY AUTOINCREMENT, sensor TEXT NOT NULL,"
+                   " at REAL NOT NULL, event_id TEXT NOT NULL, model TEXT, kind TEXT NOT NULL, reason TEXT NOT NULL,"
+                   " key TEXT, run_id TEXT, latency_ms REAL, deferred TEXT)")
+        db.execute("INSERT INTO sensor_events VALUES ('ctloop-sensor', 'old-1', 1.0, 'abc')")
+        db.execute("INSERT INTO sensor_decisions (sensor, at, event_id, model, kind, reason) VALUES"
+                   " ('ctloop-sensor', 1.0, 'old-1', 'churn', 'rejected', 'filtered')")
+    log = DecisionLog(db_path, "ctloop-sensor")
+    assert log.seen_digests(["old-1", "x-1"]) == {"old-1": "abc"}
+    with log.transaction():
+        log.mark_seen({"x-1": "", "x-2": "", "x-3": ""}, at=2.0,
+                      bursts=log.record(((d, None) for d in burst_decisions(["x-1", "x-2", "x-3"])), at=2.0))
+    assert [(d.event_id, d.kind) for d in log.decisions()] == [
+        ("old-1", "rejected"), ("x-1", "deferred"), ("x-1", "coalesced"), ("x-2", "deferred"), ("x-2", "coalesced"),
+        ("x-3", "deferred")]
+    log.close()
+    assert [r.kind for r in list_decisions(db_path, event_id="x-1")] == ["coalesced", "deferred"]
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM sensor_decisions").fetchone() == (4,)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ctloop.sensors.catalog import ClusterEndpoints, data_arrived_sensor, minio_sensor
-from ctloop.sensors.mapping import MappingError, parameters
+from ctloop.sensors.mapping import MappingError, compile_parameters, parameters
 from ctloop.settings import Settings
 from ctloop.workflows.argo_engine import ArgoEngine
 from ctloop.workflows.arguments import run_key
@@ -55,3 +55,37 @@ def test_a_missing_field_is_named():
     spec = data_arrived_sensor(Settings(), "v1", ClusterEndpoints())
     with pytest.raises(MappingError, match=r"parameter model: no value at body\.data\.model"):
         parameters(spec, {"body": {"id": "x", "data": {}}}, {})
+
+
+def _outcome(plan, data):
+    try:
+        return plan(data, {"id": "ctx"})
+    except MappingError as exc:
+        return f"MappingError: {exc}"
+
+
+ODD_EVENTS = [
+    {"body": {"id": "ev-1", "data": {"model": "churn", "uri": "s3://b/k", "digest": "abc"}}},
+    {"body": {"id": "ev-1", "data": {"model": "churn", "uri": "s3://b/k"}}},  # no digest: the id instead
+    {"body": {"id": "ev-1", "data": {"model": "churn", "uri": "s3://b/k", "digest": None}}},
+    {"body": {"id": "ev-1", "data": {"model": "churn", "uri": "s3://b/k", "digest": 0}}},
+    {"body": {"id": "ev-1", "data": {"model": "churn", "uri": "s3://b/k", "digest": 12.5}}},
+    {"body": {"id": "ev-1", "data": {"model": "churn", "uri": "s3://b/k", "digest": [1, "a"]}}},
+    {"body": {"id": 7, "data": {"model": "churn", "uri": 1e3}}},
+    {"body": {"id": "ev-1", "data": {"model": 42, "uri": "s3://b/k", "digest": "abc"}}},  # not a string
+    {"body": {"id": "ev-1", "data": {"model": "", "uri": "s3://b/k"}}},
+    {"body": {"id": "ev-1", "data": {"model": "churn", "uri": ""}}},
+    {"body": {"data": {"model": "churn", "uri": "s3://b/k"}}},
+    {"body": {"id": "ev-1", "data": {"uri": "s3://b/k"}}},
+    {"body": {"id": "ev-1", "data": ["churn"]}},
+    {"body": "text"},
+    {},
+]
+
+
+@pytest.mark.parametrize("data", ODD_EVENTS)
+@pytest.mark.parametrize("sensor", ["data-arrived", "minio"])
+def test_the_compiled_mapping_gives_the_same_values_and_errors_as_the_resolver(sensor, data):
+    spec = data_arrived_sensor(Settings(), "v1", ClusterEndpoints()) if sensor == "data-arrived" \
+        else minio_sensor("v1", ClusterEndpoints())
+    assert _outcome(compile_parameters(spec), data) == _outcome(lambda d, c: parameters(spec, d, c), data)
