@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from ctloop.sensors.eventdata import MISSING, PathMissing, as_text, find, go_empty, go_text, lookup
@@ -102,11 +102,14 @@ _Step = Callable[[Any, Mapping[str, str], dict[int, str]], str]
 _Text = Callable[[Any, Mapping[str, str]], str]
 
 
-def compile_parameters(spec: SensorSpec) -> Plan:
+def compile_parameters(spec: SensorSpec, *, made: Collection[str] | None = None) -> Plan:
     """`parameters` of one spec, compiled once for all the events it sees: the common sources (paths, constants,
     the key of a model and digest path, the workflow name) as closures over split paths, the rest through
-    `resolve`. The same values and the same errors, in the same order."""
-    steps = tuple((name, _step(source)) for name, source in spec.params.items())
+    `resolve`. The same values and the same errors, in the same order. With `made`, only those parameters are
+    returned; a workflow name outside it is checked (its model a string, its key) but not made."""
+    steps = tuple((name, _checked(source) if made is not None and name not in made else _step(source))
+                  for name, source in spec.params.items())
+    wanted = frozenset(spec.params if made is None else made)
 
     def plan(data: Any, context: Mapping[str, str]) -> dict[str, str]:
         out = {}
@@ -118,10 +121,25 @@ def compile_parameters(spec: SensorSpec) -> Plan:
                 raise MappingError(f"parameter {name}: no value at {exc.args[0]}") from None
             if not value:
                 raise MappingError(f"parameter {name}: empty")
-            out[name] = value
+            if name in wanted:
+                out[name] = value
         return out
 
     return plan
+
+
+def _checked(source: ParamSource) -> _Step:
+    """A parameter whose value is not wanted: a workflow name fails as `_step`'s would but is not formatted
+    (it is never empty); any other source is resolved as usual."""
+    if not isinstance(source, WorkflowName) or not isinstance(source.key, KeyOf):
+        return _step(source)
+    model, key = _string_text(source.model), _key_step(source.key)
+
+    def check(data: Any, context: Mapping[str, str], memo: dict[int, str]) -> str:
+        model(data, context)
+        return key(data, context, memo)
+
+    return check
 
 
 def _step(source: ParamSource) -> _Step:

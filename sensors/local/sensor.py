@@ -85,6 +85,10 @@ def _parse(message: Message, max_bytes: int) -> tuple[Event, Any] | str:
         return exc.reason
 
 
+# The trigger parameters a `Candidate` is made of; the others (the workflow name) are checked, not made.
+_CANDIDATE_PARAMS = frozenset({"event-id", "model", "idempotency-key", "data-uri", "trigger"})
+
+
 @dataclass(frozen=True)
 class _Route:
     """A sensor spec with its filters and parameter mapping compiled once."""
@@ -98,7 +102,8 @@ class _Route:
     def of(cls, spec: SensorSpec) -> _Route:
         key = spec.params["idempotency-key"]
         digest_path = check_path(key.digest.path) if isinstance(key, KeyOf) else None
-        return cls(spec, compile_rejection(spec.dependency), compile_parameters(spec), digest_path)
+        plan = compile_parameters(spec, made=_CANDIDATE_PARAMS)
+        return cls(spec, compile_rejection(spec.dependency), plan, digest_path)
 
     def parameters(self, data: Any, context: dict[str, str]) -> dict[str, str]:
         """`mapping.parameters` of the spec; `Unroutable` naming the parameter that failed."""
@@ -383,10 +388,11 @@ class LocalSensor:
                 self._engine_backoff_s = 0.0
                 decision, status = result
                 records.append((decision, max(0.0, time.time() - slot.candidate.event_time)))
-                state = started(state, model, decision.run_id or "unknown")
                 if decision.kind != "triggered" or status in FINAL_STATUSES:
-                    state = finished(state, model)
+                    state = finished(state, model)  # started and already over: one copy of the state, not two
                     freed = True
+                else:
+                    state = started(state, model, decision.run_id or "unknown")
             if not freed or not state.queued:
                 return state, records
 

@@ -48,7 +48,8 @@ def test_a_burst_takes_one_stored_row_and_the_view_still_shows_a_row_per_event(t
     log.mark_seen({f"ev-{n}": "" for n in range(1, 5)}, at=1.0)
     log.close()
     with sqlite3.connect(tmp_path / "state.db") as db:
-        stored = db.execute("SELECT event_id, kind, burst IS NOT NULL FROM sensor_decision_rows ORDER BY seq").fetchall()
+        stored = db.execute("SELECT event_id, kind, burst IS NOT NULL FROM sensor_decision_rows ORDER BY seq")
+        stored = stored.fetchall()
         viewed = db.execute("SELECT event_id, kind, deferred IS NOT NULL FROM sensor_decisions ORDER BY seq, event_id")
         assert stored == [("ev-1", "coalesced", 1), ("ev-4", "deferred", 0)]
         assert viewed.fetchall() == [("ev-1", "coalesced", 1), ("ev-2", "coalesced", 1), ("ev-3", "coalesced", 1),

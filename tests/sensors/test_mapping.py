@@ -89,3 +89,12 @@ def test_the_compiled_mapping_gives_the_same_values_and_errors_as_the_resolver(s
     spec = data_arrived_sensor(Settings(), "v1", ClusterEndpoints()) if sensor == "data-arrived" \
         else minio_sensor("v1", ClusterEndpoints())
     assert _outcome(compile_parameters(spec), data) == _outcome(lambda d, c: parameters(spec, d, c), data)
+
+
+@pytest.mark.parametrize("data", ODD_EVENTS)
+def test_a_plan_making_some_parameters_fails_alike_and_gives_those(data):
+    spec = data_arrived_sensor(Settings(), "v1", ClusterEndpoints())
+    made = {"model", "idempotency-key"}
+    everything = _outcome(compile_parameters(spec), data)
+    some = _outcome(compile_parameters(spec, made=made), data)
+    assert some == (everything if isinstance(everything, str) else {k: everything[k] for k in made})
