@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import confluent_kafka
 from confluent_kafka import KafkaError as RdKafkaError
 from confluent_kafka import KafkaException
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import (
-    CommitFailedError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
-    RebalanceInProgressError,
 )
-from kafka.structs import OffsetAndMetadata
 
 from ctloop.bus import Headers, Message, as_key
 from ctloop.failures import Unreachable
@@ -220,6 +217,13 @@ def _raise_if_fatal(error: RdKafkaError) -> None:
         raise KafkaException(error)
 
 
+Rebalanced = Callable[[list[tuple[str, int]]], None]
+
+
+def _pairs(partitions: list[confluent_kafka.TopicPartition]) -> list[tuple[str, int]]:
+    return [(p.topic, p.partition) for p in partitions]
+
+
 def _message(record: confluent_kafka.Message) -> Message:
     value = record.value()
     kind, timestamp = record.timestamp()
@@ -240,7 +244,10 @@ class RdKafkaBusConsumer:
     and never move a partition backwards; a rebalance or a broker outage makes a poll end empty, not raise."""
 
     def __init__(self, bootstrap: str, topics: Sequence[str], group: str, *, client_id: str,
-                 session_timeout_ms: int = 6000, **overrides: Any) -> None:
+                 session_timeout_ms: int = 6000, on_assigned: Rebalanced | None = None,
+                 on_revoked: Rebalanced | None = None, **overrides: Any) -> None:
+        """`on_assigned` and `on_revoked` are told the (topic, partition) pairs a rebalance gives or takes,
+        from inside `poll`; partitions lost without a rebalance (the session expired) count as revoked."""
         self._consumer = confluent_kafka.Consumer(_rdkafka_config(
             bootstrap, client_id=client_id, **{
                 "group.id": group,
@@ -252,7 +259,12 @@ class RdKafkaBusConsumer:
         # otherwise assign nothing until the next metadata refresh.
         for topic in topics:
             self._consumer.list_topics(topic, timeout=10)
-        self._consumer.subscribe(list(topics))
+        listeners: dict[str, Any] = {}
+        if on_assigned is not None:
+            listeners["on_assign"] = lambda _, partitions: on_assigned(_pairs(partitions))
+        if on_revoked is not None:
+            listeners["on_revoke"] = listeners["on_lost"] = lambda _, partitions: on_revoked(_pairs(partitions))
+        self._consumer.subscribe(list(topics), **listeners)
         # Per partition, the offsets at which the leader epoch changed: a commit names its record's epoch.
         self._epochs: dict[tuple[str, int], list[tuple[int, int]]] = {}
         self._committed: dict[tuple[str, int], int] = {}
@@ -310,79 +322,3 @@ class RdKafkaBusConsumer:
 
     def close(self) -> None:
         self._consumer.close()
-
-
-class KafkaBusConsumer:
-    """A kafka-python consumer as a bus `Consumer`, for a caller that owns the `KafkaConsumer` (the admission
-    gateway, which listens for its rebalances); commits are explicit and never move a partition backwards."""
-
-    def __init__(self, consumer: KafkaConsumer) -> None:
-        self._consumer = consumer
-        self._leader_epochs: dict[TopicPartition, dict[int, int]] = {}
-        self._committed: dict[TopicPartition, int] = {}
-
-    def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
-        # A poll may return early and empty while the group (re)balances; keep going until the deadline.
-        remaining_ms = int(timeout_s * 1000)
-        deadline_ms = _now_ms() + remaining_ms
-        while True:
-            try:
-                batches = self._consumer.poll(timeout_ms=max(0, remaining_ms), max_records=max_records)
-            except KafkaConnectionError as exc:
-                # The broker is away (a restart): nothing can be read until it is back, and the consumer
-                # reconnects by itself, so this poll ends empty rather than ending the process.
-                _log.warning("poll: the broker did not answer, polling again: %s", exc)
-                time.sleep(min(0.5, max(0, remaining_ms) / 1000))
-                return []
-            if batches:
-                return self._messages(batches)
-            remaining_ms = deadline_ms - _now_ms()
-            if remaining_ms <= 0:
-                return []
-
-    def commit(self, message: Message) -> None:
-        partition = TopicPartition(message.topic, message.partition)
-        next_offset = message.offset + 1
-        if next_offset <= self._committed.get(partition, -1):
-            return
-        epochs = self._leader_epochs.get(partition, {})
-        leader_epoch = epochs.get(message.offset, -1)
-        try:
-            self._consumer.commit({partition: OffsetAndMetadata(next_offset, "", leader_epoch)})
-        except (CommitFailedError, RebalanceInProgressError, KafkaConnectionError, KafkaTimeoutError) as exc:
-            # The group moved the partition away (this member was too slow, or a rebalance), or the broker is
-            # away (a restart): the message comes again, which at-least-once allows and idempotent handlers
-            # absorb. Raising would only crash a consumer that carries on once the broker is back.
-            _log.warning("commit of %s[%d]@%d refused, it will be redelivered: %s",
-                         message.topic, message.partition, message.offset, exc)
-            return
-        self._committed[partition] = next_offset
-        for offset in [offset for offset in epochs if offset < next_offset]:
-            del epochs[offset]
-
-    def close(self) -> None:
-        self._consumer.close(autocommit=False)
-
-    def _messages(self, batches: dict[TopicPartition, list[Any]]) -> list[Message]:
-        out: list[Message] = []
-        for partition in sorted(batches, key=lambda tp: (tp.topic, tp.partition)):
-            epochs = self._leader_epochs.setdefault(partition, {})
-            for record in batches[partition]:
-                if record.leader_epoch is not None:
-                    epochs[record.offset] = record.leader_epoch
-                out.append(
-                    Message(
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        key=record.key,
-                        value=record.value if record.value is not None else b"",
-                        headers=tuple((name, value or b"") for name, value in record.headers or ()),
-                        timestamp_ms=record.timestamp,
-                    )
-                )
-        return out
-
-
-def _now_ms() -> int:
-    return int(time.monotonic() * 1000)

@@ -20,11 +20,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-
 from ctloop.bus import Bus, Message
 from ctloop.deadletter import DeadLetters
-from ctloop.kafka_bus import KafkaBusConsumer
+from ctloop.kafka_bus import RdKafkaBusConsumer
 from ctloop.sensors.admission import (
     AdmissionPolicy,
     AdmissionState,
@@ -79,17 +77,12 @@ class Gateway:
         self._engine_down_until = 0.0
         self.dead_letters = DeadLetters(bus, deadletter_topic, DeadLetterRows(store, topic, clock))
         self._recover_dead_letters = False
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=f"{group}-{store.replica}",
-                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                 session_timeout_ms=session_timeout_ms,
-                                 heartbeat_interval_ms=max(100, session_timeout_ms // 3),
-                                 # A join that raced the topic's metadata, or partitions added later, are
-                                 # picked up within seconds rather than the client's default five minutes.
-                                 metadata_max_age_ms=5000)
-        # Known partitions before the first join: a join without them assigns nothing until a metadata refresh.
-        consumer.partitions_for_topic(topic)
-        consumer.subscribe([topic], listener=_Listener(self))
-        self._consumer = KafkaBusConsumer(consumer)
+        self._consumer = RdKafkaBusConsumer(
+            bootstrap, [topic], group, client_id=f"{group}-{store.replica}", session_timeout_ms=session_timeout_ms,
+            on_assigned=lambda pairs: self.assigned(p for _, p in pairs),
+            on_revoked=lambda pairs: self.revoked(p for _, p in pairs),
+            # Partitions added to the topic later are picked up within seconds, not the default five minutes.
+            **{"topic.metadata.refresh.interval.ms": 5000})
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -338,14 +331,3 @@ def _without_phantoms(state: AdmissionState) -> AdmissionState:
         return state
     return state.model_copy(update={"running": {m: s for m, s in state.running.items()
                                                 if not m.startswith(_PHANTOM)}})
-
-
-class _Listener(ConsumerRebalanceListener):
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        self.gateway.revoked(tp.partition for tp in revoked)
-
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self.gateway.assigned(tp.partition for tp in assigned)

@@ -95,42 +95,57 @@ def test_open_bus_connects_to_the_configured_kafka(tmp_path, kafka_bootstrap: st
         bus.close()
 
 
-def _member_dropped_after(seconds: float, client: str, bootstrap: str, topic: str, group: str):
-    """A consumer of either client whose group drops it when it does not poll for `seconds`."""
-    from kafka import KafkaConsumer
-
-    from ctloop.kafka_bus import KafkaBusConsumer, RdKafkaBusConsumer
-
-    interval_ms = int(seconds * 1000)
-    if client == "librdkafka":
-        return RdKafkaBusConsumer(bootstrap, [topic], group, client_id=group, session_timeout_ms=1000,
-                                  **{"max.poll.interval.ms": interval_ms})
-    raw = KafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, auto_offset_reset="earliest",
-        max_poll_interval_ms=interval_ms, session_timeout_ms=6000, heartbeat_interval_ms=500,
-    )
-    raw.subscribe([topic])
-    return KafkaBusConsumer(raw)
-
-
 @pytest.mark.kafka
-@pytest.mark.parametrize("client", ["kafka-python", "librdkafka"])
 def test_a_member_dropped_from_its_group_does_not_crash_on_commit_and_the_message_comes_back(
-    kafka_bus: KafkaBus, kafka_bootstrap: str, unique_topic: str, client: str
+    kafka_bus: KafkaBus, kafka_bootstrap: str, unique_topic: str
 ) -> None:
+    from ctloop.kafka_bus import RdKafkaBusConsumer
+
     kafka_bus.publish(unique_topic, b"slow work")
     kafka_bus.flush()
-    group = f"slow-{client}"
-    slow = _member_dropped_after(1.0, client, kafka_bootstrap, unique_topic, group)
+    slow = RdKafkaBusConsumer(kafka_bootstrap, [unique_topic], "slow", client_id="slow", session_timeout_ms=1000,
+                              **{"max.poll.interval.ms": 1000})
     [message] = slow.poll(timeout_s=20)
-    time.sleep(3)  # past the poll interval: the group drops this member
+    time.sleep(3)  # past max.poll.interval.ms: the group drops this member
     slow.commit(message)
     slow.close()
-    again = kafka_bus.consumer([unique_topic], group)
+    again = kafka_bus.consumer([unique_topic], "slow")
     try:
         assert [m.value for m in again.poll(timeout_s=20)] == [b"slow work"]
     finally:
         again.close()
+
+
+@pytest.mark.kafka
+def test_a_rebalance_tells_the_listeners_what_each_member_was_given_and_lost(
+    kafka_bootstrap: str, unique_topic: str, kafka_bus: KafkaBus
+) -> None:
+    from ctloop.kafka_bus import RdKafkaBusConsumer
+
+    kafka_bus.ensure_topics([unique_topic], partitions=4)
+    owned: dict[str, set[int]] = {"a": set(), "b": set()}
+
+    def member(name: str) -> RdKafkaBusConsumer:
+        return RdKafkaBusConsumer(
+            kafka_bootstrap, [unique_topic], "rebalanced", client_id=name, session_timeout_ms=6000,
+            on_assigned=lambda pairs: owned[name].update(p for _, p in pairs),
+            on_revoked=lambda pairs: owned[name].difference_update(p for _, p in pairs))
+
+    a = member("a")
+    deadline = time.monotonic() + 60
+    while owned["a"] != {0, 1, 2, 3}:
+        assert time.monotonic() < deadline, f"a alone was not given every partition: {owned}"
+        a.poll(timeout_s=0.2)
+    b = member("b")
+    try:
+        while not (owned["a"] and owned["b"]):
+            assert time.monotonic() < deadline, f"the partitions were not shared: {owned}"
+            a.poll(timeout_s=0.2)
+            b.poll(timeout_s=0.2)
+        assert owned["a"].isdisjoint(owned["b"]) and owned["a"] | owned["b"] == {0, 1, 2, 3}
+    finally:
+        b.close()
+        a.close()
 
 
 @pytest.mark.kafka
