@@ -1,6 +1,6 @@
 """Serving side by side: ctloop serving vs `mlflow models serve` vs the old stdlib server vs the bare pyfunc.
 
-Run: $V/bin/python bench/serve.py [--reps 3] [--requests 300] [--old-commit 8e66572]
+Run: $V/bin/python bench/serve.py [--reps 3] [--requests 300] [--old-commit 8e66572] [--shadow]
 
 One run builds an embedded MLflow registry (SQLite, temp dir), logs a scikit-learn logistic regression
 on the breast-cancer table (30 double features), registers it as version 1 and makes it champion. Then,
@@ -11,7 +11,10 @@ on that one registered version:
 - mlflow: `mlflow models serve -m models:/bench/1 --env-manager local --workers 1` (FastAPI on uvicorn);
 - old: the stdlib `ThreadingHTTPServer` serving of `--old-commit` (read from git history, not kept in the
   tree), with its prediction log, in a forked process; skipped when git cannot show it;
-- direct: `model.predict(DataFrame)` on the same loaded pyfunc in this process (no HTTP, no JSON).
+- direct: `model.predict(DataFrame)` on the same loaded pyfunc in this process (no HTTP, no JSON);
+- shadow (with `--shadow`): ctloop serving as above with `shadow="challenger"`, the same model registered
+  again as version 2 under that alias, so its extra cost per request is the shadow's scoring and logging
+  (`ctloop serve --shadow`).
 
 The client is asyncio + aiohttp in this process, one keep-alive connection per concurrent client, each
 client sending its share of the requests back to back. Every server gets the same MLflow payload
@@ -57,7 +60,7 @@ ROWS = (1, 100)
 REPO = Path(__file__).resolve().parents[1]
 
 
-def build_registry(root: Path) -> tuple[str, pd.DataFrame]:
+def build_registry(root: Path, shadow: bool = False) -> tuple[str, pd.DataFrame]:
     import mlflow
     import mlflow.sklearn
     from sklearn.datasets import load_breast_cancer
@@ -78,15 +81,21 @@ def build_registry(root: Path) -> tuple[str, pd.DataFrame]:
     registry = Registry(uri)
     version = registry.create_version("bench", info.model_uri, run_id=None, tags={}).version
     promote(registry, "bench", version, actor="bench", reason="bench", manual=True)
+    if shadow:
+        # The same model as a second version under `challenger`: the shadow's cost is a second scoring and its
+        # log (a shadow of the champion's own version is idle).
+        challenger = registry.create_version("bench", info.model_uri, run_id=None, tags={}).version
+        registry.set_alias("bench", "challenger", challenger)
     return uri, features
 
 
-def run_ctloop(uri: str, root: Path, port: int) -> None:
+def run_ctloop(uri: str, root: Path, port: int, shadow: str | None = None) -> None:
     from ctloop.deploy.serving import serving
     from ctloop.embedded_bus import EmbeddedBus
 
-    with serving(uri, "bench", port=port, poll_s=60, bus=EmbeddedBus(root / "bus-ctloop.db"),
-                 predictions_topic="predictions") as server:
+    bus = EmbeddedBus(root / f"bus-{'shadow' if shadow else 'ctloop'}.db")
+    with serving(uri, "bench", port=port, poll_s=60, bus=bus, predictions_topic="predictions",
+                 shadow=shadow) as server:
         server.serve_forever()
 
 
@@ -298,11 +307,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=list(ROWS), help="rows per request, one case each")
     parser.add_argument("--clients", type=int, nargs="+", default=list(CLIENTS), help="concurrent clients")
     parser.add_argument("--components", action="store_true", help="CPU per request, part by part; no servers")
+    parser.add_argument("--shadow", action="store_true",
+                        help="add ctloop serving with a shadow (challenger: the same model as version 2) as a column")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
         root = Path(tmp)
-        uri, features = build_registry(root)
+        uri, features = build_registry(root, args.shadow)
         if args.components:
             components(uri, root, features)
             return
@@ -312,6 +323,10 @@ def main() -> None:
         port = free_port()
         children["ctloop"] = ctx.Process(target=run_ctloop, args=(uri, root, port), daemon=True)
         urls["ctloop"] = f"http://127.0.0.1:{port}"
+        if args.shadow:
+            port = free_port()
+            children["shadow"] = ctx.Process(target=run_ctloop, args=(uri, root, port, "challenger"), daemon=True)
+            urls["shadow"] = f"http://127.0.0.1:{port}"
         if old_module(args.old_commit, root) is not None:
             port = free_port()
             children["old"] = ctx.Process(target=run_old, args=(uri, root, port, args.old_commit), daemon=True)
@@ -324,6 +339,8 @@ def main() -> None:
         try:
             wait_ready(urls["ctloop"] + "/ping")
             wait_ready(urls["mlflow"] + "/ping")
+            if "shadow" in urls:
+                wait_ready(urls["shadow"] + "/ping")
             if "old" in urls:
                 wait_ready(urls["old"] + "/health")
             from ctloop.deploy.serving import load_version
@@ -339,6 +356,11 @@ def main() -> None:
                 for clients in args.clients:
                     report(rows, clients, features, urls, pids, model, args)
             print(f"load average at end: {os.getloadavg()[0]:.1f}", flush=True)
+            if "shadow" in urls:
+                # What the shadow did with the requests it was handed (logged, dropped when its queue was full).
+                shown = [line for line in requests.get(urls["shadow"] + "/metrics", timeout=10).text.splitlines()
+                         if line.startswith("ctloop_serving_shadow_batches_total")]
+                print("shadow: " + "; ".join(shown), flush=True)
         finally:
             for child in children.values():
                 child.terminate()
@@ -373,6 +395,9 @@ def report(rows: int, clients: int, features: pd.DataFrame, urls: dict[str, str]
     ratios = f"{med['ctloop'][0] / med['mlflow'][0]:.2f}x"
     ratios += f", {med['ctloop'][0] / med['old'][0]:.2f}x" if "old" in med else ", -"
     ratios += f", {med['ctloop'][1] / med['direct'][1]:.2f}x"
+    if "shadow" in med:
+        ratios += (f"; shadow adds p50 {med['shadow'][1] - med['ctloop'][1]:+.2f} ms, "
+                   f"p99 {med['shadow'][2] - med['ctloop'][2]:+.2f} ms")
     print(f"{rows:>4} {clients:>3} | {cells} | {ratios}", flush=True)
     per = {name: {part: statistics.median(u[part] for u in used) for part in used[0]} for name, used in cpu.items()}
     parts = ", ".join(f"{name} " + " + ".join(f"{part} {v:.2f}" for part, v in p.items()) for name, p in per.items())
