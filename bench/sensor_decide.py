@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -32,8 +33,9 @@ from ctloop.sensors.admission import AdmissionPolicy
 from ctloop.sensors.local import jsonlog
 from ctloop.sensors.local.assembly import local_sensor
 from ctloop.settings import Settings, Topics
-from ctloop.workflows.arguments import run_key
-from ctloop.workflows.engine import AlreadyRan, RunHandle, RunRequest, RunStatus
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the Kafka bench's engine
+from bench.sensor import CountingEngine
 
 TOPICS = Topics(data="decide.data", drift="decide.drift", deadletter="decide.dead")
 
@@ -51,23 +53,6 @@ PHASES = (
     ("metrics + logs", ("_observe", "jsonlog")),
     ("commit", ("commit (",)),
 )
-
-
-class CountingEngine:
-    """Accepts each key once, instantly."""
-
-    def __init__(self) -> None:
-        self.keys: dict[str, str] = {}
-
-    def submit(self, request: RunRequest, *, wait: bool = True) -> RunHandle:
-        key = run_key(request)
-        if key in self.keys:
-            raise AlreadyRan(key, self.keys[key])
-        self.keys[key] = f"run-{len(self.keys)}"
-        return RunHandle(run_id=self.keys[key], idempotency_key=key, status="Succeeded")
-
-    def status(self, run_id: str) -> RunStatus:
-        return "Succeeded"
 
 
 class ListBus:
