@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-from pathlib import Path
 
 import pytest
 
@@ -39,18 +38,6 @@ def auto(registry, name, uri, accuracy, *, bus=None, champion=None):
     ev = evaluation(name, uri, accuracy, champion)
     return apply_decision(registry, name, uri, ev, decide(ev, POLICY), PROVENANCE, bus=bus, topic="models",
                           policy=POLICY)
-
-
-@pytest.fixture
-def registry(mlflow_server: str) -> Registry:
-    return Registry(mlflow_server)
-
-
-@pytest.fixture
-def bus(tmp_path: Path):
-    bus = EmbeddedBus(tmp_path / "bus.db")
-    yield bus
-    bus.close()
 
 
 def events(bus: EmbeddedBus) -> list:
