@@ -87,7 +87,7 @@ class ServedBatch:
         ids = batch.ids or ids
         if ids is None:
             raise ValueError("a served batch needs an id per row: the batch has none and none were given")
-        entities = ([None if row.get(key) is None else label_key(row.get(key)) for row in batch.rows]
+        entities = ([None if (value := row.get(key)) is None else label_key(value) for row in batch.rows]
                     if key is not None else [None] * len(batch.rows))
         served_at = batch.ts if batch.ts.tzinfo else batch.ts.replace(tzinfo=UTC)
         return cls(batch.model, batch.version, batch.role or CHAMPION, served_at, ids, entities,
