@@ -6,21 +6,21 @@ Run: $V/bin/python bench/gateway.py [--events 20000] [--rate 1000] [--models 100
      [--replicas 1,3] [--bootstrap H:P] [--store-url URL]
 
 Without --bootstrap it starts a local single-node Kafka (as the tests do); without --store-url a PostgreSQL
-server in a temp dir (initdb/pg_ctl). Each replica (`tests/sensors/gateway/gateway_process.py`, started by the
-kill test's `Replicas`) runs exactly as `ctloop gateway run` wires it except the engine: one that accepts every
-run at once, so the figures are the gateway's cost, not a workflow's.
+server in a temp dir (`ctloop.postgres_local`, as the tests' fixture does, with fsync on). Each replica
+(`tests/sensors/gateway/gateway_process.py`, started by the kill test's `Replicas`) runs exactly as
+`ctloop gateway run` wires it except the engine: one that accepts every run at once, so the figures are the
+gateway's cost, not a workflow's.
 Decision latency is the first decision's store timestamp minus the request's publish time (same clock).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,33 +28,9 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+from ctloop.postgres_local import local_postgres
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' replica processes
-
-
-def start_postgres(root: Path) -> tuple[str, list[str]]:
-    """A throwaway PostgreSQL server: its URL and the command that stops it."""
-    import glob
-
-    from ctloop.kafka_local import free_port
-
-    bindir = Path(shutil.which("pg_ctl") or sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1]).parent
-    data, sockets, port = root / "pg", root / "pgrun", free_port()
-    sockets.mkdir()
-
-    def as_server(args: list[str]) -> list[str]:
-        return ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(f"'{a}'" for a in args)] if os.geteuid() == 0 \
-            else args
-
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-    subprocess.run(as_server([str(bindir / "initdb"), "-D", str(data), "-U", "ctloop", "--auth=trust"]), check=True,
-                   capture_output=True)
-    subprocess.run(as_server([str(bindir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "pg.log"), "-o",
-                              f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True)
-    return (f"postgresql+psycopg2://ctloop@127.0.0.1:{port}/postgres",
-            as_server([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]))
 
 
 def one_run(args, bootstrap: str, store_url: str, replicas: int, kill: bool) -> dict:
@@ -131,29 +107,21 @@ def main() -> None:
     parser.add_argument("--store-url")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-gateway-"))
-    kafka, stop_pg = None, None
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, root, ignore_errors=True)
         bootstrap = args.bootstrap
         if bootstrap is None:
             from ctloop.kafka_local import LocalKafka
 
             kafka = LocalKafka(root / "kafka")
             kafka.start()
+            stack.callback(kafka.stop)
             bootstrap = kafka.bootstrap
-        store_url = args.store_url
-        if store_url is None:
-            store_url, stop_pg = start_postgres(root)
+        store_url = args.store_url or stack.enter_context(local_postgres())
         counts = [int(r) for r in args.replicas.split(",")]
         runs = [(r, False) for r in counts] + [(counts[-1], True)]
         for replicas, kill in runs:
             print(json.dumps(one_run(args, bootstrap, store_url, replicas, kill)), flush=True)
-    finally:
-        if stop_pg:
-            subprocess.run(stop_pg, capture_output=True)
-        if kafka is not None:
-            kafka.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
 
 if __name__ == "__main__":
     main()
