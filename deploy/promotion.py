@@ -46,6 +46,7 @@ from ctloop.deploy.registry import (
     NotFound,
     Registry,
     RegistryError,
+    VersionInfo,
 )
 from ctloop.evaluation import Evaluation
 from ctloop.events import ModelPromoted, ModelRolledBack, Payload, new_event
@@ -157,18 +158,53 @@ def register_challenger(
     registry.ensure_model(model)  # the lock lives on the registered model
     # Under the lock, so that two promoters of one lineage (a step retried while its first attempt still
     # runs, on another pod) cannot both miss each other's version in the registry's check-then-create.
-    with model_lock(registry, model) as held:
-        held.check()
-        info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags,
-                                       registration_id=registration_id)
-        crash_point("model-registered")
-        held.check()
-        # A version registered before (same registration id) keeps the role it has; search results do
-        # not carry aliases, so the model's are read.
-        if info.version not in registry.aliases(model).values():
-            registry.set_alias(model, CHALLENGER, info.version)
-            crash_point("alias-moved")
+    try:
+        with model_lock(registry, model) as held:
+            return _register_locked(registry, held, model_uri, provenance, tags, registration_id)
+    except LockLost:
+        # The lease ran out while the registry held the create (down or stalled for longer than the lease):
+        # another promoter may have registered the lineage meanwhile and the create landed after it. Take
+        # the lock again: the create finds the version, and the fence below keeps only the oldest.
+        log.warning("promotion lock of %s lost during the registration of %s; registering again", model, model_uri)
+        with model_lock(registry, model) as held:
+            return _register_locked(registry, held, model_uri, provenance, tags, registration_id)
+
+
+def _register_locked(registry: Registry, held: HeldLock, model_uri: str, provenance: dict[str, str | None],
+                     tags: dict[str, str], registration_id: str | None) -> str:
+    model = held.model
+    held.check()
+    info = registry.create_version(model, model_uri, run_id=provenance.get("run_id"), tags=tags,
+                                   registration_id=registration_id)
+    crash_point("model-registered")
+    held.check()
+    if registration_id is not None:
+        info = _fence_registration(registry, held, registration_id)
+    # A version registered before (same registration id) keeps the role it has; search results do
+    # not carry aliases, so the model's are read.
+    if info.version not in registry.aliases(model).values():
+        registry.set_alias(model, CHALLENGER, info.version)
+        crash_point("alias-moved")
     return info.version
+
+
+def _fence_registration(registry: Registry, held: HeldLock, registration_id: str) -> VersionInfo:
+    """Keep the oldest version of a registration and delete the later ones (made by a create that
+    the registry ran after its sender's lease had run out); a later one that already holds an alias,
+    e.g. promoted by hand, is kept and logged."""
+    model = held.model
+    first, *later = registry.registered(model, registration_id)
+    roles = set(registry.aliases(model).values())
+    for duplicate in later:
+        if duplicate.version in roles:
+            log.warning("%s version %s repeats the lineage of version %s but holds an alias: kept", model,
+                        duplicate.version, first.version)
+            continue
+        held.check()
+        registry.delete_version(model, duplicate.version)
+        log.warning("%s version %s repeated the lineage of version %s (a create that landed late): deleted",
+                    model, duplicate.version, first.version)
+    return first
 
 
 def lineage_id(model: str, provenance: dict[str, str | None]) -> str | None:

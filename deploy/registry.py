@@ -87,6 +87,10 @@ class VersionInfo:
         return json.loads(raw) if raw else []
 
     @property
+    def registration_id(self) -> str | None:
+        return self.tags.get(_REGISTRATION_TAG)
+
+    @property
     def provenance(self) -> dict[str, str | None]:
         return {key: self.tags.get(f"{TAG_PREFIX}{key}") for key in PROVENANCE_KEYS}
 
@@ -219,17 +223,34 @@ class Registry:
             all_tags.setdefault("ctloop.run_id", run_id)
 
         def create() -> VersionInfo:
-            existing = self.client.search_model_versions(
-                f"name='{name}' and tags.`{_REGISTRATION_TAG}`='{registration}'"
-            )
+            existing = self._registered(name, registration)
             if existing:
-                return self._info(existing[0])
+                return existing[0]
             mv = self.client.create_model_version(
                 name, source, run_id=run_id, tags=all_tags, model_id=model_id, await_creation_for=0
             )
             return self._info(mv)
 
         return self._call(f"register {model_uri} as {name}", create)
+
+    def registered(self, name: str, registration_id: str) -> list[VersionInfo]:
+        """The versions registered under `registration_id`, oldest first: one, unless a create landed late."""
+        return self._call(f"find {name} versions of registration {registration_id}",
+                          lambda: self._registered(name, registration_id))
+
+    def _registered(self, name: str, registration: str) -> list[VersionInfo]:
+        found = self.client.search_model_versions(f"name='{name}' and tags.`{_REGISTRATION_TAG}`='{registration}'")
+        return sorted((self._info(mv) for mv in found), key=lambda v: int(v.version))
+
+    def delete_version(self, name: str, version: str) -> None:
+        def delete() -> None:
+            try:
+                self.client.delete_model_version(name, str(version))
+            except Exception as exc:
+                if _error_code(exc) != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+
+        self._call(f"delete {name} version {version}", delete)
 
     def version(self, name: str, version: str) -> VersionInfo:
         def get() -> VersionInfo:

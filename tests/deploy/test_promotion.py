@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
+import os
+import signal
+import threading
 
 import pytest
 
-from ctloop.deploy import outbox
+from ctloop.deploy import lock, outbox
+from ctloop.deploy.lock import Lease
 from ctloop.deploy.policy import decide
 from ctloop.deploy.promotion import (
     INTENT_TAG,
@@ -16,6 +21,7 @@ from ctloop.deploy.promotion import (
     apply_decision,
     lineage_id,
     promote,
+    register_challenger,
     rollback,
 )
 from ctloop.deploy.registry import Registry, Retry
@@ -379,3 +385,53 @@ def test_concurrent_promoters_of_one_lineage_register_one_version(
     assert registry.alias(model_name, "champion") == v2
     promotions = [e for e in registry.model(model_name).audit if e["action"] == "promote" and e["version"] == v2]
     assert len(promotions) == 1
+
+
+def test_a_registration_the_registry_stalls_past_the_lease_leaves_one_version_of_the_lineage(
+    mlflow_server, killable_mlflow_server, model_name, constant_model_uri, monkeypatch, caplog
+):
+    """Promoter A's create reaches a registry server that then stops (SIGSTOP) for longer than A's lease;
+    promoter B, through another server on the same backend, takes the lock and registers the lineage; the
+    stopped server resumes and runs A's create late. One version of the lineage remains, and both get it."""
+    monkeypatch.setattr(lock, "DEFAULT_LEASE", Lease(ttl_s=2, renew_every_s=0.3, margin_s=0.6, wait_s=60))
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")  # A's create waits out the stop, as a slow server's
+    caplog.set_level(logging.WARNING, logger="ctloop.deploy.promotion")
+    server, registration = killable_mlflow_server, lineage_id(model_name, PROVENANCE)
+    ev = evaluation(model_name, constant_model_uri, 0.9)
+    Registry(mlflow_server).ensure_model(model_name)
+
+    slow = Registry(server.url)
+    sent = threading.Event()
+    create = slow.client.create_model_version
+
+    def create_then_stop(*args, **kwargs):
+        os.killpg(server.process.pid, signal.SIGSTOP)
+        sent.set()
+        return create(*args, **kwargs)
+
+    slow.client.create_model_version = create_then_stop
+    outcome: dict[str, object] = {}
+
+    def promoter_a() -> None:
+        try:
+            outcome["a"] = register_challenger(slow, model_name, constant_model_uri, provenance=PROVENANCE,
+                                               evaluation=ev, decision=decide(ev, POLICY), registration_id=registration)
+        except Exception as exc:
+            outcome["a"] = exc
+
+    a = threading.Thread(target=promoter_a)
+    a.start()
+    try:
+        assert sent.wait(60), "promoter A never sent its create"
+        version_b = register_challenger(Registry(mlflow_server), model_name, constant_model_uri, provenance=PROVENANCE,
+                                        evaluation=ev, decision=decide(ev, POLICY), registration_id=registration)
+    finally:
+        os.killpg(server.process.pid, signal.SIGCONT)
+    a.join(60)
+
+    assert outcome["a"] == version_b
+    assert [v.version for v in Registry(mlflow_server).registered(model_name, registration)] == [version_b]
+    assert [v.version for v in Registry(mlflow_server).versions(model_name)] == [version_b]
+    assert "lost during the registration" in caplog.text, "A's create did not outlive its lease: nothing was tested"
+    assert "(a create that landed late): deleted" in caplog.text
+    assert Registry(mlflow_server).aliases(model_name) == {"challenger": version_b}
