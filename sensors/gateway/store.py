@@ -307,7 +307,9 @@ class Writer:
 class DeadLetterRows:
     """The gateway's `ctloop.deadletter.DeadLetterRecord`: origins dead-lettered, in the shared store, so that
     whichever replica gets a message again knows it was copied. A claim is fenced by the origin's partition,
-    and a replica resolves only the pending records of the partitions it owns."""
+    and a replica resolves only the pending records of the partitions it owns. The fence does not cover the
+    publish that follows a claim: a replica that lost the partition unnoticed may still publish its copy after
+    the new owner forgot the pending record, so a handover can copy a message twice (docs/cluster.md)."""
 
     def __init__(self, store: GatewayStore, topic: str, clock: Callable[[], float] = time.time) -> None:
         self.store = store
