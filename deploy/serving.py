@@ -94,6 +94,10 @@ def load_version(tracking_uri: str, name: str, version: str, cache_dir: Path) ->
     import mlflow.artifacts
     import mlflow.pyfunc
 
+    # MLflow resolves a models:/ URI with the process's registry URI whatever `registry_uri` says, so without
+    # these a `ctloop serve` given its registry only by ctloop's settings looked in ./mlflow.db.
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     local = mlflow.artifacts.download_artifacts(
         artifact_uri=f"models:/{name}/{version}", dst_path=str(cache_dir / f"v{version}-{uuid.uuid4().hex[:6]}"),
         tracking_uri=tracking_uri, registry_uri=tracking_uri,

@@ -73,12 +73,15 @@ def test_refusals_exit_2_and_change_nothing(env, model_name, versions):
     assert shown["aliases"] == {} and shown["audit"] == []
 
 
-def test_serve_command_serves_the_champion_until_interrupted(env, model_name, versions):
+def test_serve_command_serves_the_champion_until_interrupted(env, model_name, versions, tmp_path):
     assert ctloop(env, "promote", model_name, versions[0], "--reason", "serve me").exit_code == 0
     port = free_port()
     ctloop_bin = Path(sys.executable).with_name("ctloop")
-    proc = subprocess.Popen([str(ctloop_bin), "serve", "--model", model_name, "--port", str(port)],
-                            env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    # The registry comes from ctloop's settings alone: this process's MLFLOW_TRACKING_URI (which
+    # mlflow.set_tracking_uri exports) once hid that serving looked for the model in ./mlflow.db.
+    clean = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    proc = subprocess.Popen([str(ctloop_bin), "serve", "--model", model_name, "--port", str(port)], cwd=tmp_path,
+                            env={**clean, **env}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
