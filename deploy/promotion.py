@@ -179,7 +179,7 @@ def _register_locked(registry: Registry, held: HeldLock, model_uri: str, provena
     crash_point("model-registered")
     held.check()
     if registration_id is not None:
-        info = _fence_registration(registry, held, registration_id)
+        info = _fence_registration(registry, held, registration_id) or info
     # A version registered before (same registration id) keeps the role it has; search results do
     # not carry aliases, so the model's are read.
     if info.version not in registry.aliases(model).values():
@@ -188,12 +188,15 @@ def _register_locked(registry: Registry, held: HeldLock, model_uri: str, provena
     return info.version
 
 
-def _fence_registration(registry: Registry, held: HeldLock, registration_id: str) -> VersionInfo:
+def _fence_registration(registry: Registry, held: HeldLock, registration_id: str) -> VersionInfo | None:
     """Keep the oldest version of a registration and delete the later ones (made by a create that
     the registry ran after its sender's lease had run out); a later one that already holds an alias,
     e.g. promoted by hand, is kept and logged."""
     model = held.model
-    first, *later = registry.registered(model, registration_id)
+    found = registry.registered(model, registration_id)
+    if not found:
+        return None
+    first, *later = found
     roles = set(registry.aliases(model).values())
     for duplicate in later:
         if duplicate.version in roles:
