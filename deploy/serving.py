@@ -93,13 +93,14 @@ def load_version(tracking_uri: str, name: str, version: str, cache_dir: Path) ->
     """Download and load one registered version; the signature, when present, names the features."""
     import mlflow.artifacts
     import mlflow.pyfunc
+    from mlflow import MlflowClient
 
-    # MLflow resolves a models:/ URI with the process's registry URI whatever `registry_uri` says, so without
-    # these a `ctloop serve` given its registry only by ctloop's settings looked in ./mlflow.db.
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    # Resolved here, not as models:/NAME/VERSION: MLflow resolves those with the process's global registry URI
+    # whatever `registry_uri` says, so a `ctloop serve` told its registry only by ctloop's settings looked in
+    # ./mlflow.db.
+    source = MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version_download_uri(name, version)
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=f"models:/{name}/{version}", dst_path=str(cache_dir / f"v{version}-{uuid.uuid4().hex[:6]}"),
+        artifact_uri=source, dst_path=str(cache_dir / f"v{version}-{uuid.uuid4().hex[:6]}"),
         tracking_uri=tracking_uri, registry_uri=tracking_uri,
     )
     return loaded_model(version, mlflow.pyfunc.load_model(local))
