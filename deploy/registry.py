@@ -87,10 +87,6 @@ class VersionInfo:
         return json.loads(raw) if raw else []
 
     @property
-    def registration_id(self) -> str | None:
-        return self.tags.get(_REGISTRATION_TAG)
-
-    @property
     def provenance(self) -> dict[str, str | None]:
         return {key: self.tags.get(f"{TAG_PREFIX}{key}") for key in PROVENANCE_KEYS}
 
