@@ -1,0 +1,170 @@
+"""`parse_document` reads a plainly valid event of a hot type on a fast path; it must give what the general
+path gives for every input: the same `Event` (fields set included), the same document, the same error reason."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctloop import events
+from ctloop.events import (
+    ColumnDrift,
+    DataArrived,
+    DriftDetected,
+    EventError,
+    ModelPromoted,
+    QualityDegraded,
+    new_event,
+    parse_document,
+    to_bytes,
+)
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+
+
+def outcome(parse, raw):
+    """What a parser makes of `raw`: the event, its fields set (its payload's too) and the document, or the
+    reason it gives."""
+    try:
+        event, doc = parse(raw)
+    except EventError as exc:
+        return ("error", exc.reason)
+    return ("event", event, event.model_fields_set, event.data.model_fields_set, event.data.model_dump_json(), doc)
+
+
+def assert_same(raw, *, fast: bool):
+    taken = events._parse_plain(raw) is not None
+    assert taken is fast, f"fast path {'not ' if fast else ''}taken for {raw!r}"
+    assert outcome(parse_document, raw) == outcome(events._parse_general, raw)
+
+
+def arrival(**overrides):
+    doc = {"specversion": "1.0", "id": "e1", "type": "ctloop.data.arrived", "source": "urn:test",
+           "time": "2026-11-01T00:00:00Z", "data": {"model": "m", "uri": "s3://d/m/1"}}
+    doc.update(overrides)
+    return json.dumps(doc).encode()
+
+
+def with_data(**data):
+    return arrival(data={"model": "m", "uri": "s3://d/m/1", **data})
+
+
+HOT = [
+    DataArrived(model="churn", uri="s3://b/d/", digest="abc", size=10, gpu=True),
+    DataArrived(model="ünïcødé ✓", uri="s3://b/\"quoted\"\n\t\\"),
+    DriftDetected(model="churn", version="3", window_start=NOW, window_end=NOW + timedelta(minutes=5), rows=100,
+                  bad_rows={"nan": 2}, drifted_share=0.5, dataset_drift=True,
+                  columns={"x": ColumnDrift(stattest="ks", score=0.01, threshold=0.05, drifted=True),
+                           "y": ColumnDrift(stattest="psi", score=1e-300, threshold=3.0, drifted=False)},
+                  report_uri="file:///tmp/r.html", data_uri="s3://l/churn", rows_uri="s3://r/churn"),
+    DriftDetected(model="m", window_start=NOW, window_end=NOW, rows=0, drifted_share=0.0, dataset_drift=False,
+                  columns={}),
+    QualityDegraded(model="churn", version="4", metric="auc", value=0.61, threshold=0.7, holdout=0.8,
+                    rule="max_drop", rows=5000, window_start=NOW, window_end=NOW, data_uri="s3://l/churn"),
+]
+
+
+@pytest.mark.parametrize("payload", HOT, ids=lambda p: p.event_type)
+@pytest.mark.parametrize("subject", [None, "a subject"])
+def test_every_hot_type_takes_the_fast_path_with_the_same_result(payload, subject):
+    raw = to_bytes(new_event(payload, id="e-1", time=NOW, subject=subject))
+    assert_same(raw, fast=True)
+    event, _ = parse_document(raw)
+    assert event.data == payload
+
+
+def test_other_types_take_the_general_path():
+    assert_same(to_bytes(new_event(ModelPromoted(model="m", version="2", actor="a", reason="r"))), fast=False)
+
+
+@pytest.mark.parametrize("raw", [
+    arrival(time="2026-11-01T00:00:00.123456+02:00"),
+    arrival(datacontenttype="application/json", dataschema="urn:s", subject="m"),
+    with_data(digest=None, size=None),
+    with_data(size=0),
+    with_data(size=2**63 - 1),
+    with_data(model="x" * 200, uri="u" * 4096),
+    b'{"specversion":"1.0","type":"ctloop.data.arrived","id":"a","id":"b","source":"s","time":"2026-11-01T00:00:00Z",'
+    b'"data":{"model":"m","uri":"u","uri":"v"}}',
+    b'  {"data":{"uri":"u","model":"m"},"source":"s","id":"x","type":"ctloop.data.arrived","specversion":"1.0",'
+    b'"time":"2026-11-01T00:00:00+00:00"} \n',
+], ids=repr)
+def test_plainly_valid_variants_take_the_fast_path(raw):
+    assert_same(raw, fast=True)
+
+
+@pytest.mark.parametrize("raw", [
+    # Not JSON, or JSON that orjson and json read differently.
+    b"{not json", b"[1]", b"\xef\xbb\xbf" + arrival(), arrival().decode().encode("utf-16"),
+    with_data(size=float("nan")), with_data(size=2**64), with_data(size=2**70), with_data(size=-1),
+    b'{"specversion":"1.0","id":"e","type":"ctloop.data.arrived","source":"s","data":{"model":"\\ud800","uri":"u"}}',
+    # What pydantic reads leniently: the general path decides.
+    with_data(size="5"), with_data(size=5.0), with_data(gpu=1), with_data(gpu="true"), with_data(digest=5),
+    # Attributes the CloudEvents SDK must judge, or that are wrong.
+    arrival(subject=None), arrival(subject=""), arrival(time=None), arrival(time=12345), arrival(time="yesterday"),
+    arrival(time="2026-11-01T00:00:00z"),
+    arrival(time="2026-11-01T00:00:00"), arrival(specversion="0.3"), arrival(id=""), arrival(id=7),
+    arrival(source=None), arrival(extension="x"), arrival(data_base64="eA=="), arrival(datacontenttype=""),
+    arrival(type="ctloop.unknown"),
+    b'{"specversion":"1.0","id":"e","type":"ctloop.data.arrived","source":"s"}',
+    b'{"specversion":"1.0","id":"e","type":"ctloop.data.arrived","type":"ctloop.drift.detected","source":"s",'
+    b'"data":{"model":"m","uri":"u"}}',
+    # Payloads that fail validation.
+    with_data(model=""), with_data(model="x" * 201), with_data(uri="u" * 4097), with_data(colour="red"),
+    arrival(data={"model": "m"}), arrival(data=[1]), arrival(data=None),
+], ids=repr)
+def test_anything_else_gets_the_general_paths_result(raw):
+    assert_same(raw, fast=False)
+
+
+def drift(**data):
+    payload = {"model": "m", "window_start": "2026-11-01T00:00:00Z", "window_end": "2026-11-01T00:05:00+01:00",
+               "rows": 3, "drifted_share": 0.5, "dataset_drift": True, "columns": {}, **data}
+    return arrival(type="ctloop.drift.detected", data=payload)
+
+
+@pytest.mark.parametrize("raw", [
+    drift(), drift(rows=0, drifted_share=1), drift(columns={"c": {"stattest": "ks", "score": 1, "threshold": 2,
+                                                                   "drifted": False}}),
+    drift(bad_rows={"a": -3}), drift(window_start="2026-11-01T00:00:00.1234567Z"),
+], ids=repr)
+def test_drift_variants_agree(raw):
+    assert_same(raw, fast=True)
+
+
+@pytest.mark.parametrize("raw", [
+    drift(window_start="2026-11-01"), drift(window_start="soon"), drift(rows=-1), drift(drifted_share=2),
+    drift(columns={"c": {"stattest": "ks", "score": 10**30, "threshold": 2, "drifted": False}}),
+    drift(columns={"c": {"stattest": "ks", "score": "1", "threshold": 2, "drifted": False}}),
+    drift(columns=[]), drift(extra=1),
+], ids=repr)
+def test_drift_variants_the_fast_path_leaves_to_the_general_one(raw):
+    # The date-only window is valid (pydantic reads it); the rest are not. Either way, one answer.
+    assert outcome(parse_document, raw) == outcome(events._parse_general, raw)
+
+
+def test_an_event_without_time_is_stamped_now_on_both_paths():
+    raw = json.dumps({"specversion": "1.0", "id": "e", "type": "ctloop.data.arrived", "source": "s",
+                      "data": {"model": "m", "uri": "u"}}).encode()
+    before = datetime.now(UTC)
+    event, _ = parse_document(raw)
+    assert before <= event.time <= datetime.now(UTC)
+    assert events._parse_plain(raw) is not None
+
+
+TEXT = st.text(max_size=12)
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
+                       max_leaves=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(model=TEXT | JSONISH, uri=TEXT | JSONISH, digest=TEXT | JSONISH, size=JSONISH,
+       gpu=JSONISH, time=st.sampled_from(["2026-11-01T00:00:00Z", "2026-11-01T00:00:00+05:30", "2026-11-01", "", None]))
+def test_any_arrival_payload_gets_the_same_answer_on_both_paths(model, uri, digest, size, gpu, time):
+    raw = arrival(time=time, data={"model": model, "uri": uri, "digest": digest, "size": size, "gpu": gpu})
+    assert outcome(parse_document, raw) == outcome(events._parse_general, raw)

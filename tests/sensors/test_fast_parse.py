@@ -1,0 +1,50 @@
+"""On every message of the 100k recorded stream, the sensor's parse (`parse_document`, fast path first) gives
+what the general path gives: the same event, document, dead-letter reason and content digest."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+
+import pytest
+
+from ctloop import events
+from ctloop.events import EventError, parse_document
+from ctloop.sensors.local.sensor import content_digest
+from tests.sensors.recorded_stream import MAX_EVENT_BYTES, generate
+
+
+@pytest.fixture(scope="module")
+def stream():
+    return generate(17, 100_000)
+
+
+def digest_as_first_defined(event: events.Event) -> str:
+    """The content digest as it was first stored: sha256 of the type and `model_dump_json()` of the payload."""
+    return hashlib.sha256(f"{event.type}\n{event.data.model_dump_json()}".encode()).hexdigest()[:32]
+
+
+def test_every_recorded_message_parses_alike_on_both_paths(stream):
+    taken: Counter[str] = Counter()
+    for n, record in enumerate(stream):
+        raw = record.value
+        try:
+            fast = parse_document(raw, max_bytes=MAX_EVENT_BYTES)
+        except EventError as exc:
+            if len(raw) <= MAX_EVENT_BYTES:  # the size check comes before either path
+                with pytest.raises(EventError) as general_error:
+                    events._parse_general(raw)
+                assert general_error.value.reason == exc.reason, n
+            taken["dead-lettered"] += 1
+            continue
+        event, doc = fast
+        general, general_doc = events._parse_general(raw)
+        assert (event, doc) == (general, general_doc), n
+        assert event.model_fields_set == general.model_fields_set, n
+        assert event.data.model_fields_set == general.data.model_fields_set, n
+        assert content_digest(event) == content_digest(general) == digest_as_first_defined(general), n
+        taken["fast" if events._parse_plain(raw) is not None else "general"] += 1
+    # The stream holds arrivals and drift verdicts (fast), promotions (general) and malformed messages.
+    assert taken["fast"] > 60_000
+    assert taken["general"] > 1_000
+    assert taken["dead-lettered"] > 10_000
