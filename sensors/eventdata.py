@@ -21,12 +21,13 @@ class PathMissing(KeyError):
 
 def kafka_event_data(message: Message, body: Any) -> dict[str, Any]:
     """The Kafka EventSource's payload (`jsonBody: true`): topic, key, partition, timestamp, headers, body."""
-    return {
+    key, headers, timestamp_ms = message.key, message.headers, message.timestamp_ms
+    return {  # built for every event a sensor reads: no comprehension for the usual empty headers
         "topic": message.topic,
-        "key": message.key.decode("utf-8", errors="replace") if message.key is not None else "",
+        "key": "" if key is None else key.decode("utf-8", "replace"),
         "partition": message.partition,
-        "timestamp": str(message.timestamp_ms or ""),
-        "headers": {k: v.decode("utf-8", errors="replace") for k, v in message.headers},
+        "timestamp": str(timestamp_ms) if timestamp_ms else "",
+        "headers": {k: v.decode("utf-8", "replace") for k, v in headers} if headers else {},
         "body": body,
     }
 

@@ -24,7 +24,7 @@ from ctloop.bus import Bus, Message
 from ctloop.consume import Unroutable
 from ctloop.crashpoints import crash_point
 from ctloop.deadletter import DeadLetters
-from ctloop.events import Event, EventError, parse_document
+from ctloop.events import Event, EventError, parse_document, payload_json
 from ctloop.sensors.admission import (
     AdmissionPolicy,
     AdmissionState,
@@ -72,9 +72,8 @@ def snapshot_digest(settings: Settings) -> DigestResolver:
 def content_digest(event: Event) -> str:
     """What a redelivery repeats exactly: type and payload (not `time`, which a re-emit may renew).
 
-    The payload's bytes are `model_dump_json()`'s, taken from its serializer without the round trip through str."""
-    data = event.data
-    return hashlib.sha256(event.type.encode() + b"\n" + data.__pydantic_serializer__.to_json(data)).hexdigest()[:32]
+    The payload's bytes are `model_dump_json()`'s (`payload_json`), without the round trip through str."""
+    return hashlib.sha256(event.type.encode() + b"\n" + payload_json(event.data)).hexdigest()[:32]
 
 
 def _parse(message: Message, max_bytes: int) -> tuple[Event, Any] | str:

@@ -168,3 +168,15 @@ JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(all
 def test_any_arrival_payload_gets_the_same_answer_on_both_paths(model, uri, digest, size, gpu, time):
     raw = arrival(time=time, data={"model": model, "uri": uri, "digest": digest, "size": size, "gpu": gpu})
     assert outcome(parse_document, raw) == outcome(events._parse_general, raw)
+
+
+def test_an_arrivals_payload_json_is_pydantics_for_every_character_and_integer():
+    """Content digests stored before are compared on redelivery: `payload_json` must keep pydantic's bytes."""
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+    sizes = [None, 0, 1, 2**63 - 1, 2**64, 10**40]
+    for n, start in enumerate(range(0, len(every), 4096)):
+        text = every[start:start + 4096]
+        payload = DataArrived(model=text[:200], uri=text, digest=text, size=sizes[n % len(sizes)], gpu=n % 2 == 0)
+        assert events.payload_json(payload) == payload.model_dump_json().encode(), start
+    for payload in HOT:
+        assert events.payload_json(payload) == payload.model_dump_json().encode()

@@ -1,0 +1,119 @@
+"""The sensor's parse per message, fast path against the general path (the parse before the fast path) and a
+bare `orjson.loads`, on the recorded stream of mixed events (`tests.sensors.recorded_stream`).
+
+Run: $V/bin/python bench/parse.py [--events 20000] [--reps 7]
+
+Each repetition times every method over the same messages, in turn (side by side), with the thread's CPU clock
+(which other tenants of a shared host do not advance); the table gives the median µs per message of each group:
+the plainly valid events of each hot type (the fast path), the other valid events and the malformed ones (both
+take the general path after the fast one refuses them). "sensor's share" adds what the sensor does next with a
+parsed event that the parse can make cheaper: its content digest and its Kafka event data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the recorded stream lives with the tests
+
+from ctloop import events
+from ctloop.bus import Message
+from ctloop.events import EventError, parse_document
+from ctloop.sensors.eventdata import kafka_event_data
+from ctloop.sensors.local.sensor import content_digest
+from tests.sensors.recorded_stream import MAX_EVENT_BYTES, generate
+
+
+def bare(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+
+
+def general(raw: bytes) -> Any:
+    if len(raw) > MAX_EVENT_BYTES:
+        return None
+    try:
+        return events._parse_general(raw)
+    except EventError:
+        return None
+
+
+def fast(raw: bytes) -> Any:
+    try:
+        return parse_document(raw, max_bytes=MAX_EVENT_BYTES)
+    except EventError:
+        return None
+
+
+def share(parse: Callable[[bytes], Any]) -> Callable[[Message], Any]:
+    """`parse`, then the content digest and event data of a valid event, as the sensor takes them."""
+
+    def run(message: Message) -> Any:
+        parsed = parse(message.value)
+        if parsed is None:
+            return None
+        event, doc = parsed
+        return content_digest(event), kafka_event_data(message, doc)
+
+    return run
+
+
+def group_of(raw: bytes) -> str:
+    try:
+        event, _ = parse_document(raw, max_bytes=MAX_EVENT_BYTES)
+    except EventError:
+        return "malformed"
+    return event.type.removeprefix("ctloop.") if events._parse_plain(raw) is not None else "other valid"
+
+
+def per_message_us(run: Callable[[Any], Any], items: Sequence[Any]) -> float:
+    start = time.thread_time_ns()
+    for item in items:
+        run(item)
+    return (time.thread_time_ns() - start) / 1000 / len(items)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--reps", type=int, default=7)
+    args = parser.parse_args()
+    messages = [Message(r.topic, 0, n, r.key, r.value, (), 1_700_000_000_000 + n)
+                for n, r in enumerate(generate(17, args.events))]
+    groups: dict[str, list[Message]] = {}
+    for message in messages:
+        groups.setdefault(group_of(message.value), []).append(message)
+    groups["all"] = messages
+    methods: dict[str, Callable[[Message], Any]] = {
+        "orjson.loads": lambda m: bare(m.value),
+        "general path": lambda m: general(m.value),
+        "fast path": lambda m: fast(m.value),
+        "sensor's share, general": share(general),
+        "sensor's share, fast": share(fast),
+    }
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.reps):
+        for group, items in groups.items():
+            for name, run in methods.items():
+                times.setdefault((group, name), []).append(per_message_us(run, items))
+    print(f"CPU µs per message, median of {args.reps} (recorded stream, {args.events} messages)\n")
+    print("| group | messages | " + " | ".join(methods) + " | general / fast |")
+    print("|---|---|" + "---|" * (len(methods) + 1))
+    for group, items in groups.items():
+        medians = [statistics.median(times[(group, name)]) for name in methods]
+        ratio = medians[1] / medians[2]
+        print(f"| {group} | {len(items)} | " + " | ".join(f"{m:.2f}" for m in medians) + f" | {ratio:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
