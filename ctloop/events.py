@@ -359,7 +359,7 @@ _Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 _Float = Annotated[float, msgspec.Meta(ge=-(2.0**63), le=2.0**63)]
 
 
-class _Struct(msgspec.Struct, forbid_unknown_fields=True):
+class _Struct(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     pass
 
 

@@ -9,7 +9,9 @@ from collections import Counter
 import pytest
 
 from ctloop import events
+from ctloop.bus import Message
 from ctloop.events import EventError, parse_document
+from ctloop.sensors.eventdata import kafka_event_data
 from ctloop.sensors.local.sensor import content_digest
 from tests.sensors.recorded_stream import MAX_EVENT_BYTES, generate
 
@@ -48,3 +50,14 @@ def test_every_recorded_message_parses_alike_on_both_paths(stream):
     assert taken["fast"] > 60_000
     assert taken["general"] > 1_000
     assert taken["dead-lettered"] > 10_000
+
+
+def test_the_kafka_event_data_is_what_argo_events_builds():
+    body = {"id": "e1"}
+    with_all = Message("t", 3, 7, b"m\xff", b"{}", (("a", b"1"), ("b", b"\xfe")), 1_700_000_000_123)
+    assert kafka_event_data(with_all, body) == {
+        "topic": "t", "key": "m\ufffd", "partition": 3, "timestamp": "1700000000123",
+        "headers": {"a": "1", "b": "\ufffd"}, "body": body}
+    bare = Message("t", 0, 0, None, b"{}")
+    assert kafka_event_data(bare, body) == {"topic": "t", "key": "", "partition": 0, "timestamp": "",
+                                            "headers": {}, "body": body}
