@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
@@ -28,6 +29,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import SchemaValidator, core_schema
 
 SPEC_VERSION = "1.0"
 DEFAULT_SOURCE = "urn:ctloop"
@@ -432,8 +434,9 @@ class _WireQualityEvent(_WireEvent, tag=QualityDegraded.event_type, kw_only=True
 
 
 _WIRE = msgspec.json.Decoder(_WireArrivedEvent | _WireDriftEvent | _WireQualityEvent)
-_WIRE_PAYLOADS: dict[type[_WireEvent], type[Payload]] = {
-    _WireArrivedEvent: DataArrived, _WireDriftEvent: DriftDetected, _WireQualityEvent: QualityDegraded}
+_as_dict = msgspec.structs.asdict
+# A timestamp in a payload, read by the validator pydantic builds for a `datetime` field (its own TzInfo).
+_datetime = SchemaValidator(core_schema.datetime_schema()).validate_python
 _new = object.__new__
 _set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
@@ -449,7 +452,7 @@ def _parse_plain(raw: bytes) -> tuple[Event, dict[str, Any]] | None:
         doc = orjson.loads(raw)
     except (msgspec.DecodeError, orjson.JSONDecodeError):
         return None
-    payload_cls = _WIRE_PAYLOADS[type(wire)]
+    payload_cls, build = _BUILDERS[type(wire)]
     event_type = payload_cls.event_type
     if doc["type"] != event_type:  # a repeated "type" key: msgspec read one, json the other
         return None
@@ -462,20 +465,41 @@ def _parse_plain(raw: bytes) -> tuple[Event, dict[str, Any]] | None:
             return None
         if time.tzinfo is None:
             return None
-    data = doc["data"]
-    if payload_cls is DataArrived:
-        arrived = wire.data
-        payload: Payload = _built(DataArrived, {"model": arrived.model, "uri": arrived.uri, "digest": arrived.digest,
-                                                "size": arrived.size, "gpu": arrived.gpu}, set(data))
-    else:
-        try:
-            payload = payload_cls.model_validate(data)
-        except ValidationError:
-            return None
+    try:
+        payload = build(wire.data, doc["data"])
+    except ValidationError:  # a timestamp pydantic does not read
+        return None
     subject = None if wire.subject is msgspec.UNSET else wire.subject
     event = _built(Event, {"id": wire.id, "type": event_type, "source": wire.source, "time": time,
                            "subject": subject, "data": payload}, {"id", "type", "source", "time", "subject", "data"})
     return event, doc
+
+
+def _arrived(wire: _WireArrived, data: dict[str, Any]) -> DataArrived:
+    values = {"model": wire.model, "uri": wire.uri, "digest": wire.digest, "size": wire.size, "gpu": wire.gpu}
+    return _built(DataArrived, values, set(data))
+
+
+def _drift(wire: _WireDrift, data: dict[str, Any]) -> DriftDetected:
+    values = _as_dict(wire)
+    values["window_start"] = _datetime(wire.window_start)
+    values["window_end"] = _datetime(wire.window_end)
+    columns = data["columns"]
+    values["columns"] = {name: _built(ColumnDrift, _as_dict(column), set(columns[name]))
+                         for name, column in wire.columns.items()}
+    return _built(DriftDetected, values, set(data))
+
+
+def _quality(wire: _WireQuality, data: dict[str, Any]) -> QualityDegraded:
+    values = _as_dict(wire)
+    values["window_start"] = _datetime(wire.window_start)
+    values["window_end"] = _datetime(wire.window_end)
+    return _built(QualityDegraded, values, set(data))
+
+
+_BUILDERS: dict[type[_WireEvent], tuple[type[Payload], Callable[[Any, dict[str, Any]], Payload]]] = {
+    _WireArrivedEvent: (DataArrived, _arrived), _WireDriftEvent: (DriftDetected, _drift),
+    _WireQualityEvent: (QualityDegraded, _quality)}
 
 
 def _built(cls: type[_M], values: dict[str, Any], fields_set: set[str]) -> _M:
