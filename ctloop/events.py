@@ -230,7 +230,7 @@ def payload_json(data: Payload) -> bytes:
     """The payload's JSON exactly as `model_dump_json()` writes it (what content digests are taken over)."""
     if type(data) is DataArrived:
         # Validation leaves its fields exactly str, int, bool or None, which msgspec writes byte for byte as
-        # pydantic does (tests/sensors/test_fast_parse.py), in a quarter of the time.
+        # pydantic does (tests/ctloop/test_events_fast.py tries every character), in a quarter of the time.
         return _encode_json(data.__dict__)
     return data.__pydantic_serializer__.to_json(data)
 
@@ -351,7 +351,8 @@ def _describe(exc: ValidationError) -> str:
 # (pydantic is lax: "5" is an int there, not here); a message they refuse, or that any later step doubts, takes
 # the general path, so each error's reason is the general path's. Certified, the document orjson reads is the one
 # json would read (no NaN, BOM or lone surrogate, which both decoders refuse; no integer past 64 bits, which the
-# bounds below refuse; bounded depth), and an arrival's payload is built without validating it again.
+# bounds below refuse; bounded depth), and the payload is built from the structs without validating it again
+# (its timestamps by pydantic's own datetime validator).
 # tests/ctloop/test_events_fast.py and tests/sensors/test_fast_parse.py hold both paths equal.
 
 _Text = Annotated[str, msgspec.Meta(min_length=1)]
