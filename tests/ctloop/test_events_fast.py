@@ -22,6 +22,7 @@ from ctloop.events import (
     parse_document,
     to_bytes,
 )
+from tests.reliability.bad_messages import bad_events
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
 
@@ -215,3 +216,15 @@ def test_an_arrivals_payload_json_is_pydantics_for_every_character_and_integer()
         assert events.payload_json(payload) == payload.model_dump_json().encode(), start
     for payload in HOT:
         assert events.payload_json(payload) == payload.model_dump_json().encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=bad_events(4096))
+def test_every_bad_message_gets_the_general_paths_reason(raw):
+    """The reliability suite's bad messages (every field wrong, missing, undecodable, oversized)."""
+    with pytest.raises(EventError) as fast:
+        parse_document(raw, max_bytes=4096)
+    if len(raw) <= 4096:  # the size check comes before either path
+        with pytest.raises(EventError) as general:
+            events._parse_general(raw)
+        assert fast.value.reason == general.value.reason
