@@ -3,7 +3,9 @@ path gives for every input: the same `Event` (fields set included), the same doc
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -228,3 +230,21 @@ def test_every_bad_message_gets_the_general_paths_reason(raw):
         with pytest.raises(EventError) as general:
             events._parse_general(raw)
         assert fast.value.reason == general.value.reason
+
+
+def behaviour(event):
+    """What a caller can do with an event: hash, print, pickle, copy and dump it."""
+    try:
+        hashed: object = hash(event)
+    except TypeError as exc:  # a drift verdict's columns are a dict
+        hashed = str(exc)
+    return (hashed, repr(event), pickle.loads(pickle.dumps(event)), event.model_copy(update={"id": "x"}),
+            copy.deepcopy(event), event.model_dump(), event.model_dump(exclude_unset=True), event.model_dump_json())
+
+
+@pytest.mark.parametrize("payload", HOT, ids=lambda p: p.event_type)
+def test_an_event_from_the_fast_path_behaves_as_a_validated_one(payload):
+    raw = to_bytes(new_event(payload, id="e-1", time=NOW))
+    fast, _ = events._parse_plain(raw)
+    general, _ = events._parse_general(raw)
+    assert behaviour(fast) == behaviour(general)
