@@ -57,7 +57,8 @@ def publish(bus: Bus, topics: Topics, batches: int, batch_rows: int, *, batched:
     observed = T0 + timedelta(minutes=10)
     early = set(range(0, batches, 5))
     for i in range(batches):
-        ids = [f"b{i}-{r}" for r in range(batch_rows)]
+        key = uuid.uuid4().hex  # serving names a batch's rows <batch uuid hex>-<i>
+        ids = [f"{key}-{r}" for r in range(batch_rows)]
         items = [LabelObserved(prediction_id=pid, label=y, observed_at=observed)
                  for pid, y in zip(ids, labels, strict=True)]
         events = ([to_bytes(new_event(LabelsObserved(labels=items)))] if batched

@@ -1,9 +1,12 @@
 """The joiner: the predictions topic and the labels topic in, served rows joined to their labels in the store.
 
 Per poll, in this order: dead-letter what is not a prediction batch or a label event (each exactly once), write
-every served row and label of the poll and what they join in one store transaction, then commit the consumer
-offsets. A crash anywhere redelivers at most the uncommitted poll, which the store takes once: no label is lost
-and none is counted twice.
+every served batch and label of the poll, what they join and the offsets the poll reached in one store
+transaction, then commit the consumer offsets. A crash anywhere redelivers at most the uncommitted poll; what of
+it is at or below the stored offsets is skipped unread, so a redelivery costs nothing and counts nothing twice.
+A label sent again under the same id (a new message, a new offset) is recognised by its id: the store knows the
+id of every pending label and of every label settled against the predictions it holds in memory (and, when it
+looks older ones up in its file, of theirs), so it counts once.
 
 Labels name a prediction by the id serving returned (`prediction_id`), or by the model and the entity key (the
 value of the spec's `data.key` column in the served row); one event carries one label (`ctloop.label.observed`)
@@ -15,7 +18,7 @@ never joined into live quality.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ctloop.bus import Bus, Message
@@ -54,6 +57,7 @@ class Joiner:
         self.consumer, self.deadletters = consumer_with_dead_letters(
             bus, [settings.topics.predictions, settings.topics.labels], group, settings.topics.deadletter, store.path)
         self.stats = JoinerStats()
+        self._done = store.offsets()
 
     def step(self, timeout_s: float = 0.5, max_records: int = 1000) -> int:
         """Poll once and store what arrived, then commit it; returns how many messages were handled."""
@@ -62,14 +66,21 @@ class Joiner:
             return 0
         batches: list[ServedBatch] = []
         labels: list[Label] = []
-        last: dict[Hashable, Message] = {}
+        last: dict[tuple[str, int], Message] = {}
+        done = self._done
         for message in messages:
-            last[(message.topic, message.partition)] = message
+            where = (message.topic, message.partition)
+            last[where] = message
+            if message.offset <= done.get(where, -1):
+                continue  # redelivered after a crash: stored already
             if message.topic == self.topics.labels:
                 self._read_labels(message, labels)
             else:
                 self._read_batch(message, batches)
-        self.store.add(batches, labels, horizon_s=self.horizon_s)
+        reached = {where: m.offset for where, m in last.items() if m.offset > done.get(where, -1)}
+        if batches or labels or reached:
+            self.store.add(batches, labels, horizon_s=self.horizon_s, offsets=reached)
+            done.update(reached)
         for message in last.values():
             self.consumer.commit(message)
         self.stats.messages += len(messages)

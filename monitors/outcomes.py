@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -134,39 +135,57 @@ def default_url(home: Path) -> str:
 
 
 _SCHEMA = (
-    # Append-only: a batch's JSON as served, once, and one thin row per served prediction pointing into it, so
-    # a poll writes no per-row copy of features or predictions; they are read back for joined rows only.
-    "CREATE TABLE IF NOT EXISTS batches (batch_id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS served (prediction_id TEXT NOT NULL, role TEXT NOT NULL, model TEXT NOT NULL,"
-    " version TEXT, entity TEXT, served_at REAL NOT NULL, batch_id INTEGER NOT NULL, row INTEGER NOT NULL,"
-    " PRIMARY KEY (prediction_id, role)) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS served_entity ON served (model, entity, served_at) WHERE entity IS NOT NULL",
-    "CREATE TABLE IF NOT EXISTS labels (label_id TEXT PRIMARY KEY, prediction_id TEXT, model TEXT, entity TEXT,"
-    " label BLOB NOT NULL, observed_at REAL NOT NULL, state TEXT NOT NULL, matched_id TEXT)",
-    # Only pending labels are looked for again, and few are pending at a time: a partial index stays small.
-    "CREATE INDEX IF NOT EXISTS labels_pending ON labels (prediction_id) WHERE state = 'pending'",
-    "CREATE TABLE IF NOT EXISTS joined (prediction_id TEXT NOT NULL, role TEXT NOT NULL, model TEXT NOT NULL,"
-    " version TEXT, served_at REAL NOT NULL, label BLOB NOT NULL, observed_at REAL NOT NULL, label_id TEXT NOT NULL,"
+    # A served batch is one row: its JSON as served (read back for joined rows only) and, when its ids follow
+    # serving's `<batch key>-<i>` form, its key, which indexes every one of its rows at once.
+    "CREATE TABLE IF NOT EXISTS batches (batch_id INTEGER PRIMARY KEY, key TEXT, role TEXT NOT NULL,"
+    " model TEXT NOT NULL, version TEXT, served_at REAL NOT NULL, n INTEGER NOT NULL, entities BLOB,"
+    " body BLOB NOT NULL)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS batches_key ON batches (key, role) WHERE key IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS batches_served ON batches (model, served_at)",
+    # Rows whose ids follow no pattern (other producers, ids the joiner made): one row per id, the fallback.
+    "CREATE TABLE IF NOT EXISTS served_ids (prediction_id TEXT NOT NULL, role TEXT NOT NULL,"
     " batch_id INTEGER NOT NULL, row INTEGER NOT NULL, PRIMARY KEY (prediction_id, role)) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS joined_version ON joined (model, version, served_at)",
+    # Append-only, one row per settled label and served row it joined (late and duplicate: one row, against
+    # the prediction they named); the integer batch index is what readers and a restart look rows up by.
+    "CREATE TABLE IF NOT EXISTS outcomes (label_id TEXT NOT NULL, state TEXT NOT NULL, prediction_id TEXT NOT NULL,"
+    " batch_id INTEGER NOT NULL, row INTEGER NOT NULL, label BLOB NOT NULL, observed_at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS outcomes_batch ON outcomes (batch_id)",
+    # Labels whose prediction has not come yet; deleted when they settle.
+    "CREATE TABLE IF NOT EXISTS pending (label_id TEXT NOT NULL, prediction_id TEXT, model TEXT, entity TEXT,"
+    " label BLOB NOT NULL, observed_at REAL NOT NULL)",
+    # The consumer's position, written with what it brought: a redelivered message is skipped, not re-read.
+    "CREATE TABLE IF NOT EXISTS offsets (topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,"
+    " PRIMARY KEY (topic, partition))",
     "CREATE TABLE IF NOT EXISTS episodes (model TEXT NOT NULL, version TEXT NOT NULL, metric TEXT NOT NULL,"
     " number INTEGER NOT NULL, degraded INTEGER NOT NULL, PRIMARY KEY (model, version, metric))",
 )
+_EARLIER_LAYOUTS = ("predictions", "served", "joined", "labels")
+DEFAULT_MEMORY_ROWS = 500_000
 
-_JOINED_COLUMNS = "prediction_id, model, version, role, label, served_at, observed_at, batch_id, row"
+_JOINED_SQL = ("SELECT o.prediction_id, b.model, b.version, b.role, o.label, b.served_at, o.observed_at, b.batch_id,"
+               " o.row FROM batches b JOIN outcomes o ON o.batch_id = b.batch_id WHERE o.state = 'joined'"
+               " AND b.model = ? AND b.served_at >= ?")
+_HAS_JOINED = "EXISTS (SELECT 1 FROM outcomes o WHERE o.batch_id = b.batch_id AND o.state = 'joined')"
 
 
 class OutcomeStore:
-    """Predictions, labels and their join, durable in SQLite (one file; WAL, so readers run beside the joiner)."""
+    """Predictions, labels and their join, durable in SQLite (one file; WAL, so readers run beside the joiner).
 
-    def __init__(self, url: str) -> None:
+    The writer (`add`) keeps an index of the newest `memory_rows` served rows in memory, built from the file at
+    its first write; older rows are looked up in the file. Readers never build it."""
+
+    def __init__(self, url: str, *, memory_rows: int = DEFAULT_MEMORY_ROWS) -> None:
         self.url = url
         self.path = _path_of(url)
         self._db = connect(self.path)
+        self._memory_rows = memory_rows
+        self._index: _Index | None = None
         with self.transaction() as db:
-            if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'predictions'").fetchone():
-                raise OutcomeStoreError(f"{self.path} was written by an earlier ctloop (one row per prediction): "
-                                        "move it aside (a new store holds what arrives from then on)")
+            earlier = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                       if r[0] in _EARLIER_LAYOUTS]
+            if earlier:
+                raise OutcomeStoreError(f"{self.path} was written by an earlier ctloop (tables {', '.join(earlier)}):"
+                                        " move it aside (a new store holds what arrives from then on)")
             for statement in _SCHEMA:
                 db.execute(statement)
 
@@ -178,81 +197,47 @@ class OutcomeStore:
             yield self._db
         except BaseException:
             self._db.execute("ROLLBACK")
+            self._index = None  # memory may hold what the file does not: rebuilt from the file at the next write
             raise
         self._db.execute("COMMIT")
 
-    def add(self, batches: Iterable[ServedBatch], labels: Iterable[Label], *, horizon_s: float) -> None:
+    def add(self, batches: Iterable[ServedBatch], labels: Iterable[Label], *, horizon_s: float,
+            offsets: Mapping[tuple[str, int], int] | None = None) -> None:
         """Store served batches and labels (each once, however often delivered) and join what now matches, in
-        one transaction. A label observed more than `horizon_s` after its prediction was served is kept as late."""
+        one transaction with the consumer `offsets` ((topic, partition) -> last offset) they came up to. A label
+        observed more than `horizon_s` after its prediction was served is kept as late."""
         with self.transaction() as db:
-            self.add_in(db, batches, labels, horizon_s=horizon_s)
+            self.add_in(db, batches, labels, horizon_s=horizon_s, offsets=offsets)
 
     def add_in(self, db: sqlite3.Connection, batches: Iterable[ServedBatch], labels: Iterable[Label], *,
-               horizon_s: float) -> None:
+               horizon_s: float, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
         """`add` inside the caller's `transaction()`, so that more can be written with it."""
-        new_ids = orjson.dumps(self._add_served(db, batches))
-        # A row of another role (a shadow's) arriving after its request's label was joined joins it too.
-        db.execute("INSERT OR IGNORE INTO joined SELECT s.prediction_id, s.role, s.model, s.version, s.served_at,"
-                   " j.label, j.observed_at, j.label_id, s.batch_id, s.row FROM joined j"
-                   " JOIN served s ON s.prediction_id = j.prediction_id"
-                   " WHERE j.prediction_id IN (SELECT value FROM json_each(?))", (new_ids,))
-        # Labels settle in arrival order: those pending from earlier polls (their prediction came now, or they
-        # name an entity), then this poll's. Each is a row of the labels table, its state set as it settles.
-        waiting = [list(row[1:]) for row in db.execute(
-            f"SELECT rowid, {_LABEL_COLUMNS} FROM labels WHERE state = 'pending' AND prediction_id IN"
-            f" (SELECT value FROM json_each(?)) UNION ALL SELECT rowid, {_LABEL_COLUMNS} FROM labels"
-            " WHERE state = 'pending' AND prediction_id IS NULL ORDER BY 1", (new_ids,))]
-        dumps, numpy = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
-        fresh = [[lb.label_id, lb.prediction_id, lb.model, lb.entity, dumps(lb.label, option=numpy),
-                  lb.observed_at.timestamp(), "pending", None] for lb in _new_labels(db, labels)]
-        for row in waiting + fresh:
-            if row[_PREDICTION] is None:
-                # A label by entity key names the newest champion prediction of that entity served before it.
-                found = db.execute("SELECT prediction_id FROM served WHERE model = ? AND entity = ? AND role = ?"
-                                   " AND served_at <= ? ORDER BY served_at DESC LIMIT 1",
-                                   (row[2], row[3], CHAMPION, row[5])).fetchone()
-                row[_PREDICTION] = found[0] if found else None
-        joins = _settle(db, waiting + fresh, horizon_s)
-        db.executemany(f"INSERT INTO labels ({_LABEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", fresh)
-        db.executemany("UPDATE labels SET prediction_id = ?, state = ?, matched_id = ? WHERE label_id = ?",
-                       [(row[_PREDICTION], row[_STATE], row[_MATCHED], row[0]) for row in waiting
-                        if row[_PREDICTION] is not None])
-        if joins:
-            db.execute("INSERT OR IGNORE INTO joined SELECT s.prediction_id, s.role, s.model, s.version, s.served_at,"
-                       " l.label, l.observed_at, l.label_id, s.batch_id, s.row FROM json_each(?) p"
-                       " JOIN served s ON s.prediction_id = p.value ->> 0 JOIN labels l ON l.label_id = p.value ->> 1",
-                       (orjson.dumps(joins),))
+        if self._index is None:
+            self._index = _Index(db, self._memory_rows)
+        self._index.add(db, batches, labels, horizon_s)
+        if offsets:
+            db.executemany("INSERT INTO offsets VALUES (?, ?, ?) ON CONFLICT (topic, partition)"
+                           " DO UPDATE SET offset = excluded.offset",
+                           [(topic, partition, offset) for (topic, partition), offset in offsets.items()])
 
-    @staticmethod
-    def _add_served(db: sqlite3.Connection, batches: Iterable[ServedBatch]) -> list[str]:
-        """Append the batches not stored yet; returns the ids of their rows."""
-        served: list[tuple[Any, ...]] = []
-        for b in batches:
-            if not b.ids or db.execute("SELECT 1 FROM served WHERE prediction_id = ? AND role = ?",
-                                       (b.ids[0], b.role)).fetchone():
-                continue  # a redelivered batch: its rows are stored already
-            batch_id = db.execute("INSERT INTO batches (body) VALUES (?)", (b.body,)).lastrowid
-            ts = b.served_at.timestamp()
-            served += [(pid, b.role, b.model, b.version, entity, ts, batch_id, i)
-                       for i, (pid, entity) in enumerate(zip(b.ids, b.entities, strict=True))]
-        db.executemany("INSERT OR IGNORE INTO served VALUES (?, ?, ?, ?, ?, ?, ?, ?)", served)
-        return [row[0] for row in served]
+    def offsets(self) -> dict[tuple[str, int], int]:
+        """The last offset stored per (topic, partition): a message at or below it is in the store."""
+        return {(t, p): o for t, p, o in self._db.execute("SELECT topic, partition, offset FROM offsets")}
 
     def joined(self, model: str, version: str | None, *, since: datetime, until: datetime | None = None,
                role: str | None = None) -> list[JoinedPrediction]:
         """Joined rows of `model` `version` (None: every version) served in [since, until), oldest first."""
-        sql = f"SELECT {_JOINED_COLUMNS} FROM joined WHERE model = ? AND served_at >= ?"
-        args: list[Any] = [model, since.timestamp()]
+        sql, args = _JOINED_SQL, [model, since.timestamp()]
         if version is not None:
-            sql += " AND version = ?"
+            sql += " AND b.version = ?"
             args.append(version)
         if until is not None:
-            sql += " AND served_at < ?"
+            sql += " AND b.served_at < ?"
             args.append(until.timestamp())
         if role is not None:
-            sql += " AND role = ?"
+            sql += " AND b.role = ?"
             args.append(role)
-        rows = self._db.execute(sql + " ORDER BY served_at, prediction_id, role", args).fetchall()
+        rows = self._db.execute(sql + " ORDER BY b.served_at, o.prediction_id, b.role", args).fetchall()
         wanted = orjson.dumps(sorted({row[7] for row in rows}))
         bodies = {batch_id: _load_body(body) for batch_id, body in self._db.execute(
             "SELECT batch_id, body FROM batches WHERE batch_id IN (SELECT value FROM json_each(?))", (wanted,))}
@@ -260,42 +245,49 @@ class OutcomeStore:
 
     def versions(self, model: str, *, since: datetime, role: str | None = CHAMPION) -> list[str]:
         """The versions of `model` with joined rows served since `since`."""
-        sql = "SELECT DISTINCT version FROM joined WHERE model = ? AND served_at >= ? AND version IS NOT NULL"
+        sql = "SELECT DISTINCT version FROM batches b WHERE model = ? AND served_at >= ? AND version IS NOT NULL"
         args: list[Any] = [model, since.timestamp()]
         if role is not None:
             sql += " AND role = ?"
             args.append(role)
-        return sorted((r[0] for r in self._db.execute(sql, args)), key=_version_order)
+        return sorted((r[0] for r in self._db.execute(sql + f" AND {_HAS_JOINED}", args)), key=_version_order)
 
     def latest_version(self, model: str, *, since: datetime, role: str | None = CHAMPION) -> str | None:
         """The version of the most recently served joined row of `model` (in `role`) since `since`."""
-        sql = "SELECT version FROM joined WHERE model = ? AND served_at >= ? AND version IS NOT NULL"
+        sql = "SELECT version FROM batches b WHERE model = ? AND served_at >= ? AND version IS NOT NULL"
         args: list[Any] = [model, since.timestamp()]
         if role is not None:
             sql += " AND role = ?"
             args.append(role)
-        found = self._db.execute(sql + " ORDER BY served_at DESC LIMIT 1", args).fetchone()
+        found = self._db.execute(sql + f" AND {_HAS_JOINED} ORDER BY served_at DESC LIMIT 1", args).fetchone()
         return found[0] if found else None
 
     def joined_count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM joined").fetchone()[0])
+        """Joined rows in the store (the writer counts them as it goes)."""
+        if self._index is not None:
+            return self._index.joined
+        return int(self._db.execute("SELECT COUNT(*) FROM outcomes WHERE state = 'joined'").fetchone()[0])
 
     def counts(self, model: str | None = None) -> JoinCounts:
         where, args = ("WHERE model = ?", (model,)) if model else ("", ())
-        predictions = self._db.execute(f"SELECT COUNT(*) FROM served {where}", args).fetchone()[0]
-        joined = self._db.execute(f"SELECT COUNT(*) FROM joined {where}", args).fetchone()[0]
-        states = dict.fromkeys(("pending", "late", "duplicate"), 0)
-        # A label known by id has no model of its own; it counts under its prediction's.
-        label_sql = ("SELECT l.state, COUNT(*) FROM labels l LEFT JOIN (SELECT DISTINCT prediction_id, model FROM"
-                     " served) p ON p.prediction_id = COALESCE(l.matched_id, l.prediction_id)"
-                     + (" WHERE COALESCE(p.model, l.model) = ?" if model else "") + " GROUP BY l.state")
-        for state, n in self._db.execute(label_sql, args):
+        predictions = self._db.execute(f"SELECT COALESCE(SUM(n), 0) FROM batches {where}", args).fetchone()[0]
+        states = dict.fromkeys(("joined", "late", "duplicate"), 0)
+        if model:
+            sql = ("SELECT o.state, COUNT(*) FROM outcomes o JOIN batches b ON b.batch_id = o.batch_id"
+                   " WHERE b.model = ? GROUP BY o.state")
+        else:
+            sql = "SELECT state, COUNT(*) FROM outcomes GROUP BY state"
+        for state, n in self._db.execute(sql, args):
             states[state] = n
-        return JoinCounts(predictions, joined, states["pending"], states["late"], states["duplicate"])
+        # A pending label known by id has no model yet; by entity key, its own.
+        pending = self._db.execute(f"SELECT COUNT(*) FROM pending {where}", args).fetchone()[0]
+        return JoinCounts(predictions, states["joined"], pending, states["late"], states["duplicate"])
 
     def label_states(self) -> dict[str, str]:
         """Every label's state by its id: what tests and operators check for loss and double counting."""
-        return dict(self._db.execute("SELECT label_id, state FROM labels"))
+        states = dict(self._db.execute("SELECT label_id, state FROM outcomes"))
+        states.update((label_id, "pending") for (label_id,) in self._db.execute("SELECT label_id FROM pending"))
+        return states
 
     def episode(self, model: str, version: str, metric: str) -> tuple[int, bool]:
         """(episodes so far, whether one is open) of a quality rule on one version."""
@@ -313,49 +305,375 @@ class OutcomeStore:
         self._db.close()
 
 
-_LABEL_COLUMNS = "label_id, prediction_id, model, entity, label, observed_at, state, matched_id"
-_PREDICTION, _STATE, _MATCHED = 1, 6, 7
+def batch_key(ids: Sequence[str]) -> str | None:
+    """The key of a batch whose ids are `<key>-0`, `<key>-1`, ... (serving's form), else None."""
+    key, _, last = ids[-1].rpartition("-") if ids else ("", "", "")
+    if not key or last != str(len(ids) - 1):
+        return None
+    prefix = key + "-"
+    return key if all(pid == f"{prefix}{i}" for i, pid in enumerate(ids)) else None
 
 
-def _new_labels(db: sqlite3.Connection, labels: Iterable[Label]) -> list[Label]:
-    """The labels not stored yet, each once (a redelivery repeats event ids)."""
-    by_id: dict[str, Label] = {}
-    for label in labels:
-        by_id.setdefault(label.label_id, label)
-    if not by_id:
-        return []
-    known = {row[0] for row in db.execute("SELECT label_id FROM labels WHERE label_id IN"
-                                          " (SELECT value FROM json_each(?))", (orjson.dumps(list(by_id)),))}
-    return [label for label_id, label in by_id.items() if label_id not in known]
+def _split(prediction_id: str) -> tuple[str, int] | None:
+    """(batch key, row) of an id in serving's form."""
+    key, _, row = prediction_id.rpartition("-")
+    return (key, int(row)) if key and row.isdigit() and (row == "0" or row[0] != "0") else None
 
 
-def _settle(db: sqlite3.Connection, labels: Sequence[list[Any]], horizon_s: float) -> list[tuple[str, str]]:
-    """Give each label row its state, in order; returns the (prediction id, label id) pairs that join. A label
-    whose prediction is stored is late past the horizon; else the first for a prediction without a label
-    joins it and later ones are duplicates. The others stay pending."""
-    named = orjson.dumps(sorted({row[_PREDICTION] for row in labels if row[_PREDICTION] is not None}))
-    if named == b"[]":
-        return []
-    first_served = dict(db.execute("SELECT prediction_id, MIN(served_at) FROM served WHERE prediction_id IN"
-                                   " (SELECT value FROM json_each(?)) GROUP BY prediction_id", (named,)))
-    labelled = {row[0] for row in db.execute("SELECT DISTINCT prediction_id FROM joined WHERE prediction_id IN"
-                                             " (SELECT value FROM json_each(?))", (named,))}
-    joins: list[tuple[str, str]] = []
-    for row in labels:
-        prediction_id = row[_PREDICTION]
-        served_at = first_served.get(prediction_id)
-        if served_at is None:
-            continue
-        row[_MATCHED] = prediction_id
-        if row[5] - served_at > horizon_s:
-            row[_STATE] = "late"
-        elif prediction_id in labelled:
-            row[_STATE] = "duplicate"
+@dataclass(slots=True, eq=False)
+class _Member:
+    """One stored batch's share of a group: its rows `row0 .. row0 + n - 1` are the group's 0 .. n - 1."""
+
+    batch_id: int
+    role: str
+    model: str
+    version: str | None
+    served_at: float
+    row0: int
+    n: int
+    entities: Sequence[str | None] | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Group:
+    """Predictions known by one key: a batch key (its rows in every role) or one fallback prediction id."""
+
+    key: str
+    single: bool
+    members: list[_Member]
+    first: float
+    joined: dict[int, str] = field(default_factory=dict)  # row -> the id of the label it joined
+    label_ids: list[str] = field(default_factory=list)  # every label settled against the group
+
+    def pid(self, i: int) -> str:
+        return self.key if self.single else f"{self.key}-{i}"
+
+    def rows(self) -> int:
+        return max(m.n for m in self.members)
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    seq: int  # its row in the pending table: the order labels arrived in
+    label: Label
+    blob: bytes
+
+
+class _Index:
+    """The writer's memory of the store: recent groups, the label ids settled against them, the pending labels
+    and the champion's entity keys; exact for what it holds, with the file behind it for the rest."""
+
+    def __init__(self, db: sqlite3.Connection, memory_rows: int) -> None:
+        self.memory_rows = memory_rows
+        self.groups: dict[str, _Group] = {}
+        self.singles: dict[str, _Group] = {}
+        self.order: deque[tuple[bool, str]] = deque()
+        self.held = 0
+        self.partial = False  # the file has rows memory does not
+        self.known: set[str] = set()
+        self.pending: dict[str, _Pending] = {}
+        self.pending_by_pid: dict[str, list[str]] = {}
+        self.pending_by_key: dict[str, set[str]] = {}
+        self.pending_by_entity: dict[tuple[str, str], list[str]] = {}
+        self.entities: dict[tuple[str, str], list[tuple[float, _Group, int]]] = {}
+        self.joined = int(db.execute("SELECT COUNT(*) FROM outcomes WHERE state = 'joined'").fetchone()[0])
+        self._load(db)
+
+    # -- building from the file ------------------------------------------------------------------------------
+
+    def _load(self, db: sqlite3.Connection) -> None:
+        rows, floor = 0, None
+        for batch_id, n in db.execute("SELECT batch_id, n FROM batches ORDER BY batch_id DESC"):
+            if rows + n > self.memory_rows and rows:
+                self.partial = True
+                break
+            rows, floor = rows + n, batch_id
+        if floor is not None:
+            fallback: dict[int, list[tuple[str, int]]] = {}
+            for pid, batch_id, row in db.execute("SELECT prediction_id, batch_id, row FROM served_ids"
+                                                 " WHERE batch_id >= ?", (floor,)):
+                fallback.setdefault(batch_id, []).append((pid, row))
+            batches = db.execute("SELECT batch_id, key, role, model, version, served_at, n, entities FROM batches"
+                                 " WHERE batch_id >= ? ORDER BY batch_id", (floor,)).fetchall()
+            self._adopt(db, batches, fallback, floor)
+        for rowid, label_id, pid, model, entity, blob, observed in db.execute(
+                "SELECT rowid, label_id, prediction_id, model, entity, label, observed_at FROM pending ORDER BY rowid"):
+            self._hold(_Pending(rowid, Label(label_id, None, _when(observed), prediction_id=pid, model=model,
+                                             entity=entity), blob))
+
+    def _adopt(self, db: sqlite3.Connection, batches: Sequence[tuple[Any, ...]],
+               fallback: Mapping[int, list[tuple[str, int]]], floor: int | None = None) -> list[_Group]:
+        """Bring stored batches (and the labels settled against them) into memory; returns their groups. With
+        `floor`, the batches are every one from that id on."""
+        keyed: dict[int, _Group] = {}
+        where: dict[tuple[int, int], _Group] = {}
+        touched: list[_Group] = []
+        for batch_id, key, role, model, version, served_at, n, entities in batches:
+            ents = orjson.loads(entities) if entities else None
+            if key is not None:
+                member = _Member(batch_id, role, model, version, served_at, 0, n, ents)
+                group = self._attach(key, False, member)
+                touched.append(group)
+                keyed[batch_id] = group
+                if ents and role == CHAMPION:
+                    self._index_entities(group, member)
+            for pid, row in fallback.get(batch_id, ()):
+                member = _Member(batch_id, role, model, version, served_at, row, 1,
+                                 [ents[row]] if ents else None)
+                group = self._attach(pid, True, member)
+                touched.append(group)
+                where[(batch_id, row)] = group
+                if ents and role == CHAMPION:
+                    self._index_entities(group, member)
+        if floor is not None:
+            settled = db.execute("SELECT label_id, state, batch_id, row FROM outcomes WHERE batch_id >= ?", (floor,))
         else:
-            row[_STATE] = "joined"
-            labelled.add(prediction_id)
-            joins.append((prediction_id, row[0]))
-    return joins
+            settled = db.execute("SELECT label_id, state, batch_id, row FROM outcomes WHERE batch_id IN"
+                                 " (SELECT value FROM json_each(?))", (orjson.dumps([b[0] for b in batches]),))
+        for label_id, state, batch_id, row in settled:
+            group, i = keyed.get(batch_id), row
+            if group is None:
+                group, i = where.get((batch_id, row)), 0
+            if group is not None:
+                if state == "joined":
+                    group.joined[i] = label_id
+                if label_id not in self.known:
+                    self.known.add(label_id)
+                    group.label_ids.append(label_id)
+        return touched
+
+    def _attach(self, key: str, single: bool, member: _Member) -> _Group:
+        table = self.singles if single else self.groups
+        group = table.get(key)
+        if group is None:
+            group = table[key] = _Group(key, single, [member], member.served_at)
+            self.order.append((single, key))
+            self.held += member.n
+            self._evict()
+        else:
+            group.members.append(member)
+            group.first = min(group.first, member.served_at)
+            self.held += member.n
+        return group
+
+    def _index_entities(self, group: _Group, member: _Member) -> None:
+        for i, entity in enumerate(member.entities or ()):
+            if entity is not None:
+                self.entities.setdefault((member.model, entity), []).append((member.served_at, group, i))
+
+    def _evict(self) -> None:
+        while self.held > self.memory_rows and len(self.order) > 1:
+            single, key = self.order.popleft()
+            group = (self.singles if single else self.groups).pop(key)
+            self.held -= sum(m.n for m in group.members)
+            self.known.difference_update(group.label_ids)
+            for member in group.members:
+                for entity in member.entities or ():
+                    found = self.entities.get((member.model, entity)) if entity is not None else None
+                    if found:
+                        found[:] = [e for e in found if e[1] is not group]
+                        if not found:
+                            del self.entities[(member.model, entity)]
+            self.partial = True
+
+    # -- finding predictions ----------------------------------------------------------------------------------
+
+    def find(self, db: sqlite3.Connection, pid: str) -> tuple[_Group, int] | None:
+        """The group and row of prediction `pid`, from memory or else the file."""
+        split = _split(pid)
+        if split is not None:
+            group = self.groups.get(split[0])
+            if group is None and self.partial:
+                group = self._fetch_group(db, split[0])
+            if group is not None and split[1] < group.rows():
+                return group, split[1]
+        group = self.singles.get(pid)
+        if group is None and self.partial:
+            group = self._fetch_single(db, pid)
+        return (group, 0) if group is not None else None
+
+    def _fetch_group(self, db: sqlite3.Connection, key: str) -> _Group | None:
+        batches = db.execute("SELECT batch_id, key, role, model, version, served_at, n, entities FROM batches"
+                             " WHERE key = ? ORDER BY batch_id", (key,)).fetchall()
+        return self._adopt(db, batches, {})[0] if batches else None
+
+    def _fetch_single(self, db: sqlite3.Connection, pid: str) -> _Group | None:
+        found = db.execute("SELECT batch_id, row FROM served_ids WHERE prediction_id = ? ORDER BY batch_id",
+                           (pid,)).fetchall()
+        if not found:
+            return None
+        fallback: dict[int, list[tuple[str, int]]] = {b: [(pid, row)] for b, row in found}
+        batches = db.execute("SELECT batch_id, NULL, role, model, version, served_at, n, entities FROM batches"
+                             " WHERE batch_id IN (SELECT value FROM json_each(?)) ORDER BY batch_id",
+                             (orjson.dumps(list(fallback)),)).fetchall()
+        return self._adopt(db, batches, fallback)[0]
+
+    def by_entity(self, db: sqlite3.Connection, model: str, entity: str, observed_at: float,
+                  ) -> tuple[_Group, int] | None:
+        """The newest champion prediction of `entity` served at or before `observed_at`."""
+        best = None
+        for served_at, group, i in self.entities.get((model, entity), ()):
+            if served_at <= observed_at and (best is None or served_at >= best[0]):
+                best = (served_at, group, i)
+        if best is not None:
+            return best[1], best[2]
+        if not self.partial:
+            return None
+        found = db.execute("SELECT b.key, j.key, s.prediction_id FROM batches b, json_each(b.entities) j"
+                           " LEFT JOIN served_ids s ON s.batch_id = b.batch_id AND s.row = j.key"
+                           " WHERE b.model = ? AND b.role = ? AND j.value = ? AND b.served_at <= ?"
+                           " ORDER BY b.served_at DESC LIMIT 1", (model, CHAMPION, entity, observed_at)).fetchone()
+        if found is None:
+            return None
+        return self.find(db, found[2] if found[0] is None else f"{found[0]}-{found[1]}")
+
+    # -- one poll ---------------------------------------------------------------------------------------------
+
+    def add(self, db: sqlite3.Connection, batches: Iterable[ServedBatch], labels: Iterable[Label],
+            horizon_s: float) -> None:
+        outcomes: list[tuple[Any, ...]] = []
+        woken: set[str] = set()
+        for batch in batches:
+            self._add_batch(db, batch, outcomes, woken)
+        waiting = sorted((self.pending[label_id] for label_id in woken), key=lambda p: p.seq)
+        dumps, numpy = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
+        settled: list[tuple[int]] = []
+        for item in waiting:
+            if self._settle(db, item.label, item.blob, horizon_s, outcomes):
+                self._release(item)
+                settled.append((item.seq,))
+        for label in labels:
+            if label.label_id in self.known:
+                continue  # delivered again, or sent again under the same id: settled once already
+            blob = dumps(label.label, option=numpy)
+            if not self._settle(db, label, blob, horizon_s, outcomes):
+                rowid = db.execute("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?)", (
+                    label.label_id, label.prediction_id, label.model, label.entity, blob,
+                    label.observed_at.timestamp())).lastrowid
+                assert rowid is not None
+                self._hold(_Pending(rowid, label, blob))
+        if outcomes:
+            db.executemany("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)", outcomes)
+        if settled:
+            db.executemany("DELETE FROM pending WHERE rowid = ?", settled)
+
+    def _add_batch(self, db: sqlite3.Connection, b: ServedBatch, outcomes: list[tuple[Any, ...]],
+                   woken: set[str]) -> None:
+        if not b.ids:
+            return
+        key = batch_key(b.ids)
+        if key is not None:
+            group = self.groups.get(key) or (self._fetch_group(db, key) if self.partial else None)
+            if group is not None and any(m.role == b.role for m in group.members):
+                return  # sent again: stored already
+        else:
+            first = self.singles.get(b.ids[0]) or (self._fetch_single(db, b.ids[0]) if self.partial else None)
+            if first is not None and any(m.role == b.role for m in first.members):
+                return
+        entities = b.entities if any(e is not None for e in b.entities) else None
+        ts = b.served_at.timestamp()
+        batch_id = db.execute("INSERT INTO batches VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?)",
+                              (key, b.role, b.model, b.version, ts, len(b.ids),
+                               orjson.dumps(entities) if entities else None, b.body)).lastrowid
+        assert batch_id is not None
+        members: list[tuple[_Group, _Member]] = []
+        if key is not None:
+            member = _Member(batch_id, b.role, b.model, b.version, ts, 0, len(b.ids), entities)
+            members.append((self._attach(key, False, member), member))
+            woken.update(self.pending_by_key.get(key, ()))
+        else:
+            db.executemany("INSERT OR IGNORE INTO served_ids VALUES (?, ?, ?, ?)",
+                           [(pid, b.role, batch_id, i) for i, pid in enumerate(b.ids)])
+            for i, pid in enumerate(b.ids):
+                member = _Member(batch_id, b.role, b.model, b.version, ts, i, 1,
+                                 [entities[i]] if entities else None)
+                members.append((self._attach(pid, True, member), member))
+                woken.update(self.pending_by_pid.get(pid, ()))
+        for group, member in members:
+            if member.entities and member.role == CHAMPION:
+                self._index_entities(group, member)
+                for entity in member.entities:
+                    if entity is not None:
+                        woken.update(self.pending_by_entity.get((member.model, entity), ()))
+            if group.joined and len(group.members) > 1:
+                self._join_new_member(db, group, member, outcomes)
+
+    def _join_new_member(self, db: sqlite3.Connection, group: _Group, member: _Member,
+                         outcomes: list[tuple[Any, ...]]) -> None:
+        """A row of another role (a shadow's) arriving after its request's label joined joins that label too."""
+        other = group.members[0]
+        for i, label_id in group.joined.items():
+            if i >= member.n:
+                continue
+            found = next((o for o in outcomes if o[0] == label_id), None) or db.execute(
+                "SELECT label_id, state, prediction_id, batch_id, row, label, observed_at FROM outcomes"
+                " WHERE batch_id = ? AND row = ? AND label_id = ?", (other.batch_id, other.row0 + i, label_id)
+            ).fetchone()
+            if found is not None:
+                outcomes.append((label_id, "joined", group.pid(i), member.batch_id, member.row0 + i, found[5],
+                                 found[6]))
+                self.joined += 1
+
+    def _settle(self, db: sqlite3.Connection, label: Label, blob: bytes, horizon_s: float,
+                outcomes: list[tuple[Any, ...]]) -> bool:
+        """Join `label` (or keep it as late or duplicate) if its prediction is known; False when it waits."""
+        observed = label.observed_at.timestamp()
+        if label.prediction_id is not None:
+            found = self.find(db, label.prediction_id)
+        else:
+            assert label.model is not None and label.entity is not None
+            found = self.by_entity(db, label.model, label.entity, observed)
+        if found is None:
+            return False
+        group, i = found
+        if label.label_id in self.known and label.label_id not in self.pending:
+            return True  # found in the file with its prediction: settled before
+        pid = group.pid(i)
+        members = [m for m in group.members if i < m.n]
+        if observed - min(m.served_at for m in members) > horizon_s:
+            outcomes.append((label.label_id, "late", pid, members[0].batch_id, members[0].row0 + i, blob, observed))
+        elif i in group.joined:
+            outcomes.append((label.label_id, "duplicate", pid, members[0].batch_id, members[0].row0 + i, blob,
+                             observed))
+        else:
+            group.joined[i] = label.label_id
+            outcomes += [(label.label_id, "joined", pid, m.batch_id, m.row0 + i, blob, observed) for m in members]
+            self.joined += len(members)
+        self.known.add(label.label_id)
+        group.label_ids.append(label.label_id)
+        return True
+
+    def _hold(self, item: _Pending) -> None:
+        label = item.label
+        self.known.add(label.label_id)
+        self.pending[label.label_id] = item
+        if label.prediction_id is not None:
+            self.pending_by_pid.setdefault(label.prediction_id, []).append(label.label_id)
+            split = _split(label.prediction_id)
+            if split is not None:
+                self.pending_by_key.setdefault(split[0], set()).add(label.label_id)
+        else:
+            assert label.model is not None and label.entity is not None
+            self.pending_by_entity.setdefault((label.model, label.entity), []).append(label.label_id)
+
+    def _release(self, item: _Pending) -> None:
+        label = item.label
+        del self.pending[label.label_id]
+        if label.prediction_id is not None:
+            _discard(self.pending_by_pid, label.prediction_id, label.label_id)
+            split = _split(label.prediction_id)
+            if split is not None:
+                _discard(self.pending_by_key, split[0], label.label_id)
+        else:
+            _discard(self.pending_by_entity, (label.model, label.entity), label.label_id)
+
+
+def _discard(table: dict[Any, Any], key: Any, label_id: str) -> None:
+    held = table.get(key)
+    if held is not None:
+        held.remove(label_id) if isinstance(held, list) else held.discard(label_id)
+        if not held:
+            del table[key]
 
 
 def _version_order(version: str) -> tuple[int, str]:
