@@ -127,7 +127,6 @@ class Joiner:
                 self._dead_letter(message, f"{where} names model {item.model!r} by entity key, but that model's "
                                            "spec declares no data.key column to match it against")
                 return
-        labels += [Label(label_id, item.label, item.observed_at, prediction_id=item.prediction_id,
-                         model=item.model if item.prediction_id is None else None,
-                         entity=item.key if item.prediction_id is None else None)
+        labels += [Label(label_id, item.label, item.observed_at, item.prediction_id) if item.prediction_id is not None
+                   else Label(label_id, item.label, item.observed_at, None, item.model, item.key)
                    for label_id, item in zip(ids, items, strict=True)]

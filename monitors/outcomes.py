@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -95,9 +95,9 @@ class ServedBatch:
                    batch.to_bytes() if body is None else body)
 
 
-@dataclass(frozen=True)
-class Label:
-    """One label event as the store keeps it (`label_id` is the event's id)."""
+class Label(NamedTuple):
+    """One label event as the store keeps it (`label_id` is the event's id). A tuple: the joiner makes one per
+    label, and a frozen dataclass costs five times as much to make."""
 
     label_id: str
     label: Any
@@ -146,8 +146,9 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS served_ids (prediction_id TEXT NOT NULL, role TEXT NOT NULL,"
     " batch_id INTEGER NOT NULL, row INTEGER NOT NULL, PRIMARY KEY (prediction_id, role)) WITHOUT ROWID",
     # Append-only, one row per settled label and served row it joined (late and duplicate: one row, against
-    # the prediction they named); the integer batch index is what readers and a restart look rows up by.
-    "CREATE TABLE IF NOT EXISTS outcomes (label_id TEXT NOT NULL, state TEXT NOT NULL, prediction_id TEXT NOT NULL,"
+    # the prediction they named); the integer batch index is what readers and a restart look rows up by. A row
+    # of a batch with a key leaves `prediction_id` empty: `<key>-<row>` names it.
+    "CREATE TABLE IF NOT EXISTS outcomes (label_id TEXT NOT NULL, state TEXT NOT NULL, prediction_id TEXT,"
     " batch_id INTEGER NOT NULL, row INTEGER NOT NULL, label BLOB NOT NULL, observed_at REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS outcomes_batch ON outcomes (batch_id)",
     # Labels whose prediction has not come yet; deleted when they settle.
@@ -162,7 +163,8 @@ _SCHEMA = (
 _EARLIER_LAYOUTS = ("predictions", "served", "joined", "labels")
 DEFAULT_MEMORY_ROWS = 500_000
 
-_JOINED_SQL = ("SELECT o.prediction_id, b.model, b.version, b.role, o.label, b.served_at, o.observed_at, b.batch_id,"
+_JOINED_SQL = ("SELECT COALESCE(o.prediction_id, b.key || '-' || o.row) AS pid, b.model, b.version, b.role, o.label,"
+               " b.served_at, o.observed_at, b.batch_id,"
                " o.row FROM batches b JOIN outcomes o ON o.batch_id = b.batch_id WHERE o.state = 'joined'"
                " AND b.model = ? AND b.served_at >= ?")
 _HAS_JOINED = "EXISTS (SELECT 1 FROM outcomes o WHERE o.batch_id = b.batch_id AND o.state = 'joined')"
@@ -237,7 +239,7 @@ class OutcomeStore:
         if role is not None:
             sql += " AND b.role = ?"
             args.append(role)
-        rows = self._db.execute(sql + " ORDER BY b.served_at, o.prediction_id, b.role", args).fetchall()
+        rows = self._db.execute(sql + " ORDER BY b.served_at, pid, b.role", args).fetchall()
         wanted = orjson.dumps(sorted({row[7] for row in rows}))
         bodies = {batch_id: _load_body(body) for batch_id, body in self._db.execute(
             "SELECT batch_id, body FROM batches WHERE batch_id IN (SELECT value FROM json_each(?))", (wanted,))}
@@ -342,14 +344,14 @@ class _Group:
     single: bool
     members: list[_Member]
     first: float
+    n: int  # rows of its largest member
+    even: bool = True  # every member has all n rows
     joined: dict[int, str] = field(default_factory=dict)  # row -> the id of the label it joined
     label_ids: list[str] = field(default_factory=list)  # every label settled against the group
 
-    def pid(self, i: int) -> str:
-        return self.key if self.single else f"{self.key}-{i}"
-
-    def rows(self) -> int:
-        return max(m.n for m in self.members)
+    def holding(self, i: int) -> list[_Member]:
+        """The members with a row `i`."""
+        return self.members if self.even else [m for m in self.members if i < m.n]
 
 
 @dataclass(slots=True, eq=False)
@@ -446,13 +448,15 @@ class _Index:
         table = self.singles if single else self.groups
         group = table.get(key)
         if group is None:
-            group = table[key] = _Group(key, single, [member], member.served_at)
+            group = table[key] = _Group(key, single, [member], member.served_at, member.n)
             self.order.append((single, key))
             self.held += member.n
             self._evict()
         else:
             group.members.append(member)
             group.first = min(group.first, member.served_at)
+            group.even = group.even and member.n == group.n
+            group.n = max(group.n, member.n)
             self.held += member.n
         return group
 
@@ -485,7 +489,7 @@ class _Index:
             group = self.groups.get(split[0])
             if group is None and self.partial:
                 group = self._fetch_group(db, split[0])
-            if group is not None and split[1] < group.rows():
+            if group is not None and split[1] < group.n:
                 return group, split[1]
         group = self.singles.get(pid)
         if group is None and self.partial:
@@ -610,8 +614,8 @@ class _Index:
                 " WHERE batch_id = ? AND row = ? AND label_id = ?", (other.batch_id, other.row0 + i, label_id)
             ).fetchone()
             if found is not None:
-                outcomes.append((label_id, "joined", group.pid(i), member.batch_id, member.row0 + i, found[5],
-                                 found[6]))
+                outcomes.append((label_id, "joined", group.key if group.single else None, member.batch_id,
+                                 member.row0 + i, found[5], found[6]))
                 self.joined += 1
 
     def _settle(self, db: sqlite3.Connection, label: Label, blob: bytes, horizon_s: float,
@@ -628,9 +632,10 @@ class _Index:
         group, i = found
         if label.label_id in self.known and label.label_id not in self.pending:
             return True  # found in the file with its prediction: settled before
-        pid = group.pid(i)
-        members = [m for m in group.members if i < m.n]
-        if observed - min(m.served_at for m in members) > horizon_s:
+        pid = (label.prediction_id or group.key) if group.single else None  # else the batch key names it
+        members = group.holding(i)
+        first = group.first if group.even else min(m.served_at for m in members)
+        if observed - first > horizon_s:
             outcomes.append((label.label_id, "late", pid, members[0].batch_id, members[0].row0 + i, blob, observed))
         elif i in group.joined:
             outcomes.append((label.label_id, "duplicate", pid, members[0].batch_id, members[0].row0 + i, blob,
