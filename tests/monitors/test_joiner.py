@@ -178,3 +178,29 @@ def test_labels_in_batches_from_a_plain_kafka_producer_join_like_single_ones(set
     assert "invalid labels.1: " in no_zone and "time zone" in no_zone
     assert no_key.startswith("labels.1 names model 'other' by entity key") and "no data.key" in no_key
     store.close()
+
+
+def test_what_a_crashed_joiner_had_stored_is_skipped_when_it_comes_again_and_a_resent_label_counts_once(settings,
+                                                                                                      kafka_bus):
+    """Offsets are stored with the writes: a consumer that gets the same messages again (here a new group, which
+    starts from the beginning, as a restart after a crash restarts from the last commit) reads none of them."""
+    rng = np.random.default_rng(3)
+    y, _, ids, batches = served_traffic(rng, "1", 40, 0.6, 0)
+    for batch in batches:
+        kafka_bus.publish(settings.topics.predictions, batch.to_bytes(), key="churn")
+    for pid, value in zip(ids, y, strict=True):
+        kafka_bus.publish(settings.topics.labels, label_event(pid, int(value), T0 + timedelta(minutes=5)))
+    kafka_bus.flush()
+    store = OutcomeStore(f"sqlite:///{settings.home / 'outcomes.db'}")
+    first = Joiner(kafka_bus, settings, store, key_column=lambda model: None, group="first")
+    drain(first, len(batches) + len(ids))
+    first.close()
+    assert store.joined_count() == 40
+    kafka_bus.publish(settings.topics.labels, label_event(ids[0], int(y[0]), T0 + timedelta(minutes=5)))
+    kafka_bus.flush()
+    second = Joiner(kafka_bus, settings, store, key_column=lambda model: None, group="second")
+    drain(second, len(batches) + len(ids) + 1)
+    second.close()
+    assert (second.stats.rows, second.stats.labels) == (0, 1)  # only the resent label was read, and it counted once
+    assert store.joined_count() == 40 and set(store.label_states().values()) == {"joined"}
+    store.close()

@@ -229,3 +229,68 @@ def test_a_spec_s_quality_rule_names_a_metric_live_quality_computes():
     assert ModelSpec.model_validate({"name": "m", "data": data, "quality": {"metric": "roc_auc", "min": 0.8}})
     with pytest.raises(ValueError, match="never computes for a binary model"):
         ModelSpec.model_validate({"name": "m", "data": data, "quality": {"metric": "rmse", "max": 1.0}})
+
+
+def keyed(key: str, n: int, *, version: str = "1", role: str = CHAMPION, at: datetime = T0,
+          entities: list[str] | None = None) -> ServedBatch:
+    """A batch of `n` rows named as serving names them, `<key>-<i>`."""
+    batch = PredictionBatch(model="churn", version=version, role=role,
+                            rows=[{"x": float(i), "id": entities[i] if entities else None} for i in range(n)],
+                            predictions=[{"0": 0.5, "1": 0.5}] * n, ids=[f"{key}-{i}" for i in range(n)], ts=at)
+    return ServedBatch.of(batch, key="id")
+
+
+def test_a_batch_named_as_serving_names_it_is_indexed_by_its_key_and_its_rows_join_alike(store):
+    store.add([keyed("a1", 3), keyed("a1", 3, version="2", role=SHADOW)],
+              [label("l0", 1, pid="a1-0"), label("l2", 0, pid="a1-2"), label("l9", 1, pid="a1-9")], horizon_s=HOUR)
+    rows = store.joined("churn", None, since=T0)
+    assert [(r.prediction_id, r.role, r.features["x"]) for r in rows] == [
+        ("a1-0", CHAMPION, 0.0), ("a1-0", SHADOW, 0.0), ("a1-2", CHAMPION, 2.0), ("a1-2", SHADOW, 2.0)]
+    assert store.label_states() == {"l0": "joined", "l2": "joined", "l9": "pending"}  # a1 has no row 9
+    assert store.counts().predictions == 6
+
+
+def test_what_memory_no_longer_holds_is_found_in_the_file_and_still_counts_once(tmp_path):
+    store = OutcomeStore(f"sqlite:///{tmp_path / 'o.db'}", memory_rows=4)
+    store.add([keyed("old", 2), served("p-old", entity="7")], [label("l0", 1, pid="old-0")], horizon_s=HOUR)
+    store.add([keyed(f"k{i}", 2, at=T0 + timedelta(seconds=i)) for i in range(5)], [], horizon_s=HOUR)
+    # "old" and "p-old" left memory: a label for them, the same label sent again, a batch sent again.
+    store.add([keyed("old", 2), served("p-old", entity="7")],
+              [label("l0", 1, pid="old-0"), label("l1", 0, pid="old-1"), label("l2", 1, pid="old-0"),
+               label("l3", 1, entity="7")], horizon_s=HOUR)
+    assert store.label_states() == {"l0": "joined", "l1": "joined", "l2": "duplicate", "l3": "joined"}
+    assert sorted(r.prediction_id for r in store.joined("churn", None, since=T0)) == ["old-0", "old-1", "p-old"]
+    assert store.counts().predictions == 13
+    store.add([keyed("old", 2, version="2", role=SHADOW)], [label("l1", 0, pid="old-1")], horizon_s=HOUR)
+    assert [r.prediction_id for r in store.joined("churn", "2", since=T0, role=SHADOW)] == ["old-0", "old-1"]
+    assert store.joined_count() == 5
+    store.close()
+
+
+def test_a_restarted_writer_rebuilds_its_memory_from_the_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    first = OutcomeStore(url)
+    first.add([keyed("a", 2), served("p1", entity="42")],
+              [label("l0", 1, pid="a-0"), label("l5", 1, pid="b-0"), label("l6", 0, entity="9")], horizon_s=HOUR,
+              offsets={("labels", 0): 41, ("predictions", 2): 7})
+    first.close()
+    second = OutcomeStore(url)
+    assert second.offsets() == {("labels", 0): 41, ("predictions", 2): 7}
+    # Sent again after the restart: counted once; the pending ones join when their predictions come.
+    second.add([keyed("b", 1), keyed("a", 2, version="2", role=SHADOW), served("p9", entity="9")],
+               [label("l0", 1, pid="a-0"), label("l7", 1, entity="42")], horizon_s=HOUR)
+    assert second.label_states() == {"l0": "joined", "l5": "joined", "l6": "joined", "l7": "joined"}
+    assert [(r.prediction_id, r.role) for r in second.joined("churn", None, since=T0)] == [
+        ("a-0", CHAMPION), ("a-0", SHADOW), ("b-0", CHAMPION), ("p1", CHAMPION), ("p9", CHAMPION)]
+    assert (second.joined_count(), second.counts().pending) == (5, 0)
+    second.close()
+
+
+def test_ids_in_serving_s_form_are_told_apart_from_others():
+    from ctloop.monitors.outcomes import batch_key
+
+    assert batch_key([f"{'ab' * 16}-{i}" for i in range(3)]) == "ab" * 16
+    assert batch_key(["k-0", "k-1", "k-1"]) is None
+    assert batch_key(["k-1", "k-2"]) is None  # a later slice of a batch: its rows are not 0 ..
+    assert batch_key(["p1"]) is None
+    assert batch_key([]) is None
