@@ -378,6 +378,7 @@ class _Index:
         self.pending_by_key: dict[str, set[str]] = {}
         self.pending_by_entity: dict[tuple[str, str], list[str]] = {}
         self.entities: dict[tuple[str, str], list[tuple[float, _Group, int]]] = {}
+        self.blobs: dict[tuple[type, Any], bytes] = {}  # labels are mostly a few values: each serialised once
         self.joined = int(db.execute("SELECT COUNT(*) FROM outcomes WHERE state = 'joined'").fetchone()[0])
         self._load(db)
 
@@ -540,16 +541,37 @@ class _Index:
         for batch in batches:
             self._add_batch(db, batch, outcomes, woken)
         waiting = sorted((self.pending[label_id] for label_id in woken), key=lambda p: p.seq)
-        dumps, numpy = orjson.dumps, orjson.OPT_SERIALIZE_NUMPY
         settled: list[tuple[int]] = []
         for item in waiting:
             if self._settle(db, item.label, item.blob, horizon_s, outcomes):
                 self._release(item)
                 settled.append((item.seq,))
+        known, groups, blobs = self.known, self.groups, self.blobs
         for label in labels:
-            if label.label_id in self.known:
+            label_id, pid = label.label_id, label.prediction_id
+            if label_id in known:
                 continue  # delivered again, or sent again under the same id: settled once already
-            blob = dumps(label.label, option=numpy)
+            value = label.label
+            scalar = value.__class__ in _SCALARS
+            blob = blobs.get((value.__class__, value)) if scalar else None
+            if blob is None:
+                blob = _blob(value)
+                if scalar and len(blobs) < 1024:
+                    blobs[(value.__class__, value)] = blob
+            if pid is not None:
+                # The common case inline: a label for a row of a batch in memory, in time, not labelled yet.
+                key, _, row = pid.rpartition("-")
+                group = groups.get(key)
+                if group is not None and group.even and row.isdigit() and (row == "0" or row[0] != "0"):
+                    i = int(row)
+                    observed = label.observed_at.timestamp()
+                    if i < group.n and i not in group.joined and observed - group.first <= horizon_s:
+                        group.joined[i] = label_id
+                        outcomes += [(label_id, "joined", None, m.batch_id, i, blob, observed) for m in group.members]
+                        self.joined += len(group.members)
+                        known.add(label_id)
+                        group.label_ids.append(label_id)
+                        continue
             if not self._settle(db, label, blob, horizon_s, outcomes):
                 rowid = db.execute("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?)", (
                     label.label_id, label.prediction_id, label.model, label.entity, blob,
@@ -671,6 +693,13 @@ class _Index:
                 _discard(self.pending_by_key, split[0], label.label_id)
         else:
             _discard(self.pending_by_entity, (label.model, label.entity), label.label_id)
+
+
+_SCALARS = frozenset((bool, int, float, str))
+
+
+def _blob(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _discard(table: dict[Any, Any], key: Any, label_id: str) -> None:
