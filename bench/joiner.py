@@ -3,14 +3,17 @@ the same prediction batches, and against reading the raw topics.
 
     $V/bin/python bench/joiner.py [--batches 30] [--batch-rows 1000] [--reps 3] [--kafka 127.0.0.1:9092]
 
-Per rep, on a fresh bus, two label shapes on their own topics: `batches` prediction batches (20 feature
-columns, ids, class probabilities) with one `ctloop.label.observed` event per served row, and the same
-batches with one `ctloop.labels.observed` event per batch's labels (a fifth of the labels, in both shapes,
-before their predictions). Timed, each from its first message on (joining the consumer group is not counted):
+Per rep, on a fresh bus, three label shapes on their own topics: `batches` prediction batches (20 feature
+columns, ids in serving's `<batch uuid hex>-<i>` form, class probabilities) with one `ctloop.label.observed`
+event per served row; the same batches with one `ctloop.labels.observed` event per batch's labels; and that
+again with the rows carrying an entity key column and the labels naming model and key instead of the id (a
+fifth of the labels, in every shape, before their predictions). Timed, each from its first message on (joining
+the consumer group is not counted):
 - the monitor: `MonitorService` over the predictions topic (parse, fold, detect per 10k-row window, commit);
 - the joiner, per shape: `Joiner` over both topics into a fresh SQLite store until every label joined
   (parse, store, join, commit), as served rows/s (equal to labels/s: one label per row);
-- both by wall clock and per CPU-second of this process (steadier on a shared machine);
+- both by wall clock and per CPU-second of this process (steadier on a shared machine), after `gc.freeze()` of
+  the setup's heap, as `ctloop outcomes run` does at start (it applies to the monitor alike);
 - the raw read of both topics, per shape, no processing.
 Medians over reps.
 """
@@ -18,6 +21,7 @@ Medians over reps.
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -48,9 +52,10 @@ from ctloop.settings import Settings, Topics
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def publish(bus: Bus, topics: Topics, batches: int, batch_rows: int, *, batched: bool) -> int:
+def publish(bus: Bus, topics: Topics, batches: int, batch_rows: int, *, batched: bool, by_key: bool = False) -> int:
     """The prediction batches and their labels: one `ctloop.label.observed` event per row, or (`batched`) one
-    `ctloop.labels.observed` event per batch's labels; returns the served rows."""
+    `ctloop.labels.observed` event per batch's labels, naming the row by its id or (`by_key`) by the model and
+    the row's `customer` key; returns the served rows."""
     rng = np.random.default_rng(1)
     rows = monitor_bench.frame(rng, batch_rows).to_dict(orient="records")
     labels = rng.integers(0, 2, batch_rows).tolist()
@@ -59,8 +64,13 @@ def publish(bus: Bus, topics: Topics, batches: int, batch_rows: int, *, batched:
     for i in range(batches):
         key = uuid.uuid4().hex  # serving names a batch's rows <batch uuid hex>-<i>
         ids = [f"{key}-{r}" for r in range(batch_rows)]
-        items = [LabelObserved(prediction_id=pid, label=y, observed_at=observed)
-                 for pid, y in zip(ids, labels, strict=True)]
+        if by_key:
+            rows = [{**row, "customer": i * batch_rows + r} for r, row in enumerate(rows)]
+            items = [LabelObserved(model="bench", key=str(i * batch_rows + r), label=y, observed_at=observed)
+                     for r, y in enumerate(labels)]
+        else:
+            items = [LabelObserved(prediction_id=pid, label=y, observed_at=observed)
+                     for pid, y in zip(ids, labels, strict=True)]
         events = ([to_bytes(new_event(LabelsObserved(labels=items)))] if batched
                   else [to_bytes(new_event(item)) for item in items])
         if i in early:
@@ -104,11 +114,11 @@ def monitor_ingest(bus: Bus, settings: Settings, total: int) -> Rate:
     return rate
 
 
-def joiner_ingest(bus: Bus, settings: Settings, total: int, store_dir: Path) -> Rate:
+def joiner_ingest(bus: Bus, settings: Settings, total: int, store_dir: Path, key: str | None = None) -> Rate:
     """Served rows (each with its label) per second, from the joiner's first message until every label joined;
     what the first poll did, before the clock started, is not counted."""
     store = OutcomeStore(f"sqlite:///{store_dir / f'{uuid.uuid4().hex}.db'}")
-    joiner = Joiner(bus, settings, store, key_column=lambda model: None, group=f"bench-{uuid.uuid4().hex[:6]}")
+    joiner = Joiner(bus, settings, store, key_column=lambda model: key, group=f"bench-{uuid.uuid4().hex[:6]}")
     joiner.step(timeout_s=30, max_records=1)
     start, cpu = time.perf_counter(), time.process_time()
     rows, labels = joiner.stats.rows, joiner.stats.labels
@@ -135,29 +145,32 @@ def raw_read(bus: Bus, topics: Topics, messages: int) -> float:
 
 
 def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: int) -> None:
-    shapes = ("single", "batched")
+    shapes = ("single", "batched", "by key")
     monitor: list[Rate] = []
     joiner: dict[str, list[Rate]] = {shape: [] for shape in shapes}
     raw_s: dict[str, list[float]] = {shape: [] for shape in shapes}
     total = batches * batch_rows
-    label_messages = {"single": total, "batched": batches}
+    label_messages = {"single": total, "batched": batches, "by key": batches}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(reps):
             bus = open_bus(Path(tmp))
             for shape in shapes:
                 topics = topics_for()
                 settings = Settings(home=Path(tmp), topics=topics)
-                publish(bus, topics, batches, batch_rows, batched=shape == "batched")
+                publish(bus, topics, batches, batch_rows, batched=shape != "single", by_key=shape == "by key")
+                gc.freeze()
                 if shape == "single":
                     monitor.append(monitor_ingest(bus, settings, total))
-                joiner[shape].append(joiner_ingest(bus, settings, total, Path(tmp)))
+                joiner[shape].append(joiner_ingest(bus, settings, total, Path(tmp),
+                                                   key="customer" if shape == "by key" else None))
                 raw_s[shape].append(raw_read(bus, topics, batches + label_messages[shape]))
             bus.close()
     med = statistics.median
     m_wall, m_cpu = med(r.wall for r in monitor), med(r.cpu for r in monitor)
     print(f"{name}: {batches} batches x {batch_rows} rows (20 features) and {total} labels, medians of {reps}")
     print(f"  monitor ingest (predictions topic)   {m_wall:>9,.0f} rows/s, {m_cpu:>9,.0f} rows per CPU-s   1x")
-    for shape, words in (("single", "one label per event"), ("batched", f"{batch_rows} labels per event")):
+    for shape, words in (("single", "one label per event"), ("batched", f"{batch_rows} labels per event"),
+                         ("by key", f"{batch_rows} per event, by entity key")):
         wall, cpu = med(r.wall for r in joiner[shape]), med(r.cpu for r in joiner[shape])
         took, raw = med(r.seconds for r in joiner[shape]), med(raw_s[shape])
         print(f"  joiner, {words:<28}{wall:>9,.0f} rows/s, {cpu:>9,.0f} rows per CPU-s   "

@@ -8,6 +8,7 @@ quality, publishing `ctloop.quality.degraded` where a spec's rule breaks. Specs 
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -162,6 +163,10 @@ def outcomes_service(settings: Settings, bus: Bus, *, store_url: str | None = No
     quality = QualityMonitor(store, bus, settings.topics.quality, holdout=registry_holdout(settings.tracking_uri),
                              sinks=(registry_logger(settings.tracking_uri), metrics.record))
     lander = Lander(store, s3_endpoint_url=settings.s3_endpoint_url, window_s=window_s, max_rows=land_rows)
+    # What was built so far (libraries, specs) lives as long as the process: out of the collector's sight, a
+    # poll's tens of thousands of short-lived label objects no longer make it walk that heap (a fifth of the
+    # joiner's CPU with labels in batches, measured).
+    gc.freeze()
     return OutcomesService(settings, joiner, lander,
                            quality, metrics=metrics, evaluate_every_s=evaluate_every_s, window_s=window_s,
                            specs=specs)
