@@ -11,10 +11,17 @@ Roles: serving logs the champion's outputs as role "champion" and a shadow chall
 shadow row may carry the same prediction id as the champion's row of the same request: a label naming that
 id joins both, so both models are scored on the same live labels.
 
-Idempotency: a prediction row is identified by (prediction id, role) and a label by its event id, so a
-re-delivered message is stored once; a prediction joins at most one label (later ones are counted as
-duplicates). Everything a poll brings is written in one transaction, which the joiner commits before it
-commits the consumer offsets.
+Layout: a served batch is one row (its JSON as served). Serving names its rows `<batch key>-<i>`, so such a
+batch is found by its key alone; rows of batches whose ids follow no such form get one index row each. Labels
+join in memory (`_Index`: the newest `memory_rows` served rows, the ids of the labels settled against them,
+the pending labels, the champion's entity keys), built from the file at the first write and falling back to
+the file for older rows; each joined pair is one appended row, late and duplicate labels one row each.
+
+What is guaranteed: a batch is stored once per role (a batch with a key by its key; one without by its first
+id), a prediction joins at most one label per role (later ones are `duplicate`), and a label id is settled once
+(the writer knows the id of every pending label and of every label settled against a prediction it holds or
+looks up). Everything a poll brings is written in one transaction with the consumer offsets it reached
+(`offsets()`), before the joiner commits them to the bus: a redelivered message is at or below them, skipped.
 """
 
 from __future__ import annotations
