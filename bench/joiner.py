@@ -15,7 +15,9 @@ the consumer group is not counted):
 - both by wall clock and per CPU-second of this process (steadier on a shared machine), after `gc.freeze()` of
   the setup's heap, as `ctloop outcomes run` does at start (it applies to the monitor alike);
 - the raw read of both topics, per shape, no processing.
-Medians over reps.
+Medians over reps. `--parts` prints, per shape, the joiner's CPU per served row and its label by part: parsing
+prediction batches, parsing label events, the store's `add` (SQLite and the in-memory join), the rest (polls,
+commits); each part timed with `time.process_time()` around it, summed over the reps.
 """
 
 from __future__ import annotations
@@ -144,13 +146,37 @@ def raw_read(bus: Bus, topics: Topics, messages: int) -> float:
     return elapsed
 
 
-def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: int) -> None:
+class Parts:
+    """CPU seconds spent in the joiner's parts, by wrapping the methods that do them."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {"batch parse": 0.0, "label parse": 0.0, "store": 0.0}
+        for cls, method, part in ((Joiner, "_read_batch", "batch parse"), (Joiner, "_read_labels", "label parse"),
+                                  (OutcomeStore, "add", "store")):
+            setattr(cls, method, self._timed(getattr(cls, method), part))
+
+    def _timed(self, fn, part: str):
+        def timed(*args, **kwargs):
+            start = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.spent[part] += time.process_time() - start
+        return timed
+
+    def take(self) -> dict[str, float]:
+        spent, self.spent = self.spent, dict.fromkeys(self.spent, 0.0)
+        return spent
+
+
+def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: int, parts: Parts | None = None) -> None:
     shapes = ("single", "batched", "by key")
     monitor: list[Rate] = []
     joiner: dict[str, list[Rate]] = {shape: [] for shape in shapes}
     raw_s: dict[str, list[float]] = {shape: [] for shape in shapes}
     total = batches * batch_rows
     label_messages = {"single": total, "batched": batches, "by key": batches}
+    spent: dict[str, dict[str, float]] = {shape: {} for shape in shapes}
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(reps):
             bus = open_bus(Path(tmp))
@@ -161,8 +187,13 @@ def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: in
                 gc.freeze()
                 if shape == "single":
                     monitor.append(monitor_ingest(bus, settings, total))
+                if parts is not None:
+                    parts.take()
                 joiner[shape].append(joiner_ingest(bus, settings, total, Path(tmp),
                                                    key="customer" if shape == "by key" else None))
+                if parts is not None:
+                    for part, seconds in parts.take().items():
+                        spent[shape][part] = spent[shape].get(part, 0.0) + seconds
                 raw_s[shape].append(raw_read(bus, topics, batches + label_messages[shape]))
             bus.close()
     med = statistics.median
@@ -176,6 +207,11 @@ def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: in
         print(f"  joiner, {words:<28}{wall:>9,.0f} rows/s, {cpu:>9,.0f} rows per CPU-s   "
               f"{wall / m_wall:.2f}x by wall, {cpu / m_cpu:.2f}x per CPU-s ({took:.2f} s; raw read of both topics "
               f"{raw:.2f} s, {(batches + label_messages[shape]) / raw:,.0f} msg/s: joiner / raw {took / raw:.1f}x)")
+        if parts is not None:
+            per_pair = {part: seconds / (total * reps) * 1e6 for part, seconds in spent[shape].items()}
+            rest = 1e6 / cpu - sum(per_pair.values())
+            print("      CPU per pair: " + ", ".join(f"{part} {us:.1f} us" for part, us in per_pair.items())
+                  + f", the rest {rest:.1f} us (of {1e6 / cpu:.1f} us, median rep)")
 
 
 def main() -> None:
@@ -184,7 +220,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=30)
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--kafka", help="bootstrap of a running broker, to measure on Kafka too")
+    parser.add_argument("--parts", action="store_true", help="also the joiner's CPU per pair by part")
     args = parser.parse_args()
+    parts = Parts() if args.parts else None
 
     def fresh_topics() -> Topics:
         tag = uuid.uuid4().hex[:8]
@@ -192,11 +230,11 @@ def main() -> None:
                       drift=f"bench-{tag}.d")
 
     run("embedded bus", lambda tmp: EmbeddedBus(tmp / f"bus-{uuid.uuid4().hex}.db"), fresh_topics, args.reps,
-        args.batches, args.batch_rows)
+        args.batches, args.batch_rows, parts)
     if args.kafka:
         from ctloop.kafka_bus import KafkaBus
 
-        run("kafka", lambda tmp: KafkaBus(args.kafka), fresh_topics, args.reps, args.batches, args.batch_rows)
+        run("kafka", lambda tmp: KafkaBus(args.kafka), fresh_topics, args.reps, args.batches, args.batch_rows, parts)
 
 
 if __name__ == "__main__":
