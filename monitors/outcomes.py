@@ -384,7 +384,9 @@ class _Index:
         self.pending_by_pid: dict[str, list[str]] = {}
         self.pending_by_key: dict[str, set[str]] = {}
         self.pending_by_entity: dict[tuple[str, str], list[str]] = {}
-        self.entities: dict[tuple[str, str], list[tuple[float, _Group, int]]] = {}
+        # model -> entity -> its champion rows as (served at, group, row), one tuple while there is one (most
+        # entities), a list after: a tuple and a list per row would double what the index takes in memory.
+        self.entities: dict[str, dict[str, Any]] = {}
         self.blobs: dict[tuple[type, Any], bytes] = {}  # labels are mostly a few values: each serialised once
         self.joined = int(db.execute("SELECT COUNT(*) FROM outcomes WHERE state = 'joined'").fetchone()[0])
         self._load(db)
@@ -469,9 +471,20 @@ class _Index:
         return group
 
     def _index_entities(self, group: _Group, member: _Member) -> None:
+        index, at = self.entities.setdefault(member.model, {}), member.served_at
         for i, entity in enumerate(member.entities or ()):
             if entity is not None:
-                self.entities.setdefault((member.model, entity), []).append((member.served_at, group, i))
+                held = index.get(entity)
+                if held is None:
+                    index[entity] = (at, group, i)
+                elif isinstance(held, tuple):
+                    index[entity] = [held, (at, group, i)]
+                else:
+                    held.append((at, group, i))
+
+    def _entity_rows(self, model: str, entity: str) -> list[tuple[float, _Group, int]]:
+        held = self.entities.get(model, {}).get(entity)
+        return [] if held is None else [held] if isinstance(held, tuple) else held
 
     def _evict(self) -> None:
         while self.held > self.memory_rows and len(self.order) > 1:
@@ -480,12 +493,14 @@ class _Index:
             self.held -= sum(m.n for m in group.members)
             self.known.difference_update(group.label_ids)
             for member in group.members:
+                index = self.entities.get(member.model, {})
                 for entity in member.entities or ():
-                    found = self.entities.get((member.model, entity)) if entity is not None else None
-                    if found:
-                        found[:] = [e for e in found if e[1] is not group]
-                        if not found:
-                            del self.entities[(member.model, entity)]
+                    if entity is not None and entity in index:
+                        kept = [e for e in self._entity_rows(member.model, entity) if e[1] is not group]
+                        if kept:
+                            index[entity] = kept[0] if len(kept) == 1 else kept
+                        else:
+                            del index[entity]
             self.partial = True
 
     # -- finding predictions ----------------------------------------------------------------------------------
@@ -524,7 +539,7 @@ class _Index:
                   ) -> tuple[_Group, int] | None:
         """The newest champion prediction of `entity` served at or before `observed_at`."""
         best = None
-        for served_at, group, i in self.entities.get((model, entity), ()):
+        for served_at, group, i in self._entity_rows(model, entity):
             if served_at <= observed_at and (best is None or served_at >= best[0]):
                 best = (served_at, group, i)
         if best is not None:

@@ -294,3 +294,14 @@ def test_ids_in_serving_s_form_are_told_apart_from_others():
     assert batch_key(["k-1", "k-2"]) is None  # a later slice of a batch: its rows are not 0 ..
     assert batch_key(["p1"]) is None
     assert batch_key([]) is None
+
+
+def test_a_label_by_entity_key_finds_a_prediction_memory_no_longer_holds_in_the_file(tmp_path):
+    store = OutcomeStore(f"sqlite:///{tmp_path / 'o.db'}", memory_rows=2)
+    store.add([keyed("a", 2, entities=["41", "42"]), served("p-7", entity="7")], [], horizon_s=HOUR)
+    store.add([keyed(f"k{i}", 2) for i in range(3)], [], horizon_s=HOUR)
+    store.add([], [label("l1", 1, entity="42"), label("l2", 0, entity="7"), label("l3", 1, entity="404")],
+              horizon_s=HOUR)
+    assert sorted(r.prediction_id for r in store.joined("churn", None, since=T0)) == ["a-1", "p-7"]
+    assert store.label_states() == {"l1": "joined", "l2": "joined", "l3": "pending"}
+    store.close()
