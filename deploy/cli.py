@@ -194,5 +194,7 @@ def serve_command(
     with closing(open_bus(settings)) as event_bus:
         # After the bus is open: a broker that does not answer is one error line, not the client's log.
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        # kafka-python logs every connection and metadata refresh at INFO; serving's own lines are what matter.
+        logging.getLogger("kafka").setLevel(logging.WARNING)
         serve(settings.tracking_uri, model, host=host, port=port, poll_s=poll, bus=event_bus,
               predictions_topic=settings.topics.predictions, models_topic=settings.topics.models, shadow=shadow)
