@@ -8,7 +8,9 @@
      including folding the window's 10k row dicts in (`Window.add` + `detect`).
    Medians over --reps; ratios Evidently / fast path. The profile is built once (timed separately).
 2. Ingest: rows/s through `MonitorService` from the embedded bus (and Kafka with --kafka), batches
-   of 1000 rows, 10k-row windows, no reports; publishing is done before timing.
+   of 1000 rows, 10k-row windows, no reports; publishing is done before timing. Each prediction-batch
+   form (`--forms`: columnar, what serving writes, and rows, what it wrote before) is measured in turn,
+   on a topic of its own; `--ingest-only` skips part 1.
 """
 
 from __future__ import annotations
@@ -109,13 +111,20 @@ def window_bench(reps: int, ref_rows: int, window_rows: int) -> None:
           f"dataset drift {verdict.dataset_drift}")
 
 
-def publish(bus: Bus, topic: str, batches: int, batch_rows: int) -> int:
+FORMS = ("columnar", "rows")
+
+
+def publish(bus: Bus, topic: str, batches: int, batch_rows: int, form: str) -> int:
     rng = np.random.default_rng(1)
-    rows = frame(rng, batch_rows).to_dict(orient="records")
+    served = frame(rng, batch_rows)
+    by_column = (served[c].tolist() for c in served)
+    features: dict[str, object] = (
+        {"columns": list(served.columns), "data": [list(r) for r in zip(*by_column, strict=True)]}
+        if form == "columnar" else {"rows": served.to_dict(orient="records")})
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     for i in range(batches):
-        value = PredictionBatch(model="bench", rows=rows, predictions=[0] * batch_rows,
-                                ts=t0 + timedelta(seconds=i)).to_bytes()
+        value = PredictionBatch(model="bench", predictions=[0] * batch_rows, ts=t0 + timedelta(seconds=i),
+                                **features).to_bytes()
         bus.publish(topic, value, key="bench")
     bus.flush()
     return batches * batch_rows
@@ -134,26 +143,27 @@ def drain_only(bus: Bus, topic: str, total_messages: int) -> tuple[float, int]:
     return elapsed, count
 
 
-def ingest_bench(name: str, bus: Bus, settings: Settings, batches: int, batch_rows: int) -> None:
+def ingest_bench(name: str, bus: Bus, settings: Settings, batches: int, batch_rows: int, form: str) -> None:
     rng = np.random.default_rng(2)
     profile = build_profile(frame(rng, 20_000), numeric=NUMERIC, categorical=CATEGORICAL)
-    total = publish(bus, settings.topics.predictions, batches, batch_rows)
+    total = publish(bus, settings.topics.predictions, batches, batch_rows, form)
     monitor = DriftMonitor(Reference(profile, "bench"), MonitorConfig(window=WindowPolicy(max_rows=10_000)))
     service = MonitorService(bus, settings, monitor, group=f"bench-{uuid.uuid4().hex[:6]}")
     # Time from the first batch on, so that joining the consumer group is not counted.
     service.step(timeout_s=30, max_records=1)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     first_rows = service.stats.rows
     deadline = start + 300
     while service.stats.rows < total and time.perf_counter() < deadline:
         service.step(timeout_s=0.5, max_records=50)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     service.close()
     rows = service.stats.rows - first_rows
     drain_s, drained = drain_only(bus, settings.topics.predictions, batches)
-    print(f"ingest {name}: {rows} rows in {service.stats.messages - 1} messages "
+    print(f"ingest {name}, {form} batches: {rows} rows in {service.stats.messages - 1} messages "
           f"({batch_rows} rows each), {service.stats.windows} windows, {elapsed:.2f} s: "
-          f"{rows / elapsed:,.0f} rows/s, {(service.stats.messages - 1) / elapsed:,.1f} msg/s")
+          f"{rows / elapsed:,.0f} rows/s, {(service.stats.messages - 1) / elapsed:,.1f} msg/s, "
+          f"{cpu / rows * 1e6:.2f} CPU us per row")
     print(f"  baseline, reading the same topic without processing: {drained} messages in {drain_s:.2f} s: "
           f"{drained * batch_rows / drain_s:,.0f} rows/s")
 
@@ -166,22 +176,28 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--kafka", help="bootstrap of a running broker, to measure ingest from Kafka too")
+    parser.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS),
+                        help="the prediction-batch forms to ingest, one after the other")
+    parser.add_argument("--ingest-only", action="store_true", help="skip the per-window comparison with Evidently")
     args = parser.parse_args()
-    window_bench(args.reps, args.reference_rows, args.window_rows)
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(home=Path(tmp))
-        bus = EmbeddedBus(Path(tmp) / "bus.db")
-        ingest_bench("embedded bus", bus, settings, args.batches, args.batch_rows)
-        bus.close()
-    if args.kafka:
-        from ctloop.kafka_bus import KafkaBus
+    if not args.ingest_only:
+        window_bench(args.reps, args.reference_rows, args.window_rows)
+    for form in args.forms:
+        with tempfile.TemporaryDirectory() as tmp:
+            settings = Settings(home=Path(tmp))
+            bus = EmbeddedBus(Path(tmp) / "bus.db")
+            ingest_bench("embedded bus", bus, settings, args.batches, args.batch_rows, form)
+            bus.close()
+        if args.kafka:
+            from ctloop.kafka_bus import KafkaBus
 
-        prefix = f"bench-{uuid.uuid4().hex[:8]}"
-        settings = Settings(home=Path(tempfile.gettempdir()), kafka_bootstrap=args.kafka,
-                            topics=Topics(predictions=f"{prefix}.p", drift=f"{prefix}.d", deadletter=f"{prefix}.dl"))
-        bus = KafkaBus(args.kafka)
-        ingest_bench("kafka", bus, settings, args.batches, args.batch_rows)
-        bus.close()
+            prefix = f"bench-{uuid.uuid4().hex[:8]}"
+            settings = Settings(home=Path(tempfile.gettempdir()), kafka_bootstrap=args.kafka,
+                                topics=Topics(predictions=f"{prefix}.p", drift=f"{prefix}.d",
+                                              deadletter=f"{prefix}.dl"))
+            bus = KafkaBus(args.kafka)
+            ingest_bench("kafka", bus, settings, args.batches, args.batch_rows, form)
+            bus.close()
 
 
 if __name__ == "__main__":

@@ -262,7 +262,7 @@ def components(uri: str, root: Path, features: pd.DataFrame) -> None:
                 for _ in range(40):
                     call()
                 best = min(best, (time.thread_time() - start) / 40)
-            print(f"  {name:<42} {best * 1000:6.3f}", flush=True)
+            print(f"  {name:<48} {best * 1000:6.3f}", flush=True)
 
 
 def component_calls(loaded, frame: pd.DataFrame) -> list[tuple[str, object]]:
@@ -271,7 +271,8 @@ def component_calls(loaded, frame: pd.DataFrame) -> list[tuple[str, object]]:
     from mlflow.models.utils import _enforce_schema
 
     from ctloop.deploy.scoring import Features, parse_request
-    from ctloop.deploy.serving import _encode, _predict, _served_batch
+    from ctloop.deploy.serving import _predict, served_batch
+    from ctloop.predictions import PredictionBatch
 
     rows_only = Features(loaded.features.names, loaded.features.required)  # what a non-double signature gets
     schema = loaded.model.metadata.get_input_schema()
@@ -289,8 +290,11 @@ def component_calls(loaded, frame: pd.DataFrame) -> list[tuple[str, object]]:
         ("row path: parse", lambda: parse_request(body, rows_only)),
         ("row path: frame + predict", lambda: _predict(replace(loaded, prechecked=None), by_rows)),
         ("reply encoding", lambda: json.dumps({"predictions": predictions, "ids": ids}).encode()),
-        ("log thread: batch rows + encoding", lambda: _encode(_served_batch(
-            "bench", "1", parse_request(body, loaded.features), predictions, ids, datetime.now(UTC)))),
+        ("log thread: columnar batch + encoding", lambda: served_batch(
+            "bench", "1", parse_request(body, loaded.features), predictions, ids, datetime.now(UTC)).to_bytes()),
+        ("log thread, rows form (before): rows + encoding", lambda: PredictionBatch.model_construct(
+            model="bench", version="1", rows=parse_request(body, loaded.features).rows, predictions=predictions,
+            ids=ids, ts=datetime.now(UTC)).to_bytes()),
         ("  of which parse (not on the log thread)", lambda: parse_request(body, loaded.features)),
     ]
 

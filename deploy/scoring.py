@@ -32,6 +32,7 @@ import numpy as np
 import orjson
 
 from ctloop.httpserver import HttpError
+from ctloop.predictions import columnar_form
 
 INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs", "rows")
 PARAMS_KEY = "params"
@@ -61,7 +62,7 @@ class Features:
 class ScoringRequest:
     """One request's input: `params` for `predict`, `count` rows, and `rows` as the client sent them (one
     dict per row, built on first use); `matrix`, when set, holds the same rows as one float64 array in the
-    signature's column order."""
+    signature's column order; `split()` gives them as columns and lists, the prediction log's form."""
 
     params: dict[str, Any] | None
     count: int
@@ -79,6 +80,11 @@ class ScoringRequest:
             return self._records
         columns, data = self._split  # type: ignore[misc]  # one of the two is always set
         return [dict(zip(columns, row, strict=True)) for row in data]
+
+    def split(self) -> tuple[list[str], list[list[Any]]] | None:
+        """`(columns, data)` as a `dataframe_split` sent them, or made from rows that all have the same
+        features; None when the rows' features differ."""
+        return self._split if self._split is not None else columnar_form(self.rows)
 
 
 def parse_request(body: bytes, features: Features, *, max_rows: int = MAX_ROWS) -> ScoringRequest:
@@ -105,8 +111,9 @@ def parse_request(body: bytes, features: Features, *, max_rows: int = MAX_ROWS) 
         if matrix is not None:
             return ScoringRequest(None, len(data), matrix, _split=(columns, data))
         rows = [dict(zip(columns, row, strict=True)) for row in data]
-    else:
-        rows = _records(key, doc[key], max_rows)
+        check_rows(rows, features)
+        return ScoringRequest(params or None, len(rows), _records=rows, _split=(columns, data))
+    rows = _records(key, doc[key], max_rows)
     check_rows(rows, features)
     return ScoringRequest.of_rows(rows, params or None)
 

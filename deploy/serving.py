@@ -39,8 +39,6 @@ from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-import orjson
-
 from ctloop.bus import Bus
 from ctloop.deploy.promotion import settle_quietly
 from ctloop.deploy.registry import CHAMPION, Registry, RegistryError
@@ -279,7 +277,7 @@ class PredictionLog:
         self._thread.start()
 
     def submit(self, batch: PredictionBatch) -> None:
-        self.submit_later(lambda: batch, len(batch.rows))
+        self.submit_later(lambda: batch, batch.count)
 
     def submit_later(self, build: Callable[[], PredictionBatch], rows: int) -> None:
         """Queue the batch `build()` returns, built on the log's thread; `rows` is its size, for the warning."""
@@ -329,7 +327,7 @@ class PredictionLog:
     def _add(self, group: list[tuple[bytes, str | bytes | None]], build: Callable[[], PredictionBatch]) -> None:
         try:
             batch = build()
-            group.append((_encode(batch), batch.model))
+            group.append((batch.to_bytes(), batch.model))
         except Exception:
             self.dropped += 1
             log.exception("could not build a prediction batch")
@@ -337,7 +335,7 @@ class PredictionLog:
     def _publish_one(self, build: Callable[[], PredictionBatch]) -> None:
         try:
             batch = build()
-            self.bus.publish(self.topic, _encode(batch), key=batch.model)
+            self.bus.publish(self.topic, batch.to_bytes(), key=batch.model)
             self.published += 1
         except Exception:
             self.dropped += 1
@@ -354,15 +352,6 @@ class PredictionLog:
         self._queue.put(None)
         self._thread.join(timeout=timeout_s)
         self._flush()
-
-
-def _encode(batch: PredictionBatch) -> bytes:
-    """The batch as `PredictionBatch.to_bytes` writes it, by orjson: 2-3x cheaper for rows of plain values,
-    which pydantic serializes as `Any`, one type check per value."""
-    try:
-        return orjson.dumps({name: getattr(batch, name) for name in type(batch).model_fields}, option=orjson.OPT_UTC_Z)
-    except TypeError:
-        return batch.to_bytes()  # what orjson cannot write (an int over 64 bits, a lone surrogate)
 
 
 ROUTES = {"/invocations": "POST", "/predict": "POST", "/ping": "GET", "/health": "GET", "/version": "GET",
@@ -515,7 +504,7 @@ class ScoringApp:
         self.metrics.rows.inc(request.count)
         if self.prediction_log is not None:
             self.prediction_log.submit_later(
-                partial(_served_batch, name, loaded.version, request, predictions, ids, datetime.now(UTC)),
+                partial(served_batch, name, loaded.version, request, predictions, ids, datetime.now(UTC)),
                 request.count)
         if self.shadow is not None:
             self.shadow.submit(request, ids, loaded.version)
@@ -543,11 +532,18 @@ class ScoringApp:
         return (HTTPStatus.OK if loaded else HTTPStatus.SERVICE_UNAVAILABLE), body
 
 
-def _served_batch(name: str, version: str, request: ScoringRequest, predictions: list[Any], ids: list[str],
-                  served: datetime) -> PredictionBatch:
-    # Built without validating again: the rows passed the request's checks, one prediction and id per row.
-    return PredictionBatch.model_construct(model=name, version=version, rows=request.rows, predictions=predictions,
-                                           ids=ids, ts=served)
+def served_batch(name: str, version: str, request: ScoringRequest, predictions: list[Any], ids: list[str],
+                 served: datetime, role: str = "champion") -> PredictionBatch:
+    """The prediction-log batch of one scored request: columnar (the request's own columns and lists, no
+    dict per row) unless its rows' features differ. Built without validating again: the rows passed the
+    request's checks, with one prediction and id per row."""
+    split = request.split()
+    if split is None:
+        return PredictionBatch.model_construct(model=name, version=version, rows=request.rows,
+                                               predictions=predictions, ids=ids, ts=served, role=role)
+    columns, data = split
+    return PredictionBatch.model_construct(model=name, version=version, columns=columns, data=data,
+                                           predictions=predictions, ids=ids, ts=served, role=role)
 
 
 def _check_content_type(scope: Scope) -> None:

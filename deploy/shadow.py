@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from ctloop.deploy.registry import CHALLENGER, CHAMPION, PREVIOUS, Registry
 from ctloop.deploy.scoring import ScoringRequest
-from ctloop.deploy.serving import ChampionFollower, LoadedModel, PredictionLog, _predict, load_version
-from ctloop.predictions import PredictionBatch
+from ctloop.deploy.serving import ChampionFollower, LoadedModel, PredictionLog, _predict, load_version, served_batch
 
 log = logging.getLogger(__name__)
 
@@ -111,9 +111,9 @@ class Shadow:
             return "failed"
         self.last_error = None
         self.rows += len(job.ids)
-        self.prediction_log.submit(PredictionBatch.model_construct(
-            model=self.follower.name, version=loaded.version, rows=job.request.rows, predictions=predictions,
-            ids=job.ids, ts=job.ts, role="shadow"))
+        self.prediction_log.submit_later(partial(
+            served_batch, self.follower.name, loaded.version, job.request, predictions, job.ids, job.ts, "shadow"),
+            len(job.ids))
         return "logged"
 
     def close(self, timeout_s: float = 10.0) -> None:

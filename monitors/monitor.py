@@ -26,7 +26,7 @@ from ctloop.monitors.detector import DriftDetector, WindowVerdict
 from ctloop.monitors.reference import Reference
 from ctloop.monitors.report import ReportSink, drift_report_html
 from ctloop.monitors.stattests import DriftThresholds
-from ctloop.monitors.window import TumblingWindows, Window, WindowPolicy
+from ctloop.monitors.window import Columns, Rows, TumblingWindows, Window, WindowPolicy
 from ctloop.predictions import PredictionBatch
 
 log = logging.getLogger(__name__)
@@ -100,7 +100,13 @@ class DriftMonitor:
         if batch.version and not self.reference.version:
             self._version = batch.version
         ts = batch.ts if batch.ts.tzinfo else batch.ts.replace(tzinfo=UTC)
-        rows = self.featurize(list(batch.rows)) if self.featurize is not None else batch.rows
+        rows: Rows
+        if self.featurize is not None:
+            rows = self.featurize(list(batch.iter_rows()))
+        elif batch.columns is not None and batch.data is not None:
+            rows = Columns(batch.columns, batch.data)  # folded column by column: no dict per row
+        else:
+            rows = batch.rows
         return [self._close(w) for w in self.windows.add(rows, ts, marker, stream)]
 
     def skip(self, marker: Any, stream: Hashable = None) -> dict[Hashable, Any]:

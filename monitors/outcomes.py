@@ -42,7 +42,7 @@ import orjson
 from ctloop.failures import Refused
 from ctloop.metrics import classification_metrics, label_key, regression_metrics
 from ctloop.modelspec import REGRESSION_METRICS
-from ctloop.predictions import PredictionBatch
+from ctloop.predictions import PredictionBatch, row_of
 from ctloop.sqlite import connect
 
 CHAMPION = "champion"
@@ -95,8 +95,8 @@ class ServedBatch:
         ids = batch.ids or ids
         if ids is None:
             raise ValueError("a served batch needs an id per row: the batch has none and none were given")
-        entities = ([None if (value := row.get(key)) is None else label_key(value) for row in batch.rows]
-                    if key is not None else [None] * len(batch.rows))
+        values = batch.column(key) if key is not None else None
+        entities = [None if v is None else label_key(v) for v in values] if values is not None else [None] * batch.count
         served_at = batch.ts if batch.ts.tzinfo else batch.ts.replace(tzinfo=UTC)
         return cls(batch.model, batch.version, batch.role or CHAMPION, served_at, ids, entities,
                    batch.to_bytes() if body is None else body)
@@ -750,7 +750,7 @@ def _load_body(body: bytes) -> dict[str, Any]:
 
 def _joined(row: tuple[Any, ...], body: dict[str, Any]) -> JoinedPrediction:
     pid, model, version, role, label, served_at, observed_at, _, index = row
-    return JoinedPrediction(pid, model, version, role, body["rows"][index], body["predictions"][index],
+    return JoinedPrediction(pid, model, version, role, row_of(body, index), body["predictions"][index],
                             orjson.loads(label), _when(served_at), _when(observed_at))
 
 

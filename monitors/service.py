@@ -96,7 +96,7 @@ class MonitorService:
             if batch is None or not self.monitor.accepts(batch):
                 self._commit(self.monitor.skip(message, stream))
                 continue
-            self.stats.rows += len(batch.rows)
+            self.stats.rows += batch.count
             for outcome in self.monitor.add(batch, message, stream):
                 self._finish(outcome)
                 outcomes.append(outcome)

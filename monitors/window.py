@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,6 +44,24 @@ class WindowPolicy:
             raise ValueError(f"max_seconds must be positive, got {self.max_seconds}")
 
 
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """A batch's rows in the columnar form: the feature names once, and each row's values in that order.
+    Folded column by column, with no dict per row; iterating it makes the rows as dicts (for reports)."""
+
+    names: Sequence[str]
+    data: Sequence[Sequence[Any]]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (dict(zip(self.names, values, strict=True)) for values in self.data)
+
+
+Rows = Sequence[dict[str, Any]] | Columns
+
+
 @dataclass
 class Window:
     """One window's rows, reduced to what the drift tests need."""
@@ -58,13 +76,13 @@ class Window:
     keep_rows: bool = False
     opened_at: float | None = None
     markers: dict[Hashable, Any] = field(default_factory=dict)
-    kept: list[Sequence[dict[str, Any]]] = field(default_factory=list)
+    kept: list[Rows] = field(default_factory=list)
     _chunks: dict[str, list[np.ndarray]] = field(default_factory=dict)
     _counts: dict[str, Counter[Hashable]] = field(default_factory=dict)
 
-    def add(self, rows: Sequence[dict[str, Any]], ts: datetime, marker: Any = None, stream: Hashable = None) -> None:
-        """Fold one batch in. `marker` (e.g. the bus message) is remembered as the latest of its
-        `stream` (e.g. topic and partition), so the window knows what to commit once it is done."""
+    def add(self, rows: Rows, ts: datetime, marker: Any = None, stream: Hashable = None) -> None:
+        """Fold one batch in, as rows or `Columns`. `marker` (e.g. the bus message) is remembered as the
+        latest of its `stream` (e.g. topic and partition), so the window knows what to commit once it is done."""
         self.start = ts if self.start is None else min(self.start, ts)
         self.end = ts if self.end is None else max(self.end, ts)
         self.batches += 1
@@ -73,6 +91,9 @@ class Window:
             return
         if self.keep_rows:
             self.kept.append(rows)
+        if isinstance(rows, Columns):
+            self._add_columns(rows)
+            return
         n = len(rows)
         missing = np.zeros(n, dtype=bool)
         nan = np.zeros(n, dtype=bool)
@@ -98,6 +119,43 @@ class Window:
         self.rows += n
         for kind, flags in zip(BAD_KINDS, (missing, extra, nan, wrong), strict=True):
             self.bad[kind] += int(flags.sum())
+
+    def _add_columns(self, table: Columns) -> None:
+        """`add` for the columnar form: a row has every column, so a feature absent from the names is missing
+        in every row, and every row is `extra` when the names hold a feature the profile does not know."""
+        n = len(table)
+        where = {name: j for j, name in enumerate(table.names)}
+        by_column = list(zip(*table.data, strict=True))
+        nowhere = np.ones(n, dtype=bool)
+        flags = {kind: np.zeros(n, dtype=bool) for kind in BAD_KINDS}
+        known = 0
+        for name in self.numeric:
+            j = where.get(name)
+            if j is None:
+                self._chunks.setdefault(name, []).append(np.empty(0))
+                flags["missing"] |= nowhere
+                continue
+            known += 1
+            finite, _, col_nan, col_wrong = _numeric_cells(by_column[j])
+            self._chunks.setdefault(name, []).append(finite)
+            flags["nan"] |= col_nan
+            flags["wrong_type"] |= col_wrong
+        for name in self.categorical:
+            j = where.get(name)
+            counts = self._counts.setdefault(name, Counter())
+            if j is None:
+                flags["missing"] |= nowhere
+                continue
+            known += 1
+            found, _, col_nan, col_wrong = _categorical_cells(by_column[j])
+            counts.update(found)
+            flags["nan"] |= col_nan
+            flags["wrong_type"] |= col_wrong
+        if len(where) > known:
+            flags["extra"] |= nowhere
+        self.rows += n
+        for kind in BAD_KINDS:
+            self.bad[kind] += int(flags[kind].sum())
 
     def mark(self, marker: Any, stream: Hashable = None) -> None:
         if marker is not None:
@@ -144,9 +202,7 @@ class TumblingWindows:
     def _new(self) -> Window:
         return Window(self._numeric, self._categorical, keep_rows=self._keep_rows)
 
-    def add(
-        self, rows: Sequence[dict[str, Any]], ts: datetime, marker: Any = None, stream: Hashable = None
-    ) -> list[Window]:
+    def add(self, rows: Rows, ts: datetime, marker: Any = None, stream: Hashable = None) -> list[Window]:
         closed = []
         start = self.current.start
         if self.policy.max_seconds is not None and start is not None and ts - start >= timedelta(
@@ -172,7 +228,7 @@ class TumblingWindows:
         return closed
 
 
-def _numeric_cells(values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _numeric_cells(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(finite values, missing, nan, wrong type) of one numeric column of a batch."""
     n = len(values)
     types = set(map(type, values))
@@ -198,7 +254,7 @@ def _numeric_cells(values: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return numbers[np.isfinite(numbers)], missing, nan, wrong
 
 
-def _categorical_cells(values: list[Any]) -> tuple[Counter[Hashable], np.ndarray, np.ndarray, np.ndarray]:
+def _categorical_cells(values: Sequence[Any]) -> tuple[Counter[Hashable], np.ndarray, np.ndarray, np.ndarray]:
     """(category counts, missing, nan, wrong type) of one categorical column of a batch."""
     n = len(values)
     if set(map(type, values)) <= {str, int}:

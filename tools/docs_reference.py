@@ -133,8 +133,12 @@ def events_page() -> str:
         doc = _text(payload.__doc__).split("\n\n")[0].replace("\n", " ")
         lines.append(f"## `{event_type}`\n\n{doc}\n\n```json\n{_schema(payload)}\n```\n\n")
     lines.append("## Prediction batch (the predictions topic)\n\n"
-                 "Not a CloudEvent: serving publishes one JSON batch per answered request, many rows per message; "
-                 "`predictions[i]` and `ids[i]` belong to `rows[i]`.\n\n"
+                 "Not a CloudEvent: serving publishes one JSON batch per answered request, many rows per message. "
+                 "The rows come in one of two forms, and a reader must accept both: columnar (`columns` names the "
+                 "features once and `data[i]` holds row i's values in that order, as MLflow's `dataframe_split`; "
+                 "what serving writes) or rows (`rows[i]` is row i as an object; older messages, other producers, "
+                 "rows whose features differ). `predictions[i]` and `ids[i]` belong to row i. A reader example is "
+                 "in [serving](../concepts/serving.md#reading-the-predictions-topic).\n\n"
                  f"```json\n{_schema(PredictionBatch)}\n```\n")
     return "".join(lines)
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -97,6 +99,7 @@ def test_invocations_speaks_every_mlflow_input_format(serving, payload, bus):
     serving.log.close()
     [batch] = published_batches(bus)
     assert sorted(batch.rows, key=lambda r: r["x"]) == ROWS
+    assert batch.columnar, "every format's rows share their features: logged as columns and lists"
 
 
 def test_ping_version_and_metrics(serving, model_name, champion):
@@ -268,6 +271,53 @@ def test_prediction_batches_reach_the_real_broker(registry, model_name, champion
     finally:
         consumer.close()
     assert [(b.model, b.version, b.rows) for b in batches] == [(model_name, champion, ROWS)]
+
+
+def docs_rows_of():
+    """The `rows_of` reader that docs/concepts/serving.md gives users, run as they would copy it."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "concepts" / "serving.md").read_text()
+    [block] = [b.split("\n", 1)[1] for b in page.split("```python")[1:] if "def rows_of" in b]
+    scope: dict = {}
+    exec(block.split("```")[0], scope)
+    return scope["rows_of"]
+
+
+@pytest.mark.kafka
+def test_an_outsider_reads_the_predictions_topic_with_a_plain_consumer(
+    registry, model_name, champion, kafka_bus, kafka_bootstrap, unique_topic,
+):
+    """No ctloop on the reader's side: a confluent-kafka consumer, `json` and the documented `rows_of`."""
+    from confluent_kafka import Consumer
+
+    follower = ChampionFollower(registry, model_name)
+    follower.refresh()
+    log = PredictionLog(kafka_bus, unique_topic)
+    server = PredictionServer(follower, log)
+    server.start()
+    split = {"columns": ["y", "x"], "data": [[r["y"], r["x"]] for r in ROWS]}
+    try:
+        for payload in ({"dataframe_split": split}, {"dataframe_records": ROWS}):
+            assert requests.post(f"{server.url}/invocations", json=payload, timeout=10).status_code == 200
+    finally:
+        server.stop()
+        log.close()
+        follower.stop()
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": "outsider", "auto.offset.reset": "earliest"})
+    consumer.subscribe([unique_topic])
+    try:
+        docs = []
+        deadline = time.monotonic() + 30
+        while len(docs) < 2 and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                docs.append(json.loads(message.value()))
+    finally:
+        consumer.close()
+    rows_of = docs_rows_of()
+    assert [(d["columns"], d["data"]) for d in docs] == [(split["columns"], split["data"]), (["x", "y"], [[1.0, 2.0],
+                                                                                                         [3.0, 4.5]])]
+    assert [rows_of(d) for d in docs] == [ROWS, ROWS] and all(d["predictions"] == [1.0, 1.0] for d in docs)
+    assert rows_of({"rows": ROWS, "predictions": [0, 0]}) == ROWS, "the rows form of older messages"
 
 
 def test_serving_wires_follower_log_and_watcher_and_closes_them_on_exit(

@@ -1,6 +1,6 @@
 """Serving's fast path gives what MLflow's own `predict` gives: a matrix request skips only a schema
-enforcement that would have returned its frame unchanged, and the prediction log writes what
-`PredictionBatch.to_bytes` writes."""
+enforcement that would have returned its frame unchanged; and what it logs is the request's own
+columns and lists."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 
 from ctloop.deploy.scoring import parse_request
-from ctloop.deploy.serving import _encode, _predict, loaded_model
-from ctloop.predictions import PredictionBatch, parse_batch
+from ctloop.deploy.serving import _predict, loaded_model, served_batch
+from ctloop.predictions import parse_batch
 
 
 def saved(tmp_path: Path, features: pd.DataFrame, target: np.ndarray, name: str = "model"):
@@ -77,15 +77,14 @@ def test_other_signatures_keep_mlflows_enforcement(tmp_path, table):
     assert request.matrix is None and _predict(loaded, request) == loaded.model.predict(mixed.head(5)).tolist()
 
 
-def test_the_prediction_log_writes_what_to_bytes_writes():
-    batch = PredictionBatch.model_construct(
-        model="m", version="3", rows=[{"a": 1, "b": 2.5, "c": "x", "d": None, "e": True}], predictions=[0.25],
-        ids=["id-0"], ts=datetime(2026, 11, 30, 6, 0, 0, 123456, tzinfo=UTC))
-    assert json.loads(_encode(batch)) == json.loads(batch.to_bytes())
-    assert parse_batch(_encode(batch)) == parse_batch(batch.to_bytes())
-
-
-def test_what_orjson_cannot_write_is_still_logged():
-    batch = PredictionBatch.model_construct(model="m", version="3", rows=[{"a": 2**70}], predictions=[1], ids=None,
-                                            ts=datetime.now(UTC))
-    assert parse_batch(_encode(batch)).rows == [{"a": 2**70}]
+def test_a_matrix_request_is_logged_as_the_columns_and_lists_it_came_with(doubles, table):
+    rows = table[0].head(4)
+    shuffled = list(reversed(rows.columns))
+    split = {"columns": shuffled, "data": rows[shuffled].values.tolist()}
+    request = parse_request(json.dumps({"dataframe_split": split}).encode(), doubles.features)
+    assert request.matrix is not None
+    batch = served_batch("m", "3", request, [0, 1, 0, 1], ["a", "b", "c", "d"], datetime.now(UTC))
+    assert batch.columns == shuffled and batch.data == rows[shuffled].values.tolist(), "as sent, no copy per row"
+    again = parse_batch(batch.to_bytes())
+    assert again.columnar and again.column(shuffled[0]) == rows[shuffled[0]].tolist()
+    assert again.rows == rows.to_dict(orient="records")

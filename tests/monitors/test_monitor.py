@@ -125,3 +125,63 @@ def test_a_featurize_function_turns_served_inputs_into_the_monitored_columns():
     same, brighter = window(1.0), window(1.6)
     assert same.verdict.bad_rows == {} or not any(same.verdict.bad_rows.values())
     assert not same.drifted and brighter.drifted
+
+
+# Serving logs columnar batches; the monitor folds them column by column, with the rows form's semantics.
+
+def _as_columnar(batch: PredictionBatch, columns: list[str]) -> PredictionBatch:
+    data = [[row[c] for c in columns] for row in batch.rows]
+    return PredictionBatch(model=batch.model, version=batch.version, columns=columns, data=data,
+                           predictions=batch.predictions, ts=batch.ts)
+
+
+def _spoiled(rng: np.random.Generator, x_shift: float = 0.0) -> list[dict]:
+    rows = _frame(rng, 1000, x_shift).to_dict(orient="records")
+    rows[3]["x"], rows[5]["x"], rows[7]["y"], rows[9]["c"], rows[11]["c"] = None, "oops", float("nan"), None, [1]
+    rows[13]["y"] = True  # a bool is not a number
+    return rows
+
+
+@pytest.mark.parametrize("x_shift", [0.0, 1.0])
+def test_a_columnar_batch_gives_the_verdict_its_rows_give(x_shift):
+    rows = _spoiled(np.random.default_rng(6), x_shift)
+    as_rows = PredictionBatch(model="m", rows=rows, predictions=[0] * 1000, ts=T0)
+    config = MonitorConfig(window=WindowPolicy(max_rows=1000), trigger="column")
+    expected = _monitor(config).add(as_rows)[0].verdict
+    got = _monitor(config).add(_as_columnar(as_rows, ["c", "x", "y"]))[0].verdict
+    assert got == expected
+    assert expected.bad_rows == {"missing": 0, "extra": 0, "nan": 3, "wrong_type": 3}
+    assert (x_shift > 0) == bool(expected.drifted_columns)
+
+
+def test_a_column_the_batch_lacks_is_missing_and_one_the_profile_lacks_is_extra_in_every_row():
+    rng = np.random.default_rng(7)
+    rows = [{"x": r["x"], "c": r["c"], "z": 1} for r in _frame(rng, 1000).to_dict(orient="records")]
+    as_rows = PredictionBatch(model="m", rows=rows, predictions=[0] * 1000, ts=T0)
+    config = MonitorConfig(window=WindowPolicy(max_rows=1000))
+    expected = _monitor(config).add(as_rows)[0].verdict
+    got = _monitor(config).add(_as_columnar(as_rows, ["x", "c", "z"]))[0].verdict
+    assert got == expected and got.bad_rows == {"missing": 1000, "extra": 1000, "nan": 0, "wrong_type": 0}
+
+
+def test_a_columnar_windows_rows_are_kept_as_evidence(tmp_path):
+    rng = np.random.default_rng(4)
+    config = MonitorConfig(window=WindowPolicy(max_rows=1000), trigger="column")
+    monitor = DriftMonitor(_monitor(config).reference, config, sink=ReportSink(tmp_path.as_uri()))
+    batch = _as_columnar(_batch(rng, 0, x_shift=3.0), ["x", "y", "c"])
+    outcome = monitor.add(batch)[0]
+    assert outcome.report_uri is not None
+    kept = (tmp_path / outcome.event.data.rows_uri.removeprefix(tmp_path.as_uri() + "/")).read_text().splitlines()
+    assert [json.loads(line) for line in kept] == batch.rows
+
+
+def test_a_featurize_function_gets_a_columnar_batchs_rows_as_dicts():
+    seen: list[list[dict]] = []
+
+    def featurize(rows: list[dict]) -> list[dict]:
+        seen.append(rows)
+        return [{"x": r["a"], "y": r["a"], "c": "a"} for r in rows]
+
+    monitor = DriftMonitor(_monitor(MonitorConfig()).reference, MonitorConfig(), featurize=featurize)
+    monitor.add(PredictionBatch(model="m", columns=["a"], data=[[1.0], [2.0]], predictions=[0, 0], ts=T0))
+    assert seen == [[{"a": 1.0}, {"a": 2.0}]]
