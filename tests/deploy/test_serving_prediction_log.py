@@ -1,14 +1,17 @@
-"""The prediction log's group commits: what arrives within the linger is one transaction, in order."""
+"""The prediction log: what a scored request is logged as, and the group commits (what arrives within the
+linger is one transaction, in order)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from ctloop.deploy.serving import PredictionLog
+from ctloop.deploy.scoring import parse_request
+from ctloop.deploy.serving import NO_SIGNATURE, PredictionLog, served_batch
 from ctloop.embedded_bus import EmbeddedBus
 from ctloop.predictions import PredictionBatch, parse_batch
 
@@ -98,3 +101,21 @@ def test_a_bus_without_group_commits_gets_each_batch_published_in_order_then_flu
     assert (log.published, log.commits) == (20, 0)
     assert plain.flushes >= 1
     assert [b.ids for b in logged(bus)] == [[f"id-{i}"] for i in range(20)]
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"dataframe_records": [{"x": 1, "c": "a"}, {"c": "b", "x": 2}]}',
+    b'{"inputs": {"x": [1, 2], "c": ["a", "b"]}}',
+    b'{"dataframe_split": {"columns": ["x", "c"], "data": [[1, "a"], [2, "b"]]}, "params": {"k": 1}}',
+])
+def test_rows_that_share_their_features_are_logged_columnar_whatever_the_format(payload):
+    request = parse_request(payload, NO_SIGNATURE)
+    logged = parse_batch(served_batch("m", "1", request, [0, 1], ["a-0", "a-1"], datetime.now(UTC)).to_bytes())
+    assert (logged.columns, logged.data) == (["x", "c"], [[1, "a"], [2, "b"]])
+
+
+def test_rows_whose_features_differ_are_logged_as_rows_a_missing_feature_is_not_a_null():
+    request = parse_request(b'{"dataframe_records": [{"x": 1}, {"x": 2, "c": "b"}]}', NO_SIGNATURE)
+    shadow = served_batch("m", "2", request, [0, 1], ["a-0", "a-1"], datetime.now(UTC), "shadow")
+    logged = parse_batch(shadow.to_bytes())
+    assert not logged.columnar and logged.rows == [{"x": 1}, {"x": 2, "c": "b"}] and logged.role == "shadow"
