@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from functools import cached_property
 from typing import Any, Literal
 
 import orjson
@@ -45,6 +44,7 @@ class PredictionBatch(BaseModel):
 
     model: str = Field(min_length=1)
     version: str | None = None
+    # "rows" in the JSON; in Python `rows` is the reader that gives dicts in both forms, `records` the field.
     records: list[dict[str, Any]] | None = Field(
         default=None, alias="rows", description="the rows form: row i as an object (absent in the columnar form)")
     columns: list[str] | None = Field(
@@ -112,9 +112,9 @@ class PredictionBatch(BaseModel):
         columns = self.columns or []
         return (dict(zip(columns, values, strict=True)) for values in self.data or ())
 
-    @cached_property
+    @property
     def rows(self) -> list[dict[str, Any]]:
-        """Every row as a dict, made once in the columnar form (prefer `column`, `row` or `iter_rows`)."""
+        """Every row as a dict, made on each access in the columnar form (prefer `column`, `row`, `iter_rows`)."""
         return self.records if self.records is not None else list(self.iter_rows())
 
     def to_bytes(self) -> bytes:
