@@ -305,3 +305,16 @@ def test_a_label_by_entity_key_finds_a_prediction_memory_no_longer_holds_in_the_
     assert sorted(r.prediction_id for r in store.joined("churn", None, since=T0)) == ["a-1", "p-7"]
     assert store.label_states() == {"l1": "joined", "l2": "joined", "l3": "pending"}
     store.close()
+
+
+def test_a_columnar_batch_joins_by_its_key_column_and_reads_back_its_rows_as_dicts(store):
+    """Serving logs columns and lists (`ctloop.predictions`); the key column and the features come from them."""
+    batch = PredictionBatch(model="churn", version="3", columns=["x", "id"],
+                            data=[[float(i), str(i)] for i in range(4)],
+                            predictions=[{"0": 1 - i / 10, "1": i / 10} for i in range(4)],
+                            ids=[f"p{i}" for i in range(4)], ts=T0)
+    store.add([ServedBatch.of(batch, key="id")], [label("l1", 1, entity="2"), label("l2", 0, pid="p3")],
+              horizon_s=HOUR)
+    rows = {r.prediction_id: r for r in store.joined("churn", "3", since=T0)}
+    assert {pid: (r.features, r.label) for pid, r in rows.items()} == {
+        "p2": ({"x": 2.0, "id": "2"}, 1), "p3": ({"x": 3.0, "id": "3"}, 0)}
