@@ -1,7 +1,7 @@
 """Joiner benchmark: served rows and labels joined per second, side by side with the drift monitor's ingest of
 the same prediction batches, and against reading the raw topics.
 
-    $V/bin/python bench/joiner.py [--batches 30] [--batch-rows 1000] [--reps 3] [--kafka 127.0.0.1:9092]
+    $V/bin/python bench/joiner.py [--batches 30] [--batch-rows 1000] [--reps 3] [--kafka 127.0.0.1:9092] [--rows-form]
 
 Per rep, on a fresh bus, three label shapes on their own topics: `batches` prediction batches (20 feature
 columns, ids in serving's `<batch uuid hex>-<i>` form, class probabilities) with one `ctloop.label.observed`
@@ -47,17 +47,19 @@ from ctloop.monitors.outcomes import OutcomeStore
 from ctloop.monitors.reference import Reference
 from ctloop.monitors.service import MonitorService
 from ctloop.monitors.window import WindowPolicy
-from ctloop.predictions import PredictionBatch
+from ctloop.predictions import PredictionBatch, columnar_form
 from ctloop.profile import build_profile
 from ctloop.settings import Settings, Topics
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def publish(bus: Bus, topics: Topics, batches: int, batch_rows: int, *, batched: bool, by_key: bool = False) -> int:
+def publish(bus: Bus, topics: Topics, batches: int, batch_rows: int, *, batched: bool, by_key: bool = False,
+            rows_form: bool = False) -> int:
     """The prediction batches and their labels: one `ctloop.label.observed` event per row, or (`batched`) one
     `ctloop.labels.observed` event per batch's labels, naming the row by its id or (`by_key`) by the model and
-    the row's `customer` key; returns the served rows."""
+    the row's `customer` key; returns the served rows. Batches are columnar, as serving logs them, or
+    (`rows_form`) objects per row, as older servers and other producers write them."""
     rng = np.random.default_rng(1)
     rows = monitor_bench.frame(rng, batch_rows).to_dict(orient="records")
     labels = rng.integers(0, 2, batch_rows).tolist()
@@ -78,7 +80,8 @@ def publish(bus: Bus, topics: Topics, batches: int, batch_rows: int, *, batched:
         if i in early:
             for event in events:
                 bus.publish(topics.labels, event)
-        batch = PredictionBatch(model="bench", version="1", rows=rows, ids=ids,
+        form = {"rows": rows} if rows_form else dict(zip(("columns", "data"), columnar_form(rows), strict=True))
+        batch = PredictionBatch(model="bench", version="1", **form, ids=ids,
                                 predictions=[{"0": 0.3, "1": 0.7}] * batch_rows, ts=T0 + timedelta(seconds=i))
         bus.publish(topics.predictions, batch.to_bytes(), key="bench")
         if i not in early:
@@ -169,7 +172,8 @@ class Parts:
         return spent
 
 
-def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: int, parts: Parts | None = None) -> None:
+def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: int, parts: Parts | None = None,
+        rows_form: bool = False) -> None:
     shapes = ("single", "batched", "by key")
     monitor: list[Rate] = []
     joiner: dict[str, list[Rate]] = {shape: [] for shape in shapes}
@@ -183,7 +187,8 @@ def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: in
             for shape in shapes:
                 topics = topics_for()
                 settings = Settings(home=Path(tmp), topics=topics)
-                publish(bus, topics, batches, batch_rows, batched=shape != "single", by_key=shape == "by key")
+                publish(bus, topics, batches, batch_rows, batched=shape != "single", by_key=shape == "by key",
+                        rows_form=rows_form)
                 gc.freeze()
                 if shape == "single":
                     monitor.append(monitor_ingest(bus, settings, total))
@@ -198,7 +203,8 @@ def run(name: str, open_bus, topics_for, reps: int, batches: int, batch_rows: in
             bus.close()
     med = statistics.median
     m_wall, m_cpu = med(r.wall for r in monitor), med(r.cpu for r in monitor)
-    print(f"{name}: {batches} batches x {batch_rows} rows (20 features) and {total} labels, medians of {reps}")
+    form = "rows" if rows_form else "columnar"
+    print(f"{name}: {batches} {form} batches x {batch_rows} rows (20 features) and {total} labels, medians of {reps}")
     print(f"  monitor ingest (predictions topic)   {m_wall:>9,.0f} rows/s, {m_cpu:>9,.0f} rows per CPU-s   1x")
     for shape, words in (("single", "one label per event"), ("batched", f"{batch_rows} labels per event"),
                          ("by key", f"{batch_rows} per event, by entity key")):
@@ -221,6 +227,8 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--kafka", help="bootstrap of a running broker, to measure on Kafka too")
     parser.add_argument("--parts", action="store_true", help="also the joiner's CPU per pair by part")
+    parser.add_argument("--rows-form", action="store_true",
+                        help="prediction batches as objects per row (older servers), not columnar as serving logs")
     args = parser.parse_args()
     parts = Parts() if args.parts else None
 
@@ -230,11 +238,12 @@ def main() -> None:
                       drift=f"bench-{tag}.d")
 
     run("embedded bus", lambda tmp: EmbeddedBus(tmp / f"bus-{uuid.uuid4().hex}.db"), fresh_topics, args.reps,
-        args.batches, args.batch_rows, parts)
+        args.batches, args.batch_rows, parts, args.rows_form)
     if args.kafka:
         from ctloop.kafka_bus import KafkaBus
 
-        run("kafka", lambda tmp: KafkaBus(args.kafka), fresh_topics, args.reps, args.batches, args.batch_rows, parts)
+        run("kafka", lambda tmp: KafkaBus(args.kafka), fresh_topics, args.reps, args.batches, args.batch_rows, parts,
+            args.rows_form)
 
 
 if __name__ == "__main__":
