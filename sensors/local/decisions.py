@@ -1,14 +1,20 @@
-"""The sensor's durable record: events seen, every admission decision, keys that ran, and admission state.
+"""The sensor's durable record: events seen, every admission decision, keys that ran, admission state, and
+how far each partition was decided.
 
 Kept in SQLite (`settings.state_db`), written in one transaction per consumed batch (each table with
-one statement), before offsets are committed. Keyed by event id, it makes redelivery after a crash a no-op.
+one statement), before offsets are committed. Nothing in it is a b-tree insert per event at a random key:
+- a partition's *watermark* (`sensor_offsets`, one row per topic partition) is the highest offset whose
+  message was decided; a redelivery after a crash is exactly the messages at or below it, skipped unread;
+- the events a batch decided are one row (`sensor_seen`: a JSON object of event id -> content digest),
+  from which the sensor rebuilds its bounded in-memory map of recent ids at start. The `sensor_events`
+  view gives them back a row per event, for SQL readers.
 
 A burst costs one row, not one per event: events queued and replaced by newer ones in the same batch
 (`deferred`, then `coalesced`) are stored, per model, as one row listing them (`burst`: a JSON array of
 [event id, key, deferred reason, coalesced reason]); a lone such event as one row with the `deferred` reason
 in a column of its own. Readers (`list_decisions`, `DecisionLog.decisions`) give back every decision, in
 order, one `DecisionRow` each; so does the `sensor_decisions` view, a row per event, for SQL readers.
-Each seen event names the burst row that holds it, so looking up one event stays an index lookup.
+An event in a burst row is found by scanning the burst rows alone (a partial index holds them).
 """
 
 from __future__ import annotations
@@ -29,9 +35,14 @@ from ctloop.sqlite import connect
 # Hot tables keyed by random text (event ids, keys) are WITHOUT ROWID: one b-tree to insert into, not a table
 # and an index.
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS sensor_events (
-    event_id TEXT NOT NULL, sensor TEXT NOT NULL, at REAL NOT NULL, digest TEXT, burst INTEGER,
-    PRIMARY KEY (event_id, sensor)
+CREATE TABLE IF NOT EXISTS sensor_seen (
+    seq INTEGER PRIMARY KEY, sensor TEXT NOT NULL, at REAL NOT NULL, events TEXT NOT NULL
+);
+CREATE VIEW IF NOT EXISTS sensor_events AS
+    SELECT s.sensor, e.key AS event_id, s.at, e.value AS digest FROM sensor_seen s, json_each(s.events) e;
+CREATE TABLE IF NOT EXISTS sensor_offsets (
+    sensor TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, offset INTEGER NOT NULL,
+    PRIMARY KEY (sensor, topic, partition)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sensor_decision_rows (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -39,6 +50,7 @@ CREATE TABLE IF NOT EXISTS sensor_decision_rows (
     reason TEXT NOT NULL, key TEXT, run_id TEXT, latency_ms REAL, deferred TEXT, burst TEXT
 );
 CREATE INDEX IF NOT EXISTS sensor_decisions_event ON sensor_decision_rows (event_id);
+CREATE INDEX IF NOT EXISTS sensor_decisions_bursts ON sensor_decision_rows (seq) WHERE burst IS NOT NULL;
 CREATE VIEW IF NOT EXISTS sensor_decisions AS
     SELECT seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms, deferred
     FROM sensor_decision_rows WHERE burst IS NULL
@@ -53,8 +65,11 @@ CREATE TABLE IF NOT EXISTS sensor_runs (
 CREATE TABLE IF NOT EXISTS sensor_state (sensor TEXT PRIMARY KEY, state TEXT NOT NULL);
 """
 _COLUMNS = "seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms, deferred, burst"
-_INSERT = ("INSERT INTO sensor_decision_rows (seq, sensor, at, event_id, model, kind, reason, key, run_id,"
-           " latency_ms, deferred, burst) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT = ("INSERT INTO sensor_decision_rows (sensor, at, event_id, model, kind, reason, key, run_id,"
+           " latency_ms, deferred, burst) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+
+_BURSTS = "SELECT seq FROM sensor_decision_rows WHERE burst IS NOT NULL AND instr(burst, ?) > 0"
 
 
 def _open(path: Path | str) -> sqlite3.Connection:
@@ -76,14 +91,15 @@ def _open(path: Path | str) -> sqlite3.Connection:
 def _current(db: sqlite3.Connection) -> bool:
     """Whether the file already has this module's schema (then opening it writes nothing)."""
     kinds = dict(db.execute("SELECT name, type FROM sqlite_master WHERE name LIKE 'sensor_%'"))
-    if kinds.get("sensor_decisions") != "view" or not {"sensor_events", "sensor_runs", "sensor_state"} <= kinds.keys():
-        return False
-    return "burst" in {name for _, name, *_ in db.execute("PRAGMA table_info(sensor_events)")}
+    return (kinds.get("sensor_decisions") == "view" and kinds.get("sensor_events") == "view"
+            and {"sensor_seen", "sensor_offsets", "sensor_runs", "sensor_state", "sensor_decisions_bursts"}
+            <= kinds.keys())
 
 
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring a log written by an older sensor to this shape: decisions a table under another name (with the
-    `deferred` and `burst` columns), seen events with the `burst` column."""
+    `deferred` and `burst` columns); seen events, once a row each, folded into one `sensor_seen` row per
+    time they were decided (a batch), oldest first, so that the newest are rebuilt at start."""
     kinds = dict(db.execute("SELECT name, type FROM sqlite_master WHERE name IN ('sensor_decisions', 'sensor_events')"))
     if kinds.get("sensor_decisions") == "table":
         db.execute("ALTER TABLE sensor_decisions RENAME TO sensor_decision_rows")
@@ -92,9 +108,12 @@ def _migrate(db: sqlite3.Connection) -> None:
             if column not in columns:
                 db.execute(f"ALTER TABLE sensor_decision_rows ADD COLUMN {column} TEXT")
     if kinds.get("sensor_events") == "table":
-        columns = {name for _, name, *_ in db.execute("PRAGMA table_info(sensor_events)")}
-        if "burst" not in columns:
-            db.execute("ALTER TABLE sensor_events ADD COLUMN burst INTEGER")
+        db.execute("CREATE TABLE IF NOT EXISTS sensor_seen (seq INTEGER PRIMARY KEY, sensor TEXT NOT NULL,"
+                   " at REAL NOT NULL, events TEXT NOT NULL)")
+        db.execute("INSERT INTO sensor_seen (sensor, at, events)"
+                   " SELECT sensor, at, json_group_object(event_id, coalesce(digest, '')) FROM sensor_events"
+                   " GROUP BY sensor, at ORDER BY at")
+        db.execute("DROP TABLE sensor_events")
 
 
 @dataclass(frozen=True)
@@ -161,24 +180,44 @@ class DecisionLog:
         self._db.execute("COMMIT")
 
     def seen(self, event_id: str) -> bool:
-        return event_id in self.seen_digests([event_id])
+        """Whether this event was ever decided (a scan: for tools and tests, not the hot path)."""
+        return self._db.execute("SELECT 1 FROM sensor_events WHERE sensor = ? AND event_id = ? LIMIT 1",
+                                (self.sensor, event_id)).fetchone() is not None
 
-    def seen_digests(self, event_ids: Collection[str]) -> dict[str, str]:
-        """The content digest each of these events had when first seen ("" if not recorded); the events
-        never seen are absent. One query for a whole batch."""
-        rows = self._db.execute(
-            "SELECT event_id, digest FROM sensor_events"
-            " WHERE sensor = ? AND event_id IN (SELECT value FROM json_each(?))",
-            (self.sensor, json.dumps(list(event_ids))))
-        return {event_id: digest or "" for event_id, digest in rows}
+    def recent_digests(self, limit: int) -> dict[str, str]:
+        """The content digests of the (about) `limit` events decided last, oldest first ("" where none was
+        recorded): what the sensor's in-memory map of recent ids is rebuilt from. Whole batches: a few more."""
+        batches: list[dict[str, str]] = []
+        count = 0
+        rows = self._db.execute("SELECT events FROM sensor_seen WHERE sensor = ? ORDER BY seq DESC", (self.sensor,))
+        for (events,) in rows:
+            if count >= limit:
+                break
+            batch = orjson.loads(events)
+            batches.append(batch)
+            count += len(batch)
+        out: dict[str, str] = {}
+        for batch in reversed(batches):
+            out.update(batch)
+        return out
 
-    def mark_seen(self, digests: Mapping[str, str], *, at: float, bursts: Mapping[str, int] | None = None) -> None:
-        """Events now decided, by id, with their content digests and, for those stored in a burst row, its
-        `seq` (what `record` returned). One prepared statement for the whole batch."""
-        burst = (bursts or {}).get
+    def mark_seen(self, digests: Mapping[str, str], *, at: float) -> None:
+        """Events now decided, by id, with their content digests: one row for them all."""
+        if digests:
+            self._db.execute("INSERT INTO sensor_seen (sensor, at, events) VALUES (?, ?, ?)",
+                             (self.sensor, at, _json(digests)))
+
+    def watermarks(self) -> dict[tuple[str, int], int]:
+        """The highest offset decided on each (topic, partition)."""
+        rows = self._db.execute("SELECT topic, partition, offset FROM sensor_offsets WHERE sensor = ?", (self.sensor,))
+        return {(topic, partition): offset for topic, partition, offset in rows}
+
+    def advance(self, watermarks: Mapping[tuple[str, int], int]) -> None:
+        """Raise these partitions' watermarks (never lowers one). Inside `transaction` only."""
         self._db.executemany(
-            "INSERT OR IGNORE INTO sensor_events (sensor, event_id, at, digest, burst) VALUES (?, ?, ?, ?, ?)",
-            [(self.sensor, event_id, at, digest, burst(event_id)) for event_id, digest in digests.items()])
+            "INSERT INTO sensor_offsets VALUES (?, ?, ?, ?) ON CONFLICT (sensor, topic, partition)"
+            " DO UPDATE SET offset = max(offset, excluded.offset)",
+            [(self.sensor, topic, partition, offset) for (topic, partition), offset in watermarks.items()])
 
     def ran(self, keys: Collection[str]) -> set[str]:
         """Which of these keys ever triggered a run."""
@@ -186,10 +225,10 @@ class DecisionLog:
                                 (json.dumps(list(keys)),))
         return {key for (key,) in rows}
 
-    def record(self, records: Iterable[tuple[Decision, float | None]], *, at: float) -> dict[str, int]:
+    def record(self, records: Iterable[tuple[Decision, float | None]], *, at: float) -> None:
         """Decisions, each with its event-to-trigger latency in ms when it started a run. A candidate both
         deferred and coalesced among them takes one row, a model's burst of them one row in all (see the
-        module's note); returns the burst row (`seq`) of each event stored in one. Inside `transaction` only."""
+        module's note). Inside `transaction` only."""
         rows: list[list] = []
         runs = []
         deferred: dict[int, int] = {}  # id of a deferred candidate -> its row
@@ -218,28 +257,9 @@ class DecisionLog:
                 rows[m] = None
             rows[members[0]] = [self.sensor, at, head[2], model, "coalesced", f"{len(burst)} events coalesced",
                                 None, None, None, None, _json(burst), burst]
-        return self._insert(rows, runs)
-
-    def _insert(self, rows: list[list | None], runs: list[tuple]) -> dict[str, int]:
-        """The rows in order, in one statement. Each is given its `seq` here, the next ones after the largest
-        ever used (this runs inside `transaction`, which holds the write lock), so a burst's is known."""
-        (last,) = self._db.execute(
-            "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'sensor_decision_rows'), 0),"
-            " coalesce((SELECT max(seq) FROM sensor_decision_rows), 0))").fetchone()
-        bursts: dict[str, int] = {}
-        numbered = []
-        for row in rows:
-            if row is None:
-                continue
-            last += 1
-            if row[10] is not None:
-                for member in row[11]:
-                    bursts[member[0]] = last
-            numbered.append((last, *row[:11]))
-        self._db.executemany(_INSERT, numbered)
+        self._db.executemany(_INSERT, [row[:11] for row in rows if row is not None])
         if runs:
             self._db.executemany("INSERT OR IGNORE INTO sensor_runs VALUES (?, ?, ?, ?, ?, ?)", runs)
-        return bursts
 
     def decisions(self) -> Iterator[DecisionRow]:
         """This log's decisions, oldest first, a stored row given back as every decision it holds."""
@@ -279,14 +299,14 @@ def list_decisions(path: Path | str, *, model: str | None = None, event_id: str 
         if model:
             where.append("model = ?")
             args.append(model)
+        # An event's own rows by index; the burst rows holding it by scanning the burst rows alone for the
+        # text a member's entry starts with (`["<id>",`); the exact match is made on the decoded rows below.
         if event_id:
-            # The event's own rows, and the burst row holding it (found through its seen-event row).
-            where.append("(event_id = ? OR seq IN (SELECT burst FROM sensor_events WHERE event_id = ?))")
-            args.extend((event_id, event_id))
+            where.append(f"(event_id = ? OR seq IN ({_BURSTS}))")
+            args.extend((event_id, "[" + _json(event_id) + ","))
         if event_prefix:
-            where.append("(substr(event_id, 1, ?) = ? OR seq IN (SELECT burst FROM sensor_events"
-                         " WHERE burst IS NOT NULL AND substr(event_id, 1, ?) = ?))")
-            args.extend((len(event_prefix), event_prefix) * 2)
+            where.append(f"(substr(event_id, 1, ?) = ? OR seq IN ({_BURSTS}))")
+            args.extend((len(event_prefix), event_prefix, "[" + _json(event_prefix)[:-1]))
         sql = f"SELECT {_COLUMNS} FROM sensor_decision_rows"
         if where:
             sql += " WHERE " + " AND ".join(where)

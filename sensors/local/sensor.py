@@ -5,9 +5,20 @@ Per consumed batch: parse (bad messages are dead-lettered), apply each sensor's 
 mapping exactly as rendered, run admission control, submit the runs it allows, and record every
 decision with the admission state in one SQLite transaction. Offsets are committed only after an
 fsync has made those records durable (batched every `commit_interval_s`).
-A crash anywhere before the commit redelivers the batch, which is decided again: events already
-recorded are skipped by id, and the engine refuses a key it already has. So a sensor killed at any
-instant loses no event and starts no run twice.
+
+What is already decided is known without a durable row per event:
+- A crash anywhere before the commit redelivers the messages after the last committed offset. Each
+  partition's highest decided offset (its watermark) is recorded in the same transaction as the
+  decisions, so those messages are skipped before they are parsed, and counted as `redelivered`.
+- A producer's duplicate (the same event id again, at a later offset) is known by a bounded in-memory
+  map of the last `recent_events` decided ids and their content digests, rebuilt at start from the log:
+  the same body is `redelivered`, another body is dead-lettered as an id reused.
+- A duplicate of an event older than that bound is decided again, as a new event: its decision is
+  recorded again (`deduped`, since its key already ran or is pending; `rejected` again if it was
+  filtered out) and it is not counted as `redelivered`; an id reused with another body that far back is
+  decided as a new event rather than dead-lettered. Its key still never starts a second run: the log's
+  keys that ran and the engine both refuse it.
+So a sensor killed at any instant loses no event and starts no run twice.
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any, get_args
 
 from ctloop.bus import Bus, Message
@@ -128,6 +140,7 @@ class LocalSensor:
         batch_size: int = 500,
         status_interval_s: float = 0.5,
         commit_interval_s: float = 0.05,
+        recent_events: int = 200_000,
     ) -> None:
         self.settings = settings
         self.bus = bus
@@ -154,6 +167,9 @@ class LocalSensor:
         # Calendar sensors tick from this loop: see `_fire_ticks` and `ctloop.sensors.local.calendar`.
         self.calendar = Calendar(settings.state_db, group, scheduled)
         self.state: AdmissionState = self.log.load_state()
+        # Producer duplicates are known by id for the last `recent_events` events (see the module's note).
+        self.recent_events = recent_events
+        self._recent: dict[str, str] = self.log.recent_digests(recent_events)
         # Exactly one dead letter per bad message, even when a crash redelivers it (before consuming).
         self.dead_letters = DeadLetters(bus, settings.topics.deadletter, settings.state_db)
         self.dead_letters.recover()
@@ -204,8 +220,14 @@ class LocalSensor:
         latency."""
         now = self.clock()
         self.metrics.events_in.inc(len(messages))
-        parsed = [(message, _parse(message, self.settings.max_event_bytes)) for message in messages]
-        seen = self.log.seen_digests({p[0].id for _, p in parsed if not isinstance(p, str)})
+        # Read per batch, not once: another process of the group may have decided a partition since.
+        decided = self.log.watermarks()
+        reached = {(m.topic, m.partition): m.offset for m in messages}
+        new = [m for m in messages if m.offset > decided.get((m.topic, m.partition), -1)]
+        if len(new) < len(messages):
+            self.metrics.redelivered.inc(len(messages) - len(new))
+        parsed = [(message, _parse(message, self.settings.max_event_bytes)) for message in new]
+        recent = self._recent
         fresh: dict[str, str] = {}
         candidates: list[Candidate] = []
         rejected: list[tuple[str, str | None, str]] = []
@@ -215,7 +237,7 @@ class LocalSensor:
                 continue
             event, body = outcome
             digest = content_digest(event)
-            before = fresh.get(event.id, seen.get(event.id))
+            before = fresh.get(event.id, recent.get(event.id))
             if before is not None:
                 if before in (digest, ""):
                     self.metrics.redelivered.inc()
@@ -241,14 +263,26 @@ class LocalSensor:
         records = [*((d, None) for d in admitted.decisions), *launched]
         with self.log.transaction(durable=False):
             self.log.record_rejections(rejected, at=now)
-            bursts = self._write(records, state, now)
-            self.log.mark_seen(fresh, at=now, bursts=bursts)
+            self._write(records, state, now)
+            self.log.mark_seen(fresh, at=now)
+            self.log.advance(reached)
         crash_point("decision-recorded")
+        self._remember(fresh)
         self.metrics.filtered.inc(len(rejected))
         self._observe(records)
         self.state = state
         for message in messages:
             self._uncommitted[(message.topic, message.partition)] = message
+
+    def _remember(self, decided: dict[str, str]) -> None:
+        """Add newly decided events to the map of recent ids; past its bound by a quarter, keep the newest."""
+        recent = self._recent
+        recent.update(decided)
+        if len(recent) > self.recent_events + max(self.recent_events // 4, self.batch_size):
+            # Rebuilt in one go rather than popped one at a time: a dict's oldest entry is slow to find
+            # after many deletions.
+            keep = islice(recent.items(), len(recent) - self.recent_events, None)
+            self._recent = dict(keep)
 
     def commit(self) -> None:
         """Make every decision so far durable (one fsync), then commit the consumed offsets.
@@ -321,13 +355,10 @@ class LocalSensor:
         node[leaf] = digest
         return digest
 
-    def _write(self, records: Sequence[Record], state: AdmissionState, now: float) -> dict[str, int]:
-        """Decisions and the admission state, inside the caller's transaction; the burst row of each event
-        stored in one (`DecisionLog.record`)."""
-        bursts = self.log.record(((d, None if latency_s is None else latency_s * 1000) for d, latency_s in records),
-                                 at=now)
+    def _write(self, records: Sequence[Record], state: AdmissionState, now: float) -> None:
+        """Decisions and the admission state, inside the caller's transaction."""
+        self.log.record(((d, None if latency_s is None else latency_s * 1000) for d, latency_s in records), at=now)
         self.log.save_state(state)
-        return bursts
 
     def _observe(self, records: Sequence[Record]) -> None:
         """Metrics and logs, once the records are written.
@@ -443,7 +474,7 @@ class LocalSensor:
         digest (snapshot), mapping, admission and submission, recorded durably before it returns. An id
         already decided is a no-op, so offering it again after a crash starts nothing twice."""
         event_id = context["id"]
-        if self.log.seen(event_id):
+        if event_id in self._recent:
             return ()
         now = self.clock()
         state, records = self.state, []
@@ -471,6 +502,7 @@ class LocalSensor:
             if refusal is not None:
                 self.log.record_rejections([(event_id, _model_of(spec, data, context), refusal)], at=now)
             self._write(records, state, now)
+        self._remember({event_id: ""})
         self._observe(records)
         self.state = state
         return tuple(decision for decision, _ in records)

@@ -61,15 +61,26 @@ def test_an_event_in_a_burst_is_found_by_its_id_and_by_a_prefix(tmp_path):
     burst(db, 4)[0].close()  # another model's burst first
     log = DecisionLog(db, "ctloop-sensor")
     with log.transaction():
-        bursts = log.record(((d, None) for d in burst_decisions(["x-1", "x-2", "x-3"])), at=2.0)
-        log.mark_seen({"x-1": "", "x-2": "", "x-3": ""}, at=2.0, bursts=bursts)
+        log.record(((d, None) for d in burst_decisions(["x-1", "x-2", "x-3"])), at=2.0)
+        log.mark_seen({"x-1": "", "x-2": "", "x-3": ""}, at=2.0)
     log.close()
-    assert set(bursts) == {"x-1", "x-2"}
     assert [(r.event_id, r.kind) for r in list_decisions(db, event_id="x-2")] == [("x-2", "coalesced"),
                                                                                   ("x-2", "deferred")]
     assert [(r.event_id, r.kind) for r in list_decisions(db, event_prefix="x-", limit=10)] == [
         ("x-3", "deferred"), ("x-2", "coalesced"), ("x-2", "deferred"), ("x-1", "coalesced"), ("x-1", "deferred")]
     assert [r.event_id for r in list_decisions(db, model="other", limit=100)] == ["x-3", "x-2", "x-2", "x-1", "x-1"]
+    assert list_decisions(db, event_id="x-") == [], "an id is matched whole, not as the start of another"
+
+
+def test_an_event_id_that_json_escapes_is_found_in_a_burst(tmp_path):
+    db = tmp_path / "state.db"
+    ids = ['q"1', "q\\2", "q\u00e93"]
+    log = DecisionLog(db, "ctloop-sensor")
+    with log.transaction():
+        log.record(((d, None) for d in burst_decisions(ids)), at=2.0)
+    log.close()
+    assert [r.kind for r in list_decisions(db, event_id=ids[1])] == ["coalesced", "deferred"]
+    assert {r.event_id for r in list_decisions(db, event_prefix='q"')} == {ids[0]}
 
 
 def burst_decisions(event_ids: list[str]) -> list:
@@ -118,10 +129,10 @@ def test_a_log_written_before_bursts_takes_them_and_finds_their_events(tmp_path)
         db.execute("INSERT INTO sensor_decisions (sensor, at, event_id, model, kind, reason) VALUES"
                    " ('ctloop-sensor', 1.0, 'old-1', 'churn', 'rejected', 'filtered')")
     log = DecisionLog(db_path, "ctloop-sensor")
-    assert log.seen_digests(["old-1", "x-1"]) == {"old-1": "abc"}
+    assert log.recent_digests(10) == {"old-1": "abc"}
     with log.transaction():
-        log.mark_seen({"x-1": "", "x-2": "", "x-3": ""}, at=2.0,
-                      bursts=log.record(((d, None) for d in burst_decisions(["x-1", "x-2", "x-3"])), at=2.0))
+        log.record(((d, None) for d in burst_decisions(["x-1", "x-2", "x-3"])), at=2.0)
+        log.mark_seen({"x-1": "", "x-2": "", "x-3": ""}, at=2.0)
     assert [(d.event_id, d.kind) for d in log.decisions()] == [
         ("old-1", "rejected"), ("x-1", "deferred"), ("x-1", "coalesced"), ("x-2", "deferred"), ("x-2", "coalesced"),
         ("x-3", "deferred")]
@@ -129,3 +140,47 @@ def test_a_log_written_before_bursts_takes_them_and_finds_their_events(tmp_path)
     assert [r.kind for r in list_decisions(db_path, event_id="x-1")] == ["coalesced", "deferred"]
     with sqlite3.connect(db_path) as db:
         assert db.execute("SELECT COUNT(*) FROM sensor_decisions").fetchone() == (4,)
+
+
+def test_a_log_with_a_row_per_seen_event_is_folded_into_a_row_per_batch_and_keeps_its_bursts_findable(tmp_path):
+    db_path = tmp_path / "state.db"
+    log, _ = burst(db_path, 3)
+    log.close()
+    with sqlite3.connect(db_path) as db:  # the round-4 layout: a seen row per event naming its burst row
+        db.execute("DROP VIEW sensor_events")
+        db.execute("DROP TABLE sensor_seen")
+        db.execute("CREATE TABLE sensor_events (event_id TEXT NOT NULL, sensor TEXT NOT NULL, at REAL NOT NULL,"
+                   " digest TEXT, burst INTEGER, PRIMARY KEY (event_id, sensor)) WITHOUT ROWID")
+        db.executemany("INSERT INTO sensor_events VALUES (?, 'ctloop-sensor', ?, ?, 1)",
+                       [("ev-1", 1.0, "a"), ("ev-2", 1.0, "b"), ("ev-3", 2.0, "c")])
+    log = DecisionLog(db_path, "ctloop-sensor")
+    assert log.recent_digests(10) == {"ev-1": "a", "ev-2": "b", "ev-3": "c"}
+    assert log.recent_digests(1) == {"ev-3": "c"}, "the newest batches first, whole"
+    assert log.seen("ev-2") and not log.seen("ev-4")
+    log.close()
+    assert [r.kind for r in list_decisions(db_path, event_id="ev-2")] == ["coalesced", "deferred"]
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM sensor_seen").fetchone() == (2,)
+        assert db.execute("SELECT COUNT(*) FROM sensor_events").fetchone() == (3,)
+
+
+def test_watermarks_only_rise_and_are_kept_per_sensor_group(tmp_path):
+    log, other = DecisionLog(tmp_path / "state.db", "g1"), DecisionLog(tmp_path / "state.db", "g2")
+    with log.transaction():
+        log.advance({("t", 0): 10, ("t", 1): 3})
+    with log.transaction():
+        log.advance({("t", 0): 7, ("u", 0): 0})
+    assert log.watermarks() == {("t", 0): 10, ("t", 1): 3, ("u", 0): 0}
+    assert other.watermarks() == {}
+    log.close()
+    other.close()
+
+
+def test_recent_digests_are_the_newest_batches_oldest_first(tmp_path):
+    log = DecisionLog(tmp_path / "state.db", "ctloop-sensor")
+    for n in range(5):
+        with log.transaction():
+            log.mark_seen({f"e{n}a": f"d{n}", f"e{n}b": ""}, at=float(n))
+    assert list(log.recent_digests(3)) == ["e3a", "e3b", "e4a", "e4b"]
+    assert len(log.recent_digests(100)) == 10
+    log.close()

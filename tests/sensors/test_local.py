@@ -276,3 +276,50 @@ def test_the_sensor_maps_parameters_exactly_as_the_mapping_module(data):
         except Unroutable as exc:
             got = str(exc)
         assert got == expected, spec.name
+
+
+def test_messages_decided_but_not_committed_are_skipped_unread_after_a_crash(settings, bus, engine):
+    for n in range(3):
+        bus.publish(settings.topics.data, arrival(f"m{n}", f"d{n}", f"ev-{n}"))
+    crashed = make_sensor(settings, bus, engine, commit_interval_s=3600)
+    assert crashed.step(0.05) == 3  # decided and recorded; the offsets never committed (no close)
+    # A bound of 0 recent ids: only the partition's watermark can know the redelivered messages.
+    sensor = make_sensor(settings, bus, engine, recent_events=0)
+    drain(sensor)
+    assert sensor.metrics.value("ctloop_sensor_redelivered_total") == 3
+    assert sensor.metrics.value("ctloop_sensor_decisions_total", kind="triggered") == 0
+    assert [kinds(settings, f"ev-{n}") for n in range(3)] == [["triggered"]] * 3
+    sensor.close()
+
+
+def test_a_duplicate_older_than_the_recent_bound_is_decided_again_and_runs_nothing(settings, bus, engine):
+    """Beyond `recent_events` ids back, a producer's duplicate is a new event to the sensor: a second decision,
+    `deduped` by its key, not counted as redelivered."""
+    sensor = make_sensor(settings, bus, engine, recent_events=2, batch_size=1)
+    for n in range(5):
+        bus.publish(settings.topics.data, arrival("churn", f"d{n}", f"ev-{n}"))
+        drain(sensor)
+    bus.publish(settings.topics.data, arrival("churn", "d4", "ev-4"))  # within the bound: a redelivery
+    bus.publish(settings.topics.data, arrival("churn", "d0", "ev-0"))  # beyond it: decided again
+    drain(sensor)
+    assert sensor.metrics.value("ctloop_sensor_redelivered_total") == 1
+    assert kinds(settings, "ev-0") == ["triggered", "deduped"]
+    assert kinds(settings, "ev-4") == ["triggered"]
+    assert len(engine.runs()) == 5
+    sensor.close()
+
+
+def test_the_recent_ids_are_rebuilt_at_start_so_a_reused_id_is_still_dead_lettered(settings, bus, engine):
+    bus.publish(settings.topics.data, arrival("churn", "a", "ev-1"))
+    first = make_sensor(settings, bus, engine)
+    drain(first)
+    first.close()
+    bus.publish(settings.topics.data, arrival("churn", "a", "ev-1"))
+    bus.publish(settings.topics.data, arrival("churn", "b", "ev-1"))
+    sensor = make_sensor(settings, bus, engine)
+    drain(sensor)
+    [dead] = bus.consumer([settings.topics.deadletter], "t").poll(timeout_s=0.05)
+    assert "ev-1 reused with a different body" in reason_of(dead)
+    assert sensor.metrics.value("ctloop_sensor_redelivered_total") == 1
+    assert [r["digest"] for r in engine.runs()] == ["a"]
+    sensor.close()
