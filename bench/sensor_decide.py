@@ -1,6 +1,7 @@
 """The sensor's per-event cost without a broker: N arrivals for M models (every digest new, as in
 `bench/sensor.py`'s throughput pass) fed from a list through `LocalSensor` as `ctloop sensor run` assembles
-it, decided, recorded in SQLite and committed; JSON logs at INFO into /dev/null.
+it, decided, recorded in SQLite and committed; JSON logs at INFO into /dev/null; the GC tuned as that
+command tunes it (`--default-gc`: Python's defaults).
 
 Run: $V/bin/python bench/sensor_decide.py [--events 20000] [--models 50] [--reps 3] [--batch 500]
      $V/bin/python bench/sensor_decide.py --by-phase          CPU µs per event by phase (one pass)
@@ -129,8 +130,9 @@ def by_phase(messages: list[Message], home: Path, batch: int) -> dict[str, float
         (sensor, "admit_all", "admission"), (sensor.LocalSensor, "_launch", "launch (tick, submit)"),
         (sensor.LocalSensor, "_observe", "metrics + logs"), (sensor.LocalSensor, "_candidate", "_candidate"),
         (sensor._Route, "parameters", "parameter mapping"), (sensor.LocalSensor, "step", "total"),
-        *((decisions.DecisionLog, name, "SQLite") for name in ("seen_digests", "ran", "record", "mark_seen",
-                                                                "record_rejections", "save_state")),
+        *((decisions.DecisionLog, name, "SQLite") for name in (
+            "seen_digests", "watermarks", "advance", "ran", "record", "mark_seen", "record_rejections", "save_state")
+          if hasattr(decisions.DecisionLog, name)),
     ):
         setattr(owner, name, timed(getattr(owner, name), phase))
     route_of = sensor._Route.of.__func__
@@ -191,7 +193,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--phases", type=Path, default=None, metavar="RAW", help="read a py-spy raw profile")
     parser.add_argument("--by-phase", action="store_true", help="CPU µs per event by phase, one pass")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="keep Python's GC thresholds instead of `ctloop sensor run`'s")
     args = parser.parse_args()
+    if not args.default_gc:
+        from ctloop.sensors.cli import collect_garbage_less
+
+        collect_garbage_less()
     if args.phases:
         phases(args.phases)
         return
