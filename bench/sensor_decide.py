@@ -7,6 +7,7 @@ Run: $V/bin/python bench/sensor_decide.py [--events 20000] [--models 50] [--reps
      $V/bin/python bench/sensor_decide.py --by-phase          CPU µs per event by phase (one pass)
      py-spy record -r 250 -f raw -o out.txt -- $V/bin/python bench/sensor_decide.py --reps 1
      $V/bin/python bench/sensor_decide.py --phases out.txt    shares of the samples by phase
+     $V/bin/python bench/sensor_decide.py --lookup --events 500000   `ctloop events list` on the log it leaves
 
 `--by-phase` wraps each phase's function in the sensor's modules with the thread's CPU clock (which other
 tenants of a shared host do not advance); the wrappers add ~0.3 µs a call, about 2 µs an event in all.
@@ -168,6 +169,42 @@ def by_phase(messages: list[Message], home: Path, batch: int) -> dict[str, float
     return dict(spent)
 
 
+def lookup(messages: list[Message], home: Path, batch: int, models: int) -> None:
+    """Decide `messages` into one log, then time what `ctloop events list` and `DecisionLog.decisions()` read
+    from it: an event in a burst row, one in a row of its own, a prefix, every decision."""
+    from ctloop.sensors.local.decisions import DecisionLog, list_decisions
+
+    if 2 * models > batch:
+        raise SystemExit("--lookup wants a batch holding two arrivals of each model")
+    one_pass(messages, home, batch)
+    state_db = Settings(home=home, topics=TOPICS).state_db
+    log = DecisionLog(state_db, "ctloop-sensor")
+    start = time.perf_counter()
+    total = sum(1 for _ in log.decisions())
+    print(f"{total} decisions; DecisionLog.decisions() reads them all in {time.perf_counter() - start:.2f} s")
+    log.close()
+    # A model's second arrival in a batch is coalesced into the newest: held in that batch's burst row.
+    member = models
+    for label, kwargs in (("--event (in a burst row, the oldest)", {"event_id": _id(messages[member])}),
+                          ("--event (in a burst row, the middle)",
+                           {"event_id": _id(messages[len(messages) // 2 + member])}),
+                          ("--event (its own row, the newest)", {"event_id": _id(messages[-1])}),
+                          ("--event (unknown)", {"event_id": "no-such-event"}),
+                          ("--event-prefix (8 hex)", {"event_prefix": _id(messages[len(messages) // 3])[:8]})):
+        times, found = [], 0
+        for _ in range(3):
+            start = time.perf_counter()
+            found = len(list_decisions(state_db, **kwargs))
+            times.append(time.perf_counter() - start)
+        print(f"  {label}: {found} decisions, median {1000 * statistics.median(times):.1f} ms")
+
+
+def _id(message: Message) -> str:
+    import orjson
+
+    return orjson.loads(message.value)["id"]
+
+
 def phases(raw: Path) -> None:
     """Shares of py-spy's raw samples (one folded stack and a count a line) by phase, sensor samples only."""
     counts: Counter[str] = Counter()
@@ -193,6 +230,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--phases", type=Path, default=None, metavar="RAW", help="read a py-spy raw profile")
     parser.add_argument("--by-phase", action="store_true", help="CPU µs per event by phase, one pass")
+    parser.add_argument("--lookup", action="store_true", help="time `ctloop events list` on the log decided")
     parser.add_argument("--default-gc", action="store_true",
                         help="keep Python's GC thresholds instead of `ctloop sensor run`'s")
     args = parser.parse_args()
@@ -204,6 +242,10 @@ def main() -> None:
         phases(args.phases)
         return
     messages = arrivals(args.events, args.models)
+    if args.lookup:
+        with tempfile.TemporaryDirectory() as tmp:
+            lookup(messages, Path(tmp), args.batch, args.models)
+        return
     if args.by_phase:
         with open(os.devnull, "w") as devnull, tempfile.TemporaryDirectory() as tmp:
             jsonlog.configure()
