@@ -9,7 +9,8 @@ Run: $V/bin/python bench/sensor.py [--events 20000] [--rate 200] [--seconds 10] 
 Without --bootstrap it starts a local single-node Kafka (KRaft, as the tests do) in a temp dir.
 The sensor is assembled by `ctloop.sensors.local.assembly.local_sensor`, as `ctloop sensor run` assembles
 it (parse, filters, mapping, admission, decisions durable in SQLite before each offset commit, its JSON log
-lines at INFO, written to /dev/null here), except the engine: a counter at the engine boundary, so the
+lines at INFO, written to /dev/null here, the GC tuned as that command tunes it unless `--default-gc`), except
+the engine: a counter at the engine boundary, so the
 figures are the sensor's own cost, not a workflow's.
 """
 
@@ -284,7 +285,13 @@ def main() -> None:
                         help="instead: drain a backlog of N arrivals and print the time and a digest of the decisions")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="after the figures, print cProfile's top N functions of one more sensor pass")
+    parser.add_argument("--default-gc", action="store_true",
+                        help="keep Python's GC thresholds instead of `ctloop sensor run`'s")
     args = parser.parse_args()
+    if not args.default_gc:
+        from ctloop.sensors.cli import collect_garbage_less
+
+        collect_garbage_less()
 
     # As `ctloop sensor run` configures it; the lines are formatted, then dropped.
     with open(os.devnull, "w") as devnull, tempfile.TemporaryDirectory(prefix="bench-sensor-") as tmp:
