@@ -7,6 +7,11 @@ import logging
 import sys
 from typing import Any
 
+import orjson
+
+# Datetimes as `str()` prints them, as the json module's `default=str` did; the rest as orjson writes it.
+_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
+
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
@@ -15,7 +20,11 @@ class JsonFormatter(logging.Formatter):
         doc.update(getattr(record, "fields", {}))
         if record.exc_info:
             doc["error"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
+        # orjson: a storm logs a line per run started, and the json module took ~15 µs of each.
+        try:
+            return orjson.dumps(doc, default=str, option=_OPTIONS).decode()
+        except TypeError:  # what orjson refuses (a lone surrogate, an int past 64 bits): the json module's escapes
+            return json.dumps(doc, default=str)
 
 
 def configure(level: int = logging.INFO) -> None:

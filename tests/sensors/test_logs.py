@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from ctloop.embedded_bus import EmbeddedBus
+from ctloop.sensors.local.jsonlog import JsonFormatter
 from ctloop.settings import Settings
 from tests.sensors.helpers import arrival, drain, make_sensor
 from tests.sensors.ledger import LedgerEngine
@@ -51,3 +55,18 @@ def test_at_debug_every_decision_has_its_line(burst, caplog):
     assert sorted(logged) == sorted([("triggered", "ev-0"), *((k, f"ev-{n}") for n in (1, 2, 3)
                                                               for k in ("deferred", "coalesced")),
                                      ("deferred", "ev-4")])
+
+
+@pytest.mark.parametrize("fields", [
+    {"event_id": "ev-1", "latency_ms": 1.25, "run_id": None, "at": datetime(2026, 11, 30, tzinfo=UTC)},
+    {"event_id": "bad-\udc80", "big": 2**70, "where": Path("/x")},
+])
+def test_a_line_is_one_json_object_with_its_fields(fields):
+    record = logging.getLogger("ctloop.sensor").makeRecord("ctloop.sensor", logging.INFO, "f", 1, "triggered", (),
+                                                             None, extra={"fields": fields})
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    doc = json.loads(line)
+    assert (doc["level"], doc["logger"], doc["msg"]) == ("info", "ctloop.sensor", "triggered")
+    assert {k: doc[k] for k in fields} == {k: v if isinstance(v, str | int | float | None) and not isinstance(v, bool)
+                                           else str(v) for k, v in fields.items()}
