@@ -245,14 +245,17 @@ def resolve_digest(uri: str) -> str:
     return "snap-" + hashlib.sha256(uri.encode()).hexdigest()[:16]
 
 
-def replay(records: Sequence[Record], policy: AdmissionPolicy, home: Path) -> dict[str, Any]:
-    """Replay `records` through a fresh sensor, drain it, and reduce what it decided to digests."""
+def replay(records: Sequence[Record], policy: AdmissionPolicy, home: Path,
+           recent_events: int | None = None) -> dict[str, Any]:
+    """Replay `records` through a fresh sensor, drain it, and reduce what it decided to digests. `recent_events`:
+    the sensor's bound on the ids it keeps to know a producer's duplicate (None: its default)."""
     clock = ReplayClock()
     bus = ReplayBus(records, clock)
     engine = ReplayEngine(clock)
     settings = Settings(home=home, topics=TOPICS, max_event_bytes=MAX_EVENT_BYTES)
+    bound = {} if recent_events is None else {"recent_events": recent_events}
     sensor = LocalSensor(settings, bus, engine, kafka_sensors(settings, CODE_VERSION), policy=policy,
-                         resolve_digest=resolve_digest, clock=clock, commit_interval_s=0.0)
+                         resolve_digest=resolve_digest, clock=clock, commit_interval_s=0.0, **bound)
     wall, cpu = time.perf_counter(), time.process_time()
     while not bus.drained():
         sensor.step(0)
@@ -311,6 +314,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--scenario", choices=sorted(SCENARIOS), action="append",
                         help="replay only these scenarios (default: all)")
+    parser.add_argument("--recent-events", type=int, default=None,
+                        help="the sensor's bound on recent ids (default: LocalSensor's)")
     args = parser.parse_args()
     import tempfile
 
@@ -319,7 +324,7 @@ def main() -> None:
     out: dict[str, Any] = {"seed": args.seed, "events": args.events, "scenarios": {}}
     for name in args.scenario or SCENARIOS:
         with tempfile.TemporaryDirectory() as tmp:
-            result = replay(records, SCENARIOS[name], Path(tmp))
+            result = replay(records, SCENARIOS[name], Path(tmp), args.recent_events)
         out["scenarios"][name] = {"counts": result["counts"], "chunks": result["chunks"]}
         whole = hashlib.sha256("".join(result["chunks"]).encode()).hexdigest()[:16]
         print(f"{name}: {result['counts']}, digest {whole}; drained in {result['drain_s']:.1f} s "
