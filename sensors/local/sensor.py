@@ -11,7 +11,8 @@ What is already decided is known without a durable row per event:
   partition's highest decided offset (its watermark) is recorded in the same transaction as the
   decisions, so those messages are skipped before they are parsed, and counted as `redelivered`.
 - A producer's duplicate (the same event id again, at a later offset) is known by a bounded in-memory
-  map of the last `recent_events` decided ids and their content digests, rebuilt at start from the log:
+  map of the last `recent_events` decided ids and their content digests (~40 MB for the default 200,000
+  UUID ids), rebuilt at start from the log:
   the same body is `redelivered`, another body is dead-lettered as an id reused.
 - A duplicate of an event older than that bound is decided again, as a new event: its decision is
   recorded again (`deduped`, since its key already ran or is pending; `rejected` again if it was
