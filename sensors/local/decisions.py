@@ -155,6 +155,14 @@ def _json(value: Any) -> str:
         return json.dumps(value)
 
 
+def _loads(text: str) -> Any:
+    """`_json`'s inverse: json's parser where orjson refuses what json wrote (escaped lone surrogates)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 class DecisionLog:
     """One sensor group's record in a shared SQLite file."""
 
@@ -193,7 +201,7 @@ class DecisionLog:
         for (events,) in rows:
             if count >= limit:
                 break
-            batch = orjson.loads(events)
+            batch = _loads(events)
             batches.append(batch)
             count += len(batch)
         out: dict[str, str] = {}

@@ -184,3 +184,11 @@ def test_recent_digests_are_the_newest_batches_oldest_first(tmp_path):
     assert list(log.recent_digests(3)) == ["e3a", "e3b", "e4a", "e4b"]
     assert len(log.recent_digests(100)) == 10
     log.close()
+
+
+def test_an_id_only_json_can_write_is_rebuilt_too(tmp_path):
+    log = DecisionLog(tmp_path / "state.db", "ctloop-sensor")
+    with log.transaction():
+        log.mark_seen({"ev-\udc80": "d", "ev-2": ""}, at=1.0)
+    assert log.recent_digests(10) == {"ev-\udc80": "d", "ev-2": ""}
+    log.close()
