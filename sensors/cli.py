@@ -74,6 +74,9 @@ def run(
     cooldown: Annotated[float, typer.Option(help="Seconds after a drift run before another drift run.")] = 3600.0,
     max_gpu_runs: Annotated[int, typer.Option(help="Concurrent GPU runs at most.")] = 1,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
+    recent_events: Annotated[int, typer.Option(
+        help="Decided event ids kept in memory to know a producer's duplicate (about 200 bytes each); a "
+             "duplicate of an older one is decided again and deduplicated by its key.")] = 200_000,
 ) -> None:
     """Consume data and drift events, fire the specs' scheduled ticks, and start admitted retrain runs until
     SIGINT/SIGTERM."""
@@ -84,6 +87,8 @@ def run(
     from ctloop.sensors.local.metrics import SensorMetrics
     from ctloop.workflows.engine_factory import open_engine
 
+    if recent_events < 1:
+        raise Refused(f"--recent-events must be at least 1, got {recent_events}")
     jsonlog.configure()
     settings = _settings(bus, engine)
     metrics = SensorMetrics()
@@ -94,7 +99,7 @@ def run(
     with closing(open_bus(settings)) as the_bus:
         # The sensor outlives its runs, so it may restart those a crash of its process interrupted.
         sensor = local_sensor(settings, the_bus, open_engine(settings, retry_interrupted=2), group=group,
-                              policy=policy, metrics=metrics)
+                              policy=policy, metrics=metrics, recent_events=recent_events)
         collect_garbage_less()
         sensor.run_until_signalled()
 

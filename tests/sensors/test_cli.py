@@ -42,6 +42,12 @@ def test_emit_rejects_an_invalid_event_by_name(env):
     assert "model" in result.output
 
 
+def test_sensor_run_refuses_a_recent_events_bound_below_one(env):
+    result = runner.invoke(app, ["sensor", "run", "--recent-events", "0"])
+    assert result.exit_code != 0
+    assert "--recent-events must be at least 1, got 0" in result.output
+
+
 def test_events_list_shows_each_decision_with_its_reason(env, tmp_path):
     bus = EmbeddedBus(env.state_db)
     bus.publish(env.topics.data, arrival("churn", "abc", "ev-1"))
