@@ -344,7 +344,8 @@ def _describe(exc: ValidationError) -> str:
 
 
 # --- The fast path --------------------------------------------------------------------------------------------
-# A sensor parses every message of a backlog, and nearly all are plainly valid events of three types. For those,
+# A sensor parses every message of a backlog, and nearly all are plainly valid events of three types; the outcomes
+# joiner parses every label event, up to 10,000 labels each. For those,
 # one msgspec decode of the bytes into strict structs (below) certifies what the general path would find: every
 # CloudEvent attribute a non-empty string and nothing else, specversion 1.0, a payload of the right shape with
 # JSON types pydantic takes unchanged. The structs accept a subset of what the general path accepts, never more
@@ -410,6 +411,18 @@ class _WireQuality(_Struct, kw_only=True):
     data_uri: str | None = None
 
 
+class _WireLabel(_Struct, kw_only=True):
+    prediction_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)] | None = None
+    label: bool | _Int | float | str  # a float token stays a float, as pydantic's strict union keeps it
+    observed_at: str
+
+
+class _WireLabels(_Struct):
+    labels: Annotated[list[_WireLabel], msgspec.Meta(min_length=1, max_length=10_000)]
+
+
 class _WireEvent(_Struct, tag_field="type", kw_only=True):
     """The CloudEvent attributes `_plainly_valid` takes, each a non-empty string when present."""
 
@@ -434,7 +447,16 @@ class _WireQualityEvent(_WireEvent, tag=QualityDegraded.event_type, kw_only=True
     data: _WireQuality
 
 
-_WIRE = msgspec.json.Decoder(_WireArrivedEvent | _WireDriftEvent | _WireQualityEvent)
+class _WireLabelEvent(_WireEvent, tag=LabelObserved.event_type, kw_only=True):
+    data: _WireLabel
+
+
+class _WireLabelsEvent(_WireEvent, tag=LabelsObserved.event_type, kw_only=True):
+    data: _WireLabels
+
+
+_WIRE = msgspec.json.Decoder(_WireArrivedEvent | _WireDriftEvent | _WireQualityEvent | _WireLabelEvent
+                             | _WireLabelsEvent)
 _as_dict = msgspec.structs.asdict
 # A timestamp in a payload, read by the validator pydantic builds for a `datetime` field (its own TzInfo).
 _datetime = SchemaValidator(core_schema.datetime_schema()).validate_python
@@ -444,6 +466,10 @@ _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 _M = TypeVar("_M", bound=BaseModel)
+
+
+class _Doubtful(Exception):
+    """A payload the structs took that its model's own validator might refuse: the general path decides."""
 
 
 def _parse_plain(raw: bytes) -> tuple[Event, dict[str, Any]] | None:
@@ -468,7 +494,7 @@ def _parse_plain(raw: bytes) -> tuple[Event, dict[str, Any]] | None:
             return None
     try:
         payload = build(wire.data, doc["data"])
-    except ValidationError:  # a timestamp pydantic does not read
+    except (ValidationError, _Doubtful):  # a timestamp pydantic does not read, or a model validator's case
         return None
     subject = None if wire.subject is msgspec.UNSET else wire.subject
     event = _built(Event, {"id": wire.id, "type": event_type, "source": wire.source, "time": time,
@@ -498,9 +524,31 @@ def _quality(wire: _WireQuality, data: dict[str, Any]) -> QualityDegraded:
     return _built(QualityDegraded, values, set(data))
 
 
+def _label(wire: _WireLabel, data: dict[str, Any]) -> LabelObserved:
+    """`LabelObserved`'s validator's checks; whatever it would refuse is left to it, for its words."""
+    label = wire.label
+    if wire.prediction_id is None and (wire.model is None or wire.key is None):
+        raise _Doubtful
+    if type(label) is float and not math.isfinite(label):  # msgspec refuses 1e400, but keep the check local
+        raise _Doubtful
+    observed_at = _datetime(wire.observed_at)
+    if observed_at.tzinfo is None:
+        raise _Doubtful
+    values = {"prediction_id": wire.prediction_id, "model": wire.model, "key": wire.key, "label": label,
+              "observed_at": observed_at}
+    return _built(LabelObserved, values, set(data))
+
+
+def _labels(wire: _WireLabels, data: dict[str, Any]) -> LabelsObserved:
+    items = data["labels"]
+    labels = [_label(label, items[i]) for i, label in enumerate(wire.labels)]
+    return _built(LabelsObserved, {"labels": labels}, set(data))
+
+
 _BUILDERS: dict[type[_WireEvent], tuple[type[Payload], Callable[[Any, dict[str, Any]], Payload]]] = {
     _WireArrivedEvent: (DataArrived, _arrived), _WireDriftEvent: (DriftDetected, _drift),
-    _WireQualityEvent: (QualityDegraded, _quality)}
+    _WireQualityEvent: (QualityDegraded, _quality), _WireLabelEvent: (LabelObserved, _label),
+    _WireLabelsEvent: (LabelsObserved, _labels)}
 
 
 def _built(cls: type[_M], values: dict[str, Any], fields_set: set[str]) -> _M:

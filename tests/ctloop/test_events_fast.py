@@ -18,6 +18,8 @@ from ctloop.events import (
     DataArrived,
     DriftDetected,
     EventError,
+    LabelObserved,
+    LabelsObserved,
     ModelPromoted,
     QualityDegraded,
     new_event,
@@ -69,6 +71,12 @@ HOT = [
                   columns={}),
     QualityDegraded(model="churn", version="4", metric="auc", value=0.61, threshold=0.7, holdout=0.8,
                     rule="max_drop", rows=5000, window_start=NOW, window_end=NOW, data_uri="s3://l/churn"),
+    LabelObserved(prediction_id="0f1e2d3c-7", label=1, observed_at=NOW),
+    LabelsObserved(labels=[
+        LabelObserved(prediction_id="p-1", label=True, observed_at=NOW),
+        LabelObserved(model="churn", key="customer 42", label="churned", observed_at=NOW + timedelta(hours=1)),
+        LabelObserved(prediction_id="p-3", model="churn", key="k", label=0.25, observed_at=NOW),
+        LabelObserved(prediction_id="p-4", label=-(2**63), observed_at=NOW)]),
 ]
 
 
@@ -151,6 +159,54 @@ def test_drift_variants_the_fast_path_leaves_to_the_general_one(raw):
     assert outcome(parse_document, raw) == outcome(events._parse_general, raw)
 
 
+def label(**fields):
+    return {"prediction_id": "p-1", "label": 1, "observed_at": "2026-11-01T00:00:00Z", **fields}
+
+
+def one_label(**fields):
+    return arrival(type="ctloop.label.observed", data=label(**fields))
+
+
+def labels(*items):
+    return arrival(type="ctloop.labels.observed", data={"labels": list(items)})
+
+
+@pytest.mark.parametrize("raw", [
+    one_label(), one_label(label=True), one_label(label=0.0), one_label(label=5.0), one_label(label=-1e300),
+    one_label(label=""), one_label(label=2**63 - 1), one_label(prediction_id=None, model="m", key="k"),
+    one_label(model="m", key=None), one_label(prediction_id="x" * 200, model="m" * 200, key="k" * 1000),
+    one_label(observed_at="2026-11-01T00:00:00.1234567+05:30"), one_label(observed_at="2026-11-01T00:00:00+00:00"),
+    labels(label()), labels(*[label(prediction_id=f"p-{n}", label=n % 3 == 0) for n in range(10_000)]),
+    labels(label(), {"model": "m", "key": "k", "label": "yes", "observed_at": "2026-11-01T00:00:00Z"}),
+    b'{"specversion":"1.0","type":"ctloop.label.observed","id":"a","source":"s","time":"2026-11-01T00:00:00Z",'
+    b'"data":{"prediction_id":"p",'
+    b'"label":1,"label":"two","observed_at":"2026-11-01T00:00:00Z"}}',
+], ids=lambda raw: repr(raw[:160]))
+def test_label_variants_take_the_fast_path(raw):
+    assert_same(raw, fast=True)
+
+
+@pytest.mark.parametrize("raw", [
+    # The model validator's cases: no prediction named, a naive time, a label that is not finite.
+    one_label(prediction_id=None), one_label(prediction_id=None, model="m"), one_label(prediction_id=None, key="k"),
+    one_label(observed_at="2026-11-01T00:00:00"), one_label(observed_at="2026-11-01"), one_label(label=1e400),
+    one_label(label=float("inf")), one_label(label=float("nan")),
+    # What pydantic reads leniently or refuses, in its words.
+    one_label(observed_at=1700000000), one_label(observed_at="soon"), one_label(label=None), one_label(label=[1]),
+    one_label(label={"a": 1}), one_label(label=2**63), one_label(label=2**70), one_label(prediction_id=""),
+    one_label(prediction_id="x" * 201), one_label(model="m" * 201, prediction_id=None, key="k"),
+    one_label(key="k" * 1001), one_label(prediction_id=7), one_label(colour="red"), arrival(
+        type="ctloop.label.observed", data={"prediction_id": "p", "observed_at": "2026-11-01T00:00:00Z"}),
+    # A batch is taken or refused whole; one bad label sends it to the general path.
+    labels(), labels(label(), label(prediction_id=None)), labels(label(), label(observed_at="2026-11-01T00:00:00")),
+    labels(*[label()] * 10_001), labels(label(), 5), arrival(type="ctloop.labels.observed", data={"labels": []}),
+    arrival(type="ctloop.labels.observed", data={"labels": [label()], "extra": 1}),
+    arrival(type="ctloop.labels.observed", data=label()),
+], ids=lambda raw: repr(raw[:160]))
+def test_labels_the_fast_path_leaves_to_the_general_one(raw):
+    assert_same(raw, fast=False)
+
+
 def test_an_event_without_time_is_stamped_now_on_both_paths():
     raw = json.dumps({"specversion": "1.0", "id": "e", "type": "ctloop.data.arrived", "source": "s",
                       "data": {"model": "m", "uri": "u"}}).encode()
@@ -207,6 +263,48 @@ def test_any_quality_payload_gets_the_same_answer_on_both_paths(value, holdout, 
         "model": "m", "version": "2", "metric": "auc", "value": value, "threshold": 0.7, "holdout": holdout,
         "rule": rule, "rows": rows, "window_start": start, "window_end": "2026-11-01T00:00:00Z"})
     assert outcome(parse_document, raw) == outcome(events._parse_general, raw)
+
+IDS = mostly(st.text(min_size=1, max_size=8) | st.sampled_from([None, "", "p" * 200, "p" * 201]))
+LABELS = mostly(st.booleans() | st.integers(-(2**64), 2**64) | st.floats() | TEXT)
+AWARE = ["2026-11-01T00:00:00Z", "2026-11-01T00:00:00.1234567+05:30"]
+OBSERVED = mostly(st.sampled_from(AWARE * 3 + ["2026-11-01", "2026-11-01T01:02:03", "1700000000", "soon", ""]))
+
+
+def any_label():
+    return st.fixed_dictionaries({"prediction_id": IDS, "label": LABELS, "observed_at": OBSERVED},
+                                 optional={"model": IDS, "key": IDS})
+
+
+@settings(max_examples=300, deadline=None)
+@given(item=any_label())
+def test_any_label_payload_gets_the_same_answer_on_both_paths(item):
+    raw = json.dumps({"specversion": "1.0", "id": "e", "type": "ctloop.label.observed", "source": "s",
+                      "time": NOW.isoformat(), "data": item}).encode()
+    assert outcome(parse_document, raw) == outcome(events._parse_general, raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(items=st.lists(st.one_of(any_label(), st.just(label())), max_size=6))
+def test_any_labels_payload_gets_the_same_answer_on_both_paths(items):
+    raw = json.dumps({"specversion": "1.0", "id": "e", "type": "ctloop.labels.observed", "source": "s",
+                      "time": NOW.isoformat(), "data": {"labels": items}}).encode()
+    assert outcome(parse_document, raw) == outcome(events._parse_general, raw)
+
+
+def test_label_properties_reach_the_fast_path():
+    """The property tests above are only worth something if many of their examples take the fast path."""
+    taken = []
+
+    @settings(max_examples=200, deadline=None, database=None)
+    @given(item=any_label())
+    def probe(item):
+        raw = json.dumps({"specversion": "1.0", "id": "e", "type": "ctloop.label.observed", "source": "s",
+                          "time": NOW.isoformat(), "data": item}).encode()
+        taken.append(events._parse_plain(raw) is not None)
+
+    probe()
+    assert 0.1 < sum(taken) / len(taken) < 0.9, sum(taken)
+
 
 def test_an_arrivals_payload_json_is_pydantics_for_every_character_and_integer():
     """Content digests stored before are compared on redelivery: `payload_json` must keep pydantic's bytes."""
