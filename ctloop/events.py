@@ -237,7 +237,12 @@ def payload_json(data: Payload) -> bytes:
 
 def parse(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Event:
     """Parse one structured CloudEvent into a typed `Event`, or raise `EventError`."""
-    return parse_document(raw, max_bytes=max_bytes)[0]
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", errors="surrogatepass")
+    if len(raw) > max_bytes:
+        raise EventError(f"oversized: {len(raw)} bytes exceeds the limit of {max_bytes}")
+    plain = _parse_plain(raw, document=False)
+    return plain[0] if plain is not None else _parse_general(raw)[0]
 
 
 def parse_document(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[Event, dict[str, Any]]:
@@ -353,7 +358,9 @@ def _describe(exc: ValidationError) -> str:
 # the general path, so each error's reason is the general path's. Certified, the document orjson reads is the one
 # json would read (no NaN, BOM or lone surrogate, which both decoders refuse; no integer past 64 bits, which the
 # bounds below refuse; bounded depth), and the payload is built from the structs without validating it again
-# (its timestamps by pydantic's own datetime validator).
+# (its timestamps by pydantic's own datetime validator). A label event's payload is built from the structs alone
+# (a field left out is UNSET there), so `parse`, which returns no document, does not read one: msgspec refuses
+# what orjson refuses, and a repeated "type" key with another value.
 # tests/ctloop/test_events_fast.py and tests/sensors/test_fast_parse.py hold both paths equal.
 
 _Text = Annotated[str, msgspec.Meta(min_length=1)]
@@ -411,10 +418,15 @@ class _WireQuality(_Struct, kw_only=True):
     data_uri: str | None = None
 
 
+_Unset = msgspec.UnsetType
+_UNSET = msgspec.UNSET
+
+
 class _WireLabel(_Struct, kw_only=True):
-    prediction_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
-    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
-    key: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)] | None = None
+    # UNSET, not None, for a field the JSON leaves out: the payload's fields set comes from the struct alone.
+    prediction_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | _Unset | None = _UNSET
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | _Unset | None = _UNSET
+    key: Annotated[str, msgspec.Meta(min_length=1, max_length=1000)] | _Unset | None = _UNSET
     label: bool | _Int | float | str  # a float token stays a float, as pydantic's strict union keeps it
     observed_at: str
 
@@ -472,16 +484,19 @@ class _Doubtful(Exception):
     """A payload the structs took that its model's own validator might refuse: the general path decides."""
 
 
-def _parse_plain(raw: bytes) -> tuple[Event, dict[str, Any]] | None:
-    """`_parse_general`'s result for a plainly valid event of a hot type, or None for the general path."""
+def _parse_plain(raw: bytes, *, document: bool = True) -> tuple[Event, dict[str, Any] | None] | None:
+    """`_parse_general`'s result for a plainly valid event of a hot type, or None for the general path. Without
+    `document`, a label event's document is not read (None in its place): its payload needs only the structs."""
     try:
         wire = _WIRE.decode(raw)
-        doc = orjson.loads(raw)
+        doc = orjson.loads(raw) if document or type(wire) not in _STRUCTS_ALONE else None
     except (msgspec.DecodeError, orjson.JSONDecodeError):
         return None
     payload_cls, build = _BUILDERS[type(wire)]
     event_type = payload_cls.event_type
-    if doc["type"] != event_type:  # a repeated "type" key: msgspec read one, json the other
+    # A repeated "type" key: msgspec refuses one whose values differ; should it ever read one and json the
+    # other, this sees it where there is a document.
+    if doc is not None and doc["type"] != event_type:
         return None
     if wire.time is msgspec.UNSET:
         time = datetime.now(UTC)
@@ -493,7 +508,7 @@ def _parse_plain(raw: bytes) -> tuple[Event, dict[str, Any]] | None:
         if time.tzinfo is None:
             return None
     try:
-        payload = build(wire.data, doc["data"])
+        payload = build(wire.data, doc["data"] if doc is not None else None)
     except (ValidationError, _Doubtful):  # a timestamp pydantic does not read, or a model validator's case
         return None
     subject = None if wire.subject is msgspec.UNSET else wire.subject
@@ -524,31 +539,48 @@ def _quality(wire: _WireQuality, data: dict[str, Any]) -> QualityDegraded:
     return _built(QualityDegraded, values, set(data))
 
 
-def _label(wire: _WireLabel, data: dict[str, Any]) -> LabelObserved:
-    """`LabelObserved`'s validator's checks; whatever it would refuse is left to it, for its words."""
-    label = wire.label
-    if wire.prediction_id is None and (wire.model is None or wire.key is None):
+def _label(wire: _WireLabel, _data: Any = None, times: dict[str, datetime] | None = None) -> LabelObserved:
+    """`LabelObserved`'s validator's checks; whatever it would refuse is left to it, for its words. `times`
+    holds the timestamps already read in this event (a batch's labels often share one; datetimes are immutable)."""
+    prediction_id, model, key, label = wire.prediction_id, wire.model, wire.key, wire.label
+    fields = {"label", "observed_at"}
+    if prediction_id is _UNSET:
+        prediction_id = None
+    else:
+        fields.add("prediction_id")
+    if model is _UNSET:
+        model = None
+    else:
+        fields.add("model")
+    if key is _UNSET:
+        key = None
+    else:
+        fields.add("key")
+    if prediction_id is None and (model is None or key is None):
         raise _Doubtful
     if type(label) is float and not math.isfinite(label):  # msgspec refuses 1e400, but keep the check local
         raise _Doubtful
-    observed_at = _datetime(wire.observed_at)
-    if observed_at.tzinfo is None:
-        raise _Doubtful
-    values = {"prediction_id": wire.prediction_id, "model": wire.model, "key": wire.key, "label": label,
-              "observed_at": observed_at}
-    return _built(LabelObserved, values, set(data))
+    observed_at = times.get(wire.observed_at) if times is not None else None
+    if observed_at is None:
+        observed_at = _datetime(wire.observed_at)
+        if observed_at.tzinfo is None:
+            raise _Doubtful
+        if times is not None:
+            times[wire.observed_at] = observed_at
+    values = {"prediction_id": prediction_id, "model": model, "key": key, "label": label, "observed_at": observed_at}
+    return _built(LabelObserved, values, fields)
 
 
-def _labels(wire: _WireLabels, data: dict[str, Any]) -> LabelsObserved:
-    items = data["labels"]
-    labels = [_label(label, items[i]) for i, label in enumerate(wire.labels)]
-    return _built(LabelsObserved, {"labels": labels}, set(data))
+def _labels(wire: _WireLabels, _data: Any = None) -> LabelsObserved:
+    times: dict[str, datetime] = {}
+    return _built(LabelsObserved, {"labels": [_label(label, None, times) for label in wire.labels]}, {"labels"})
 
 
 _BUILDERS: dict[type[_WireEvent], tuple[type[Payload], Callable[[Any, dict[str, Any]], Payload]]] = {
     _WireArrivedEvent: (DataArrived, _arrived), _WireDriftEvent: (DriftDetected, _drift),
     _WireQualityEvent: (QualityDegraded, _quality), _WireLabelEvent: (LabelObserved, _label),
     _WireLabelsEvent: (LabelsObserved, _labels)}
+_STRUCTS_ALONE = frozenset({_WireLabelEvent, _WireLabelsEvent})
 
 
 def _built(cls: type[_M], values: dict[str, Any], fields_set: set[str]) -> _M:

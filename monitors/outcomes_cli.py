@@ -41,6 +41,10 @@ def run(
                                              "quality.window wins).")] = "168h",
     land_rows: Annotated[int | None, typer.Option(help="Land only the newest N labelled rows of the window.")]
     = None,
+    memory_rows: Annotated[int, typer.Option(envvar="CTLOOP_OUTCOMES_MEMORY_ROWS",
+                                             help="Served rows the joiner holds in memory to join labels against "
+                                                  "(older ones are looked up in the store): ~120 bytes each, "
+                                                  "more with an entity key.")] = 500_000,
     evaluate_every: Annotated[float, typer.Option(help="Seconds between landings and quality evaluations.")] = 30.0,
     metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics on this port.")] = None,
     metrics_host: Annotated[str, typer.Option(help="Address /metrics binds to (0.0.0.0 for a scraper in a "
@@ -57,18 +61,21 @@ def run(
         raise Refused(f"--bus must be kafka or embedded, got {bus!r}")
     if land_rows is not None and land_rows < 1:
         raise Refused(f"--land-rows must be at least 1, got {land_rows}")
+    if memory_rows < 1:
+        raise Refused(f"--memory-rows must be at least 1, got {memory_rows}")
     if evaluate_every <= 0:
         raise Refused(f"--evaluate-every must be positive, got {evaluate_every}")
     horizon_s, window_s = _seconds(horizon, "horizon"), _seconds(window, "window")
     settings = load_settings(bus=bus) if bus else load_settings()
     with closing(open_bus(settings)) as event_bus:
         service = outcomes_service(settings, event_bus, store_url=store, horizon_s=horizon_s,
-                                   evaluate_every_s=evaluate_every, window_s=window_s, land_rows=land_rows)
+                                   evaluate_every_s=evaluate_every, window_s=window_s, land_rows=land_rows,
+                                   memory_rows=memory_rows)
         service.on_evaluation = lambda e: [typer.echo(_line(q)) for q in e.quality]
         if metrics_port is not None:
             typer.echo(f"metrics on {metrics_host}:{service.metrics.serve(metrics_port, metrics_host)}/metrics")
         typer.echo(f"joining {settings.topics.predictions} and {settings.topics.labels} on {settings.bus} "
-                   f"into {service.store.url}")
+                   f"into {service.store.url} (the newest {memory_rows:,} served rows in memory)")
         try:
             service.run_for(duration) if duration is not None else service.run(lambda: False)
         except KeyboardInterrupt:

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 from ctloop.bus import Bus
 from ctloop.modelspec import ModelSpec, load_specs, specs_dir
 from ctloop.monitors.joiner import DEFAULT_GROUP, DEFAULT_HORIZON_S, Joiner
-from ctloop.monitors.outcomes import OutcomeStore, default_url
+from ctloop.monitors.outcomes import DEFAULT_MEMORY_ROWS, OutcomeStore, default_url
 from ctloop.monitors.outcomes_landing import DEFAULT_WINDOW_S, Landed, Lander
 from ctloop.monitors.quality import QualityMonitor, VersionQuality, registry_holdout, registry_logger
 from ctloop.settings import Settings
@@ -135,12 +135,13 @@ class OutcomesService:
 def outcomes_service(settings: Settings, bus: Bus, *, store_url: str | None = None,
                      horizon_s: float = DEFAULT_HORIZON_S, evaluate_every_s: float = 30.0,
                      window_s: float = DEFAULT_WINDOW_S, land_rows: int | None = None,
-                     group: str = DEFAULT_GROUP, metrics: OutcomeMetrics | None = None) -> OutcomesService:
+                     group: str = DEFAULT_GROUP, metrics: OutcomeMetrics | None = None,
+                     memory_rows: int = DEFAULT_MEMORY_ROWS) -> OutcomesService:
     """The joiner, lander and quality monitor as `ctloop outcomes run` wires them: the store at `store_url`
     (default: `outcomes.db` under home), specs from `<home>/specs`, holdout figures and live metrics through
-    the MLflow registry at `settings.tracking_uri`; `land_rows` caps a landing at the newest rows. The caller
-    owns `bus`; `close()` the service."""
-    store = OutcomeStore(store_url or default_url(settings.home))
+    the MLflow registry at `settings.tracking_uri`; `land_rows` caps a landing at the newest rows; `memory_rows`
+    bounds the store's in-memory index. The caller owns `bus`; `close()` the service."""
+    store = OutcomeStore(store_url or default_url(settings.home), memory_rows=memory_rows)
     specs_cache: dict[str, ModelSpec] = {}
     read_at = [float("-inf")]
 
