@@ -1,13 +1,18 @@
 """The sensor's parse per message, fast path against the general path (the parse before the fast path) and a
 bare `orjson.loads`, on the recorded stream of mixed events (`tests.sensors.recorded_stream`).
 
-Run: $V/bin/python bench/parse.py [--events 20000] [--reps 7]
+Run: $V/bin/python bench/parse.py [--events 20000] [--reps 7] [--labels 20000]
 
 Each repetition times every method over the same messages, in turn (side by side), with the thread's CPU clock
 (which other tenants of a shared host do not advance); the table gives the median µs per message of each group:
 the plainly valid events of each hot type (the fast path), the other valid events and the malformed ones (both
 take the general path after the fast one refuses them). "sensor's share" adds what the sensor does next with a
 parsed event that the parse can make cheaper: its content digest and its Kafka event data.
+
+A second table gives the joiner's parse of label events, in µs per label: `--labels` labels as one
+`ctloop.label.observed` event each and as `ctloop.labels.observed` events of 1000 (ids in serving's form, half
+naming model and entity key, a few distinct observation times), by the general path, `parse_document` and
+`parse` (what the joiner calls: for a label event it reads no document).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import argparse
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the recorded str
 
 from ctloop import events
 from ctloop.bus import Message
-from ctloop.events import EventError, parse_document
+from ctloop.events import EventError, LabelObserved, LabelsObserved, new_event, parse, parse_document, to_bytes
 from ctloop.sensors.eventdata import kafka_event_data
 from ctloop.sensors.local.sensor import content_digest
 from tests.sensors.recorded_stream import MAX_EVENT_BYTES, generate
@@ -83,10 +90,42 @@ def per_message_us(run: Callable[[Any], Any], items: Sequence[Any]) -> float:
     return (time.thread_time_ns() - start) / 1000 / len(items)
 
 
+def label_events(count: int) -> dict[str, tuple[list[bytes], int]]:
+    """The same labels one per event and 1000 per event: messages and labels per message, by group."""
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    batch = uuid.uuid4().hex
+    labels = [LabelObserved(prediction_id=f"{batch}-{n}", label=n % 2, observed_at=start + timedelta(minutes=n % 7))
+              if n % 2 else LabelObserved(model="churn", key=f"customer-{n}", label=float(n % 3),
+                                          observed_at=start + timedelta(minutes=n % 7))
+              for n in range(count)]
+    return {"label.observed, 1 per event": ([to_bytes(new_event(label)) for label in labels], 1),
+            "labels.observed, 1000 per event": ([to_bytes(new_event(LabelsObserved(labels=labels[n:n + 1000])))
+                                                 for n in range(0, count, 1000)], 1000)}
+
+
+def label_table(count: int, reps: int) -> None:
+    methods: dict[str, Callable[[bytes], Any]] = {"general path": events._parse_general,
+                                                  "parse_document": parse_document, "parse": parse}
+    groups = label_events(count)
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(reps):
+        for group, (messages, per) in groups.items():
+            for name, run in methods.items():
+                times.setdefault((group, name), []).append(per_message_us(run, messages) / per)
+    print(f"\nCPU µs per label, median of {reps} ({count} labels)\n")
+    print("| group | messages | " + " | ".join(methods) + " | general / parse |")
+    print("|---|---|" + "---|" * (len(methods) + 1))
+    for group, (messages, _) in groups.items():
+        medians = [statistics.median(times[(group, name)]) for name in methods]
+        print(f"| {group} | {len(messages)} | " + " | ".join(f"{m:.2f}" for m in medians)
+              + f" | {medians[0] / medians[-1]:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--labels", type=int, default=20_000, help="labels for the label table (0: none)")
     args = parser.parse_args()
     messages = [Message(r.topic, 0, n, r.key, r.value, (), 1_700_000_000_000 + n)
                 for n, r in enumerate(generate(17, args.events))]
@@ -113,6 +152,8 @@ def main() -> None:
         medians = [statistics.median(times[(group, name)]) for name in methods]
         ratio = medians[1] / medians[2]
         print(f"| {group} | {len(items)} | " + " | ".join(f"{m:.2f}" for m in medians) + f" | {ratio:.2f}x |")
+    if args.labels:
+        label_table(args.labels, args.reps)
 
 
 if __name__ == "__main__":
