@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
 
 @monitor_app.command()
 def run(
-    model: Annotated[str, typer.Option(help="Model whose predictions to watch.")] = "default",
+    model: Annotated[str | None, typer.Option(help="Model whose predictions to watch (default: the one model with "
+                                                   "a spec, when there is exactly one).")] = None,
     bus: Annotated[str | None, typer.Option(help="kafka or embedded (default: settings).")] = None,
     profile: Annotated[Path | None, typer.Option(help="Reference profile JSON; default: the champion's.")] = None,
     window_rows: Annotated[int | None, typer.Option(help="Close a window after this many rows.")] = 10_000,
@@ -59,6 +60,7 @@ def run(
     if trigger not in ("dataset", "column"):
         raise Refused(f"--trigger must be dataset or column, got {trigger!r}")
     settings = load_settings(bus=bus) if bus else load_settings()
+    model = model or _only_model(settings)
     try:
         config = MonitorConfig(
             window=WindowPolicy(max_rows=window_rows, max_seconds=window_seconds),
@@ -99,6 +101,19 @@ def _run_faust(settings: Settings, monitor: DriftMonitor, notifier: WebhookNotif
     typer.echo(f"faust worker for {monitor.model} on kafka:{settings.topics.predictions}")
     app = create_app(FaustRuntime(monitor, open_bus(settings), settings, notifier))
     Worker(app, loglevel="warning").execute_from_commandline()
+
+
+def _only_model(settings: Settings) -> str:
+    """The model of the one spec under the home, for a `monitor run` not told which; anything else is refused,
+    since a monitor of a model nothing serves would watch nothing, silently."""
+    from ctloop.modelspec import load_specs, specs_dir
+
+    directory = specs_dir(settings)
+    names = [spec.name for spec in load_specs(directory)]
+    if len(names) == 1:
+        return names[0]
+    found = f"the specs under {directory} name {', '.join(names)}" if names else f"there is no spec under {directory}"
+    raise Refused(f"--model is required: {found}; name the model whose predictions to watch")
 
 
 def _trigger(value: str) -> Literal["dataset", "column"]:

@@ -73,3 +73,29 @@ def test_run_on_the_embedded_bus_publishes_drift_events(tmp_path, monkeypatch):
     assert [e.data.data_uri for e in events] == [retrain, retrain], "drift runs retrain on the spec's retrain_uri"
     assert all(e.data.rows_uri and e.data.rows_uri.endswith(".jsonl") for e in events)
     bus.close()
+
+
+def test_run_without_model_watches_the_one_model_with_a_spec(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTLOOP_HOME", str(tmp_path / "home"))
+    settings = Settings()
+    profile_path = tmp_path / "profile.json"
+    profile_path.write_text(build_profile(_frame(np.random.default_rng(3), 500, 0), numeric=["x"],
+                                          categorical=["c"]).to_json())
+    save_spec(ModelSpec(name="churn", data=DataSchema(features=(Feature(name="x"),), label="y")), settings)
+    result = runner.invoke(app, ["monitor", "run", "--bus", "embedded", "--profile", str(profile_path),
+                                 "--duration", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "monitoring churn on embedded:" in result.output
+
+
+def test_run_without_model_is_refused_unless_exactly_one_spec_names_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("CTLOOP_HOME", str(tmp_path / "home"))
+    settings = Settings()
+    none = runner.invoke(app, ["monitor", "run", "--bus", "embedded", "--duration", "0.5"])
+    assert none.exit_code == 2, none.output
+    assert "--model is required: there is no spec under" in none.output
+    for name in ("churn", "fraud"):
+        save_spec(ModelSpec(name=name, data=DataSchema(features=(Feature(name="x"),), label="y")), settings)
+    two = runner.invoke(app, ["monitor", "run", "--bus", "embedded", "--duration", "0.5"])
+    assert two.exit_code == 2, two.output
+    assert "--model is required: the specs under" in two.output and "name churn, fraud;" in two.output
