@@ -46,7 +46,6 @@ from ctloop.sensors.admission import (
     Trigger,
     admit_all,
     finished,
-    started,
     tick,
 )
 from ctloop.sensors.eventdata import MISSING, PathMissing, find, kafka_event_data
@@ -96,6 +95,9 @@ def _parse(message: Message, max_bytes: int) -> tuple[Event, Any] | str:
     except EventError as exc:
         return exc.reason
 
+
+# `Candidate(**fields)` without the keyword call's Python frame: the same validation, ~0.6 µs less an event.
+_new_candidate: Callable[[dict[str, Any]], Candidate] = Candidate.__pydantic_validator__.validate_python
 
 # The trigger parameters a `Candidate` is made of; the others (the workflow name) are checked, not made.
 _CANDIDATE_PARAMS = frozenset({"event-id", "model", "idempotency-key", "data-uri", "trigger"})
@@ -319,14 +321,19 @@ class LocalSensor:
             if why:
                 reasons.append(f"{spec.name}: {why}")
                 continue
-            digest = self._digest(spec, data, context, route.digest_path)
+            path = route.digest_path
+            found = MISSING if path is None else find(data, path)
+            # The usual event carries its digest: read here; the rest (none in the key, or a snapshot) below.
+            digest = str(found) if found is not MISSING and found else self._digest(spec, data, context, path)
             params = route.parameters(data, context)
-            if params["trigger"] not in TRIGGERS:
-                raise Unroutable(f"{spec.name}: trigger {params['trigger']!r} is not one of {TRIGGERS}")
+            trigger = params["trigger"]
+            if trigger not in TRIGGERS:
+                raise Unroutable(f"{spec.name}: trigger {trigger!r} is not one of {TRIGGERS}")
             event_time = message.timestamp_ms / 1000 if message.timestamp_ms else event.time.timestamp()
-            return Candidate(event_id=params["event-id"], model=params["model"], key=params["idempotency-key"],
-                             uri=params["data-uri"], digest=digest, trigger=params["trigger"],
-                             gpu=bool(getattr(event.data, "gpu", False)), event_time=event_time)
+            return _new_candidate({"event_id": params["event-id"], "model": params["model"],
+                                   "key": params["idempotency-key"], "uri": params["data-uri"], "digest": digest,
+                                   "trigger": trigger, "gpu": bool(getattr(event.data, "gpu", False)),
+                                   "event_time": event_time})
         return "; ".join(reasons) or f"no sensor listens on {message.topic}"
 
     def _digest(self, spec: SensorSpec, data: dict[str, Any], context: dict[str, str],
@@ -369,15 +376,15 @@ class LocalSensor:
         counts = Counter(decision.kind for decision, _ in records)
         for kind, count in counts.items():
             self.metrics.by_kind[kind].inc(count)
-        for decision, latency_s in records:
-            if decision.kind == "triggered" and latency_s is not None:
+        # Only runs started are timed and logged at INFO: read them out once (a storm's few among many).
+        started = [(d, latency_s) for d, latency_s in records if d.kind == "triggered"] if counts["triggered"] else []
+        for _, latency_s in started:
+            if latency_s is not None:
                 self.metrics.latency.observe(latency_s)
         if not _log.isEnabledFor(logging.INFO):
             return
         each = _log.isEnabledFor(logging.DEBUG)
-        for decision, latency_s in records:
-            if not each and decision.kind != "triggered":
-                continue
+        for decision, latency_s in records if each else started:
             c = decision.candidate
             log(_log, decision.kind, level=logging.INFO if decision.kind == "triggered" else logging.DEBUG,
                 event_id=c.event_id, model=c.model, key=c.key, reason=decision.reason, run_id=decision.run_id,
@@ -407,7 +414,10 @@ class LocalSensor:
             state = outcome.state
             records.extend((d, None) for d in outcome.decisions)
             freed = False
-            for model, slot in list(state.running.items()):
+            # The slots this pass settles, applied in one copy of the state (`started`/`finished` in bulk):
+            # a storm submits a run for every model at once.
+            running = None
+            for model, slot in state.running.items():
                 if slot.run_id is not None or time.monotonic() < self._engine_down_until:
                     continue
                 result = self._submit(slot.candidate)
@@ -419,11 +429,15 @@ class LocalSensor:
                 self._engine_backoff_s = 0.0
                 decision, status = result
                 records.append((decision, max(0.0, time.time() - slot.candidate.event_time)))
+                if running is None:
+                    running = dict(state.running)
                 if decision.kind != "triggered" or status in FINAL_STATUSES:
-                    state = finished(state, model)  # started and already over: one copy of the state, not two
+                    del running[model]  # `finished`: started and already over
                     freed = True
                 else:
-                    state = started(state, model, decision.run_id or "unknown")
+                    running[model] = slot.model_copy(update={"run_id": decision.run_id or "unknown"})  # `started`
+            if running is not None:
+                state = state.model_copy(update={"running": running})
             if not freed or not state.queued:
                 return state, records
 
