@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from ctloop.sensors.admission import AdmissionPolicy, AdmissionState, Candidate, admit_all, started
+from ctloop.sensors.admission import AdmissionPolicy, AdmissionState, Candidate, Decision, admit_all, started
 from ctloop.sensors.local.decisions import DecisionLog, list_decisions
 
 POLICY = AdmissionPolicy(window_s=0)
@@ -192,3 +192,19 @@ def test_an_id_only_json_can_write_is_rebuilt_too(tmp_path):
         log.mark_seen({"ev-\udc80": "d", "ev-2": ""}, at=1.0)
     assert log.recent_digests(10) == {"ev-\udc80": "d", "ev-2": ""}
     log.close()
+
+
+def test_keys_that_ran_are_those_any_group_started_a_run_on_and_no_other(tmp_path):
+    log, other = DecisionLog(tmp_path / "state.db", "g1"), DecisionLog(tmp_path / "state.db", "g2")
+    quoted = Candidate(event_id="ev-q", model="churn", key='k "q" \\', uri="s3://d/q", digest="dq", trigger="data",
+                       event_time=0.0)
+    with log.transaction():
+        log.record([(Decision("triggered", "run r1 submitted", candidate(1), run_id="r1"), 1.0),
+                    (Decision("deferred", "queued", candidate(2)), None)], at=1.0)
+    with other.transaction():
+        other.record([(Decision("triggered", "run r3 submitted", quoted, run_id="r3"), 1.0)], at=1.0)
+    asked = ["k1", "k2", 'k "q" \\', "k9", "ev-\udc80"]
+    assert log.ran(asked) == other.ran(asked) == {"k1", 'k "q" \\'}
+    assert log.ran([]) == set()
+    log.close()
+    other.close()
