@@ -593,3 +593,62 @@ def _built(cls: type[_M], values: dict[str, Any], fields_set: set[str]) -> _M:
     _set_extra(model, None)
     _set_private(model, None)
     return model
+
+
+ObservedLabel = tuple[str, LabelValue, datetime, str | None, str | None, str | None]
+"""(label id, label, observed_at, prediction_id, model, key) of one label: what `read_labels` gives."""
+
+
+def read_labels(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[ObservedLabel] | None:
+    """The labels of a plainly valid label event (`ctloop.label.observed`: its id names its label;
+    `ctloop.labels.observed`: the i-th label is `<event id>#<i>`), for a reader that needs their fields and not an
+    `Event` (the outcomes joiner); None for any other message, which `parse` takes or gives the reason for. What
+    it returns is what `parse` returns for the same message, field by field, without building the models."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", errors="surrogatepass")
+    if len(raw) > max_bytes:
+        return None
+    try:
+        wire = _WIRE.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    kind = type(wire)
+    if kind is not _WireLabelsEvent and kind is not _WireLabelEvent:
+        return None
+    if wire.time is not _UNSET:
+        try:
+            time = datetime.fromisoformat(wire.time)
+        except ValueError:
+            return None
+        if time.tzinfo is None:
+            return None
+    times: dict[str, datetime] = {}
+    try:
+        if kind is _WireLabelEvent:
+            return [_observed(wire.id, wire.data, times)]
+        prefix = wire.id + "#"
+        return [_observed(f"{prefix}{i}", label, times) for i, label in enumerate(wire.data.labels)]
+    except (ValidationError, _Doubtful):
+        return None
+
+
+def _observed(label_id: str, wire: _WireLabel, times: dict[str, datetime]) -> ObservedLabel:
+    """`_label`'s checks (what it would leave to the general path raises `_Doubtful`), as a tuple."""
+    prediction_id, model, key, label = wire.prediction_id, wire.model, wire.key, wire.label
+    if prediction_id is _UNSET:
+        prediction_id = None
+    if model is _UNSET:
+        model = None
+    if key is _UNSET:
+        key = None
+    if prediction_id is None and (model is None or key is None):
+        raise _Doubtful
+    if type(label) is float and not math.isfinite(label):
+        raise _Doubtful
+    observed_at = times.get(wire.observed_at)
+    if observed_at is None:
+        observed_at = _datetime(wire.observed_at)
+        if observed_at.tzinfo is None:
+            raise _Doubtful
+        times[wire.observed_at] = observed_at
+    return label_id, label, observed_at, prediction_id, model, key

@@ -20,12 +20,13 @@ the same rows, never returned; a shadow batch carries the champion batch's ids, 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
+import msgspec
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 
 class PredictionBatchError(ValueError):
@@ -161,3 +162,83 @@ def parse_batch(raw: bytes | str) -> PredictionBatch:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "batch"
         raise PredictionBatchError(f"invalid prediction batch at {where}: {first['msg']}") from None
+
+
+# --- The joiner's reader ----------------------------------------------------------------------------------------
+# The outcomes joiner stores a batch as received and reads back only the rows that join, so it needs of each
+# batch the fields that name and place its rows, not the feature cells. One msgspec decode into the structs
+# below reads those and leaves every feature row and prediction as unread JSON (`msgspec.Raw`); the key column,
+# when one is asked for, is the only feature read. The structs take a subset of what `PredictionBatch` takes in
+# everything but the feature cells (strict types, no unknown field, the same one-form and count checks); what they
+# refuse goes to `parse_batch`, for its result or its reason.
+
+
+class BatchHead(NamedTuple):
+    """What a reader that keeps the batch as received needs of it: who served it, when, and its rows' ids and
+    count; `keys` is the asked-for key column's values in row order (None: no row has the column)."""
+
+    model: str
+    version: str | None
+    role: str
+    ts: datetime
+    count: int
+    ids: list[str] | None
+    keys: list[Any] | None
+
+
+_Raw = msgspec.Raw
+_UNSET = msgspec.UNSET
+
+
+class _Head(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    model: Annotated[str, msgspec.Meta(min_length=1)]
+    predictions: list[_Raw]
+    version: str | None = None
+    rows: list[dict[str, _Raw]] | msgspec.UnsetType | None = _UNSET
+    columns: list[str] | msgspec.UnsetType | None = _UNSET
+    data: list[_Raw] | msgspec.UnsetType | None = _UNSET
+    ids: list[str] | None = None
+    ts: _Raw | msgspec.UnsetType = _UNSET
+    role: Literal["champion", "shadow"] = "champion"
+
+
+_HEAD = msgspec.json.Decoder(_Head)
+_CELLS = msgspec.json.Decoder(list[_Raw])
+_ts = TypeAdapter(datetime).validate_json
+
+
+def read_head(raw: bytes, key_column: Callable[[str], str | None] | None = None) -> BatchHead | None:
+    """The head of the prediction batch `raw`, reading of its features only the column `key_column(model)` names
+    (if any); None when the batch is not plainly one (then `parse_batch` says what it is). A batch malformed only
+    in feature cells other than the key's (a cell `PredictionBatch` refuses, in the columnar form a row of the
+    wrong width when no key is read) may have a head: say so to your readers."""
+    try:
+        head = _HEAD.decode(raw)
+        key = key_column(head.model) if key_column is not None else None
+        rows, columns, data = head.rows, head.columns, head.data
+        if rows is not _UNSET and rows is not None:
+            if columns is not _UNSET or data is not _UNSET:
+                return None  # both forms, or a null where a form is not: `parse_batch` words it
+            count = len(rows)
+            keys = None
+            if key is not None and any(key in row for row in rows):
+                keys = [None if (cell := row.get(key)) is None else msgspec.json.decode(cell) for row in rows]
+        elif columns is _UNSET or columns is None or data is _UNSET or data is None or rows is None:
+            return None
+        else:
+            if len(set(columns)) != len(columns):
+                return None
+            count = len(data)
+            keys = None
+            if key is not None and key in columns:
+                j, width = columns.index(key), len(columns)
+                cells = [_CELLS.decode(row) for row in data]
+                if any(len(values) != width for values in cells):
+                    return None
+                keys = [msgspec.json.decode(values[j]) for values in cells]
+        if len(head.predictions) != count or (head.ids is not None and len(head.ids) != count):
+            return None
+        ts = datetime.now(UTC) if head.ts is _UNSET else _ts(bytes(head.ts))
+    except (msgspec.DecodeError, ValidationError):
+        return None
+    return BatchHead(head.model, head.version, head.role, ts, count, head.ids, keys)

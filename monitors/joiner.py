@@ -22,9 +22,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ctloop.bus import Bus, Message
-from ctloop.events import EventError, LabelObserved, LabelsObserved, parse
+from ctloop.events import EventError, LabelObserved, LabelsObserved, parse, read_labels
 from ctloop.monitors.delivery import consumer_with_dead_letters, read_batch
 from ctloop.monitors.outcomes import Label, OutcomeStore, ServedBatch
+from ctloop.predictions import read_head
 from ctloop.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,17 +97,35 @@ class Joiner:
         self.deadletters.send(message, reason)
         self.stats.dead_lettered += 1
 
+    def _no_key_column(self, message: Message, model: str | None, where: str) -> None:
+        self._dead_letter(message, f"{where} names model {model!r} by entity key, but that model's spec declares "
+                                   "no data.key column to match it against")
+
     def _read_batch(self, message: Message, batches: list[ServedBatch]) -> None:
+        head = read_head(message.value, self.key_column)
+        if head is not None:
+            ids = head.ids or _place_ids(message, head.count)
+            batches.append(ServedBatch.of_head(head, ids=ids, body=message.value))
+            return
+        # Not plainly a batch to the head reader: the full parse takes it or says why not.
         batch = read_batch(self.bus, self.topics.deadletter, message, self.deadletters)
         if batch is None:
             self.stats.dead_lettered += 1
             return
-        # Serving names each row; a batch from elsewhere without ids gets ids from its place in the log,
-        # which a redelivery repeats.
-        ids = batch.ids or [f"{message.topic}:{message.partition}:{message.offset}:{i}" for i in range(len(batch.rows))]
+        ids = batch.ids or _place_ids(message, batch.count)
         batches.append(ServedBatch.of(batch, key=self.key_column(batch.model), ids=ids, body=message.value))
 
     def _read_labels(self, message: Message, labels: list[Label]) -> None:
+        observed = read_labels(message.value, max_bytes=self.settings.max_event_bytes)
+        if observed is not None:
+            for i, (_, _, _, prediction_id, model, _) in enumerate(observed):
+                if prediction_id is None and self.key_column(model or "") is None:
+                    self._no_key_column(message, model, f"labels.{i}" if len(observed) > 1 else "label")
+                    return
+            labels += [Label(label_id, label, at, pid) if pid is not None
+                       else Label(label_id, label, at, None, model, key)
+                       for label_id, label, at, pid, model, key in observed]
+            return
         try:
             event = parse(message.value, max_bytes=self.settings.max_event_bytes)
         except EventError as exc:
@@ -123,10 +142,14 @@ class Joiner:
             return
         for i, item in enumerate(items):
             if item.prediction_id is None and self.key_column(item.model or "") is None:
-                where = "label" if len(items) == 1 else f"labels.{i}"
-                self._dead_letter(message, f"{where} names model {item.model!r} by entity key, but that model's "
-                                           "spec declares no data.key column to match it against")
+                self._no_key_column(message, item.model, "label" if len(items) == 1 else f"labels.{i}")
                 return
         labels += [Label(label_id, item.label, item.observed_at, item.prediction_id) if item.prediction_id is not None
                    else Label(label_id, item.label, item.observed_at, None, item.model, item.key)
                    for label_id, item in zip(ids, items, strict=True)]
+
+
+def _place_ids(message: Message, count: int) -> list[str]:
+    # Serving names each row; a batch from elsewhere without ids gets ids from its place in the log, which a
+    # redelivery repeats.
+    return [f"{message.topic}:{message.partition}:{message.offset}:{i}" for i in range(count)]

@@ -42,7 +42,7 @@ import orjson
 from ctloop.failures import Refused
 from ctloop.metrics import classification_metrics, label_key, regression_metrics
 from ctloop.modelspec import REGRESSION_METRICS
-from ctloop.predictions import PredictionBatch, row_of
+from ctloop.predictions import BatchHead, PredictionBatch, row_of
 from ctloop.sqlite import connect
 
 CHAMPION = "champion"
@@ -100,6 +100,14 @@ class ServedBatch:
         served_at = batch.ts if batch.ts.tzinfo else batch.ts.replace(tzinfo=UTC)
         return cls(batch.model, batch.version, batch.role or CHAMPION, served_at, ids, entities,
                    batch.to_bytes() if body is None else body)
+
+    @classmethod
+    def of_head(cls, head: BatchHead, *, ids: Sequence[str], body: bytes) -> ServedBatch:
+        """`of` for a batch read by `read_head` (its key column read, if any): `ids` unless it has its own."""
+        keys = head.keys
+        entities = [None if v is None else label_key(v) for v in keys] if keys is not None else [None] * head.count
+        served_at = head.ts if head.ts.tzinfo else head.ts.replace(tzinfo=UTC)
+        return cls(head.model, head.version, head.role, served_at, head.ids or ids, entities, body)
 
 
 class Label(NamedTuple):
