@@ -160,12 +160,14 @@ _SCHEMA = (
     # Rows whose ids follow no pattern (other producers, ids the joiner made): one row per id, the fallback.
     "CREATE TABLE IF NOT EXISTS served_ids (prediction_id TEXT NOT NULL, role TEXT NOT NULL,"
     " batch_id INTEGER NOT NULL, row INTEGER NOT NULL, PRIMARY KEY (prediction_id, role)) WITHOUT ROWID",
-    # Append-only, one row per settled label and served row it joined (late and duplicate: one row, against
-    # the prediction they named); the integer batch index is what readers and a restart look rows up by. A row
-    # of a batch with a key leaves `prediction_id` empty: `<key>-<row>` names it.
-    "CREATE TABLE IF NOT EXISTS outcomes (label_id TEXT NOT NULL, state TEXT NOT NULL, prediction_id TEXT,"
-    " batch_id INTEGER NOT NULL, row INTEGER NOT NULL, label BLOB NOT NULL, observed_at REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS outcomes_batch ON outcomes (batch_id)",
+    # Append-only: the labels one write settled against one stored batch in one state (joined, late, duplicate),
+    # packed as parallel JSON arrays, `n` long: the batch rows they settled on, their label ids, their labels,
+    # when each was observed, and (NULL when every row of a batch with a key is named by `<key>-<row>`) the
+    # prediction ids they named. One row per batch and write, not per label: a row per label cost SQLite ~3 us.
+    "CREATE TABLE IF NOT EXISTS settled (batch_id INTEGER NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,"
+    " rows BLOB NOT NULL, label_ids BLOB NOT NULL, prediction_ids BLOB, labels BLOB NOT NULL,"
+    " observed_at BLOB NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS settled_batch ON settled (batch_id)",
     # Labels whose prediction has not come yet; deleted when they settle.
     "CREATE TABLE IF NOT EXISTS pending (label_id TEXT NOT NULL, prediction_id TEXT, model TEXT, entity TEXT,"
     " label BLOB NOT NULL, observed_at REAL NOT NULL)",
@@ -175,14 +177,13 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS episodes (model TEXT NOT NULL, version TEXT NOT NULL, metric TEXT NOT NULL,"
     " number INTEGER NOT NULL, degraded INTEGER NOT NULL, PRIMARY KEY (model, version, metric))",
 )
-_EARLIER_LAYOUTS = ("predictions", "served", "joined", "labels")
+_EARLIER_LAYOUTS = ("predictions", "served", "joined", "labels", "outcomes")
 DEFAULT_MEMORY_ROWS = 500_000
 
-_JOINED_SQL = ("SELECT COALESCE(o.prediction_id, b.key || '-' || o.row) AS pid, b.model, b.version, b.role, o.label,"
-               " b.served_at, o.observed_at, b.batch_id,"
-               " o.row FROM batches b JOIN outcomes o ON o.batch_id = b.batch_id WHERE o.state = 'joined'"
-               " AND b.model = ? AND b.served_at >= ?")
-_HAS_JOINED = "EXISTS (SELECT 1 FROM outcomes o WHERE o.batch_id = b.batch_id AND o.state = 'joined')"
+_JOINED_SQL = ("SELECT b.batch_id, b.key, b.model, b.version, b.role, b.served_at, o.rows, o.prediction_ids,"
+               " o.labels, o.observed_at FROM batches b JOIN settled o ON o.batch_id = b.batch_id"
+               " WHERE o.state = 'joined' AND b.model = ? AND b.served_at >= ?")
+_HAS_JOINED = "EXISTS (SELECT 1 FROM settled o WHERE o.batch_id = b.batch_id AND o.state = 'joined')"
 
 
 class OutcomeStore:
@@ -254,11 +255,13 @@ class OutcomeStore:
         if role is not None:
             sql += " AND b.role = ?"
             args.append(role)
-        rows = self._db.execute(sql + " ORDER BY b.served_at, pid, b.role", args).fetchall()
-        wanted = orjson.dumps(sorted({row[7] for row in rows}))
+        runs = self._db.execute(sql, args).fetchall()
+        wanted = orjson.dumps(sorted({run[0] for run in runs}))
         bodies = {batch_id: _load_body(body) for batch_id, body in self._db.execute(
             "SELECT batch_id, body FROM batches WHERE batch_id IN (SELECT value FROM json_each(?))", (wanted,))}
-        return [_joined(row, bodies[row[7]]) for row in rows]
+        rows = [row for run in runs for row in _joined_rows(run, bodies[run[0]])]
+        rows.sort(key=lambda r: (r.served_at, r.prediction_id, r.role))
+        return rows
 
     def versions(self, model: str, *, since: datetime, role: str | None = CHAMPION) -> list[str]:
         """The versions of `model` with joined rows served since `since`."""
@@ -283,17 +286,17 @@ class OutcomeStore:
         """Joined rows in the store (the writer counts them as it goes)."""
         if self._index is not None:
             return self._index.joined
-        return int(self._db.execute("SELECT COUNT(*) FROM outcomes WHERE state = 'joined'").fetchone()[0])
+        return int(self._db.execute("SELECT COALESCE(SUM(n), 0) FROM settled WHERE state = 'joined'").fetchone()[0])
 
     def counts(self, model: str | None = None) -> JoinCounts:
         where, args = ("WHERE model = ?", (model,)) if model else ("", ())
         predictions = self._db.execute(f"SELECT COALESCE(SUM(n), 0) FROM batches {where}", args).fetchone()[0]
         states = dict.fromkeys(("joined", "late", "duplicate"), 0)
         if model:
-            sql = ("SELECT o.state, COUNT(*) FROM outcomes o JOIN batches b ON b.batch_id = o.batch_id"
+            sql = ("SELECT o.state, SUM(o.n) FROM settled o JOIN batches b ON b.batch_id = o.batch_id"
                    " WHERE b.model = ? GROUP BY o.state")
         else:
-            sql = "SELECT state, COUNT(*) FROM outcomes GROUP BY state"
+            sql = "SELECT state, SUM(n) FROM settled GROUP BY state"
         for state, n in self._db.execute(sql, args):
             states[state] = n
         # A pending label known by id has no model yet; by entity key, its own.
@@ -302,7 +305,8 @@ class OutcomeStore:
 
     def label_states(self) -> dict[str, str]:
         """Every label's state by its id: what tests and operators check for loss and double counting."""
-        states = dict(self._db.execute("SELECT label_id, state FROM outcomes"))
+        states = {label_id: state for state, label_ids in self._db.execute("SELECT state, label_ids FROM settled")
+                  for label_id in orjson.loads(label_ids)}
         states.update((label_id, "pending") for (label_id,) in self._db.execute("SELECT label_id FROM pending"))
         return states
 
@@ -396,7 +400,7 @@ class _Index:
         # entities), a list after: a tuple and a list per row would double what the index takes in memory.
         self.entities: dict[str, dict[str, Any]] = {}
         self.blobs: dict[tuple[type, Any], bytes] = {}  # labels are mostly a few values: each serialised once
-        self.joined = int(db.execute("SELECT COUNT(*) FROM outcomes WHERE state = 'joined'").fetchone()[0])
+        self.joined = int(db.execute("SELECT COALESCE(SUM(n), 0) FROM settled WHERE state = 'joined'").fetchone()[0])
         self._load(db)
 
     # -- building from the file ------------------------------------------------------------------------------
@@ -446,10 +450,12 @@ class _Index:
                 if ents and role == CHAMPION:
                     self._index_entities(group, member)
         if floor is not None:
-            settled = db.execute("SELECT label_id, state, batch_id, row FROM outcomes WHERE batch_id >= ?", (floor,))
+            runs = db.execute("SELECT batch_id, state, rows, label_ids FROM settled WHERE batch_id >= ?", (floor,))
         else:
-            settled = db.execute("SELECT label_id, state, batch_id, row FROM outcomes WHERE batch_id IN"
-                                 " (SELECT value FROM json_each(?))", (orjson.dumps([b[0] for b in batches]),))
+            runs = db.execute("SELECT batch_id, state, rows, label_ids FROM settled WHERE batch_id IN"
+                              " (SELECT value FROM json_each(?))", (orjson.dumps([b[0] for b in batches]),))
+        settled = ((label_id, state, batch_id, row) for batch_id, state, rows, label_ids in runs
+                   for row, label_id in zip(orjson.loads(rows), orjson.loads(label_ids), strict=True))
         for label_id, state, batch_id, row in settled:
             group, i = keyed.get(batch_id), row
             if group is None:
@@ -577,6 +583,7 @@ class _Index:
                 self._release(item)
                 settled.append((item.seq,))
         known, groups, blobs = self.known, self.groups, self.blobs
+        at, observed = None, 0.0  # a batch's labels mostly share one `observed_at` object: its timestamp once
         for label in labels:
             label_id, pid = label.label_id, label.prediction_id
             if label_id in known:
@@ -594,11 +601,17 @@ class _Index:
                 group = groups.get(key)
                 if group is not None and group.even and row.isdigit() and (row == "0" or row[0] != "0"):
                     i = int(row)
-                    observed = label.observed_at.timestamp()
+                    if label.observed_at is not at:
+                        at = label.observed_at
+                        observed = at.timestamp()
                     if i < group.n and i not in group.joined and observed - group.first <= horizon_s:
                         group.joined[i] = label_id
-                        outcomes += [(label_id, "joined", None, m.batch_id, i, blob, observed) for m in group.members]
-                        self.joined += len(group.members)
+                        members = group.members
+                        if len(members) == 1:
+                            outcomes.append((label_id, "joined", None, members[0].batch_id, i, blob, observed))
+                        else:
+                            outcomes += [(label_id, "joined", None, m.batch_id, i, blob, observed) for m in members]
+                        self.joined += len(members)
                         known.add(label_id)
                         group.label_ids.append(label_id)
                         continue
@@ -609,7 +622,7 @@ class _Index:
                 assert rowid is not None
                 self._hold(_Pending(rowid, label, blob))
         if outcomes:
-            db.executemany("INSERT INTO outcomes VALUES (?, ?, ?, ?, ?, ?, ?)", outcomes)
+            _write(db, outcomes)
         if settled:
             db.executemany("DELETE FROM pending WHERE rowid = ?", settled)
 
@@ -661,10 +674,8 @@ class _Index:
         for i, label_id in group.joined.items():
             if i >= member.n:
                 continue
-            found = next((o for o in outcomes if o[0] == label_id), None) or db.execute(
-                "SELECT label_id, state, prediction_id, batch_id, row, label, observed_at FROM outcomes"
-                " WHERE batch_id = ? AND row = ? AND label_id = ?", (other.batch_id, other.row0 + i, label_id)
-            ).fetchone()
+            found = next((o for o in outcomes if o[0] == label_id), None) or _stored(db, other.batch_id,
+                                                                                      other.row0 + i, label_id)
             if found is not None:
                 outcomes.append((label_id, "joined", group.key if group.single else None, member.batch_id,
                                  member.row0 + i, found[5], found[6]))
@@ -756,10 +767,46 @@ def _load_body(body: bytes) -> dict[str, Any]:
         return json.loads(body)
 
 
-def _joined(row: tuple[Any, ...], body: dict[str, Any]) -> JoinedPrediction:
-    pid, model, version, role, label, served_at, observed_at, _, index = row
-    return JoinedPrediction(pid, model, version, role, row_of(body, index), body["predictions"][index],
-                            orjson.loads(label), _when(served_at), _when(observed_at))
+def _write(db: sqlite3.Connection, outcomes: list[tuple[Any, ...]]) -> None:
+    """The write's settled labels, (label id, state, prediction id, batch id, row, label JSON, observed at)
+    each, packed into one `settled` row per batch and state."""
+    runs: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
+    for o in outcomes:
+        run = runs.get((o[3], o[1]))
+        if run is None:
+            runs[(o[3], o[1])] = [o]
+        else:
+            run.append(o)
+    packed = []
+    for (batch_id, state), run in runs.items():
+        pids = [o[2] for o in run]
+        packed.append((batch_id, state, len(run), orjson.dumps([o[4] for o in run]), orjson.dumps([o[0] for o in run]),
+                       orjson.dumps(pids) if any(p is not None for p in pids) else None,
+                       b"[" + b",".join([o[5] for o in run]) + b"]", orjson.dumps([o[6] for o in run])))
+    db.executemany("INSERT INTO settled VALUES (?, ?, ?, ?, ?, ?, ?, ?)", packed)
+
+
+def _stored(db: sqlite3.Connection, batch_id: int, row: int, label_id: str) -> tuple[Any, ...] | None:
+    """The settled label `label_id` on `row` of stored batch `batch_id`, as `_write` takes it; None if none."""
+    for state, rows, label_ids, pids, labels, observed in db.execute(
+            "SELECT state, rows, label_ids, prediction_ids, labels, observed_at FROM settled WHERE batch_id = ?",
+            (batch_id,)):
+        for k, (r, lid) in enumerate(zip(orjson.loads(rows), orjson.loads(label_ids), strict=True)):
+            if r == row and lid == label_id:
+                return (lid, state, orjson.loads(pids)[k] if pids else None, batch_id, r,
+                        _blob(orjson.loads(labels)[k]), orjson.loads(observed)[k])
+    return None
+
+
+def _joined_rows(run: tuple[Any, ...], body: dict[str, Any]) -> Iterator[JoinedPrediction]:
+    _, key, model, version, role, served_at, rows, pids, labels, observed = run
+    served, predictions = _when(served_at), body["predictions"]
+    names = orjson.loads(pids) if pids else None
+    for k, (index, label, at) in enumerate(zip(orjson.loads(rows), _load_body(labels), orjson.loads(observed),
+                                               strict=True)):
+        pid = names[k] if names is not None and names[k] is not None else f"{key}-{index}"
+        yield JoinedPrediction(pid, model, version, role, row_of(body, index), predictions[index], label,
+                               served, _when(at))
 
 
 def live_quality(rows: Sequence[JoinedPrediction], metrics: Sequence[str]) -> LiveQuality:
