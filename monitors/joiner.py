@@ -13,6 +13,14 @@ value of the spec's `data.key` column in the served row); one event carries one 
 or many (`ctloop.labels.observed`, taken or dead-lettered whole). A label may arrive before its prediction: it waits,
 pending, and joins when the prediction comes. One observed more than the horizon after serving is kept as late,
 never joined into live quality.
+
+The joiner reads of a prediction batch only what names and places its rows (model, version, role, ts, ids, the
+row and prediction counts, and the entity-key column if the model has one; `ctloop.predictions.read_head`) and
+stores the batch's JSON as received: a batch wrong in any of those is dead-lettered with `parse_batch`'s reason,
+but one malformed only in feature cells the joiner never reads (a cell `PredictionBatch` refuses, a columnar row
+of the wrong width when no key column is read) is stored and joined here, while the drift monitor dead-letters it
+for its own reason. Label events are read from the fast path's structs (`ctloop.events.read_labels`), anything
+it doubts by `parse`, for the event or the reason.
 """
 
 from __future__ import annotations

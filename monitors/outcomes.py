@@ -42,7 +42,7 @@ import orjson
 from ctloop.failures import Refused
 from ctloop.metrics import classification_metrics, label_key, regression_metrics
 from ctloop.modelspec import REGRESSION_METRICS
-from ctloop.predictions import BatchHead, PredictionBatch, row_of
+from ctloop.predictions import BatchHead, PredictionBatch
 from ctloop.sqlite import connect
 
 CHAMPION = "champion"
@@ -52,7 +52,8 @@ SHADOW = "shadow"
 @dataclass(frozen=True)
 class JoinedPrediction:
     """A served prediction and the label observed for it. `prediction` is what serving returned for the row:
-    a label or value, or a mapping of class to probability."""
+    a label or value, or a mapping of class to probability. `features` are the row's as served (of a row whose
+    cells were malformed, which the joiner stores, the ones it has)."""
 
     prediction_id: str
     model: str
@@ -798,6 +799,15 @@ def _stored(db: sqlite3.Connection, batch_id: int, row: int, label_id: str) -> t
     return None
 
 
+def _features(body: dict[str, Any], i: int) -> dict[str, Any]:
+    """Row `i`'s features. The joiner stores batches malformed only in feature cells (a columnar row of the wrong
+    width, or not a list): such a row gives the features it has, never an error to the quality monitor."""
+    if "rows" in body:
+        return body["rows"][i]
+    values = body["data"][i]
+    return dict(zip(body["columns"], values, strict=False)) if isinstance(values, list) else {}
+
+
 def _joined_rows(run: tuple[Any, ...], body: dict[str, Any]) -> Iterator[JoinedPrediction]:
     _, key, model, version, role, served_at, rows, pids, labels, observed = run
     served, predictions = _when(served_at), body["predictions"]
@@ -805,7 +815,7 @@ def _joined_rows(run: tuple[Any, ...], body: dict[str, Any]) -> Iterator[JoinedP
     for k, (index, label, at) in enumerate(zip(orjson.loads(rows), _load_body(labels), orjson.loads(observed),
                                                strict=True)):
         pid = names[k] if names is not None and names[k] is not None else f"{key}-{index}"
-        yield JoinedPrediction(pid, model, version, role, row_of(body, index), predictions[index], label,
+        yield JoinedPrediction(pid, model, version, role, _features(body, index), predictions[index], label,
                                served, _when(at))
 
 

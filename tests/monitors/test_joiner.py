@@ -204,3 +204,27 @@ def test_what_a_crashed_joiner_had_stored_is_skipped_when_it_comes_again_and_a_r
     assert (second.stats.rows, second.stats.labels) == (0, 1)  # only the resent label was read, and it counted once
     assert store.joined_count() == 40 and set(store.label_states().values()) == {"joined"}
     store.close()
+
+
+def test_the_joiner_reads_what_names_a_row_and_leaves_feature_cells_to_the_monitor(settings, kafka_bus):
+    """A batch wrong in what names or places its rows is dead-lettered with `parse_batch`'s reason; one malformed
+    only in a feature cell the joiner never reads is stored and joins (the drift monitor dead-letters it)."""
+    base = {"model": "churn", "version": "1", "columns": ["x", "y"], "ts": "2026-11-01T00:00:00Z"}
+    ragged = {**base, "data": [[1.0, 2.0], [3.0], "x"], "predictions": [0, 1, 2], "ids": ["r-0", "r-1", "r-2"]}
+    short = {**base, "data": [[1.0, 2.0], [3.0, 4.0]], "predictions": [0], "ids": ["s-0", "s-1"]}
+    for doc in (ragged, short):
+        kafka_bus.publish(settings.topics.predictions, json.dumps(doc).encode(), key="churn")
+    for pid in ("r-1", "r-2", "s-0"):
+        kafka_bus.publish(settings.topics.labels, label_event(pid, 1, T0 + timedelta(minutes=5)))
+    kafka_bus.flush()
+    store = OutcomeStore(f"sqlite:///{settings.home / 'outcomes.db'}")
+    joiner = Joiner(kafka_bus, settings, store, key_column=lambda model: None)
+    drain(joiner, 5)
+    joiner.close()
+    reasons = [reason_of(m) or "" for m in kafka_bus.read_all(settings.topics.deadletter)]
+    assert reasons == ["invalid prediction batch at batch: Value error, 2 rows but 1 predictions"]
+    assert store.label_states() == {"label-r-1": "joined", "label-r-2": "joined", "label-s-0": "pending"}
+    joined = store.joined("churn", "1", since=T0)
+    # Read back with the features they have, so that the quality monitor scores them.
+    assert [(r.prediction_id, r.features, r.prediction) for r in joined] == [("r-1", {"x": 3.0}, 1), ("r-2", {}, 2)]
+    store.close()
