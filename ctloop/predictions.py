@@ -203,7 +203,16 @@ class _Head(msgspec.Struct, forbid_unknown_fields=True, gc=False):
 
 
 _HEAD = msgspec.json.Decoder(_Head)
-_CELLS = msgspec.json.Decoder(list[_Raw])
+_keyed: dict[tuple[int, int], msgspec.json.Decoder[Any]] = {}
+
+
+def _key_reader(j: int, width: int) -> msgspec.json.Decoder[Any]:
+    """A decoder of `data` rows `width` long that reads cell `j` alone (the others left unread)."""
+    decoder = _keyed.get((j, width))
+    if decoder is None:
+        cells = (_Raw,) * j + (Any,) + (_Raw,) * (width - j - 1)
+        decoder = _keyed[(j, width)] = msgspec.json.Decoder(list[tuple[cells]])  # type: ignore[valid-type]
+    return decoder
 _ts = TypeAdapter(datetime).validate_json
 
 
@@ -228,14 +237,12 @@ def read_head(raw: bytes, key_column: Callable[[str], str | None] | None = None)
         else:
             if len(set(columns)) != len(columns):
                 return None
-            count = len(data)
             keys = None
             if key is not None and key in columns:
-                j, width = columns.index(key), len(columns)
-                cells = [_CELLS.decode(row) for row in data]
-                if any(len(values) != width for values in cells):
-                    return None
-                keys = [msgspec.json.decode(values[j]) for values in cells]
+                j = columns.index(key)
+                rows_json = b"[" + b",".join(data) + b"]"  # one decode of every row, not one per row
+                keys = [values[j] for values in _key_reader(j, len(columns)).decode(rows_json)]
+            count = len(data)
         if len(head.predictions) != count or (head.ids is not None and len(head.ids) != count):
             return None
         ts = datetime.now(UTC) if head.ts is _UNSET else _ts(bytes(head.ts))

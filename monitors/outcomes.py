@@ -333,7 +333,7 @@ def batch_key(ids: Sequence[str]) -> str | None:
     if not key or last != str(len(ids) - 1):
         return None
     prefix = key + "-"
-    return key if all(pid == f"{prefix}{i}" for i, pid in enumerate(ids)) else None
+    return key if [*ids] == [f"{prefix}{i}" for i in range(len(ids))] else None
 
 
 def _split(prediction_id: str) -> tuple[str, int] | None:
@@ -401,6 +401,8 @@ class _Index:
         # entities), a list after: a tuple and a list per row would double what the index takes in memory.
         self.entities: dict[str, dict[str, Any]] = {}
         self.blobs: dict[tuple[type, Any], bytes] = {}  # labels are mostly a few values: each serialised once
+        self._at: datetime | None = None
+        self._ts = 0.0
         self.joined = int(db.execute("SELECT COALESCE(SUM(n), 0) FROM settled WHERE state = 'joined'").fetchone()[0])
         self._load(db)
 
@@ -662,9 +664,10 @@ class _Index:
         for group, member in members:
             if member.entities and member.role == CHAMPION:
                 self._index_entities(group, member)
-                for entity in member.entities:
+                waiting = self.pending_by_entity
+                for entity in member.entities if waiting else ():
                     if entity is not None:
-                        woken.update(self.pending_by_entity.get((member.model, entity), ()))
+                        woken.update(waiting.get((member.model, entity), ()))
             if group.joined and len(group.members) > 1:
                 self._join_new_member(db, group, member, outcomes)
 
@@ -685,7 +688,10 @@ class _Index:
     def _settle(self, db: sqlite3.Connection, label: Label, blob: bytes, horizon_s: float,
                 outcomes: list[tuple[Any, ...]]) -> bool:
         """Join `label` (or keep it as late or duplicate) if its prediction is known; False when it waits."""
-        observed = label.observed_at.timestamp()
+        at = label.observed_at
+        if at is not self._at:  # labels of one event mostly share one `observed_at` object
+            self._at, self._ts = at, at.timestamp()
+        observed = self._ts
         if label.prediction_id is not None:
             found = self.find(db, label.prediction_id)
         else:
