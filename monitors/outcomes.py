@@ -585,7 +585,7 @@ class _Index:
             if self._settle(db, item.label, item.blob, horizon_s, outcomes):
                 self._release(item)
                 settled.append((item.seq,))
-        known, groups, blobs = self.known, self.groups, self.blobs
+        known, groups, blobs, entities = self.known, self.groups, self.blobs, self.entities
         at, observed = None, 0.0  # a batch's labels mostly share one `observed_at` object: its timestamp once
         for label in labels:
             label_id, pid = label.label_id, label.prediction_id
@@ -615,6 +615,23 @@ class _Index:
                         else:
                             outcomes += [(label_id, "joined", None, m.batch_id, i, blob, observed) for m in members]
                         self.joined += len(members)
+                        known.add(label_id)
+                        group.label_ids.append(label_id)
+                        continue
+            else:
+                # Likewise by entity key: the entity's one champion row in memory, served before the label was
+                # observed (so the newest such row: memory holds the newest rows), in time, not labelled yet.
+                held = entities.get(label.model, _NONE).get(label.entity)
+                if held.__class__ is tuple:
+                    served, group, i = held
+                    if label.observed_at is not at:
+                        at = label.observed_at
+                        observed = at.timestamp()
+                    if (served <= observed and group.even and not group.single and i not in group.joined
+                            and observed - group.first <= horizon_s):
+                        group.joined[i] = label_id
+                        outcomes += [(label_id, "joined", None, m.batch_id, i, blob, observed) for m in group.members]
+                        self.joined += len(group.members)
                         known.add(label_id)
                         group.label_ids.append(label_id)
                         continue
@@ -744,6 +761,7 @@ class _Index:
 
 
 _SCALARS = frozenset((bool, int, float, str))
+_NONE: dict[str, Any] = {}
 
 
 def _blob(value: Any) -> bytes:
