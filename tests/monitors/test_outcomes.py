@@ -318,3 +318,18 @@ def test_a_columnar_batch_joins_by_its_key_column_and_reads_back_its_rows_as_dic
     rows = {r.prediction_id: r for r in store.joined("churn", "3", since=T0)}
     assert {pid: (r.features, r.label) for pid, r in rows.items()} == {
         "p2": ({"x": 2.0, "id": "2"}, 1), "p3": ({"x": 3.0, "id": "3"}, 0)}
+
+
+def test_labels_by_entity_key_join_rows_of_a_batch_named_as_serving_names_it_in_both_roles(store):
+    entities = ["a", "b", "c", "d"]
+    store.add([keyed("k", 4, entities=entities), keyed("k", 4, version="2", role=SHADOW, entities=entities)],
+              [label("l-b", 1, entity="b"), label("l-b2", 0, entity="b"), label("l-d", 0, entity="d", after_s=2 * HOUR),
+               label("l-z", 1, entity="z"), label("l-c", 1, entity="c", after_s=-60)], horizon_s=HOUR)
+    rows = store.joined("churn", None, since=T0)
+    assert [(r.prediction_id, r.role, r.features["id"], r.label) for r in rows] == [
+        ("k-1", CHAMPION, "b", 1), ("k-1", SHADOW, "b", 1)]
+    # A second label for b is a duplicate, d's came after the horizon, z has no prediction, c's was observed
+    # before c was served: both wait.
+    assert store.label_states() == {"l-b": "joined", "l-b2": "duplicate", "l-d": "late", "l-z": "pending",
+                                    "l-c": "pending"}
+    assert store.counts().joined == 2
