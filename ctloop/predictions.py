@@ -213,6 +213,8 @@ def _key_reader(j: int, width: int) -> msgspec.json.Decoder[Any]:
         cells = (_Raw,) * j + (Any,) + (_Raw,) * (width - j - 1)
         decoder = _keyed[(j, width)] = msgspec.json.Decoder(list[tuple[cells]])  # type: ignore[valid-type]
     return decoder
+
+
 _ts = TypeAdapter(datetime).validate_json
 
 

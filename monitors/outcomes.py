@@ -15,7 +15,8 @@ Layout: a served batch is one row (its JSON as served). Serving names its rows `
 batch is found by its key alone; rows of batches whose ids follow no such form get one index row each. Labels
 join in memory (`_Index`: the newest `memory_rows` served rows, the ids of the labels settled against them,
 the pending labels, the champion's entity keys), built from the file at the first write and falling back to
-the file for older rows; each joined pair is one appended row, late and duplicate labels one row each.
+the file for older rows; what one write settles against one stored batch (joined, late or duplicate labels) is
+one appended row per state, its labels packed in it as arrays.
 
 What is guaranteed: a batch is stored once per role (a batch with a key by its key; one without by its first
 id), a prediction joins at most one label per role (later ones are `duplicate`), and a label id is settled once
