@@ -4,7 +4,8 @@ Public: `assembly.drift_monitor` and `assembly.monitor_service` (the monitor as 
 `monitor.DriftMonitor` and `MonitorConfig`, `service.MonitorService`, `reference`, `alerts`, `report`, and
 `faust_app` for the Faust runtime.
 
-Outcomes (labels that arrive later, live quality): `outcomes` (`JoinedPrediction`, `OutcomeStore`, `live_quality`),
+Outcomes (labels that arrive later, live quality): `outcomes` (`OutcomeStore`; its records `JoinedPrediction`,
+`ServedBatch`, `Label` from `outcome_records`; the in-memory join `join_index`), `live_quality.live_quality`,
 `joiner.Joiner`, `quality` (the spec's rule, `QualityMonitor`), `outcomes_landing.Lander`, and
 `outcomes_service.outcomes_service` (the runtime as `ctloop outcomes run` wires it).
 

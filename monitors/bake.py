@@ -27,7 +27,8 @@ from typing import Any, Literal, Protocol
 
 from ctloop.modelspec import LOWER_IS_BETTER, BakeRule, ModelSpec
 from ctloop.monitors.alerts import AlertLedger, AlertRecord, WebhookNotifier
-from ctloop.monitors.outcomes import CHAMPION, SHADOW, JoinedPrediction, OutcomeStore, live_quality
+from ctloop.monitors.live_quality import live_quality
+from ctloop.monitors.outcomes import CHAMPION, SHADOW, JoinedPrediction, OutcomeStore
 
 log = logging.getLogger(__name__)
 

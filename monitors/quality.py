@@ -20,7 +20,8 @@ from typing import Literal
 from ctloop.bus import Bus
 from ctloop.events import QualityDegraded, new_event, to_bytes
 from ctloop.modelspec import ModelSpec, QualityRule
-from ctloop.monitors.outcomes import CHAMPION, LiveQuality, OutcomeStore, live_quality
+from ctloop.monitors.live_quality import LiveQuality, live_quality
+from ctloop.monitors.outcomes import CHAMPION, OutcomeStore
 
 log = logging.getLogger(__name__)
 HOLDOUT_TAG = "ctloop.metric."  # the registry's tag of a version's holdout metric (`ctloop.deploy.registry`)

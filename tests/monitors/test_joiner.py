@@ -17,7 +17,8 @@ from sklearn import metrics as sk
 from ctloop.deadletter import reason_of
 from ctloop.events import DriftDetected, LabelObserved, new_event, to_bytes
 from ctloop.monitors.joiner import Joiner
-from ctloop.monitors.outcomes import CHAMPION, OutcomeStore, live_quality
+from ctloop.monitors.live_quality import live_quality
+from ctloop.monitors.outcomes import CHAMPION, OutcomeStore
 from ctloop.predictions import PredictionBatch
 from ctloop.settings import Settings, Topics
 

@@ -18,7 +18,8 @@ import pytest
 
 from ctloop.events import LabelObserved, new_event, to_bytes
 from ctloop.kafka_bus import KafkaBus
-from ctloop.monitors.outcomes import OutcomeStore, default_url, live_quality
+from ctloop.monitors.live_quality import live_quality
+from ctloop.monitors.outcomes import OutcomeStore, default_url
 from ctloop.predictions import PredictionBatch
 
 pytestmark = [pytest.mark.reliability, pytest.mark.kafka]
