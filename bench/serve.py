@@ -22,6 +22,11 @@ client sending its share of the requests back to back. Every server gets the sam
 case (clients 1, 8, 32 x rows per request 1, 100) and rep, servers run one after another; medians of the
 reps are printed, with ctloop's ratios to the others.
 
+At one client a third line pairs ctloop with the bare call request by request: one request to ctloop
+(a blocking keep-alive `http.client` connection), then `predict` on the same rows, alternating over every
+rep's requests, so both see the machine in the same state. The bare call's own p50 moves ±30% between
+runs minutes apart, which the side-by-side ratio above inherits; the paired one does not.
+
 `--components` prints instead what one request costs in CPU, part by part, at 1 and 100 rows (best
 of 15 blocks of 40 calls, in this process): the bare pyfunc call and its schema enforcement, and
 serving's two paths (the float64 matrix of an all-double signature, and the row-by-row path every
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
 import importlib.util
 import json
 import multiprocessing
@@ -247,6 +253,28 @@ def direct(model, frames: list[pd.DataFrame], clients: int) -> tuple[float, list
     return len(frames) / (time.perf_counter() - start), latencies, {"server": sum(cpu) / 1e6 / len(frames)}
 
 
+def paired(url: str, bodies: list[bytes], frames: list[pd.DataFrame], model) -> tuple[list[float], list[float]]:
+    """Latencies of ctloop's answer and of the bare `predict` on the same rows, taken alternately."""
+    host, _, rest = url.removeprefix("http://").partition("/")
+    connection = http.client.HTTPConnection(*host.split(":"))
+    served, bare = [], []
+    try:
+        for body, frame in zip(bodies, frames, strict=True):
+            start = time.perf_counter()
+            connection.request("POST", "/" + rest, body, {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{url} answered {response.status}")
+            served.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            model.predict(frame)
+            bare.append(time.perf_counter() - start)
+    finally:
+        connection.close()
+    return served, bare
+
+
 def components(uri: str, root: Path, features: pd.DataFrame) -> None:
     from ctloop.deploy.serving import load_version
 
@@ -406,6 +434,12 @@ def report(rows: int, clients: int, features: pd.DataFrame, urls: dict[str, str]
     per = {name: {part: statistics.median(u[part] for u in used) for part in used[0]} for name, used in cpu.items()}
     parts = ", ".join(f"{name} " + " + ".join(f"{part} {v:.2f}" for part, v in p.items()) for name, p in per.items())
     print(f"{'':>8} | cpu ms/request: {parts}", flush=True)
+    if clients == 1:
+        served, bare = paired(urls["ctloop"] + "/invocations", split * args.reps, frames * args.reps, model)
+        ratios = sorted(a / b for a, b in zip(served, bare, strict=True))
+        print(f"{'':>8} | paired, alternating ({len(served)} pairs): ctloop p50 {ms(served, 0.5):.2f} ms, direct p50 "
+              f"{ms(bare, 0.5):.2f} ms, p50/direct {ms(served, 0.5) / ms(bare, 0.5):.2f}x, median pair ratio "
+              f"{statistics.median(ratios):.2f}x", flush=True)
 
 
 if __name__ == "__main__":
