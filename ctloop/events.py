@@ -500,13 +500,8 @@ def _parse_plain(raw: bytes, *, document: bool = True) -> tuple[Event, dict[str,
         return None
     if wire.time is msgspec.UNSET:
         time = datetime.now(UTC)
-    else:
-        try:
-            time = datetime.fromisoformat(wire.time)
-        except ValueError:
-            return None
-        if time.tzinfo is None:
-            return None
+    elif (time := _aware_time(wire.time)) is None:
+        return None
     try:
         payload = build(wire.data, doc["data"] if doc is not None else None)
     except (ValidationError, _Doubtful):  # a timestamp pydantic does not read, or a model validator's case
@@ -599,6 +594,16 @@ ObservedLabel = tuple[str, LabelValue, datetime, str | None, str | None, str | N
 """(label id, label, observed_at, prediction_id, model, key) of one label: what `read_labels` gives."""
 
 
+def _aware_time(text: str) -> datetime | None:
+    """An event's `time` as the general path reads it, or None where that path would refuse it (not RFC 3339,
+    or without a zone), so the message goes there for its words."""
+    try:
+        time = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return time if time.tzinfo is not None else None
+
+
 def read_labels(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[ObservedLabel] | None:
     """The labels of a plainly valid label event (`ctloop.label.observed`: its id names its label;
     `ctloop.labels.observed`: the i-th label is `<event id>#<i>`), for a reader that needs their fields and not an
@@ -615,13 +620,8 @@ def read_labels(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list
     kind = type(wire)
     if kind is not _WireLabelsEvent and kind is not _WireLabelEvent:
         return None
-    if wire.time is not _UNSET:
-        try:
-            time = datetime.fromisoformat(wire.time)
-        except ValueError:
-            return None
-        if time.tzinfo is None:
-            return None
+    if wire.time is not _UNSET and _aware_time(wire.time) is None:
+        return None
     times: dict[str, datetime] = {}
     try:
         if kind is _WireLabelEvent:
