@@ -112,8 +112,9 @@ class JoinIndex:
             self._adopt(db, batches, fallback, floor)
         for rowid, label_id, pid, model, entity, blob, observed in db.execute(
                 "SELECT rowid, label_id, prediction_id, model, entity, label, observed_at FROM pending ORDER BY rowid"):
-            self._hold(_Pending(rowid, Label(label_id, None, _when(observed), prediction_id=pid, model=model,
-                                             entity=entity), blob))
+            label = Label(label_id, None, datetime.fromtimestamp(observed, UTC), prediction_id=pid, model=model,
+                          entity=entity)
+            self._hold(_Pending(rowid, label, blob))
 
     def _adopt(self, db: sqlite3.Connection, batches: Sequence[tuple[Any, ...]],
                fallback: Mapping[int, list[tuple[str, int]]], floor: int | None = None) -> list[_Group]:
@@ -488,7 +489,3 @@ def _stored(db: sqlite3.Connection, batch_id: int, row: int, label_id: str) -> t
                 return (lid, state, orjson.loads(pids)[k] if pids else None, batch_id, r,
                         _blob(orjson.loads(labels)[k]), orjson.loads(observed)[k])
     return None
-
-
-def _when(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
