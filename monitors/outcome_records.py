@@ -57,18 +57,24 @@ class ServedBatch:
         if ids is None:
             raise ValueError("a served batch needs an id per row: the batch has none and none were given")
         values = batch.column(key) if key is not None else None
-        entities = [None if v is None else label_key(v) for v in values] if values is not None else [None] * batch.count
-        served_at = batch.ts if batch.ts.tzinfo else batch.ts.replace(tzinfo=UTC)
-        return cls(batch.model, batch.version, batch.role or CHAMPION, served_at, ids, entities,
-                   batch.to_bytes() if body is None else body)
+        return cls(batch.model, batch.version, batch.role or CHAMPION, _aware(batch.ts), ids,
+                   _entities(values, batch.count), batch.to_bytes() if body is None else body)
 
     @classmethod
     def of_head(cls, head: BatchHead, *, ids: Sequence[str], body: bytes) -> ServedBatch:
         """`of` for a batch read by `read_head` (its key column read, if any): `ids` unless it has its own."""
-        keys = head.keys
-        entities = [None if v is None else label_key(v) for v in keys] if keys is not None else [None] * head.count
-        served_at = head.ts if head.ts.tzinfo else head.ts.replace(tzinfo=UTC)
-        return cls(head.model, head.version, head.role, served_at, head.ids or ids, entities, body)
+        return cls(head.model, head.version, head.role, _aware(head.ts), head.ids or ids,
+                   _entities(head.keys, head.count), body)
+
+
+def _entities(values: Sequence[Any] | None, count: int) -> list[str | None]:
+    """Each row's entity key as labels name it (`label_key`), or None per row when the batch has no key column."""
+    return [None if v is None else label_key(v) for v in values] if values is not None else [None] * count
+
+
+def _aware(ts: datetime) -> datetime:
+    """A batch's serving time; a naive one is taken as UTC."""
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
 
 
 class Label(NamedTuple):
