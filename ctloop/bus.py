@@ -8,14 +8,15 @@ earliest message.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 Headers = tuple[tuple[str, bytes], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):
+    """One consumed record. A named tuple rather than a frozen dataclass: a consumer makes one per record, and
+    a frozen dataclass's `__init__` (a guarded `setattr` per field) cost ~3 µs of a sensor's ~15 µs budget."""
+
     topic: str
     partition: int
     offset: int

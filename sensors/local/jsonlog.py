@@ -27,8 +27,19 @@ class JsonFormatter(logging.Formatter):
             return json.dumps(doc, default=str)
 
 
+class _LineHandler(logging.StreamHandler):
+    """A line per record, written without `StreamHandler`'s flush after each: stderr is line-buffered (Python
+    3.9+), so the line is out at its newline, and the second call was ~1 µs of every line a storm logs."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
 def configure(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _LineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("ctloop.sensor")
     root.handlers[:] = [handler]
