@@ -7,7 +7,9 @@ Each repetition times every method over the same messages, in turn (side by side
 (which other tenants of a shared host do not advance); the table gives the median µs per message of each group:
 the plainly valid events of each hot type (the fast path), the other valid events and the malformed ones (both
 take the general path after the fast one refuses them). "sensor's share" adds what the sensor does next with a
-parsed event that the parse can make cheaper: its content digest and its Kafka event data.
+parsed event that the parse can make cheaper: its content digest and its Kafka event data. `parse_brief` is
+the sensor's lean parse (the content digest included, no `Event` built for an arrival); "sensor's share, brief"
+adds the Kafka event data to it, to compare with "sensor's share, fast" (the last column).
 
 A second table gives the joiner's parse of label events, in µs per label: `--labels` labels as one
 `ctloop.label.observed` event each and as `ctloop.labels.observed` events of 1000 (ids in serving's form, half
@@ -33,9 +35,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the recorded str
 
 from ctloop import events
 from ctloop.bus import Message
-from ctloop.events import EventError, LabelObserved, LabelsObserved, new_event, parse, parse_document, to_bytes
+from ctloop.events import (
+    EventError,
+    LabelObserved,
+    LabelsObserved,
+    content_digest,
+    new_event,
+    parse,
+    parse_brief,
+    parse_document,
+    to_bytes,
+)
 from ctloop.sensors.eventdata import kafka_event_data
-from ctloop.sensors.local.sensor import content_digest
 from tests.sensors.recorded_stream import MAX_EVENT_BYTES, generate
 
 
@@ -60,6 +71,19 @@ def fast(raw: bytes) -> Any:
         return parse_document(raw, max_bytes=MAX_EVENT_BYTES)
     except EventError:
         return None
+
+
+def brief(raw: bytes) -> Any:
+    try:
+        return parse_brief(raw, max_bytes=MAX_EVENT_BYTES)
+    except EventError:
+        return None
+
+
+def brief_share(message: Message) -> Any:
+    """`parse_brief` (the digest included), then the Kafka event data of a valid event."""
+    parsed = brief(message.value)
+    return None if parsed is None else kafka_event_data(message, parsed.document)
 
 
 def share(parse: Callable[[bytes], Any]) -> Callable[[Message], Any]:
@@ -139,6 +163,8 @@ def main() -> None:
         "fast path": lambda m: fast(m.value),
         "sensor's share, general": share(general),
         "sensor's share, fast": share(fast),
+        "parse_brief": lambda m: brief(m.value),
+        "sensor's share, brief": brief_share,
     }
     times: dict[tuple[str, str], list[float]] = {}
     for _ in range(args.reps):
@@ -146,12 +172,14 @@ def main() -> None:
             for name, run in methods.items():
                 times.setdefault((group, name), []).append(per_message_us(run, items))
     print(f"CPU µs per message, median of {args.reps} (recorded stream, {args.events} messages)\n")
-    print("| group | messages | " + " | ".join(methods) + " | general / fast |")
-    print("|---|---|" + "---|" * (len(methods) + 1))
+    print("| group | messages | " + " | ".join(methods) + " | general / fast | share fast / brief |")
+    print("|---|---|" + "---|" * (len(methods) + 2))
     for group, items in groups.items():
-        medians = [statistics.median(times[(group, name)]) for name in methods]
-        ratio = medians[1] / medians[2]
-        print(f"| {group} | {len(items)} | " + " | ".join(f"{m:.2f}" for m in medians) + f" | {ratio:.2f}x |")
+        medians = {name: statistics.median(times[(group, name)]) for name in methods}
+        ratios = (medians["general path"] / medians["fast path"],
+                  medians["sensor's share, fast"] / medians["sensor's share, brief"])
+        print(f"| {group} | {len(items)} | " + " | ".join(f"{m:.2f}" for m in medians.values())
+              + "".join(f" | {r:.2f}x" for r in ratios) + " |")
     if args.labels:
         label_table(args.labels, args.reps)
 

@@ -6,6 +6,7 @@ nothing else escapes, so a consumer can dead-letter any bad message and go on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import uuid
@@ -173,6 +174,7 @@ PAYLOADS: dict[str, type[Payload]] = {
 
 _FORMAT = JSONFormat()
 _encode_json = msgspec.json.Encoder().encode
+_sha256 = hashlib.sha256
 
 
 class EventError(ValueError):
@@ -253,6 +255,44 @@ def parse_document(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> t
     if len(raw) > max_bytes:
         raise EventError(f"oversized: {len(raw)} bytes exceeds the limit of {max_bytes}")
     return _parse_plain(raw) or _parse_general(raw)
+
+
+def content_digest(event: Event) -> str:
+    """What a redelivery repeats exactly: type and payload (not `time`, which a re-emit may renew). The first 32
+    hex digits of the sha256 of the type, a newline and the payload's `payload_json`; digests are stored, so
+    these bytes never change."""
+    return _sha256(event.type.encode() + b"\n" + payload_json(event.data)).hexdigest()[:32]
+
+
+class Brief(msgspec.Struct, frozen=True, gc=False):
+    """What a sensor reads of one event, without building the `Event`: its attributes, its `time` in seconds
+    since the epoch (now, for an event without one), its payload's `model` and `gpu` (None and False for a type
+    without them), its `content_digest`, and the JSON document it was read from."""
+
+    id: str
+    type: str
+    source: str
+    subject: str | None
+    time: float
+    model: str | None
+    gpu: bool
+    digest: str
+    document: dict[str, Any]
+
+
+def parse_brief(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Brief:
+    """`parse_document` and `content_digest` of one message, as a `Brief`; the same `EventError` for a message
+    `parse_document` refuses."""
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8", errors="surrogatepass")
+    if len(raw) > max_bytes:
+        raise EventError(f"oversized: {len(raw)} bytes exceeds the limit of {max_bytes}")
+    return _brief_plain(raw) or _brief_of(*_parse_general(raw))
+
+
+def _brief_of(event: Event, doc: dict[str, Any]) -> Brief:
+    return Brief(event.id, event.type, event.source, event.subject, event.time.timestamp(), event.model,
+                 bool(getattr(event.data, "gpu", False)), content_digest(event), doc)
 
 
 def _parse_general(raw: bytes) -> tuple[Event, dict[str, Any]]:
@@ -492,12 +532,17 @@ def _parse_plain(raw: bytes, *, document: bool = True) -> tuple[Event, dict[str,
         doc = orjson.loads(raw) if document or type(wire) not in _STRUCTS_ALONE else None
     except (msgspec.DecodeError, orjson.JSONDecodeError):
         return None
-    payload_cls, build = _BUILDERS[type(wire)]
-    event_type = payload_cls.event_type
     # A repeated "type" key: msgspec refuses one whose values differ; should it ever read one and json the
     # other, this sees it where there is a document.
-    if doc is not None and doc["type"] != event_type:
+    if doc is not None and doc["type"] != _BUILDERS[type(wire)][0].event_type:
         return None
+    return _plain_event(wire, doc)
+
+
+def _plain_event(wire: _WireEvent, doc: dict[str, Any] | None) -> tuple[Event, dict[str, Any] | None] | None:
+    """The event of structs that certify a message (and of its document), or None for the general path."""
+    payload_cls, build = _BUILDERS[type(wire)]
+    event_type = payload_cls.event_type
     if wire.time is msgspec.UNSET:
         time = datetime.now(UTC)
     elif (time := _aware_time(wire.time)) is None:
@@ -652,3 +697,46 @@ def _observed(label_id: str, wire: _WireLabel, times: dict[str, datetime]) -> Ob
             raise _Doubtful
         times[wire.observed_at] = observed_at
     return label_id, label, observed_at, prediction_id, model, key
+
+
+# --- The sensor's brief ----------------------------------------------------------------------------------------
+# An arrival certified by the structs is briefed from them: its content digest is the sha256 of the bytes msgspec
+# writes for the payload struct (its fields in the model's order, each exactly str, int, bool or None, as
+# `payload_json` writes them: tests/ctloop/test_events_brief.py and tests/sensors/test_fast_parse.py hold them
+# byte-identical), its time read as `_aware_time` reads it. Any other message is briefed from its `Event`.
+
+_ARRIVED = DataArrived.event_type
+_ARRIVED_PREFIX = _ARRIVED.encode() + b"\n"
+_fromisoformat = datetime.fromisoformat
+
+
+def _brief_plain(raw: bytes) -> Brief | None:
+    """The brief of a plainly valid event of a hot type, or None for the general path."""
+    try:
+        wire = _WIRE.decode(raw)
+        doc = orjson.loads(raw)
+    except (msgspec.DecodeError, orjson.JSONDecodeError):
+        return None
+    kind = type(wire)
+    if kind is _WireArrivedEvent:
+        if doc["type"] != _ARRIVED:
+            return None
+        text = wire.time
+        if text is _UNSET:
+            time = datetime.now(UTC).timestamp()
+        else:
+            try:
+                moment = _fromisoformat(text)
+            except ValueError:
+                return None
+            if moment.tzinfo is None:
+                return None
+            time = moment.timestamp()
+        data = wire.data
+        subject = wire.subject
+        return Brief(wire.id, _ARRIVED, wire.source, None if subject is _UNSET else subject, time, data.model,
+                     data.gpu, _sha256(_ARRIVED_PREFIX + _encode_json(data)).hexdigest()[:32], doc)
+    if doc["type"] != _BUILDERS[kind][0].event_type:
+        return None
+    plain = _plain_event(wire, doc)
+    return None if plain is None else _brief_of(plain[0], doc)

@@ -1,18 +1,19 @@
 """On every message of the 100k recorded stream, the sensor's parse (`parse_document`, fast path first) gives
-what the general path gives: the same event, document, dead-letter reason and content digest."""
+what the general path gives: the same event, document, dead-letter reason and content digest; and its brief
+(`parse_brief`) gives the same fields, document, digest and reason."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import Counter
 
 import pytest
 
 from ctloop import events
 from ctloop.bus import Message
-from ctloop.events import EventError, parse_document
+from ctloop.events import EventError, content_digest, parse_brief, parse_document
 from ctloop.sensors.eventdata import kafka_event_data
-from ctloop.sensors.local.sensor import content_digest
 from tests.sensors.recorded_stream import MAX_EVENT_BYTES, generate
 
 
@@ -49,6 +50,30 @@ def test_every_recorded_message_parses_alike_on_both_paths(stream):
     # The stream holds arrivals and drift verdicts (fast), promotions (general) and malformed messages.
     assert taken["fast"] > 60_000
     assert taken["general"] > 1_000
+    assert taken["dead-lettered"] > 10_000
+
+
+def test_every_recorded_message_is_briefed_as_its_event(stream):
+    taken: Counter[str] = Counter()
+    for n, record in enumerate(stream):
+        raw = record.value
+        try:
+            event, doc = parse_document(raw, max_bytes=MAX_EVENT_BYTES)
+        except EventError as exc:
+            with pytest.raises(EventError) as brief_error:
+                parse_brief(raw, max_bytes=MAX_EVENT_BYTES)
+            assert brief_error.value.reason == exc.reason, n
+            taken["dead-lettered"] += 1
+            continue
+        brief = parse_brief(raw, max_bytes=MAX_EVENT_BYTES)
+        assert (brief.id, brief.type, brief.source, brief.subject, brief.time, brief.model, brief.gpu) == (
+            event.id, event.type, event.source, event.subject, event.time.timestamp(), event.model,
+            bool(getattr(event.data, "gpu", False))), n
+        assert brief.digest == content_digest(event) == digest_as_first_defined(event), n
+        assert json.dumps(brief.document) == json.dumps(doc), n  # types and key order too
+        taken[event.type] += 1
+    assert taken["ctloop.data.arrived"] > 50_000
+    assert taken["ctloop.drift.detected"] > 5_000
     assert taken["dead-lettered"] > 10_000
 
 
