@@ -63,6 +63,9 @@ def train_command(
     device: Annotated[str | None, typer.Option(help="cpu or cuda; default: CUDA when present.")] = None,
 ) -> None:
     """Validate a dataset and train one model on it; prints the run id, metrics and data digest."""
+    from ctloop.mlflow_quiet import quiet_mlflow
+
+    quiet_mlflow()  # before the trainer's imports: defining its pyfunc class already warns
     from ctloop.settings import Settings
     from ctloop.trainer.train import train
     from ctloop.trainer.validation import validate

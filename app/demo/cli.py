@@ -28,7 +28,6 @@ def demo(
     """Play the story: data arrives → retrain → promote or reject; drift → alert → rerun; promote and roll back
     by hand. Exits 1 when any of the story's checks fails."""
     import logging
-    import os
     import warnings
 
     from rich.console import Console
@@ -36,15 +35,12 @@ def demo(
     from ctloop.app.demo.narration import RichNarrator, Silent
     from ctloop.app.demo.runner import DemoOptions, run_demo
     from ctloop.app.demo.summary import render
+    from ctloop.mlflow_quiet import quiet_mlflow
 
     if kafka is not None and (":" not in kafka or not kafka.rsplit(":", 1)[1].isdigit()):
         raise Refused(f"--kafka expects HOST:PORT, got {kafka!r}")
-    # The components log for operators; the demo tells its own story instead. MLflow sets its loggers'
-    # levels when imported, so it is imported before they are lowered.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow  # noqa: F401
-
-    # MLflow re-enables its UserWarnings inside some calls (catch_warnings + "once"), so filters do not hold.
+    # The components log for operators; the demo tells its own story instead, so it shows no warning at all.
+    quiet_mlflow()
     warnings.showwarning = lambda *args, **kwargs: None
 
     logging.basicConfig(level=logging.ERROR)
