@@ -7,19 +7,24 @@ one statement), before offsets are committed. Nothing in it is a b-tree insert p
   message was decided; a redelivery after a crash is exactly the messages at or below it, skipped unread;
 - the events a batch decided are one row (`sensor_seen`: a JSON object of event id -> content digest),
   from which the sensor rebuilds its bounded in-memory map of recent ids at start. The `sensor_events`
-  view gives them back a row per event, for SQL readers.
+  view gives them back a row per event, for SQL readers;
+- the decisions a batch made are one row (`sensor_decision_batches`, one per `record` or
+  `record_rejections` call): a JSON array with an entry per decision, `[event id, model, kind, reason,
+  key, run id, latency ms, deferred reason]`. A candidate `deferred` and then `coalesced` in the same
+  call is one entry (kind `coalesced`, its `deferred` reason in the last place); a model's run of such
+  entries (a burst) is kept together, at the place of its first.
 
-A burst costs one row, not one per event: events queued and replaced by newer ones in the same batch
-(`deferred`, then `coalesced`) are stored, per model, as one row listing them (`burst`: a JSON array of
-[event id, key, deferred reason, coalesced reason]); a lone such event as one row with the `deferred` reason
-in a column of its own. Readers (`list_decisions`, `DecisionLog.decisions`) give back every decision, in
-order, one `DecisionRow` each; so does the `sensor_decisions` view, a row per event, for SQL readers.
-An event in a burst row is found by scanning the burst rows alone (a partial index holds them).
+Readers (`list_decisions`, `DecisionLog.decisions`) give back every decision, in order, one `DecisionRow`
+each; the `sensor_decisions` view gives a row per entry (a coalesced one carrying its `deferred` reason),
+for SQL readers. Finding an event's decisions scans the packed text newest first (no index by event).
+Logs written before packing keep their rows (`sensor_decision_rows`: a row per decision, or per burst)
+and are read as they were, before the packed rows, which number on from them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,7 +38,7 @@ from ctloop.sensors.admission import AdmissionState, Decision
 from ctloop.sqlite import connect
 
 # Hot tables keyed by random text (event ids, keys) are WITHOUT ROWID: one b-tree to insert into, not a table
-# and an index.
+# and an index. `sensor_decision_rows` is the layout before packing: read, never written.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sensor_seen (
     seq INTEGER PRIMARY KEY, sensor TEXT NOT NULL, at REAL NOT NULL, events TEXT NOT NULL
@@ -51,13 +56,23 @@ CREATE TABLE IF NOT EXISTS sensor_decision_rows (
 );
 CREATE INDEX IF NOT EXISTS sensor_decisions_event ON sensor_decision_rows (event_id);
 CREATE INDEX IF NOT EXISTS sensor_decisions_bursts ON sensor_decision_rows (seq) WHERE burst IS NOT NULL;
+CREATE TABLE IF NOT EXISTS sensor_decision_batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, sensor TEXT NOT NULL, at REAL NOT NULL, decisions TEXT NOT NULL
+);
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'sensor_decision_batches', seq FROM sqlite_sequence WHERE name = 'sensor_decision_rows'
+    AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'sensor_decision_batches');
 CREATE VIEW IF NOT EXISTS sensor_decisions AS
     SELECT seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms, deferred
     FROM sensor_decision_rows WHERE burst IS NULL
     UNION ALL
     SELECT r.seq, r.sensor, r.at, m.value ->> 0, r.model, 'coalesced', m.value ->> 3, m.value ->> 1, NULL, NULL,
            m.value ->> 2
-    FROM sensor_decision_rows r, json_each(r.burst) m WHERE r.burst IS NOT NULL;
+    FROM sensor_decision_rows r, json_each(r.burst) m WHERE r.burst IS NOT NULL
+    UNION ALL
+    SELECT b.seq, b.sensor, b.at, d.value ->> 0, d.value ->> 1, d.value ->> 2, d.value ->> 3, d.value ->> 4,
+           d.value ->> 5, d.value ->> 6, d.value ->> 7
+    FROM sensor_decision_batches b, json_each(b.decisions) d;
 CREATE TABLE IF NOT EXISTS sensor_runs (
     key TEXT PRIMARY KEY, sensor TEXT NOT NULL, model TEXT NOT NULL, event_id TEXT NOT NULL, run_id TEXT,
     at REAL NOT NULL
@@ -65,11 +80,9 @@ CREATE TABLE IF NOT EXISTS sensor_runs (
 CREATE TABLE IF NOT EXISTS sensor_state (sensor TEXT PRIMARY KEY, state TEXT NOT NULL);
 """
 _COLUMNS = "seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms, deferred, burst"
-_INSERT = ("INSERT INTO sensor_decision_rows (sensor, at, event_id, model, kind, reason, key, run_id,"
-           " latency_ms, deferred, burst) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-
-
 _BURSTS = "SELECT seq FROM sensor_decision_rows WHERE burst IS NOT NULL AND instr(burst, ?) > 0"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NO_MORE = (None,) * 4  # the trailing places an entry may leave out (a rejection's)
 
 
 def _open(path: Path | str) -> sqlite3.Connection:
@@ -77,10 +90,11 @@ def _open(path: Path | str) -> sqlite3.Connection:
     if not _current(db):
         db.execute("BEGIN IMMEDIATE")  # two processes opening an older log migrate it once
         try:
-            _migrate(db)
-            for statement in _SCHEMA.split(";\n"):
-                if statement.strip():
-                    db.execute(statement)
+            if not _current(db):
+                _migrate(db)
+                for statement in _SCHEMA.split(";\n"):
+                    if statement.strip():
+                        db.execute(statement)
         except BaseException:
             db.execute("ROLLBACK")
             raise
@@ -92,14 +106,15 @@ def _current(db: sqlite3.Connection) -> bool:
     """Whether the file already has this module's schema (then opening it writes nothing)."""
     kinds = dict(db.execute("SELECT name, type FROM sqlite_master WHERE name LIKE 'sensor_%'"))
     return (kinds.get("sensor_decisions") == "view" and kinds.get("sensor_events") == "view"
-            and {"sensor_seen", "sensor_offsets", "sensor_runs", "sensor_state", "sensor_decisions_bursts"}
-            <= kinds.keys())
+            and {"sensor_seen", "sensor_offsets", "sensor_runs", "sensor_state", "sensor_decisions_bursts",
+                 "sensor_decision_batches"} <= kinds.keys())
 
 
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring a log written by an older sensor to this shape: decisions a table under another name (with the
-    `deferred` and `burst` columns); seen events, once a row each, folded into one `sensor_seen` row per
-    time they were decided (a batch), oldest first, so that the newest are rebuilt at start."""
+    `deferred` and `burst` columns), kept as they are, the view over them redefined to read the packed rows
+    too; seen events, once a row each, folded into one `sensor_seen` row per time they were decided (a
+    batch), oldest first, so that the newest are rebuilt at start."""
     kinds = dict(db.execute("SELECT name, type FROM sqlite_master WHERE name IN ('sensor_decisions', 'sensor_events')"))
     if kinds.get("sensor_decisions") == "table":
         db.execute("ALTER TABLE sensor_decisions RENAME TO sensor_decision_rows")
@@ -107,6 +122,8 @@ def _migrate(db: sqlite3.Connection) -> None:
         for column in ("deferred", "burst"):
             if column not in columns:
                 db.execute(f"ALTER TABLE sensor_decision_rows ADD COLUMN {column} TEXT")
+    elif kinds.get("sensor_decisions") == "view":
+        db.execute("DROP VIEW sensor_decisions")
     if kinds.get("sensor_events") == "table":
         db.execute("CREATE TABLE IF NOT EXISTS sensor_seen (seq INTEGER PRIMARY KEY, sensor TEXT NOT NULL,"
                    " at REAL NOT NULL, events TEXT NOT NULL)")
@@ -130,7 +147,7 @@ class DecisionRow:
     latency_ms: float | None
 
 
-def _rows(row: tuple) -> list[DecisionRow]:
+def _legacy_rows(row: tuple) -> list[DecisionRow]:
     """The decisions one stored row holds, oldest first: a coalesced event's row holds its `deferred` one
     too, a burst's row both of each of its events."""
     seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms, deferred, burst = row
@@ -147,12 +164,26 @@ def _rows(row: tuple) -> list[DecisionRow]:
     return [DecisionRow(seq, sensor, at, event_id, model, "deferred", deferred, key, run_id, latency_ms), decided]
 
 
+def _unpacked(seq: int, sensor: str, at: float, decisions: str) -> list[DecisionRow]:
+    """The decisions one packed row holds, oldest first: a coalesced entry's `deferred` decision before it."""
+    out = []
+    for entry in _loads(decisions):
+        event_id, model, kind, reason, key, run_id, latency_ms, deferred = (*entry, *_NO_MORE)[:8]
+        if deferred is not None:
+            out.append(DecisionRow(seq, sensor, at, event_id, model, "deferred", deferred, key, run_id, latency_ms))
+        out.append(DecisionRow(seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms))
+    return out
+
+
 def _json(value: Any) -> str:
-    """JSON text for SQLite's json functions; json's escapes where orjson refuses a string (lone surrogates)."""
+    """JSON text for SQLite's json functions. A lone surrogate (which orjson refuses and UTF-8 cannot hold)
+    is written as its escape; the rest as orjson writes it, so that a search of the text for an id matches
+    however the row's other strings were written."""
     try:
         return orjson.dumps(value).decode()
     except TypeError:
-        return json.dumps(value)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _loads(text: str) -> Any:
@@ -236,54 +267,52 @@ class DecisionLog:
         return {key for (key,) in rows}
 
     def record(self, records: Iterable[tuple[Decision, float | None]], *, at: float) -> None:
-        """Decisions, each with its event-to-trigger latency in ms when it started a run. A candidate both
-        deferred and coalesced among them takes one row, a model's burst of them one row in all (see the
-        module's note). Inside `transaction` only."""
-        rows: list[list] = []
+        """Decisions, each with its event-to-trigger latency in ms when it started a run: one packed row (see
+        the module's note). Inside `transaction` only."""
+        entries: list[list] = []
         runs = []
-        deferred: dict[int, int] = {}  # id of a deferred candidate -> its row
-        merged: dict[str, list[int]] = {}  # model -> its rows merging a deferred and a coalesced decision
+        deferred: dict[int, tuple[int, Any]] = {}  # id of a deferred candidate -> its entry, the candidate
+        merged: dict[str, list[int]] = {}  # model -> its entries merging a deferred and a coalesced decision
         for decision, latency_ms in records:
             c = decision.candidate
-            # Merged only when `coalesced` directly follows the candidate's `deferred`: its order kept.
-            row = deferred.pop(id(c), None)
-            if decision.kind == "coalesced" and row is not None and rows[row][11] is c:
-                merging = rows[row]
-                merging[9], merging[4], merging[5] = merging[5], "coalesced", decision.reason
-                merged.setdefault(c.model, []).append(row)
+            kind = decision.kind
+            # Merged only when `coalesced` is the next decision about the candidate after its `deferred`.
+            held = deferred.pop(id(c), None)
+            if kind == "coalesced" and held is not None and held[1] is c:
+                merging = entries[held[0]]
+                merging[2], merging[3], merging[7] = "coalesced", decision.reason, merging[3]
+                merged.setdefault(c.model, []).append(held[0])
                 continue
-            if decision.kind == "deferred":
-                deferred[id(c)] = len(rows)
-            rows.append([self.sensor, at, c.event_id, c.model, decision.kind, decision.reason, c.key,
-                         decision.run_id, latency_ms, None, None, c])
-            if decision.run_id is not None:
-                runs.append((c.key, self.sensor, c.model, c.event_id, decision.run_id, at))
-        for model, members in merged.items():
-            if len(members) < 2:
-                continue
-            head = rows[members[0]]
-            burst = [[rows[m][2], rows[m][6], rows[m][9], rows[m][5]] for m in members]
-            for m in members[1:]:
-                rows[m] = None
-            rows[members[0]] = [self.sensor, at, head[2], model, "coalesced", f"{len(burst)} events coalesced",
-                                None, None, None, None, _json(burst), burst]
-        self._db.executemany(_INSERT, [row[:11] for row in rows if row is not None])
+            if kind == "deferred":
+                deferred[id(c)] = (len(entries), c)
+            run_id = decision.run_id
+            entries.append([c.event_id, c.model, kind, decision.reason, c.key, run_id, latency_ms, None])
+            if run_id is not None:
+                runs.append((c.key, self.sensor, c.model, c.event_id, run_id, at))
+        if entries:
+            self._db.execute("INSERT INTO sensor_decision_batches (sensor, at, decisions) VALUES (?, ?, ?)",
+                             (self.sensor, at, _json(_bursts_together(entries, merged))))
         if runs:
             self._db.executemany("INSERT OR IGNORE INTO sensor_runs VALUES (?, ?, ?, ?, ?, ?)", runs)
+
+    def record_rejections(self, rejections: Iterable[tuple[str, str | None, str]], *, at: float) -> None:
+        """Events no sensor admitted (filtered out), as (event id, model, reason): one packed row, so that
+        `ctloop events list` explains them. Inside `transaction` only."""
+        entries = [(event_id, model, "rejected", reason) for event_id, model, reason in rejections]
+        if entries:
+            self._db.execute("INSERT INTO sensor_decision_batches (sensor, at, decisions) VALUES (?, ?, ?)",
+                             (self.sensor, at, _json(entries)))
 
     def decisions(self) -> Iterator[DecisionRow]:
         """This log's decisions, oldest first, a stored row given back as every decision it holds."""
         rows = self._db.execute(f"SELECT {_COLUMNS} FROM sensor_decision_rows WHERE sensor = ? ORDER BY seq",
                                 (self.sensor,))
         for row in rows:
-            yield from _rows(row)
-
-    def record_rejections(self, rejections: Iterable[tuple[str, str | None, str]], *, at: float) -> None:
-        """Events no sensor admitted (filtered out), as (event id, model, reason); recorded so that
-        `ctloop events list` explains them."""
-        self._db.executemany(
-            "INSERT INTO sensor_decision_rows (sensor, at, event_id, model, kind, reason) VALUES (?, ?, ?, ?, ?, ?)",
-            [(self.sensor, at, event_id, model, "rejected", reason) for event_id, model, reason in rejections])
+            yield from _legacy_rows(row)
+        rows = self._db.execute("SELECT seq, sensor, at, decisions FROM sensor_decision_batches WHERE sensor = ?"
+                                " ORDER BY seq", (self.sensor,))
+        for row in rows:
+            yield from _unpacked(*row)
 
     def load_state(self) -> AdmissionState:
         row = self._db.execute("SELECT state FROM sensor_state WHERE sensor = ?", (self.sensor,)).fetchone()
@@ -305,24 +334,79 @@ def list_decisions(path: Path | str, *, model: str | None = None, event_id: str 
         return []
     db = _open(path)
     try:
-        where, args = [], []
-        if model:
-            where.append("model = ?")
-            args.append(model)
-        # An event's own rows by index; the burst rows holding it by scanning the burst rows alone for the
-        # text a member's entry starts with (`["<id>",`); the exact match is made on the decoded rows below.
-        if event_id:
-            where.append(f"(event_id = ? OR seq IN ({_BURSTS}))")
-            args.extend((event_id, "[" + _json(event_id) + ","))
-        if event_prefix:
-            where.append(f"(substr(event_id, 1, ?) = ? OR seq IN ({_BURSTS}))")
-            args.extend((len(event_prefix), event_prefix, "[" + _json(event_prefix)[:-1]))
-        sql = f"SELECT {_COLUMNS} FROM sensor_decision_rows"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        rows = db.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
+        found = _packed_decisions(db, model, event_id, event_prefix, limit)
+        if len(found) < limit:
+            found += _legacy_decisions(db, model, event_id, event_prefix, limit - len(found))
     finally:
         db.close()
+    return found
+
+
+def _packed_decisions(db: sqlite3.Connection, model: str | None, event_id: str | None, event_prefix: str | None,
+                      limit: int) -> list[DecisionRow]:
+    """`list_decisions` over the packed rows, newest first: the rows whose text holds what an entry asked for
+    starts with (`["<id>",`, `["<prefix>`, `,"<model>",`), scanned, then matched exactly once decoded."""
+    where, args = [], []
+    for needle in ((None if not event_id else "[" + _json(event_id) + ","),
+                   (None if not event_prefix else "[" + _json(event_prefix)[:-1]),
+                   (None if not model else "," + _json(model) + ",")):
+        if needle is not None:
+            where.append("instr(decisions, ?) > 0")
+            args.append(needle)
+    sql = "SELECT seq, sensor, at, decisions FROM sensor_decision_batches"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    found: list[DecisionRow] = []
+    for row in db.execute(sql + " ORDER BY seq DESC", args):
+        found += (decided for decided in reversed(_unpacked(*row))
+                  if (not event_id or decided.event_id == event_id) and (not model or decided.model == model)
+                  and (not event_prefix or decided.event_id.startswith(event_prefix)))
+        if len(found) >= limit:
+            return found[:limit]
+    return found
+
+
+def _legacy_decisions(db: sqlite3.Connection, model: str | None, event_id: str | None, event_prefix: str | None,
+                      limit: int) -> list[DecisionRow]:
+    """`list_decisions` over the rows written before packing, newest first."""
+    where, args = [], []
+    if model:
+        where.append("model = ?")
+        args.append(model)
+    # An event's own rows by index; the burst rows holding it by scanning the burst rows alone for the
+    # text a member's entry starts with (`["<id>",`); the exact match is made on the decoded rows below.
+    if event_id:
+        where.append(f"(event_id = ? OR seq IN ({_BURSTS}))")
+        args.extend((_bindable(event_id), "[" + _json(event_id) + ","))
+    if event_prefix:
+        where.append(f"(substr(event_id, 1, ?) = ? OR seq IN ({_BURSTS}))")
+        args.extend((len(event_prefix), _bindable(event_prefix), "[" + _json(event_prefix)[:-1]))
+    sql = f"SELECT {_COLUMNS} FROM sensor_decision_rows"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    rows = db.execute(sql + " ORDER BY seq DESC LIMIT ?", (*args, limit)).fetchall()
     wanted = ((lambda d: d.event_id == event_id) if event_id
               else (lambda d: d.event_id.startswith(event_prefix)) if event_prefix else (lambda d: True))
-    return [decided for row in rows for decided in reversed(_rows(row)) if wanted(decided)][:limit]
+    return [decided for row in rows for decided in reversed(_legacy_rows(row)) if wanted(decided)][:limit]
+
+
+def _bindable(text: str) -> str | None:
+    """`text` as a query parameter, or None (equal to nothing) where UTF-8 cannot hold it, nor so a column."""
+    return None if _SURROGATE.search(text) else text
+
+
+def _bursts_together(entries: list[list], merged: dict[str, list[int]]) -> list[list]:
+    """The entries in order, but a model's merged entries (its burst) together at the place of the first to
+    merge, in the order they merged: the order the logs before packing (a row per burst) give back."""
+    bursts = [members for members in merged.values() if len(members) > 1]
+    if not bursts:
+        return entries
+    heads = {members[0]: members for members in bursts}
+    moved = {m for members in bursts for m in members[1:]}
+    out = []
+    for n, entry in enumerate(entries):
+        if n in heads:
+            out.extend(entries[m] for m in heads[n])
+        elif n not in moved:
+            out.append(entry)
+    return out

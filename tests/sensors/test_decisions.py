@@ -43,17 +43,20 @@ def test_a_burst_reads_back_as_every_decision_admission_made_in_order(tmp_path):
     log.close()
 
 
-def test_a_burst_takes_one_stored_row_and_the_view_still_shows_a_row_per_event(tmp_path):
+def test_a_batch_takes_one_stored_row_and_the_view_still_shows_a_row_per_event(tmp_path):
     log, _ = burst(tmp_path / "state.db", 4)
+    with log.transaction():
+        log.record_rejections([("ev-9", "churn", "filtered"), ("ev-10", None, "no sensor")], at=2.0)
     log.mark_seen({f"ev-{n}": "" for n in range(1, 5)}, at=1.0)
     log.close()
     with sqlite3.connect(tmp_path / "state.db") as db:
-        stored = db.execute("SELECT event_id, kind, burst IS NOT NULL FROM sensor_decision_rows ORDER BY seq")
-        stored = stored.fetchall()
-        viewed = db.execute("SELECT event_id, kind, deferred IS NOT NULL FROM sensor_decisions ORDER BY seq, event_id")
-        assert stored == [("ev-1", "coalesced", 1), ("ev-4", "deferred", 0)]
-        assert viewed.fetchall() == [("ev-1", "coalesced", 1), ("ev-2", "coalesced", 1), ("ev-3", "coalesced", 1),
-                                     ("ev-4", "deferred", 0)]
+        assert db.execute("SELECT count(*) FROM sensor_decision_rows").fetchone() == (0,)
+        assert db.execute("SELECT at FROM sensor_decision_batches ORDER BY seq").fetchall() == [(1.0,), (2.0,)]
+        viewed = db.execute("SELECT event_id, model, kind, key, deferred IS NOT NULL FROM sensor_decisions"
+                            " ORDER BY seq, event_id")
+        assert viewed.fetchall() == [("ev-1", "churn", "coalesced", "k1", 1), ("ev-2", "churn", "coalesced", "k2", 1),
+                                     ("ev-3", "churn", "coalesced", "k3", 1), ("ev-4", "churn", "deferred", "k4", 0),
+                                     ("ev-10", None, "rejected", None, 0), ("ev-9", "churn", "rejected", None, 0)]
 
 
 def test_an_event_in_a_burst_is_found_by_its_id_and_by_a_prefix(tmp_path):
@@ -208,3 +211,96 @@ def test_keys_that_ran_are_those_any_group_started_a_run_on_and_no_other(tmp_pat
     assert log.ran([]) == set()
     log.close()
     other.close()
+
+
+# The layout before packing (round 5): a row per decision, a merged deferred+coalesced row, a row per burst.
+ROUND_5 = """
+CREATE TABLE sensor_seen (seq INTEGER PRIMARY KEY, sensor TEXT NOT NULL, at REAL NOT NULL, events TEXT NOT NULL);
+CREATE VIEW sensor_events AS
+    SELECT s.sensor, e.key AS event_id, s.at, e.value AS digest FROM sensor_seen s, json_each(s.events) e;
+CREATE TABLE sensor_offsets (sensor TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
+    offset INTEGER NOT NULL, PRIMARY KEY (sensor, topic, partition)) WITHOUT ROWID;
+CREATE TABLE sensor_decision_rows (seq INTEGER PRIMARY KEY AUTOINCREMENT, sensor TEXT NOT NULL, at REAL NOT NULL,
+    event_id TEXT NOT NULL, model TEXT, kind TEXT NOT NULL, reason TEXT NOT NULL, key TEXT, run_id TEXT,
+    latency_ms REAL, deferred TEXT, burst TEXT);
+CREATE INDEX sensor_decisions_event ON sensor_decision_rows (event_id);
+CREATE INDEX sensor_decisions_bursts ON sensor_decision_rows (seq) WHERE burst IS NOT NULL;
+CREATE VIEW sensor_decisions AS
+    SELECT seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms, deferred
+    FROM sensor_decision_rows WHERE burst IS NULL
+    UNION ALL
+    SELECT r.seq, r.sensor, r.at, m.value ->> 0, r.model, 'coalesced', m.value ->> 3, m.value ->> 1, NULL, NULL,
+           m.value ->> 2
+    FROM sensor_decision_rows r, json_each(r.burst) m WHERE r.burst IS NOT NULL;
+CREATE TABLE sensor_runs (key TEXT PRIMARY KEY, sensor TEXT NOT NULL, model TEXT NOT NULL, event_id TEXT NOT NULL,
+    run_id TEXT, at REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE sensor_state (sensor TEXT PRIMARY KEY, state TEXT NOT NULL);
+INSERT INTO sensor_decision_rows (sensor, at, event_id, model, kind, reason, key, run_id, latency_ms) VALUES
+    ('ctloop-sensor', 1.0, 'r5-1', 'churn', 'triggered', 'run run-1 submitted', 'k-r5-1', 'run-1', 12.5);
+INSERT INTO sensor_decision_rows (sensor, at, event_id, model, kind, reason, key, deferred) VALUES
+    ('ctloop-sensor', 1.0, 'r5-2', 'fraud', 'coalesced', 'queued run replaced by newer r5-9', 'k-r5-2', 'queued');
+INSERT INTO sensor_decision_rows (sensor, at, event_id, model, kind, reason, burst) VALUES
+    ('ctloop-sensor', 1.0, 'r5-3', 'churn', 'coalesced', '2 events coalesced',
+     '[["r5-3","k-r5-3","queued","replaced by r5-4"],["r5-4","k-r5-4","queued","replaced by r5-5"]]');
+INSERT INTO sensor_runs VALUES ('k-r5-1', 'ctloop-sensor', 'churn', 'r5-1', 'run-1', 1.0);
+"""
+ROUND_5_DECISIONS = [
+    ("r5-1", "triggered", "run run-1 submitted", "run-1", 12.5), ("r5-2", "deferred", "queued", None, None),
+    ("r5-2", "coalesced", "queued run replaced by newer r5-9", None, None), ("r5-3", "deferred", "queued", None, None),
+    ("r5-3", "coalesced", "replaced by r5-4", None, None), ("r5-4", "deferred", "queued", None, None),
+    ("r5-4", "coalesced", "replaced by r5-5", None, None)]
+
+
+def test_a_log_written_before_packing_reads_as_before_and_its_new_batches_follow_it(tmp_path):
+    db_path = tmp_path / "state.db"
+    with sqlite3.connect(db_path) as db:
+        db.executescript(ROUND_5)
+    read = [(d.event_id, d.kind, d.reason, d.run_id, d.latency_ms) for d in list_decisions(db_path, limit=100)]
+    assert read == ROUND_5_DECISIONS[::-1]
+    log = DecisionLog(db_path, "ctloop-sensor")
+    assert log.ran(["k-r5-1", "k-r5-3"]) == {"k-r5-1"}
+    with log.transaction():
+        log.record_rejections([("new-1", "churn", "filtered")], at=2.0)
+    assert [(d.event_id, d.kind, d.reason, d.run_id, d.latency_ms) for d in log.decisions()] == [
+        *ROUND_5_DECISIONS, ("new-1", "rejected", "filtered", None, None)]
+    log.close()
+    assert [r.kind for r in list_decisions(db_path, event_id="r5-4")] == ["coalesced", "deferred"]
+    assert [r.event_id for r in list_decisions(db_path, model="churn", limit=3)] == ["new-1", "r5-4", "r5-4"]
+    assert [r.event_id for r in list_decisions(db_path, event_prefix="r5-", limit=2)] == ["r5-4", "r5-4"]
+    with sqlite3.connect(db_path) as db:
+        viewed = db.execute("SELECT seq, event_id, kind FROM sensor_decisions ORDER BY seq, event_id").fetchall()
+    assert viewed == [(1, "r5-1", "triggered"), (2, "r5-2", "coalesced"), (3, "r5-3", "coalesced"),
+                      (3, "r5-4", "coalesced"), (4, "new-1", "rejected")], "the packed rows number on from the old"
+
+
+def test_two_models_bursts_interleaved_read_back_a_burst_at_a_time_and_by_model(tmp_path):
+    log = DecisionLog(tmp_path / "state.db", "ctloop-sensor")
+    state = AdmissionState()
+    for model in ("a", "b"):
+        state = started(admit_all(state, [candidate(0, model)], ran=set(), now=0.0, policy=POLICY).state,
+                        model, f"run-{model}")
+    arrivals = [candidate(n, "ab"[n % 2]) for n in range(1, 7)]
+    outcome = admit_all(state, arrivals, ran=set(), now=1.0, policy=POLICY)
+    with log.transaction():
+        log.record(((d, None) for d in outcome.decisions), at=1.0)
+    read = [(d.event_id, d.kind) for d in log.decisions()]
+    log.close()
+    # As a row per burst gave them back: a model's queued-and-replaced events together, then the last queued.
+    assert read == [("ev-1", "deferred"), ("ev-1", "coalesced"), ("ev-3", "deferred"), ("ev-3", "coalesced"),
+                    ("ev-2", "deferred"), ("ev-2", "coalesced"), ("ev-4", "deferred"), ("ev-4", "coalesced"),
+                    ("ev-5", "deferred"), ("ev-6", "deferred")]
+    assert sorted(read) == sorted((d.candidate.event_id, d.kind) for d in outcome.decisions)
+    by_model = list_decisions(tmp_path / "state.db", model="b", limit=3)
+    assert [(r.event_id, r.kind, r.model) for r in by_model] == [("ev-5", "deferred", "b"), ("ev-3", "coalesced", "b"),
+                                                                 ("ev-3", "deferred", "b")]
+
+
+def test_an_id_json_cannot_write_as_utf8_leaves_the_other_ids_of_its_row_findable(tmp_path):
+    db = tmp_path / "state.db"
+    log = DecisionLog(db, "ctloop-sensor")
+    with log.transaction():
+        log.record_rejections([("ev-\udc80", "churn", "filtered"), ("ev-\u00e9", "churn", "filtered")], at=1.0)
+    log.close()
+    assert [r.event_id for r in list_decisions(db, event_id="ev-\u00e9")] == ["ev-\u00e9"]
+    assert [r.event_id for r in list_decisions(db, event_id="ev-\udc80")] == ["ev-\udc80"]
+    assert [r.event_id for r in list_decisions(db, event_prefix="ev-")] == ["ev-\u00e9", "ev-\udc80"]
