@@ -29,6 +29,7 @@ import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,9 @@ CREATE TABLE IF NOT EXISTS sensor_state (sensor TEXT PRIMARY KEY, state TEXT NOT
 """
 _COLUMNS = "seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms, deferred, burst"
 _BURSTS = "SELECT seq FROM sensor_decision_rows WHERE burst IS NOT NULL AND instr(burst, ?) > 0"
+# What `record` reads of a decision and its candidate, in one call each.
+_DECISION = attrgetter("kind", "reason", "candidate", "run_id")
+_CANDIDATE = attrgetter("event_id", "model", "key")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _NO_MORE = (None,) * 4  # the trailing places an entry may leave out (a rejection's)
 
@@ -269,26 +273,28 @@ class DecisionLog:
     def record(self, records: Iterable[tuple[Decision, float | None]], *, at: float) -> None:
         """Decisions, each with its event-to-trigger latency in ms when it started a run: one packed row (see
         the module's note). Inside `transaction` only."""
+        records = list(records)  # alive through the loop, so that a candidate's id() names it alone
         entries: list[list] = []
         runs = []
-        deferred: dict[int, tuple[int, Any]] = {}  # id of a deferred candidate -> its entry, the candidate
+        deferred: dict[int, int] = {}  # id of a deferred candidate -> its entry
         merged: dict[str, list[int]] = {}  # model -> its entries merging a deferred and a coalesced decision
+        append = entries.append
         for decision, latency_ms in records:
-            c = decision.candidate
-            kind = decision.kind
+            kind, reason, c, run_id = _DECISION(decision)
             # Merged only when `coalesced` is the next decision about the candidate after its `deferred`.
-            held = deferred.pop(id(c), None)
-            if kind == "coalesced" and held is not None and held[1] is c:
-                merging = entries[held[0]]
-                merging[2], merging[3], merging[7] = "coalesced", decision.reason, merging[3]
-                merged.setdefault(c.model, []).append(held[0])
-                continue
+            if deferred:
+                held = deferred.pop(id(c), None)
+                if held is not None and kind == "coalesced":
+                    merging = entries[held]
+                    merging[2], merging[3], merging[7] = kind, reason, merging[3]
+                    merged.setdefault(merging[1], []).append(held)
+                    continue
             if kind == "deferred":
-                deferred[id(c)] = (len(entries), c)
-            run_id = decision.run_id
-            entries.append([c.event_id, c.model, kind, decision.reason, c.key, run_id, latency_ms, None])
+                deferred[id(c)] = len(entries)
+            event_id, model, key = _CANDIDATE(c)
+            append([event_id, model, kind, reason, key, run_id, latency_ms, None])
             if run_id is not None:
-                runs.append((c.key, self.sensor, c.model, c.event_id, run_id, at))
+                runs.append((key, self.sensor, model, event_id, run_id, at))
         if entries:
             self._db.execute("INSERT INTO sensor_decision_batches (sensor, at, decisions) VALUES (?, ?, ?)",
                              (self.sensor, at, _json(_bursts_together(entries, merged))))
