@@ -204,8 +204,9 @@ class DecisionLog:
     def __init__(self, path: Path | str, sensor: str) -> None:
         self.sensor = sensor
         self._db = _open(path)
-        # A batch dirties index pages all over (event ids are random): keep them in memory, and checkpoint
-        # the WAL less often, so a page rewritten batch after batch is copied back once.
+        # The keys that ran are probed and inserted at random (`ran`, `record`): keep their pages in memory,
+        # and checkpoint the WAL less often, so that a page rewritten batch after batch (those, the
+        # watermarks, the state) is copied back once.
         self._db.execute("PRAGMA cache_size=-65536")
         self._db.execute("PRAGMA wal_autocheckpoint=16384")
 
