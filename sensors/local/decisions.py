@@ -10,9 +10,10 @@ one statement), before offsets are committed. Nothing in it is a b-tree insert p
   view gives them back a row per event, for SQL readers;
 - the decisions a batch made are one row (`sensor_decision_batches`, one per `record` or
   `record_rejections` call): a JSON array with an entry per decision, `[event id, model, kind, reason,
-  key, run id, latency ms, deferred reason]`. A candidate `deferred` and then `coalesced` in the same
-  call is one entry (kind `coalesced`, its `deferred` reason in the last place); a model's run of such
-  entries (a burst) is kept together, at the place of its first.
+  key, run id, latency ms, deferred reason]` (a rejection's ends at its reason). A candidate `deferred`
+  and then `coalesced` in the same call is one entry (kind `coalesced`, its `deferred` reason in the last
+  place); a model's run of such entries (a burst) is kept together, at the place of its first.
+- the keys that started a run (`sensor_runs`) are a row each, keyed by the key: one per run, not per event.
 
 Readers (`list_decisions`, `DecisionLog.decisions`) give back every decision, in order, one `DecisionRow`
 each; the `sensor_decisions` view gives a row per entry (a coalesced one carrying its `deferred` reason),
