@@ -62,8 +62,8 @@ CREATE TABLE IF NOT EXISTS sensor_decision_batches (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, sensor TEXT NOT NULL, at REAL NOT NULL, decisions TEXT NOT NULL
 );
 INSERT INTO sqlite_sequence (name, seq)
-    SELECT 'sensor_decision_batches', seq FROM sqlite_sequence WHERE name = 'sensor_decision_rows'
-    AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'sensor_decision_batches');
+    SELECT 'sensor_decision_batches', newest FROM (SELECT max(seq) AS newest FROM sensor_decision_rows)
+    WHERE newest IS NOT NULL AND NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'sensor_decision_batches');
 CREATE VIEW IF NOT EXISTS sensor_decisions AS
     SELECT seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms, deferred
     FROM sensor_decision_rows WHERE burst IS NULL
