@@ -287,20 +287,38 @@ def parse_brief(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Brie
         raw = raw.encode("utf-8", errors="surrogatepass")
     if len(raw) > max_bytes:
         raise EventError(f"oversized: {len(raw)} bytes exceeds the limit of {max_bytes}")
-    return _brief_plain(raw) or _brief_of(*_parse_general(raw))
+    try:
+        doc = _orjson_loads(raw)
+    except orjson.JSONDecodeError:
+        return _brief_of(*_parse_general(raw))
+    if type(doc) is dict:
+        kind = doc.get("type")
+        if kind == _ARRIVED:
+            brief = _brief_arrival(doc)
+            if brief is not None:
+                return brief
+        elif type(kind) is str and kind in _STRUCT_TYPES:
+            brief = _brief_hot(raw, doc)
+            if brief is not None:
+                return brief
+    return _brief_of(*_parse_general(raw, doc if _orjson_reads_as_json(raw) else None))
 
 
 def _brief_of(event: Event, doc: dict[str, Any]) -> Brief:
-    return Brief(event.id, event.type, event.source, event.subject, event.time.timestamp(), event.model,
-                 bool(getattr(event.data, "gpu", False)), content_digest(event), doc)
+    data = event.data
+    # Not getattr with a default: a pydantic model raises (and formats) an AttributeError for a missing field.
+    return Brief(event.id, event.type, event.source, event.subject, event.time.timestamp(), data.__dict__.get("model"),
+                 type(data) is DataArrived and data.gpu, content_digest(event), doc)
 
 
-def _parse_general(raw: bytes) -> tuple[Event, dict[str, Any]]:
-    """`parse_document` of any message within the size limit: every check, and the words for what fails."""
-    try:
-        doc = _loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise EventError(f"not JSON: {exc}") from None
+def _parse_general(raw: bytes, doc: Any = None) -> tuple[Event, dict[str, Any]]:
+    """`parse_document` of any message within the size limit: every check, and the words for what fails. `doc`,
+    where given, is what `_loads` reads of `raw` (already read by the caller)."""
+    if doc is None:
+        try:
+            doc = _loads(raw)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise EventError(f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise EventError(f"not a CloudEvent: expected a JSON object, got {type(doc).__name__}")
     for field in ("specversion", "id", "type", "source"):
@@ -356,8 +374,13 @@ _PLAIN_ATTRIBUTES = frozenset({"id", "source", "type", "specversion", "dataconte
                                "time"})
 
 
+def _orjson_reads_as_json(raw: bytes) -> bool:
+    """Whether orjson reads `raw`, if it reads it at all, as json does."""
+    return raw.count(b"[") + raw.count(b"{") < _DEEP and _LONG_NUMBER not in raw.translate(_DIGITS)
+
+
 def _loads(raw: bytes) -> Any:
-    if raw.count(b"[") + raw.count(b"{") < _DEEP and _LONG_NUMBER not in raw.translate(_DIGITS):
+    if _orjson_reads_as_json(raw):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -700,43 +723,102 @@ def _observed(label_id: str, wire: _WireLabel, times: dict[str, datetime]) -> Ob
 
 
 # --- The sensor's brief ----------------------------------------------------------------------------------------
-# An arrival certified by the structs is briefed from them: its content digest is the sha256 of the bytes msgspec
-# writes for the payload struct (its fields in the model's order, each exactly str, int, bool or None, as
-# `payload_json` writes them: tests/ctloop/test_events_brief.py and tests/sensors/test_fast_parse.py hold them
-# byte-identical), its time read as `_aware_time` reads it. Any other message is briefed from its `Event`.
+# A plainly valid arrival is briefed from its document alone (one decode): the checks below accept a subset of what
+# the general path accepts, and read each value exactly as pydantic would leave it (a str, an int within 64 bits, a
+# bool or None: orjson reads such a document as json does). Its content digest is the sha256 of the bytes msgspec
+# writes for those values in the model's field order, as `payload_json` writes them. A drift or quality verdict the
+# structs certify is briefed from the structs: msgspec writes their payload as pydantic does (the same strings,
+# integers and datetimes; a float the same unless its exponent is positive, which pydantic writes "e+16" and
+# msgspec "e16": such a payload is briefed from its `Event`). Any other message is briefed from its `Event`.
+# tests/ctloop/test_events_brief.py and tests/sensors/test_fast_parse.py hold every brief equal to
+# `parse_document` + `content_digest`.
 
 _ARRIVED = DataArrived.event_type
 _ARRIVED_PREFIX = _ARRIVED.encode() + b"\n"
+_ARRIVED_KEYS = _PLAIN_ATTRIBUTES | {"data"}
+_ARRIVED_DATA = frozenset({"model", "uri", "digest", "size", "gpu"})
+_STRUCT_TYPES = frozenset({DriftDetected.event_type, QualityDegraded.event_type, LabelObserved.event_type,
+                           LabelsObserved.event_type})
+_WINDOWED = {_WireDriftEvent: DriftDetected.event_type.encode() + b"\n",
+             _WireQualityEvent: QualityDegraded.event_type.encode() + b"\n"}
+_MAX_COUNT = 2**63 - 1
+_PLAIN_FLOAT = 1e16  # below it, in magnitude, msgspec and pydantic write a float alike
+_orjson_loads = orjson.loads
 _fromisoformat = datetime.fromisoformat
+_replace = msgspec.structs.replace
 
 
-def _brief_plain(raw: bytes) -> Brief | None:
-    """The brief of a plainly valid event of a hot type, or None for the general path."""
+def _epoch(text: Any) -> float | None:
+    """An event's `time` (a str, or UNSET for none) in seconds since the epoch, as the general path reads it, or
+    None where that path would refuse it or ask the SDK."""
+    if text is _UNSET:
+        return datetime.now(UTC).timestamp()
+    if type(text) is not str:
+        return None
+    try:
+        moment = _fromisoformat(text)
+    except ValueError:
+        return None
+    return None if moment.tzinfo is None else moment.timestamp()
+
+
+def _brief_arrival(doc: dict[str, Any]) -> Brief | None:
+    """The brief of a plainly valid arrival's document, or None for the general path."""
+    if not _ARRIVED_KEYS.issuperset(doc) or doc.get("specversion") != SPEC_VERSION:
+        return None
+    event_id, source, subject = doc.get("id"), doc.get("source"), doc.get("subject", _UNSET)
+    if type(event_id) is not str or not event_id or type(source) is not str or not source:
+        return None
+    if subject is not _UNSET and (type(subject) is not str or not subject):
+        return None
+    for name in ("datacontenttype", "dataschema"):
+        if name in doc and (type(value := doc[name]) is not str or not value):
+            return None
+    time = _epoch(doc.get("time", _UNSET))
+    data = doc.get("data")
+    if time is None or type(data) is not dict or not _ARRIVED_DATA.issuperset(data):
+        return None
+    model, uri = data.get("model"), data.get("uri")
+    digest, size, gpu = data.get("digest"), data.get("size"), data.get("gpu", False)
+    if (type(model) is not str or not 0 < len(model) <= 200 or type(uri) is not str or not 0 < len(uri) <= 4096
+            or (digest is not None and type(digest) is not str) or type(gpu) is not bool
+            or (size is not None and (type(size) is not int or not 0 <= size <= _MAX_COUNT))):
+        return None
+    payload = _encode_json({"model": model, "uri": uri, "digest": digest, "size": size, "gpu": gpu})
+    return Brief(event_id, _ARRIVED, source, None if subject is _UNSET else subject, time, model, gpu,
+                 _sha256(_ARRIVED_PREFIX + payload).hexdigest()[:32], doc)
+
+
+def _brief_hot(raw: bytes, doc: dict[str, Any]) -> Brief | None:
+    """The brief of a plainly valid drift, quality or label event, or None for the general path."""
     try:
         wire = _WIRE.decode(raw)
-        doc = orjson.loads(raw)
-    except (msgspec.DecodeError, orjson.JSONDecodeError):
+    except msgspec.DecodeError:
         return None
     kind = type(wire)
-    if kind is _WireArrivedEvent:
-        if doc["type"] != _ARRIVED:
-            return None
-        text = wire.time
-        if text is _UNSET:
-            time = datetime.now(UTC).timestamp()
-        else:
-            try:
-                moment = _fromisoformat(text)
-            except ValueError:
-                return None
-            if moment.tzinfo is None:
-                return None
-            time = moment.timestamp()
-        data = wire.data
-        subject = wire.subject
-        return Brief(wire.id, _ARRIVED, wire.source, None if subject is _UNSET else subject, time, data.model,
-                     data.gpu, _sha256(_ARRIVED_PREFIX + _encode_json(data)).hexdigest()[:32], doc)
-    if doc["type"] != _BUILDERS[kind][0].event_type:
+    if doc["type"] != _BUILDERS[kind][0].event_type:  # a repeated "type" key read two ways
         return None
-    plain = _plain_event(wire, doc)
-    return None if plain is None else _brief_of(plain[0], doc)
+    prefix = _WINDOWED.get(kind)
+    if prefix is None or not _plain_floats(wire.data):
+        plain = _plain_event(wire, doc)
+        return None if plain is None else _brief_of(plain[0], doc)
+    time = _epoch(wire.time)
+    if time is None:
+        return None
+    data = wire.data
+    try:  # pydantic's own datetime validator, for the values (and their time zones) it would hold
+        payload = _replace(data, window_start=_datetime(data.window_start), window_end=_datetime(data.window_end))
+    except ValidationError:
+        return None
+    subject = wire.subject
+    return Brief(wire.id, _BUILDERS[kind][0].event_type, wire.source, None if subject is _UNSET else subject, time,
+                 data.model, False, _sha256(prefix + _encode_json(payload)).hexdigest()[:32], doc)
+
+
+def _plain_floats(data: Any) -> bool:
+    """Whether every float of a drift or quality payload is one msgspec writes as pydantic does."""
+    if type(data) is _WireDrift:
+        return all(abs(column.score) < _PLAIN_FLOAT and abs(column.threshold) < _PLAIN_FLOAT
+                   for column in data.columns.values())
+    return (abs(data.value) < _PLAIN_FLOAT and abs(data.threshold) < _PLAIN_FLOAT
+            and (data.holdout is None or abs(data.holdout) < _PLAIN_FLOAT))

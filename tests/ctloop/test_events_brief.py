@@ -248,14 +248,68 @@ def test_a_brief_is_immutable():
     assert brief != parse_brief(arrival(id="e2"))
 
 
-def test_an_arrival_is_briefed_without_building_its_event(monkeypatch):
-    """The lean path is taken for an arrival: no `Event` is built for one (a drift verdict still has one)."""
+def test_arrivals_and_verdicts_are_briefed_without_building_their_event(monkeypatch):
+    """The lean paths are taken for an arrival and a drift or quality verdict: no `Event` is built for one. A
+    verdict with a float msgspec writes otherwise than pydantic, a label event and other types still have one."""
     built = []
     original = events._brief_of
     monkeypatch.setattr(events, "_brief_of", lambda event, doc: built.append(event.type) or original(event, doc))
-    parse_brief(arrival())
-    parse_brief(drift())
-    assert built == ["ctloop.drift.detected"]
+    for raw in (arrival(), drift(), quality(), drift(columns={"c": COLUMN})):
+        assert assert_same(raw)[0] == "brief"
+    assert built == []
+    for raw in (drift(columns={"c": {**COLUMN, "score": 1e16}}), quality(holdout=-2e17), one_label(),
+                to_bytes(new_event(ModelPromoted(model="m", version="2", actor="a", reason="r")))):
+        assert assert_same(raw)[0] == "brief"
+    assert built == ["ctloop.drift.detected", "ctloop.quality.degraded", "ctloop.label.observed",
+                     "ctloop.model.promoted"]
+
+
+COLUMN = {"stattest": "ks", "score": 0.25, "threshold": 0.5, "drifted": False}
+
+
+def quality(**data):
+    payload = {"model": "m", "version": "3", "metric": "auc", "value": 0.61, "threshold": 0.7, "holdout": 0.8,
+               "rule": "max_drop", "rows": 500, "window_start": "2026-11-01T00:00:00Z",
+               "window_end": "2026-11-01T00:05:00.5-03:00", "data_uri": "s3://l/m", **data}
+    return arrival(type="ctloop.quality.degraded", data=payload)
+
+
+@pytest.mark.parametrize("raw", [
+    drift(columns={"c": {**COLUMN, "score": score}}) for score in (1e15, 9.99e15, 1e16, 1.5e16, -1e17, 9.2e18, 1e19,
+                                                                   5e-324, 1e-300, 0.1, 1, -0.0, 2**53 + 1)
+] + [
+    quality(value=1e16), quality(threshold=-1e18), quality(holdout=None), quality(holdout=1e300), quality(rows=-1),
+    quality(rule="mean"), quality(window_end="2026-11-01"), quality(window_end="2026-11-01T00:00:00"),
+    quality(window_start="2026-11-01T00:00:00.1234567+14:00"), quality(window_start="tomorrow"),
+    quality(value="0.6"), quality(model=""), quality(extra=1),
+    drift(window_start="2026-11-01T00:00:00", window_end="2026-11-01T00:00:00-05:30"),
+    drift(columns={"a": COLUMN, "b": {**COLUMN, "threshold": 3e16}}), drift(version="\u00e9\"\\"),
+    drift(bad_rows={"x": 2**63 - 1, "y": -(2**63)}), drift(bad_rows={"x": 2**63}), drift(drifted_share=1.5),
+    arrival(type="ctloop.drift.detected", subject=None, data=json.loads(drift())["data"]),
+    arrival(type="ctloop.quality.degraded", time=None, data=json.loads(quality())["data"]),
+    arrival(type=["ctloop.drift.detected"]), arrival(type={"a": 1}), arrival(type=7), arrival(type=None),
+    b'{"specversion":"1.0","id":"e","type":"ctloop.quality.degraded","type":"ctloop.drift.detected","source":"s",'
+    b'"data":{"model":"m","window_start":"2026-11-01T00:00:00Z","window_end":"2026-11-01T00:00:00Z","rows":1,'
+    b'"drifted_share":0.5,"dataset_drift":true,"columns":{}}}',
+], ids=lambda raw: repr(raw[:160]))
+def test_verdicts_get_the_same_answer(raw):
+    assert_same(raw)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=NUMBERS, threshold=NUMBERS, holdout=mostly(st.none() | NUMBERS), start=TIMES, end=TIMES,
+       rule=mostly(st.sampled_from(["min", "max", "max_drop"])), rows=mostly(COUNT))
+def test_any_quality_verdict_gets_the_same_answer(value, threshold, holdout, start, end, rule, rows):
+    assert_same(quality(value=value, threshold=threshold, holdout=holdout, window_start=start, window_end=end,
+                        rule=rule, rows=rows))
+
+
+@settings(max_examples=300, deadline=None)
+@given(columns=st.dictionaries(TEXT, st.fixed_dictionaries({
+    "stattest": mostly(TEXT), "score": NUMBERS, "threshold": st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**64), 2**64), "drifted": mostly(st.booleans())}), max_size=3))
+def test_any_drift_columns_get_the_same_answer(columns):
+    assert_same(drift(columns=columns))
 
 
 def test_a_date_times_fraction_and_offset_agree_with_datetime():
