@@ -723,29 +723,27 @@ def _observed(label_id: str, wire: _WireLabel, times: dict[str, datetime]) -> Ob
 
 
 # --- The sensor's brief ----------------------------------------------------------------------------------------
-# A plainly valid arrival is briefed from its document alone (one decode): the checks below accept a subset of what
-# the general path accepts, and read each value exactly as pydantic would leave it (a str, an int within 64 bits, a
-# bool or None: orjson reads such a document as json does). Its content digest is the sha256 of the bytes msgspec
-# writes for those values in the model's field order, as `payload_json` writes them. A drift or quality verdict the
-# structs certify is briefed from the structs: msgspec writes their payload as pydantic does (the same strings,
-# integers and datetimes; a float the same unless its exponent is positive, which pydantic writes "e+16" and
-# msgspec "e16": such a payload is briefed from its `Event`). Any other message is briefed from its `Event`.
-# tests/ctloop/test_events_brief.py and tests/sensors/test_fast_parse.py hold every brief equal to
-# `parse_document` + `content_digest`.
+# A plainly valid arrival is briefed from its document, read once (by orjson): the structs certify the document
+# itself (`msgspec.convert`, strict, so each value is exactly what pydantic would leave: a str, an int within 64
+# bits, a bool or None; orjson reads such a document as json does), and its content digest is the sha256 of the
+# bytes msgspec writes for the payload struct (its fields in the model's order), as `payload_json` writes them.
+# A drift or quality verdict the structs certify is briefed from the structs: msgspec writes its payload as
+# pydantic does (the same strings, integers and datetimes; a float the same unless its exponent is positive, which
+# pydantic writes "e+16" and msgspec "e16": such a payload is briefed from its `Event`). Any other message is
+# briefed from its `Event`. tests/ctloop/test_events_brief.py and tests/sensors/test_fast_parse.py hold every
+# brief equal to `parse_document` + `content_digest`.
 
 _ARRIVED = DataArrived.event_type
 _ARRIVED_PREFIX = _ARRIVED.encode() + b"\n"
-_ARRIVED_KEYS = _PLAIN_ATTRIBUTES | {"data"}
-_ARRIVED_DATA = frozenset({"model", "uri", "digest", "size", "gpu"})
 _STRUCT_TYPES = frozenset({DriftDetected.event_type, QualityDegraded.event_type, LabelObserved.event_type,
                            LabelsObserved.event_type})
 _WINDOWED = {_WireDriftEvent: DriftDetected.event_type.encode() + b"\n",
              _WireQualityEvent: QualityDegraded.event_type.encode() + b"\n"}
-_MAX_COUNT = 2**63 - 1
 _PLAIN_FLOAT = 1e16  # below it, in magnitude, msgspec and pydantic write a float alike
 _orjson_loads = orjson.loads
 _fromisoformat = datetime.fromisoformat
 _replace = msgspec.structs.replace
+_convert = msgspec.convert
 
 
 def _epoch(text: Any) -> float | None:
@@ -764,29 +762,17 @@ def _epoch(text: Any) -> float | None:
 
 def _brief_arrival(doc: dict[str, Any]) -> Brief | None:
     """The brief of a plainly valid arrival's document, or None for the general path."""
-    if not _ARRIVED_KEYS.issuperset(doc) or doc.get("specversion") != SPEC_VERSION:
+    try:
+        wire = _convert(doc, _WireArrivedEvent)
+    except msgspec.ValidationError:
         return None
-    event_id, source, subject = doc.get("id"), doc.get("source"), doc.get("subject", _UNSET)
-    if type(event_id) is not str or not event_id or type(source) is not str or not source:
+    time = _epoch(wire.time)
+    if time is None:
         return None
-    if subject is not _UNSET and (type(subject) is not str or not subject):
-        return None
-    for name in ("datacontenttype", "dataschema"):
-        if name in doc and (type(value := doc[name]) is not str or not value):
-            return None
-    time = _epoch(doc.get("time", _UNSET))
-    data = doc.get("data")
-    if time is None or type(data) is not dict or not _ARRIVED_DATA.issuperset(data):
-        return None
-    model, uri = data.get("model"), data.get("uri")
-    digest, size, gpu = data.get("digest"), data.get("size"), data.get("gpu", False)
-    if (type(model) is not str or not 0 < len(model) <= 200 or type(uri) is not str or not 0 < len(uri) <= 4096
-            or (digest is not None and type(digest) is not str) or type(gpu) is not bool
-            or (size is not None and (type(size) is not int or not 0 <= size <= _MAX_COUNT))):
-        return None
-    payload = _encode_json({"model": model, "uri": uri, "digest": digest, "size": size, "gpu": gpu})
-    return Brief(event_id, _ARRIVED, source, None if subject is _UNSET else subject, time, model, gpu,
-                 _sha256(_ARRIVED_PREFIX + payload).hexdigest()[:32], doc)
+    data = wire.data
+    subject = wire.subject
+    return Brief(wire.id, _ARRIVED, wire.source, None if subject is _UNSET else subject, time, data.model, data.gpu,
+                 _sha256(_ARRIVED_PREFIX + _encode_json(data)).hexdigest()[:32], doc)
 
 
 def _brief_hot(raw: bytes, doc: dict[str, Any]) -> Brief | None:

@@ -95,9 +95,15 @@ def test_arbitrary_bytes_raise_only_event_error(raw):
         parse(raw)
 
 
+def json_containers(children: st.SearchStrategy) -> st.SearchStrategy:
+    """JSON arrays and objects of `children`: how `st.recursive` grows a JSON value (a named function, whose source
+    hypothesis reads to see that it uses its argument)."""
+    return st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    json_containers,
     max_leaves=20,
 )
 

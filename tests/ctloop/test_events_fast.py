@@ -230,9 +230,17 @@ def test_an_event_without_time_is_stamped_now_on_both_paths():
 
 
 TEXT = st.text(max_size=12)
+
+
+def json_containers(inner: st.SearchStrategy) -> st.SearchStrategy:
+    """JSON arrays and objects of `inner` values: how `st.recursive` grows a JSON value. A named function, not a
+    lambda inside the call: hypothesis reads the extend function's source to see that it uses its argument, and
+    a lambda's source line within a multi-line call does not always parse (a HypothesisDeprecationWarning)."""
+    return st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3)
+
+
 JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT,
-                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(TEXT, inner, max_size=3),
-                       max_leaves=8)
+                       json_containers, max_leaves=8)
 
 
 NAME = st.text(min_size=1, max_size=12)
