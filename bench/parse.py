@@ -8,8 +8,9 @@ Each repetition times every method over the same messages, in turn (side by side
 the plainly valid events of each hot type (the fast path), the other valid events and the malformed ones (both
 take the general path after the fast one refuses them). "sensor's share" adds what the sensor does next with a
 parsed event that the parse can make cheaper: its content digest and its Kafka event data. `parse_brief` is
-the sensor's lean parse (the content digest included, no `Event` built for an arrival); "sensor's share, brief"
-adds the Kafka event data to it, to compare with "sensor's share, fast" (the last column).
+the sensor's lean parse (the content digest included; no `Event` built for a plainly valid arrival, promotion,
+rollback, finished run or drift or quality verdict); "sensor's share, brief" adds the Kafka event data to it, to
+compare with "sensor's share, fast" (the last column).
 
 A second table gives the joiner's parse of label events, in µs per label: `--labels` labels as one
 `ctloop.label.observed` event each and as `ctloop.labels.observed` events of 1000 (ids in serving's form, half

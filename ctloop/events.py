@@ -293,14 +293,15 @@ def parse_brief(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Brie
         return _brief_of(*_parse_general(raw))
     if type(doc) is dict:
         kind = doc.get("type")
-        if kind == _ARRIVED:
-            brief = _brief_arrival(doc)
-            if brief is not None:
-                return brief
-        elif type(kind) is str and kind in _STRUCT_TYPES:
-            brief = _brief_hot(raw, doc)
-            if brief is not None:
-                return brief
+        if type(kind) is str:
+            if (wire_cls := _FLAT.get(kind)) is not None:
+                brief = _brief_flat(doc, wire_cls)
+                if brief is not None:
+                    return brief
+            elif kind in _STRUCT_TYPES:
+                brief = _brief_hot(raw, doc)
+                if brief is not None:
+                    return brief
     return _brief_of(*_parse_general(raw, doc if _orjson_reads_as_json(raw) else None))
 
 
@@ -723,18 +724,65 @@ def _observed(label_id: str, wire: _WireLabel, times: dict[str, datetime]) -> Ob
 
 
 # --- The sensor's brief ----------------------------------------------------------------------------------------
-# A plainly valid arrival is briefed from its document, read once (by orjson): the structs certify the document
-# itself (`msgspec.convert`, strict, so each value is exactly what pydantic would leave: a str, an int within 64
-# bits, a bool or None; orjson reads such a document as json does), and its content digest is the sha256 of the
-# bytes msgspec writes for the payload struct (its fields in the model's order), as `payload_json` writes them.
-# A drift or quality verdict the structs certify is briefed from the structs: msgspec writes its payload as
-# pydantic does (the same strings, integers and datetimes; a float the same unless its exponent is positive, which
-# pydantic writes "e+16" and msgspec "e16": such a payload is briefed from its `Event`). Any other message is
-# briefed from its `Event`. tests/ctloop/test_events_brief.py and tests/sensors/test_fast_parse.py hold every
-# brief equal to `parse_document` + `content_digest`.
+# A plainly valid event of a flat payload type (an arrival, a promotion, a rollback, a finished run) is briefed from
+# its document, read once (by orjson): a struct certifies the document itself (`msgspec.convert`, strict, so each
+# value is exactly what pydantic would leave: a str, an int within 64 bits, a bool or None; orjson reads such a
+# document as json does), and its content digest is the sha256 of the bytes msgspec writes for the payload struct
+# (its fields in the model's order), as `payload_json` writes them. A drift or quality verdict the structs certify
+# is briefed from the structs: msgspec writes its payload as pydantic does (the same strings, integers and
+# datetimes; a float the same unless its exponent is positive, which pydantic writes "e+16" and msgspec "e16": such
+# a payload is briefed from its `Event`). Any other message is briefed from its `Event`.
+# tests/ctloop/test_events_brief.py and tests/sensors/test_fast_parse.py hold every brief equal to
+# `parse_document` + `content_digest`.
 
-_ARRIVED = DataArrived.event_type
-_ARRIVED_PREFIX = _ARRIVED.encode() + b"\n"
+
+class _WirePromoted(_Struct, kw_only=True):
+    model: str
+    version: str
+    previous_version: str | None = None
+    actor: str
+    reason: str
+    manual: bool = False
+
+
+class _WireRolledBack(_Struct, kw_only=True):
+    model: str
+    from_version: str
+    to_version: str
+    actor: str
+    reason: str
+
+
+class _WireRunFinished(_Struct, kw_only=True):
+    run_id: str
+    model: str
+    status: Literal["Succeeded", "Failed", "Error", "Skipped"]
+    idempotency_key: str | None = None
+    trigger_event_id: str | None = None
+    version: str | None = None
+    promoted: bool | None = None
+    error: str | None = None
+
+
+class _WirePromotedEvent(_WireEvent, tag=ModelPromoted.event_type, kw_only=True):
+    data: _WirePromoted
+
+
+class _WireRolledBackEvent(_WireEvent, tag=ModelRolledBack.event_type, kw_only=True):
+    data: _WireRolledBack
+
+
+class _WireRunFinishedEvent(_WireEvent, tag=RunFinished.event_type, kw_only=True):
+    data: _WireRunFinished
+
+
+# The types whose payloads hold only strings, bools, integers and None: each struct declares its model's fields in
+# the model's order, with its defaults, so that msgspec writes the payload as `model_dump_json` does.
+_FLAT_TYPES: dict[type[_WireEvent], tuple[str, bytes]] = {
+    cls: (payload.event_type, payload.event_type.encode() + b"\n") for cls, payload in (
+        (_WireArrivedEvent, DataArrived), (_WirePromotedEvent, ModelPromoted),
+        (_WireRolledBackEvent, ModelRolledBack), (_WireRunFinishedEvent, RunFinished))}
+_FLAT = {event_type: cls for cls, (event_type, _) in _FLAT_TYPES.items()}
 _STRUCT_TYPES = frozenset({DriftDetected.event_type, QualityDegraded.event_type, LabelObserved.event_type,
                            LabelsObserved.event_type})
 _WINDOWED = {_WireDriftEvent: DriftDetected.event_type.encode() + b"\n",
@@ -760,10 +808,11 @@ def _epoch(text: Any) -> float | None:
     return None if moment.tzinfo is None else moment.timestamp()
 
 
-def _brief_arrival(doc: dict[str, Any]) -> Brief | None:
-    """The brief of a plainly valid arrival's document, or None for the general path."""
+def _brief_flat(doc: dict[str, Any], wire_cls: type[_WireEvent]) -> Brief | None:
+    """The brief of a plainly valid event of a flat payload type (its document certified by `wire_cls`), or None
+    for the general path."""
     try:
-        wire = _convert(doc, _WireArrivedEvent)
+        wire = _convert(doc, wire_cls)
     except msgspec.ValidationError:
         return None
     time = _epoch(wire.time)
@@ -771,8 +820,10 @@ def _brief_arrival(doc: dict[str, Any]) -> Brief | None:
         return None
     data = wire.data
     subject = wire.subject
-    return Brief(wire.id, _ARRIVED, wire.source, None if subject is _UNSET else subject, time, data.model, data.gpu,
-                 _sha256(_ARRIVED_PREFIX + _encode_json(data)).hexdigest()[:32], doc)
+    event_type, prefix = _FLAT_TYPES[wire_cls]
+    return Brief(wire.id, event_type, wire.source, None if subject is _UNSET else subject, time, data.model,
+                 wire_cls is _WireArrivedEvent and data.gpu, _sha256(prefix + _encode_json(data)).hexdigest()[:32],
+                 doc)
 
 
 def _brief_hot(raw: bytes, doc: dict[str, Any]) -> Brief | None:

@@ -7,6 +7,7 @@ import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ from ctloop.events import (
     DataArrived,
     EventError,
     ModelPromoted,
+    ModelRolledBack,
     RunFinished,
     content_digest,
     new_event,
@@ -94,7 +96,7 @@ def test_every_hot_type_is_briefed_as_its_event(payload, subject):
     ModelPromoted(model="m", version="2", actor="a", reason="r"),
     RunFinished(run_id="r", model="m", status="Failed", error="boom"),
 ], ids=lambda p: p.event_type)
-def test_other_types_are_briefed_from_the_general_path(payload):
+def test_other_types_are_briefed_as_their_event(payload):
     assert assert_same(to_bytes(new_event(payload, time=NOW)))[0] == "brief"
 
 
@@ -248,20 +250,71 @@ def test_a_brief_is_immutable():
     assert brief != parse_brief(arrival(id="e2"))
 
 
-def test_arrivals_and_verdicts_are_briefed_without_building_their_event(monkeypatch):
-    """The lean paths are taken for an arrival and a drift or quality verdict: no `Event` is built for one. A
-    verdict with a float msgspec writes otherwise than pydantic, a label event and other types still have one."""
+def test_flat_types_and_verdicts_are_briefed_without_building_their_event(monkeypatch):
+    """The lean paths are taken for an arrival, a promotion, a rollback, a finished run and a drift or quality
+    verdict: no `Event` is built for one. A verdict with a float msgspec writes otherwise than pydantic and a label
+    event still have one."""
     built = []
     original = events._brief_of
     monkeypatch.setattr(events, "_brief_of", lambda event, doc: built.append(event.type) or original(event, doc))
-    for raw in (arrival(), drift(), quality(), drift(columns={"c": COLUMN})):
+    for raw in (arrival(), drift(), quality(), drift(columns={"c": COLUMN}), *(to_bytes(new_event(payload))
+                                                                               for payload in FLAT)):
         assert assert_same(raw)[0] == "brief"
     assert built == []
-    for raw in (drift(columns={"c": {**COLUMN, "score": 1e16}}), quality(holdout=-2e17), one_label(),
-                to_bytes(new_event(ModelPromoted(model="m", version="2", actor="a", reason="r")))):
+    for raw in (drift(columns={"c": {**COLUMN, "score": 1e16}}), quality(holdout=-2e17), one_label()):
         assert assert_same(raw)[0] == "brief"
-    assert built == ["ctloop.drift.detected", "ctloop.quality.degraded", "ctloop.label.observed",
-                     "ctloop.model.promoted"]
+    assert built == ["ctloop.drift.detected", "ctloop.quality.degraded", "ctloop.label.observed"]
+
+
+FLAT = [
+    ModelPromoted(model="m", version="2", actor="a", reason="r"),
+    ModelPromoted(model="\u00e9", version="2", previous_version="1", actor="\u00e9\"\\\n", reason="", manual=True),
+    ModelRolledBack(model="m", from_version="3", to_version="2", actor="ops", reason="quality"),
+    RunFinished(run_id="r", model="m", status="Failed", error="boom"),
+    RunFinished(run_id="r", model="m", status="Succeeded", idempotency_key="k", trigger_event_id="e", version="4",
+                promoted=False),
+]
+
+
+@pytest.mark.parametrize("wire, model", [(wire, events.PAYLOADS[event_type])
+                                         for wire, (event_type, _) in events._FLAT_TYPES.items()],
+                         ids=lambda x: getattr(x, "__name__", ""))
+def test_a_flat_types_struct_declares_its_models_fields_in_order_with_their_defaults(wire, model):
+    """What makes msgspec write the payload as pydantic does (a field added to the model must be added here)."""
+    data = next(field.type for field in msgspec.structs.fields(wire) if field.name == "data")
+    assert [(field.name, "required" if field.required else field.default) for field in msgspec.structs.fields(data)] \
+        == [(name, "required" if field.is_required() else field.default) for name, field in model.model_fields.items()]
+
+
+@pytest.mark.parametrize("payload", FLAT, ids=lambda p: p.event_type)
+@pytest.mark.parametrize("subject", [None, "s"])
+def test_flat_types_get_the_same_answer(payload, subject):
+    raw = to_bytes(new_event(payload, subject=subject))
+    assert assert_same(raw)[0] == "brief"
+    doc = json.loads(raw)
+    for field in doc["data"]:  # each field left out, null, or of another JSON type
+        for value in ("__absent__", None, True, 0, 1.5, "", "x", [], {}):
+            data = {k: v for k, v in doc["data"].items() if k != field}
+            if value != "__absent__":
+                data[field] = value
+            assert_same(json.dumps({**doc, "data": data}).encode())
+    assert_same(json.dumps({**doc, "data": {**doc["data"], "extra": 1}}).encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(model=mostly(TEXT), run_id=mostly(ANY_TEXT), status=mostly(st.sampled_from(["Succeeded", "Failed", "Error",
+                                                                                  "Skipped", "succeeded"])),
+       optional=st.dictionaries(st.sampled_from(["idempotency_key", "trigger_event_id", "version", "promoted",
+                                                 "error"]), mostly(st.none() | ANY_TEXT | st.booleans())),
+       ascii_only=st.booleans())
+def test_any_finished_run_gets_the_same_answer(model, run_id, status, optional, ascii_only):
+    doc = {"specversion": "1.0", "id": "e1", "type": "ctloop.run.finished", "source": "urn:test",
+           "time": "2026-11-01T00:00:00Z", "data": {"run_id": run_id, "model": model, "status": status, **optional}}
+    try:
+        raw = json.dumps(doc, ensure_ascii=ascii_only).encode("utf-8", errors="surrogatepass")
+    except UnicodeEncodeError:
+        return
+    assert_same(raw)
 
 
 COLUMN = {"stattest": "ks", "score": 0.25, "threshold": 0.5, "drifted": False}
