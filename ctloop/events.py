@@ -294,8 +294,8 @@ def parse_brief(raw: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Brie
     if type(doc) is dict:
         kind = doc.get("type")
         if type(kind) is str:
-            if (wire_cls := _FLAT.get(kind)) is not None:
-                brief = _brief_flat(doc, wire_cls)
+            if (flat := _FLAT.get(kind)) is not None:
+                brief = _brief_flat(doc, kind, *flat)
                 if brief is not None:
                     return brief
             elif kind in _STRUCT_TYPES:
@@ -778,11 +778,12 @@ class _WireRunFinishedEvent(_WireEvent, tag=RunFinished.event_type, kw_only=True
 
 # The types whose payloads hold only strings, bools, integers and None: each struct declares its model's fields in
 # the model's order, with its defaults, so that msgspec writes the payload as `model_dump_json` does.
-_FLAT_TYPES: dict[type[_WireEvent], tuple[str, bytes]] = {
-    cls: (payload.event_type, payload.event_type.encode() + b"\n") for cls, payload in (
-        (_WireArrivedEvent, DataArrived), (_WirePromotedEvent, ModelPromoted),
-        (_WireRolledBackEvent, ModelRolledBack), (_WireRunFinishedEvent, RunFinished))}
-_FLAT = {event_type: cls for cls, (event_type, _) in _FLAT_TYPES.items()}
+_FLAT_TYPES: dict[type[_WireEvent], type[Payload]] = {
+    _WireArrivedEvent: DataArrived, _WirePromotedEvent: ModelPromoted, _WireRolledBackEvent: ModelRolledBack,
+    _WireRunFinishedEvent: RunFinished}
+# event type -> its struct, the content digest's prefix, whether the payload has `gpu`
+_FLAT = {payload.event_type: (cls, payload.event_type.encode() + b"\n", "gpu" in payload.model_fields)
+         for cls, payload in _FLAT_TYPES.items()}
 _STRUCT_TYPES = frozenset({DriftDetected.event_type, QualityDegraded.event_type, LabelObserved.event_type,
                            LabelsObserved.event_type})
 _WINDOWED = {_WireDriftEvent: DriftDetected.event_type.encode() + b"\n",
@@ -794,13 +795,11 @@ _replace = msgspec.structs.replace
 _convert = msgspec.convert
 
 
-def _epoch(text: Any) -> float | None:
-    """An event's `time` (a str, or UNSET for none) in seconds since the epoch, as the general path reads it, or
-    None where that path would refuse it or ask the SDK."""
+def _epoch(text: str | msgspec.UnsetType) -> float | None:
+    """An event's `time` (UNSET for none) in seconds since the epoch, as the general path reads it, or None where
+    that path would refuse it or ask the SDK."""
     if text is _UNSET:
         return datetime.now(UTC).timestamp()
-    if type(text) is not str:
-        return None
     try:
         moment = _fromisoformat(text)
     except ValueError:
@@ -808,7 +807,8 @@ def _epoch(text: Any) -> float | None:
     return None if moment.tzinfo is None else moment.timestamp()
 
 
-def _brief_flat(doc: dict[str, Any], wire_cls: type[_WireEvent]) -> Brief | None:
+def _brief_flat(doc: dict[str, Any], event_type: str, wire_cls: type[_WireEvent], prefix: bytes,
+                has_gpu: bool) -> Brief | None:
     """The brief of a plainly valid event of a flat payload type (its document certified by `wire_cls`), or None
     for the general path."""
     try:
@@ -820,10 +820,8 @@ def _brief_flat(doc: dict[str, Any], wire_cls: type[_WireEvent]) -> Brief | None
         return None
     data = wire.data
     subject = wire.subject
-    event_type, prefix = _FLAT_TYPES[wire_cls]
     return Brief(wire.id, event_type, wire.source, None if subject is _UNSET else subject, time, data.model,
-                 wire_cls is _WireArrivedEvent and data.gpu, _sha256(prefix + _encode_json(data)).hexdigest()[:32],
-                 doc)
+                 has_gpu and data.gpu, _sha256(prefix + _encode_json(data)).hexdigest()[:32], doc)
 
 
 def _brief_hot(raw: bytes, doc: dict[str, Any]) -> Brief | None:
