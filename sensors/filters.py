@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
@@ -45,15 +45,20 @@ def data_filter_passes(f: DataFilter, data: Any) -> bool:
 @cache
 def data_check(f: DataFilter) -> Check:
     """`data_filter_passes` for one filter, compiled."""
-    parts = check_path(f.path)
+    parts, passes = check_path(f.path), value_check(f)
+    return lambda data: passes(find(data, parts))
+
+
+@cache
+def value_check(f: DataFilter) -> Check:
+    """`data_check` of the value already found at the filter's path (`MISSING` when none is)."""
     if f.type == "string":
-        return _string_check(parts, f.values, f.comparator == "=")
+        return _string_check(f.values, f.comparator == "=")
     if f.type == "bool":
         wanted = tuple(_as_bool(v) for v in f.values)
         equal = f.comparator == "="
 
-        def bool_passes(data: Any) -> bool:
-            actual = find(data, parts)
+        def bool_passes(actual: Any) -> bool:
             if actual is MISSING:
                 return False
             got = _as_bool(actual)
@@ -63,8 +68,7 @@ def data_check(f: DataFilter) -> Check:
     compare = _COMPARE[f.comparator]
     bounds = tuple(float(v) for v in f.values)
 
-    def number_passes(data: Any) -> bool:
-        actual = find(data, parts)
+    def number_passes(actual: Any) -> bool:
         if actual is MISSING:
             return False
         try:
@@ -76,14 +80,13 @@ def data_check(f: DataFilter) -> Check:
     return number_passes
 
 
-def _string_check(parts: tuple[str, ...], values: tuple[str, ...], equal: bool) -> Check:
+def _string_check(values: tuple[str, ...], equal: bool) -> Check:
     """A string filter: any pattern found (`=`), or not all of them (`!=`), in gjson's text of the value."""
     patterns = tuple(_regex(v) for v in values)
     if equal and set(values) == {_ANY}:
         # "Has a value on one line", the commonest filter, read without the regex or a verdict to remember
         # (its texts, ids and URIs, rarely repeat).
-        def any_passes(data: Any) -> bool:
-            actual = find(data, parts)
+        def any_passes(actual: Any) -> bool:
             if actual is MISSING or actual is None:
                 return False
             return _one_line(actual if type(actual) is str else as_text(actual))
@@ -100,8 +103,7 @@ def _string_check(parts: tuple[str, ...], values: tuple[str, ...], equal: bool) 
             return not all(p.search(text) for p in patterns)
     verdicts: dict[str, bool] = {}
 
-    def string_passes(data: Any) -> bool:
-        actual = find(data, parts)
+    def string_passes(actual: Any) -> bool:
         if actual is MISSING:
             return False
         # gjson's string of a JSON null is "", which is what Argo Events matches the regexes against.
@@ -130,18 +132,21 @@ def expr_filter_passes(f: ExprFilter, data: Any) -> bool:
 @cache
 def expr_check(f: ExprFilter) -> Check:
     """`expr_filter_passes` for one filter, compiled: a missing field or a failing expression fails it."""
-    tree = compile_expr(f.expr, {name for name, _ in f.fields})
-    fields = tuple((name, check_path(path)) for name, path in f.fields)
+    fields, passes = tuple(check_path(path) for _, path in f.fields), expr_value_check(f)
+    return lambda data: passes([find(data, parts) for parts in fields])
 
-    def passes(data: Any) -> bool:
-        values = {}
-        for name, parts in fields:
-            value = find(data, parts)
-            if value is MISSING:
-                return False
-            values[name] = value
+
+@cache
+def expr_value_check(f: ExprFilter) -> Callable[[Sequence[Any]], bool]:
+    """`expr_check` of the values already found at the filter's fields, in their order (`MISSING` for none)."""
+    tree = compile_expr(f.expr, {name for name, _ in f.fields})
+    names = tuple(name for name, _ in f.fields)
+
+    def passes(values: Sequence[Any]) -> bool:
+        if any(value is MISSING for value in values):
+            return False
         try:
-            return evaluate(tree, values)
+            return evaluate(tree, dict(zip(names, values, strict=True)))
         except ExprError:
             return False
 
@@ -162,15 +167,23 @@ def compile_rejection(dependency: Dependency) -> Rejection:
     def why(data: Any) -> str | None:
         for f, passes in data_checks:
             if not passes(data):
-                if f.reason:
-                    return _fill(f.reason, data)
-                return f"data filter {f.path} {f.comparator} {list(f.values)} failed"
+                return failed(f, data)
         for f, passes in expr_checks:
             if not passes(data):
-                return f"expr filter {f.expr!r} failed"
+                return failed(f, data)
         return None
 
     return why
+
+
+def failed(f: DataFilter | ExprFilter, data: Any) -> str:
+    """Why an event failed the filter `f`: the filter's own reason (its placeholders filled from the event data)
+    or the filter as written."""
+    if isinstance(f, ExprFilter):
+        return f"expr filter {f.expr!r} failed"
+    if f.reason:
+        return _fill(f.reason, data)
+    return f"data filter {f.path} {f.comparator} {list(f.values)} failed"
 
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z0-9_.-]+)\}")

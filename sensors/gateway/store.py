@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -360,7 +361,7 @@ def part(state: AdmissionState, model: str) -> dict[str, Any] | None:
     if model in state.windows:
         out["window"] = state.windows[model].model_dump(mode="json")
     if model in state.queued:
-        out["queued"] = state.queued[model].model_dump(mode="json")
+        out["queued"] = msgspec.structs.asdict(state.queued[model])  # a Candidate: a msgspec struct
     if model in state.running:
         out["running"] = state.running[model].model_dump(mode="json")
     if model in state.last_drift_at:

@@ -29,9 +29,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from itertools import islice
-from typing import Any, get_args
+from typing import Any, NamedTuple
 
 from ctloop.bus import Bus, Message
 from ctloop.consume import Unroutable
@@ -43,18 +42,19 @@ from ctloop.sensors.admission import (
     AdmissionState,
     Candidate,
     Decision,
-    Trigger,
     admit_all,
     finished,
+    new_candidate,
     tick,
 )
 from ctloop.sensors.eventdata import MISSING, PathMissing, find, kafka_event_data
-from ctloop.sensors.filters import Rejection, compile_rejection, rejection
+from ctloop.sensors.filters import failed, rejection
 from ctloop.sensors.local.calendar import Calendar
 from ctloop.sensors.local.decisions import DecisionLog
 from ctloop.sensors.local.jsonlog import log
 from ctloop.sensors.local.metrics import SensorMetrics
-from ctloop.sensors.mapping import MappingError, Plan, compile_parameters, parameters, resolve
+from ctloop.sensors.local.route import GENERAL, TRIGGERS, Route
+from ctloop.sensors.mapping import MappingError, parameters, resolve
 from ctloop.sensors.spec import CalendarSource, KafkaSource, KeyOf, SensorSpec, check_path
 from ctloop.settings import Settings
 from ctloop.stopping import until_signalled
@@ -63,7 +63,6 @@ from ctloop.workflows.engine import FINAL_STATUSES, AlreadyRan, Engine, RunReque
 DigestResolver = Callable[[str], str]
 
 Record = tuple[Decision, float | None]  # a decision and, for a submitted run, its event-to-trigger latency
-TRIGGERS = get_args(Trigger)
 _log = logging.getLogger("ctloop.sensor")
 
 
@@ -88,43 +87,25 @@ def content_digest(event: Event) -> str:
     return hashlib.sha256(event.type.encode() + b"\n" + payload_json(event.data)).hexdigest()[:32]
 
 
-def _parse(message: Message, max_bytes: int) -> tuple[Event, Any] | str:
-    """The event and its JSON document, or why the message is none."""
-    try:
-        return parse_document(message.value, max_bytes=max_bytes)
-    except EventError as exc:
-        return exc.reason
+class _Brief(NamedTuple):
+    """What the sensor reads of one event (the shape of `ctloop.events.Brief`)."""
+
+    id: str
+    type: str
+    source: str
+    subject: str | None
+    time: float
+    model: str | None
+    gpu: bool
+    digest: str
+    document: dict[str, Any]
 
 
-# `Candidate(**fields)` without the keyword call's Python frame: the same validation, ~0.6 µs less an event.
-_new_candidate: Callable[[dict[str, Any]], Candidate] = Candidate.__pydantic_validator__.validate_python
-
-# The trigger parameters a `Candidate` is made of; the others (the workflow name) are checked, not made.
-_CANDIDATE_PARAMS = frozenset({"event-id", "model", "idempotency-key", "data-uri", "trigger"})
-
-
-@dataclass(frozen=True)
-class _Route:
-    """A sensor spec with its filters and parameter mapping compiled once."""
-
-    spec: SensorSpec
-    rejection: Rejection
-    plan: Plan
-    digest_path: tuple[str, ...] | None  # where the key reads the data digest (None: the key has no digest)
-
-    @classmethod
-    def of(cls, spec: SensorSpec) -> _Route:
-        key = spec.params["idempotency-key"]
-        digest_path = check_path(key.digest.path) if isinstance(key, KeyOf) else None
-        plan = compile_parameters(spec, made=_CANDIDATE_PARAMS)
-        return cls(spec, compile_rejection(spec.dependency), plan, digest_path)
-
-    def parameters(self, data: Any, context: dict[str, str]) -> dict[str, str]:
-        """`mapping.parameters` of the spec; `Unroutable` naming the parameter that failed."""
-        try:
-            return self.plan(data, context)
-        except MappingError as exc:
-            raise Unroutable(f"{self.spec.name}: {exc}") from None
+def _parse(raw: bytes, max_bytes: int) -> _Brief:
+    """The event as the sensor reads it; `EventError` naming why the message is none."""
+    event, document = parse_document(raw, max_bytes=max_bytes)
+    return _Brief(event.id, event.type, event.source, event.subject, event.time.timestamp(), event.model,
+                  bool(getattr(event.data, "gpu", False)), content_digest(event), document)
 
 
 class LocalSensor:
@@ -157,7 +138,7 @@ class LocalSensor:
         self._uncommitted: dict[tuple[str, int], Message] = {}
         self._last_commit = time.monotonic()
         self._resolve_digest = resolve_digest
-        self._by_topic: dict[str, list[_Route]] = {}
+        self._by_topic: dict[str, list[Route]] = {}
         scheduled = [spec for spec in specs if isinstance(spec.dependency.source, CalendarSource)]
         for spec in specs:
             if isinstance(spec.dependency.source, CalendarSource):
@@ -165,7 +146,10 @@ class LocalSensor:
             if not isinstance(spec.dependency.source, KafkaSource):
                 raise ValueError(f"sensor {spec.name} reads {type(spec.dependency.source).__name__}; "
                                  "LocalSensor interprets Kafka- and calendar-sourced sensors only")
-            self._by_topic.setdefault(spec.dependency.source.topic, []).append(_Route.of(spec))
+            self._by_topic.setdefault(spec.dependency.source.topic, []).append(Route.of(spec))
+        # Topics whose every sensor decides from the message body alone (`Route.decide`).
+        self._fast = {topic: tuple(routes) for topic, routes in self._by_topic.items()
+                      if all(route.decide is not None for route in routes)}
         self.log = DecisionLog(settings.state_db, group)
         # Calendar sensors tick from this loop: see `_fire_ticks` and `ctloop.sensors.local.calendar`.
         self.calendar = Calendar(settings.state_db, group, scheduled)
@@ -227,39 +211,45 @@ class LocalSensor:
         decided = self.log.watermarks()
         reached = {(m.topic, m.partition): m.offset for m in messages}
         new = [m for m in messages if m.offset > decided.get((m.topic, m.partition), -1)]
-        if len(new) < len(messages):
-            self.metrics.redelivered.inc(len(messages) - len(new))
-        parsed = [(message, _parse(message, self.settings.max_event_bytes)) for message in new]
-        recent = self._recent
+        redelivered = len(messages) - len(new)
+        max_bytes, fast, recent = self.settings.max_event_bytes, self._fast, self._recent
+        snapshots = self._resolve_digest is not None
         fresh: dict[str, str] = {}
         candidates: list[Candidate] = []
         rejected: list[tuple[str, str | None, str]] = []
-        for message, outcome in parsed:
-            if isinstance(outcome, str):
-                self._dead_letter(message, outcome)
+        for message in new:
+            try:
+                brief = _parse(message.value, max_bytes)
+            except EventError as exc:
+                self._dead_letter(message, exc.reason)
                 continue
-            event, body = outcome
-            digest = content_digest(event)
-            before = fresh.get(event.id, recent.get(event.id))
+            event_id, digest = brief.id, brief.digest
+            before = fresh.get(event_id)
+            if before is None:
+                before = recent.get(event_id)
             if before is not None:
-                if before in (digest, ""):
-                    self.metrics.redelivered.inc()
+                if before == digest or before == "":
+                    redelivered += 1
                 else:
                     # Not a redelivery: a producer reused an id. Taking it as one would drop it silently.
-                    self._dead_letter(message, f"event id {event.id} reused with a different body")
+                    self._dead_letter(message, f"event id {event_id} reused with a different body")
                 continue
             # Routed only once known to be new: a redelivery is neither snapshotted again nor
             # dead-lettered because its data has gone since it was decided.
+            routes = fast.get(message.topic)
             try:
-                routed_to = self._candidate(event, message, body)
+                routed = self._candidate(brief, message) if routes is None \
+                    else self._routed(routes, brief, message, snapshots)
             except Unroutable as exc:
                 self._dead_letter(message, f"unroutable: {exc}")
                 continue
-            fresh[event.id] = digest
-            if isinstance(routed_to, str):
-                rejected.append((event.id, event.model, routed_to))
+            fresh[event_id] = digest
+            if type(routed) is str:
+                rejected.append((event_id, brief.model, routed))
             else:
-                candidates.append(routed_to)
+                candidates.append(routed)
+        if redelivered:
+            self.metrics.redelivered.inc(redelivered)
         ran = self.log.ran({c.key for c in candidates}) if candidates else set()
         admitted = admit_all(self.state, candidates, ran=ran, now=now, policy=self.policy)
         state, launched = self._launch(admitted.state)
@@ -309,11 +299,26 @@ class LocalSensor:
         log(_log, "dead-lettered", level=logging.WARNING, topic=message.topic, partition=message.partition,
             offset=message.offset, reason=reason)
 
-    def _candidate(self, event: Event, message: Message, body: Any) -> Candidate | str:
+    def _routed(self, routes: tuple[Route, ...], brief: _Brief, message: Message,
+                snapshots: bool) -> Candidate | str:
+        """`_candidate` through the routes' body-only `decide`: the same candidate, reason or `Unroutable`."""
+        event_time = message.timestamp_ms / 1000 if message.timestamp_ms else brief.time
+        refused = []
+        for route in routes:
+            routed = route.decide(brief.document, event_time, brief.gpu, snapshots)
+            if type(routed) is Candidate:
+                return routed
+            if routed is GENERAL:
+                return self._candidate(brief, message)
+            refused.append((route, routed))
+        data = kafka_event_data(message, brief.document)
+        return "; ".join(f"{route.spec.name}: {failed(f, data)}" for route, f in refused)
+
+    def _candidate(self, brief: _Brief, message: Message) -> Candidate | str:
         """The candidate run of the first sensor whose filters pass, or why none did."""
         routes = self._by_topic.get(message.topic, [])
-        data = kafka_event_data(message, body)
-        context = {"id": event.id, "type": event.type, "source": event.source, "subject": event.subject or ""}
+        data = kafka_event_data(message, brief.document)
+        context = {"id": brief.id, "type": brief.type, "source": brief.source, "subject": brief.subject or ""}
         reasons = []
         for route in routes:
             spec = route.spec
@@ -329,11 +334,10 @@ class LocalSensor:
             trigger = params["trigger"]
             if trigger not in TRIGGERS:
                 raise Unroutable(f"{spec.name}: trigger {trigger!r} is not one of {TRIGGERS}")
-            event_time = message.timestamp_ms / 1000 if message.timestamp_ms else event.time.timestamp()
-            return _new_candidate({"event_id": params["event-id"], "model": params["model"],
-                                   "key": params["idempotency-key"], "uri": params["data-uri"], "digest": digest,
-                                   "trigger": trigger, "gpu": bool(getattr(event.data, "gpu", False)),
-                                   "event_time": event_time})
+            event_time = message.timestamp_ms / 1000 if message.timestamp_ms else brief.time
+            return new_candidate(event_id=params["event-id"], model=params["model"], key=params["idempotency-key"],
+                                 uri=params["data-uri"], digest=digest, trigger=trigger, gpu=brief.gpu,
+                                 event_time=event_time)
         return "; ".join(reasons) or f"no sensor listens on {message.topic}"
 
     def _digest(self, spec: SensorSpec, data: dict[str, Any], context: dict[str, str],

@@ -10,7 +10,7 @@ from ctloop.embedded_bus import EmbeddedBus
 from ctloop.sensors.admission import AdmissionPolicy
 from ctloop.sensors.catalog import cluster_sensors
 from ctloop.sensors.local.decisions import list_decisions
-from ctloop.sensors.local.sensor import _Route
+from ctloop.sensors.local.route import Route as _Route
 from ctloop.sensors.mapping import MappingError, parameters
 from ctloop.settings import Settings
 from ctloop.version import code_version
