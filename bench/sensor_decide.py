@@ -47,9 +47,8 @@ PHASES = (
     ("parse + validate", ("parse_document", "_parse ")),
     ("content digest", ("content_digest",)),
     ("SQLite (decision log)", ("decisions.py",)),
-    ("filters", ("filters.py",)),
-    ("parameter mapping", ("mapping.py", "parameters (", "_key (", "plan")),
-    ("candidate", ("_candidate", "kafka_event_data", "_routed")),
+    ("route (filters, mapping, candidate)", ("filters.py", "mapping.py", "route.py", "_candidate", "kafka_event_data",
+                                             "_routed")),
     ("admission", ("admission.py",)),
     ("launch (tick, submit)", ("_launch", "_submit", "submit (")),
     ("metrics + logs", ("_observe", "jsonlog")),
@@ -127,23 +126,19 @@ def by_phase(messages: list[Message], home: Path, batch: int) -> dict[str, float
         return wrapper
 
     for owner, name, phase in (
-        (sensor, "_parse", "parse + validate"), (sensor, "content_digest", "content digest"),
+        (sensor, "_parse", "parse + validate"), (sensor, "parse_brief", "parse + validate"),
+        (sensor, "content_digest", "content digest"),
         (sensor, "admit_all", "admission"), (sensor.LocalSensor, "_launch", "launch (tick, submit)"),
-        (sensor.LocalSensor, "_observe", "metrics + logs"), (sensor.LocalSensor, "_candidate", "_candidate"),
-        (sensor._Route, "parameters", "parameter mapping"), (sensor.LocalSensor, "step", "total"),
+        (sensor.LocalSensor, "_observe", "metrics + logs"),
+        (sensor.LocalSensor, "_routed", "route (filters, mapping, candidate)"),
+        (sensor.LocalSensor, "_candidate", "route (filters, mapping, candidate)"),
+        (sensor.LocalSensor, "step", "total"),
         *((decisions.DecisionLog, name, "SQLite") for name in (
             "seen_digests", "watermarks", "advance", "ran", "record", "mark_seen", "record_rejections", "save_state")
           if hasattr(decisions.DecisionLog, name)),
     ):
-        setattr(owner, name, timed(getattr(owner, name), phase))
-    route_of = sensor._Route.of.__func__
-
-    def of(cls: Any, spec: Any) -> Any:
-        route = route_of(cls, spec)
-        object.__setattr__(route, "rejection", timed(route.rejection, "filters"))
-        return route
-
-    sensor._Route.of = classmethod(of)
+        if hasattr(owner, name):
+            setattr(owner, name, timed(getattr(owner, name), phase))
     execute = decisions.DecisionLog.transaction.__wrapped__
 
     @contextmanager
@@ -164,7 +159,6 @@ def by_phase(messages: list[Message], home: Path, batch: int) -> dict[str, float
 
     decisions.DecisionLog.transaction = transaction
     one_pass(messages, home, batch)
-    spent["candidate (rest)"] = spent.pop("_candidate") - spent["filters"] - spent["parameter mapping"]
     spent["other"] = spent["total"] - sum(v for k, v in spent.items() if k != "total")
     return dict(spent)
 

@@ -10,16 +10,16 @@ candidate. Its verdicts, parameters and errors are the general route's, in the s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, get_args
 
 from ctloop.consume import Unroutable
 from ctloop.sensors.admission import Candidate, Trigger, new_candidate
-from ctloop.sensors.eventdata import MISSING, PathMissing, as_text, find, go_empty, go_text
+from ctloop.sensors.eventdata import MISSING, as_text, find, go_empty, go_text
 from ctloop.sensors.filters import Rejection, compile_rejection, expr_value_check, value_check
 from ctloop.sensors.mapping import MappingError, Plan, compile_parameters
-from ctloop.sensors.spec import Const, DataFilter, KeyOf, ParamSource, Path, SensorSpec, WorkflowName, check_path
+from ctloop.sensors.spec import Const, DataFilter, ExprFilter, KeyOf, Path, SensorSpec, WorkflowName, check_path
 from ctloop.workflows.engine import idempotency_key
 
 TRIGGERS = get_args(Trigger)
@@ -28,7 +28,7 @@ CANDIDATE_PARAMS = frozenset({"event-id", "model", "idempotency-key", "data-uri"
 GENERAL = object()  # `decide`'s answer for an event only the general route decides (a digest to snapshot)
 
 # `decide(body, event_time, gpu, snapshots)`: the candidate, the filter that refused the event, or `GENERAL`.
-Decide = Callable[[Any, float, bool, bool], "Candidate | DataFilter | Any"]
+Decide = Callable[[Any, float, bool, bool], "Candidate | DataFilter | ExprFilter | Any"]
 
 
 @dataclass(frozen=True)
@@ -56,158 +56,86 @@ class Route:
             raise Unroutable(f"{self.spec.name}: {exc}") from None
 
 
+# The catalog's trigger parameters, in the order they are resolved (which decides the error an event gets).
+CATALOG_PARAMS = ("model", "data-uri", "event-id", "trigger", "idempotency-key", "workflow-name")
+
+
 def _body_route(spec: SensorSpec) -> Decide | None:
-    """`Route.decide` for a spec whose filters and parameters read only `body.*` through the catalog's sources;
-    None for any other spec."""
-    dependency, params = spec.dependency, spec.params
-    paths: dict[str, int] = {}  # each path read, once, by its place in the values found per event
-
-    def place(path: str) -> int | None:
-        if not path.startswith("body."):
-            return None
-        return paths.setdefault(path, len(paths))
-
-    trigger, key = params.get("trigger"), params.get("idempotency-key")
-    if not (isinstance(trigger, Const) and trigger.value in TRIGGERS and isinstance(key, KeyOf)
-            and all(isinstance(params.get(name), Path) for name in ("model", "data-uri", "event-id"))):
+    """`Route.decide` for a spec shaped as the catalog's Kafka sensors are (`CATALOG_PARAMS`: paths, a trigger,
+    the key of a model, a digest and a fallback, the workflow name of that key) whose filters and parameters
+    read only `body.*`; None for any other spec."""
+    params, name = spec.params, spec.name
+    model, uri, event_id, trigger, key, workflow = (params.get(p) for p in CATALOG_PARAMS)
+    if not (tuple(params) == CATALOG_PARAMS and isinstance(trigger, Const) and trigger.value in TRIGGERS
+            and isinstance(key, KeyOf) and isinstance(key.model, Path) and isinstance(key.fallback, Path)
+            and isinstance(workflow, WorkflowName) and workflow.key is key and isinstance(workflow.model, Path)
+            and all(isinstance(p, Path) for p in (model, uri, event_id))):
         return None
-    checks = [(place(f.path), value_check(f), f) for f in dependency.data]
-    exprs = [([place(path) for _, path in f.fields], expr_value_check(f), f) for f in dependency.exprs]
-    steps = []
-    for name, source in params.items():
-        step = _step(name, source, key, place)
-        if step is None:
-            return None
-        steps.append((name, step))
-    if any(i is None for i, _, _ in checks) or any(None in fields for fields, _, _ in exprs):
+    dependency = spec.dependency
+    read = [f.path for f in dependency.data] + [path for f in dependency.exprs for _, path in f.fields] + [
+        p.path for p in (model, uri, event_id, key.digest, key.fallback, key.model, workflow.model)]
+    if not all(path.startswith("body.") for path in read):
         return None
-    digest_at = place(key.digest.path)
-    found = tuple(tuple(check_path(path)[1:]) for path in paths)  # found in the body: "body." left out
-    checked = tuple(checks)
-    checked_exprs = tuple((tuple(fields), passes, f) for fields, passes, f in exprs)
-    made = {name: n for n, (name, _) in enumerate(steps)}
-    at_id, at_model, at_key, at_uri = made["event-id"], made["model"], made["idempotency-key"], made["data-uri"]
-    trigger_value, name = trigger.value, spec.name
-    steps_in_order = tuple(steps)
+    places = {path: n for n, path in enumerate(dict.fromkeys(read))}  # each path found once per event
+    found = tuple(check_path(path)[1:] for path in places)  # in the body: "body." left out
+    checks = tuple((places[f.path], value_check(f), f) for f in dependency.data)
+    exprs = tuple((tuple(places[path] for _, path in f.fields), expr_value_check(f), f) for f in dependency.exprs)
+    at_model, at_uri, at_id = places[model.path], places[uri.path], places[event_id.path]
+    at_digest, at_fallback, at_of = places[key.digest.path], places[key.fallback.path], places[key.model.path]
+    at_named = places[workflow.model.path]
+    version_of, made_trigger = key.version_of, trigger.value
 
-    def decide(body: Any, event_time: float, gpu: bool, snapshots: bool) -> Candidate | DataFilter | Any:
+    def missing(param: str, path: str) -> Unroutable:
+        return Unroutable(f"{name}: parameter {param}: no value at {path}")
+
+    def text(param: str, path: str, value: Any) -> str:
+        """A `dataKey`'s text of a parameter's value (`mapping.resolve` of a `Path`), never empty."""
+        if value is MISSING:
+            raise missing(param, path)
+        if type(value) is not str:
+            value = as_text(value)
+        if not value:
+            raise Unroutable(f"{name}: parameter {param}: empty")
+        return value
+
+    def decide(body: Any, event_time: float, gpu: bool, snapshots: bool) -> Candidate | DataFilter | ExprFilter | Any:
         values = [find(body, parts) for parts in found]
-        for at, passes, f in checked:
+        for at, passes, f in checks:
             if not passes(values[at]):
                 return f
-        for fields, passes, f in checked_exprs:
+        for fields, passes, f in exprs:
             if not passes([values[at] for at in fields]):
                 return f
-        digest = values[digest_at]
+        digest = values[at_digest]
         if digest is MISSING or not digest:
             if snapshots:
                 return GENERAL  # snapshotted, and written into the event data, by the general route
             digest = ""
-        memo: list[str] = []
-        out = []
-        for param, step in steps_in_order:
-            try:
-                value = step(values, memo)
-            except PathMissing as exc:
-                raise Unroutable(f"{name}: parameter {param}: no value at {exc.args[0]}") from None
-            except MappingError as exc:
-                raise Unroutable(f"{name}: {exc}") from None
-            if not value:
-                raise Unroutable(f"{name}: parameter {param}: empty")
-            out.append(value)
-        return new_candidate(event_id=out[at_id], model=out[at_model], key=out[at_key], uri=out[at_uri],
-                             digest=str(digest), trigger=trigger_value, gpu=gpu, event_time=event_time)
+        # The parameters in `CATALOG_PARAMS`' order, as `mapping.compile_parameters` resolves them.
+        made_model = text("model", model.path, values[at_model])
+        made_uri = text("data-uri", uri.path, values[at_uri])
+        made_id = text("event-id", event_id.path, values[at_id])
+        # The key (`mapping._key_step`): sprig's `default` takes the fallback for a null, "", 0 or false digest.
+        keyed = values[at_digest]
+        if keyed is MISSING or go_empty(keyed):
+            keyed = values[at_fallback]
+            if keyed is MISSING:
+                raise missing("idempotency-key", key.fallback.path)
+        if type(keyed) is not str:
+            keyed = go_text(keyed)
+        of = values[at_of]
+        if of is MISSING:
+            raise missing("idempotency-key", key.model.path)
+        if type(of) is not str:
+            of = go_text(of)
+        made_key = idempotency_key(of, keyed, version_of(of))
+        # The workflow name is checked, not made (`mapping._checked`): its model must be a string.
+        named = values[at_named]
+        if named is MISSING:
+            raise missing("workflow-name", workflow.model.path)
+        if not isinstance(named, str):
+            raise Unroutable(f"{name}: {workflow.model.path} is not a string")
+        return new_candidate(event_id=made_id, model=made_model, key=made_key, uri=made_uri, digest=str(digest),
+                             trigger=made_trigger, gpu=gpu, event_time=event_time)
 
     return decide
-
-
-_Step = Callable[[list[Any], list[str]], str]
-
-
-def _step(name: str, source: ParamSource, key: KeyOf, place: Callable[[str], int | None]) -> _Step | None:
-    """One parameter read from the values found (`mapping._step`'s value), or None for a source not compiled
-    here; `memo` holds the key once made."""
-    if isinstance(source, Path):
-        at, path = place(source.path), source.path
-        if at is None:
-            return None
-
-        def text(values: list[Any], memo: list[str]) -> str:
-            value = values[at]
-            if value is MISSING:
-                raise PathMissing(path)
-            return value if type(value) is str else as_text(value)
-
-        return text
-    if isinstance(source, Const):
-        value = source.value
-        return lambda values, memo: value
-    if source is key:
-        return _key_step(key, place)
-    if isinstance(source, WorkflowName) and source.key is key and isinstance(source.model, Path) \
-            and name not in CANDIDATE_PARAMS:
-        # Checked, not made (as `mapping._checked`): its model a string, then its key.
-        at, path, key_step = place(source.model.path), source.model.path, _key_step(key, place)
-        if at is None or key_step is None:
-            return None
-
-        def checked(values: list[Any], memo: list[str]) -> str:
-            model = values[at]
-            if model is MISSING:
-                raise PathMissing(path)
-            if not isinstance(model, str):
-                raise MappingError(f"{path} is not a string")
-            return key_step(values, memo)
-
-        return checked
-    return None
-
-
-def _key_step(key: KeyOf, place: Callable[[str], int | None]) -> _Step | None:
-    """`mapping._key_step` over the values found: made once per event however many parameters use it."""
-    if not isinstance(key.model, Path) or not isinstance(key.fallback, Path | Const):
-        return None
-    digest_at, model_at, model_path = place(key.digest.path), place(key.model.path), key.model.path
-    fallback = _go_text(key.fallback, place)
-    if digest_at is None or model_at is None or fallback is None:
-        return None
-    version_of = key.version_of
-
-    def made(values: list[Any], memo: list[str]) -> str:
-        if memo:
-            return memo[0]
-        digest = values[digest_at]
-        # sprig's `default`: a null, "", 0 or false digest takes the fallback.
-        text = fallback(values) if digest is MISSING or go_empty(digest) else go_text(digest)
-        model = values[model_at]
-        if model is MISSING:
-            raise PathMissing(model_path)
-        if type(model) is not str:
-            model = go_text(model)
-        memo.append(idempotency_key(model, text, version_of(model)))
-        return memo[0]
-
-    return made
-
-
-def _go_text(source: Path | Const, place: Callable[[str], int | None]) -> Callable[[list[Any]], str] | None:
-    """`mapping._text` over the values found: Go's `%v` of a path's value, or a constant."""
-    if isinstance(source, Const):
-        value = source.value
-        return lambda values: value
-    at, path = place(source.path), source.path
-    if at is None:
-        return None
-
-    def text(values: list[Any]) -> str:
-        value = values[at]
-        if value is MISSING:
-            raise PathMissing(path)
-        return value if type(value) is str else go_text(value)
-
-    return text
-
-
-def context_of(brief: Any) -> Mapping[str, str]:
-    """The event's attributes a `Context` source reads."""
-    return {"id": brief.id, "type": brief.type, "source": brief.source, "subject": brief.subject or ""}
