@@ -41,7 +41,26 @@ class AdmissionPolicy(BaseModel):
     max_gpu_runs: int = 1
 
 
-class _Tolerant(type(msgspec.Struct)):  # type: ignore[misc]
+class _Record(msgspec.Struct, frozen=True, kw_only=True):
+    """What admission keeps per candidate and model: made per event, so made unvalidated (~0.1 µs rather than a
+    pydantic model's ~1.5) by code that has checked its fields; validated where it is read back, inside a
+    saved `AdmissionState`, whose JSON is the same as when these were pydantic models."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        def read(value: Any) -> _Record:
+            if isinstance(value, cls):
+                return value
+            try:
+                return msgspec.convert(value, cls, strict=False)
+            except msgspec.ValidationError as exc:
+                raise ValueError(f"not a {cls.__name__}: {exc}") from None
+
+        return core_schema.no_info_plain_validator_function(
+            read, serialization=core_schema.plain_serializer_function_ser_schema(msgspec.to_builtins))
+
+
+class _Tolerant(type(_Record)):  # type: ignore[misc]
     """A struct class whose call ignores keywords that name no field, as a pydantic model's does."""
 
     def __call__(cls, *args: Any, **fields: Any) -> Any:
@@ -52,14 +71,12 @@ class _Tolerant(type(msgspec.Struct)):  # type: ignore[misc]
             return super().__call__(*args, **{k: v for k, v in fields.items() if k in known})
 
 
-class Candidate(msgspec.Struct, metaclass=_Tolerant, frozen=True, kw_only=True):
+class Candidate(_Record, metaclass=_Tolerant, frozen=True, kw_only=True):
     """A run the sensor would start: the trigger's parameters plus what admission needs.
 
-    Made per event, so not validated when made: whoever makes one has checked its fields (the sensor's
-    route checks the trigger; the rest are strings it read). `new_candidate` makes one in ~0.1 µs (a
-    pydantic model took ~1.5); calling the class, which ignores unknown keywords as the pydantic model did,
-    takes a Python frame more. Validated where it is read back, inside `AdmissionState` (a saved state):
-    the same JSON object as the pydantic model's."""
+    Its maker has checked its fields (the sensor's route checks the trigger; the rest are strings it read).
+    `new_candidate` makes one in C; calling the class, which ignores unknown keywords as the pydantic model
+    did, takes a Python frame more."""
 
     event_id: str
     model: str
@@ -70,40 +87,21 @@ class Candidate(msgspec.Struct, metaclass=_Tolerant, frozen=True, kw_only=True):
     gpu: bool = False
     event_time: float
 
-    @classmethod
-    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
-        return core_schema.no_info_plain_validator_function(
-            _candidate_of, serialization=core_schema.plain_serializer_function_ser_schema(msgspec.structs.asdict))
-
 
 # A candidate made from its fields by keyword, in C: `msgspec.structs.replace` of a blank one.
 new_candidate = partial(msgspec.structs.replace, Candidate(event_id="", model="", key="", uri="", digest="",
                                                            trigger="data", event_time=0.0))
 
 
-def _candidate_of(value: Any) -> Candidate:
-    """A candidate as it is, or one read from its fields (a saved state's JSON object), validated."""
-    if isinstance(value, Candidate):
-        return value
-    try:
-        return msgspec.convert(value, Candidate, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"not a candidate run: {exc}") from None
-
-
-class Slot(BaseModel):
+class Slot(_Record, frozen=True, kw_only=True):
     """A model's run: reserved (run_id None) until the engine accepted it."""
-
-    model_config = ConfigDict(frozen=True)
 
     candidate: Candidate
     run_id: str | None = None
     started_at: float
 
 
-class Window(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
+class Window(_Record, frozen=True, kw_only=True):
     candidate: Candidate
     due_at: float
 
@@ -271,7 +269,7 @@ def next_due(state: AdmissionState) -> float | None:
 
 def started(state: AdmissionState, model: str, run_id: str) -> AdmissionState:
     """The engine accepted the model's reserved run."""
-    slot = state.running[model].model_copy(update={"run_id": run_id})
+    slot = msgspec.structs.replace(state.running[model], run_id=run_id)
     return state.model_copy(update={"running": _with(state.running, model, slot)})
 
 

@@ -359,11 +359,11 @@ def part(state: AdmissionState, model: str) -> dict[str, Any] | None:
     """The model's part of `state` as JSON, or None when the model has nothing in it."""
     out: dict[str, Any] = {"model": model}
     if model in state.windows:
-        out["window"] = state.windows[model].model_dump(mode="json")
+        out["window"] = msgspec.to_builtins(state.windows[model])
     if model in state.queued:
-        out["queued"] = msgspec.structs.asdict(state.queued[model])  # a Candidate: a msgspec struct
+        out["queued"] = msgspec.to_builtins(state.queued[model])
     if model in state.running:
-        out["running"] = state.running[model].model_dump(mode="json")
+        out["running"] = msgspec.to_builtins(state.running[model])
     if model in state.last_drift_at:
         out["last_drift_at"] = state.last_drift_at[model]
     return out if len(out) > 1 else None

@@ -32,6 +32,8 @@ from collections.abc import Callable, Sequence
 from itertools import islice
 from typing import Any, NamedTuple
 
+from msgspec.structs import replace
+
 from ctloop.bus import Bus, Message
 from ctloop.consume import Unroutable
 from ctloop.crashpoints import crash_point
@@ -439,7 +441,7 @@ class LocalSensor:
                     del running[model]  # `finished`: started and already over
                     freed = True
                 else:
-                    running[model] = slot.model_copy(update={"run_id": decision.run_id or "unknown"})  # `started`
+                    running[model] = replace(slot, run_id=decision.run_id or "unknown")  # `started`
             if running is not None:
                 state = state.model_copy(update={"running": running})
             if not freed or not state.queued:
