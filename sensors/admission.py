@@ -152,39 +152,31 @@ class _Draft:
                                              "running": self.running, "last_drift_at": self.last_drift_at})
         return Outcome(state, tuple(self.decisions), tuple(self.start))
 
-    def holds(self, candidate: Candidate) -> str | None:
-        """Where the candidate's key already is: in a window, in the queue, or running. A key names its
-        model, so only that model's entries can hold it."""
-        model = candidate.model
-        window, queued, slot = self.windows.get(model), self.queued.get(model), self.running.get(model)
-        if window is not None and window.candidate.key == candidate.key:
-            return "window"
-        if queued is not None and queued.key == candidate.key:
-            return "queue"
-        if slot is not None and slot.candidate.key == candidate.key:
-            return "running"
-        return None
-
     def gpu_runs(self) -> int:
         return sum(1 for s in self.running.values() if s.candidate.gpu)
 
     def admit(self, candidate: Candidate, already_ran: bool, now: float, policy: AdmissionPolicy) -> None:
         decide = self.decisions.append
+        model, key = candidate.model, candidate.key
         if already_ran:
-            reason = (f"no change since the last run (same data digest and code version): skipped, key {candidate.key}"
-                      if candidate.trigger == "schedule" else f"key {candidate.key} already triggered a run")
+            reason = (f"no change since the last run (same data digest and code version): skipped, key {key}"
+                      if candidate.trigger == "schedule" else f"key {key} already triggered a run")
             decide(Decision("deduped", reason, candidate))
             return
-        where = self.holds(candidate)
-        if where:
-            decide(Decision("deduped", f"key {candidate.key} is already in the {where}", candidate))
+        # Where the key already is: a key names its model, so only that model's entries can hold it.
+        window, queued, slot = self.windows.get(model), self.queued.get(model), self.running.get(model)
+        where = ("window" if window is not None and window.candidate.key == key
+                 else "queue" if queued is not None and queued.key == key
+                 else "running" if slot is not None and slot.candidate.key == key else None)
+        if where is not None:
+            decide(Decision("deduped", f"key {key} is already in the {where}", candidate))
             return
-        last = self.last_drift_at.get(candidate.model)
-        if candidate.trigger in COOLDOWN_TRIGGERS and last is not None and now < last + policy.drift_cooldown_s:
-            reason = f"drift cooldown for {candidate.model} until {last + policy.drift_cooldown_s:.3f}"
-            decide(Decision("rejected", reason, candidate))
-            return
-        window = self.windows.get(candidate.model)
+        if candidate.trigger in COOLDOWN_TRIGGERS:
+            last = self.last_drift_at.get(model)
+            if last is not None and now < last + policy.drift_cooldown_s:
+                decide(Decision("rejected", f"drift cooldown for {model} until {last + policy.drift_cooldown_s:.3f}",
+                                candidate))
+                return
         if window is None and policy.window_s <= 0:
             self.enqueue(candidate, now, policy)
             return
@@ -192,7 +184,7 @@ class _Draft:
         if window is not None:
             decide(Decision("coalesced", f"merged into newer {candidate.event_id}", window.candidate))
         decide(Decision("deferred", f"coalescing window open until {due:.3f}", candidate))
-        self.windows[candidate.model] = Window(candidate=candidate, due_at=due)
+        self.windows[model] = Window(candidate=candidate, due_at=due)
         self.changed = True
 
     def enqueue(self, candidate: Candidate, now: float, policy: AdmissionPolicy) -> None:
