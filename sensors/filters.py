@@ -89,7 +89,8 @@ def _string_check(values: tuple[str, ...], equal: bool) -> Check:
         def any_passes(actual: Any) -> bool:
             if actual is MISSING or actual is None:
                 return False
-            return _one_line(actual if type(actual) is str else as_text(actual))
+            text = actual if type(actual) is str else as_text(actual)
+            return text != "" if "\n" not in text else _one_line(text)
 
         return any_passes
     if len(patterns) == 1:
@@ -107,7 +108,7 @@ def _string_check(values: tuple[str, ...], equal: bool) -> Check:
         if actual is MISSING:
             return False
         # gjson's string of a JSON null is "", which is what Argo Events matches the regexes against.
-        text = "" if actual is None else as_text(actual)
+        text = actual if type(actual) is str else "" if actual is None else as_text(actual)
         verdict = verdicts.get(text)
         if verdict is None:
             if len(verdicts) >= _REMEMBERED:
