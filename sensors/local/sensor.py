@@ -24,13 +24,12 @@ So a sensor killed at any instant loses no event and starts no run twice.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from itertools import islice
-from typing import Any, NamedTuple
+from typing import Any
 
 from msgspec.structs import replace
 
@@ -38,7 +37,7 @@ from ctloop.bus import Bus, Message
 from ctloop.consume import Unroutable
 from ctloop.crashpoints import crash_point
 from ctloop.deadletter import DeadLetters
-from ctloop.events import Event, EventError, parse_document, payload_json
+from ctloop.events import Brief, EventError, parse_brief
 from ctloop.sensors.admission import (
     AdmissionPolicy,
     AdmissionState,
@@ -80,34 +79,6 @@ def snapshot_digest(settings: Settings) -> DigestResolver:
         return snapshot.digest
 
     return digest_of
-
-
-def content_digest(event: Event) -> str:
-    """What a redelivery repeats exactly: type and payload (not `time`, which a re-emit may renew).
-
-    The payload's bytes are `model_dump_json()`'s (`payload_json`), without the round trip through str."""
-    return hashlib.sha256(event.type.encode() + b"\n" + payload_json(event.data)).hexdigest()[:32]
-
-
-class _Brief(NamedTuple):
-    """What the sensor reads of one event (the shape of `ctloop.events.Brief`)."""
-
-    id: str
-    type: str
-    source: str
-    subject: str | None
-    time: float
-    model: str | None
-    gpu: bool
-    digest: str
-    document: dict[str, Any]
-
-
-def _parse(raw: bytes, max_bytes: int) -> _Brief:
-    """The event as the sensor reads it; `EventError` naming why the message is none."""
-    event, document = parse_document(raw, max_bytes=max_bytes)
-    return _Brief(event.id, event.type, event.source, event.subject, event.time.timestamp(), event.model,
-                  bool(getattr(event.data, "gpu", False)), content_digest(event), document)
 
 
 class LocalSensor:
@@ -221,7 +192,7 @@ class LocalSensor:
         rejected: list[tuple[str, str | None, str]] = []
         for message in new:
             try:
-                brief = _parse(message.value, max_bytes)
+                brief = parse_brief(message.value, max_bytes=max_bytes)
             except EventError as exc:
                 self._dead_letter(message, exc.reason)
                 continue
@@ -301,7 +272,7 @@ class LocalSensor:
         log(_log, "dead-lettered", level=logging.WARNING, topic=message.topic, partition=message.partition,
             offset=message.offset, reason=reason)
 
-    def _routed(self, routes: tuple[Route, ...], brief: _Brief, message: Message,
+    def _routed(self, routes: tuple[Route, ...], brief: Brief, message: Message,
                 snapshots: bool) -> Candidate | str:
         """`_candidate` through the routes' body-only `decide`: the same candidate, reason or `Unroutable`."""
         event_time = message.timestamp_ms / 1000 if message.timestamp_ms else brief.time
@@ -316,7 +287,7 @@ class LocalSensor:
         data = kafka_event_data(message, brief.document)
         return "; ".join(f"{route.spec.name}: {failed(f, data)}" for route, f in refused)
 
-    def _candidate(self, brief: _Brief, message: Message) -> Candidate | str:
+    def _candidate(self, brief: Brief, message: Message) -> Candidate | str:
         """The candidate run of the first sensor whose filters pass, or why none did."""
         routes = self._by_topic.get(message.topic, [])
         data = kafka_event_data(message, brief.document)
