@@ -481,10 +481,14 @@ class LocalSensor:
                 refusal = str(exc)
             except MappingError as exc:
                 refusal = f"{spec.name}: {exc}"
+            else:
+                if params["trigger"] not in TRIGGERS:
+                    # A candidate is not validated when made: an unknown trigger is refused here, not saved.
+                    refusal = f"{spec.name}: trigger {params['trigger']!r} is not one of {TRIGGERS}"
         if refusal is None:
-            candidate = Candidate(event_id=params["event-id"], model=params["model"], key=params["idempotency-key"],
-                                  uri=params["data-uri"], digest=digest, trigger=params["trigger"], gpu=gpu,
-                                  event_time=event_time)
+            candidate = new_candidate(event_id=params["event-id"], model=params["model"],
+                                      key=params["idempotency-key"], uri=params["data-uri"], digest=digest,
+                                      trigger=params["trigger"], gpu=gpu, event_time=event_time)
             outcome = admit_all(state, [candidate], ran=self.log.ran([candidate.key]), now=now, policy=self.policy)
             records.extend((d, None) for d in outcome.decisions)
             state, launched = self._launch(outcome.state)

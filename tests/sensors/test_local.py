@@ -10,8 +10,9 @@ from ctloop.embedded_bus import EmbeddedBus
 from ctloop.sensors.admission import AdmissionPolicy
 from ctloop.sensors.catalog import cluster_sensors
 from ctloop.sensors.local.decisions import list_decisions
-from ctloop.sensors.local.route import Route as _Route
+from ctloop.sensors.local.route import Route
 from ctloop.sensors.mapping import MappingError, parameters
+from ctloop.sensors.spec import Const, SensorSpec
 from ctloop.settings import Settings
 from ctloop.version import code_version
 from ctloop.workflows.engine import RunRequest, idempotency_key
@@ -272,7 +273,7 @@ def test_the_sensor_maps_parameters_exactly_as_the_mapping_module(data):
         except MappingError as exc:
             expected = f"{spec.name}: {exc}"
         try:
-            got = _Route.of(spec).parameters(data, context)
+            got = Route.of(spec).parameters(data, context)
         except Unroutable as exc:
             got = str(exc)
         assert got == expected, spec.name
@@ -323,3 +324,19 @@ def test_the_recent_ids_are_rebuilt_at_start_so_a_reused_id_is_still_dead_letter
     assert sensor.metrics.value("ctloop_sensor_redelivered_total") == 1
     assert [r["digest"] for r in engine.runs()] == ["a"]
     sensor.close()
+
+
+def test_an_offered_event_whose_trigger_is_unknown_is_rejected_and_the_state_still_loads(settings, bus, engine):
+    """A candidate is not validated when made: the sensor checks its trigger, so no unreadable state is saved."""
+    spec = next(s for s in cluster_sensors(settings, "v1") if s.name == "ctloop-data-arrived")
+    nightly = SensorSpec(spec.name, spec.dependency, {**spec.params, "trigger": Const("nightly")})
+    body = {"type": "ctloop.data.arrived", "id": "ev-n", "data": {"model": "churn", "uri": "s3://d/n", "digest": "dn"}}
+    sensor = make_sensor(settings, bus, engine)
+    assert sensor.offer(nightly, {"body": body}, {"id": "ev-n"}, event_time=1.0) == ()
+    sensor.close()
+    [decision] = list_decisions(settings.state_db, event_id="ev-n")
+    assert (decision.kind, decision.reason) == (
+        "rejected", "ctloop-data-arrived: trigger 'nightly' is not one of "
+                    "('data', 'drift', 'manual', 'schedule', 'quality')")
+    assert engine.runs() == []
+    make_sensor(settings, bus, engine).close()  # the saved admission state loads
