@@ -111,10 +111,15 @@ def _body_route(spec: SensorSpec) -> Decide | None:
             if snapshots:
                 return GENERAL  # snapshotted, and written into the event data, by the general route
             digest = ""
-        # The parameters in `CATALOG_PARAMS`' order, as `mapping.compile_parameters` resolves them.
-        made_model = text("model", model.path, values[at_model])
-        made_uri = text("data-uri", uri.path, values[at_uri])
-        made_id = text("event-id", event_id.path, values[at_id])
+        # The parameters in `CATALOG_PARAMS`' order, as `mapping.compile_parameters` resolves them; the usual
+        # value, a string that is not empty, taken as it is.
+        made_model, made_uri, made_id = values[at_model], values[at_uri], values[at_id]
+        if type(made_model) is not str or not made_model:
+            made_model = text("model", model.path, made_model)
+        if type(made_uri) is not str or not made_uri:
+            made_uri = text("data-uri", uri.path, made_uri)
+        if type(made_id) is not str or not made_id:
+            made_id = text("event-id", event_id.path, made_id)
         # The key (`mapping._key_step`): sprig's `default` takes the fallback for a null, "", 0 or false digest.
         keyed = values[at_digest]
         if keyed is MISSING or go_empty(keyed):
