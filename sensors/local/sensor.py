@@ -28,7 +28,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from itertools import islice
+from itertools import islice, repeat
 from typing import Any
 
 from msgspec.structs import replace
@@ -226,7 +226,7 @@ class LocalSensor:
         ran = self.log.ran({c.key for c in candidates}) if candidates else set()
         admitted = admit_all(self.state, candidates, ran=ran, now=now, policy=self.policy)
         state, launched = self._launch(admitted.state)
-        records = [*((d, None) for d in admitted.decisions), *launched]
+        records = [*zip(admitted.decisions, repeat(None)), *launched]
         with self.log.transaction(durable=False):
             self.log.record_rejections(rejected, at=now)
             self._write(records, state, now)
@@ -350,7 +350,7 @@ class LocalSensor:
 
         A line per run started, and per batch the count of each kind of decision, at INFO; a line per
         decision only at DEBUG: a storm would otherwise log twice per event (`ctloop events list` has them)."""
-        counts = Counter(decision.kind for decision, _ in records)
+        counts = Counter([decision.kind for decision, _ in records])
         for kind, count in counts.items():
             self.metrics.by_kind[kind].inc(count)
         # Only runs started are timed and logged at INFO: read them out once (a storm's few among many).
