@@ -195,16 +195,17 @@ class _Draft:
     def enqueue(self, candidate: Candidate, now: float, policy: AdmissionPolicy) -> None:
         """Start `candidate` now if its model is idle and the GPU cap allows, else queue it (latest only)."""
         model = candidate.model
-        blocked = (f"{model} has a run in progress" if model in self.running
-                   else "GPU cap reached" if candidate.gpu and self.gpu_runs() >= policy.max_gpu_runs else None)
-        if blocked is None:
+        deferred = (f"{model} has a run in progress; queued (latest only)" if model in self.running
+                    else "GPU cap reached; queued (latest only)"
+                    if candidate.gpu and self.gpu_runs() >= policy.max_gpu_runs else None)
+        if deferred is None:
             self.reserve(candidate, now)
             return
         previous = self.queued.get(model)
         if previous is not None:
             reason = f"queued run replaced by newer {candidate.event_id}"
             self.decisions.append(_made(Decision, ("coalesced", reason, previous, None)))
-        self.decisions.append(_made(Decision, ("deferred", f"{blocked}; queued (latest only)", candidate, None)))
+        self.decisions.append(_made(Decision, ("deferred", deferred, candidate, None)))
         self.queued[model] = candidate
         self.changed = True
 
