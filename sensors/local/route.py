@@ -2,11 +2,10 @@
 parameters and the idempotency key, to a `Candidate` or the reason the filters refused it.
 
 Every spec gets the general route (`rejection` and `plan` over the Kafka event data, as `ctloop.sensors.filters`
-and `ctloop.sensors.mapping` define them). A spec that reads only the message body, through the sources the
-catalog's sensors use (paths, constants, the key of a model and digest, the workflow name), also gets `decide`:
-one function per event that finds each path once in the body, without building the event data, and makes the
-candidate. Its verdicts, parameters and errors are the general route's, in the same order.
-"""
+and `ctloop.sensors.mapping` define them). A spec shaped as the catalog's Kafka sensors are (`CATALOG_PARAMS`)
+that reads only the message body also gets `decide`: one function per event that finds each path once in the
+body, without building the event data, and makes the candidate, its key hashed once. Its verdicts, parameters and
+errors are the general route's, in the same order (`tests/sensors/test_route.py` holds the two equal)."""
 
 from __future__ import annotations
 
