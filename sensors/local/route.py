@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, get_args
 
 from ctloop.consume import Unroutable
@@ -75,8 +76,7 @@ def _body_route(spec: SensorSpec) -> Decide | None:
         p.path for p in (model, uri, event_id, key.digest, key.fallback, key.model, workflow.model)]
     if not all(path.startswith("body.") for path in read):
         return None
-    places = {path: n for n, path in enumerate(dict.fromkeys(read))}  # each path found once per event
-    found = tuple(check_path(path)[1:] for path in places)  # in the body: "body." left out
+    places, fetch = _fetcher({path: check_path(path)[1:] for path in read})  # in the body: "body." left out
     checks = tuple((places[f.path], value_check(f), f) for f in dependency.data)
     exprs = tuple((tuple(places[path] for _, path in f.fields), expr_value_check(f), f) for f in dependency.exprs)
     at_model, at_uri, at_id = places[model.path], places[uri.path], places[event_id.path]
@@ -98,7 +98,7 @@ def _body_route(spec: SensorSpec) -> Decide | None:
         return value
 
     def decide(body: Any, event_time: float, gpu: bool, snapshots: bool) -> Candidate | DataFilter | ExprFilter | Any:
-        values = [find(body, parts) for parts in found]
+        values = fetch(body)
         for at, passes, f in checks:
             if not passes(values[at]):
                 return f
@@ -143,3 +143,41 @@ def _body_route(spec: SensorSpec) -> Decide | None:
                              trigger=made_trigger, gpu=gpu, event_time=event_time)
 
     return decide
+
+
+def _fetcher(paths: dict[str, tuple[str, ...]]) -> tuple[dict[str, int], Callable[[Any], list[Any]]]:
+    """Where each path's value is in the list `fetch(body)` gives: `find` of each (`MISSING` where none is).
+
+    Paths one or two keys deep, the catalog's, are read by `operator.itemgetter`s (C) when the body has them
+    all, ~1 µs less an event than a `find` per path; a body that lacks one is read again by `find`."""
+    if any(len(parts) > 2 for parts in paths.values()):
+        found = tuple(paths.values())
+        return {path: n for n, path in enumerate(paths)}, lambda body: [find(body, parts) for parts in found]
+    heads = tuple(dict.fromkeys(parts[0] for parts in paths.values()))
+    groups = {head: tuple(dict.fromkeys(parts[1] for parts in paths.values() if len(parts) == 2 and parts[0] == head))
+              for head in heads}
+    # The list's layout: each head's value, then the values under each head that has some.
+    layout = [(head,) for head in heads] + [(head, tail) for head in heads for tail in groups[head]]
+    places = {path: layout.index(parts) for path, parts in paths.items()}
+    slow = tuple(layout)
+    top = _getter(heads)
+    subs = tuple((heads.index(head), _getter(tails)) for head, tails in groups.items() if tails)
+
+    def fetch(body: Any) -> list[Any]:
+        try:
+            values = [*top(body)]
+            for at, sub in subs:
+                values.extend(sub(values[at]))
+            return values
+        except (KeyError, TypeError):  # a key absent, or an array or scalar on the way: `find` says which
+            return [find(body, parts) for parts in slow]
+
+    return places, fetch
+
+
+def _getter(keys: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """`operator.itemgetter(*keys)`, a tuple however many keys there are."""
+    if len(keys) == 1:
+        key = keys[0]
+        return lambda mapping: (mapping[key],)
+    return itemgetter(*keys)

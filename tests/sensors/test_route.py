@@ -16,7 +16,7 @@ from ctloop.sensors.catalog import cluster_sensors
 from ctloop.sensors.eventdata import MISSING, find
 from ctloop.sensors.filters import failed
 from ctloop.sensors.local.route import GENERAL, TRIGGERS, Route
-from ctloop.sensors.spec import Const, SensorSpec
+from ctloop.sensors.spec import Const, DataFilter, Dependency, SensorSpec
 from ctloop.settings import Settings
 
 KAFKA_SPECS = [spec for spec in cluster_sensors(Settings(), "v1") if spec.name in
@@ -136,3 +136,17 @@ def test_a_spec_of_another_shape_has_no_body_route():
     odd_trigger = SensorSpec(spec.name, spec.dependency, {**spec.params, "trigger": Const("nightly")})
     assert "nightly" not in TRIGGERS
     assert Route.of(odd_trigger).decide is None
+
+
+def test_a_path_three_keys_deep_is_found_as_the_general_route_finds_it():
+    spec = KAFKA_SPECS[0]
+    tiered = SensorSpec(spec.name, Dependency(spec.dependency.name, spec.dependency.source, data=(
+        *spec.dependency.data, DataFilter("body.data.meta.tier", "string", ("^gold$",)))), spec.params)
+    route = Route.of(tiered)
+    assert route.decide is not None
+    data = {"model": "churn", "uri": "s3://d/1", "digest": "d1"}
+    for meta in ({"tier": "gold"}, {"tier": "tin"}, {}, ["gold"], "gold", ABSENT):
+        body = {"type": "ctloop.data.arrived", "id": "ev-1", "data": _object({**data, "meta": meta})}
+        assert _decided(route, body, 1.0, False) == _general(route, body, 1.0, False), meta
+    gold = {"type": "ctloop.data.arrived", "id": "ev-1", "data": {**data, "meta": {"tier": "gold"}}}
+    assert isinstance(route.decide(gold, 1.0, False, False), Candidate)
