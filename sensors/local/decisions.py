@@ -13,13 +13,17 @@ one statement), before offsets are committed. Nothing in it is a b-tree insert p
   key, run id, latency ms, deferred reason]` (a rejection's ends at its reason). A candidate `deferred`
   and then `coalesced` in the same call is one entry (kind `coalesced`, its `deferred` reason in the last
   place); a model's run of such entries (a burst) is kept together, at the place of its first.
-- the keys that started a run (`sensor_runs`) are a row each, keyed by the key: one per run, not per event.
+- the keys that started a run (or that the engine said already ran) a `record` call wrote are one row
+  (`sensor_run_batches`: a JSON array of `[key, model, event id, run id]`); `ran` keeps every key read in
+  memory (one per run ever, not per event) and reads only the rows written since it last looked. The
+  `sensor_runs` view gives a row per key (its first), for SQL readers.
 
 Readers (`list_decisions`, `DecisionLog.decisions`) give back every decision, in order, one `DecisionRow`
 each; the `sensor_decisions` view gives a row per entry (a coalesced one carrying its `deferred` reason),
 for SQL readers. Finding an event's decisions scans the packed text newest first (no index by event).
-Logs written before packing keep their rows (`sensor_decision_rows`: a row per decision, or per burst)
-and are read as they were, before the packed rows, which number on from them.
+Logs written before packing keep their rows (`sensor_decision_rows`: a row per decision, or per burst;
+`sensor_run_rows`: a row per key that ran) and are read as they were, before the packed rows, which number
+on from them.
 """
 
 from __future__ import annotations
@@ -75,10 +79,22 @@ CREATE VIEW IF NOT EXISTS sensor_decisions AS
     SELECT b.seq, b.sensor, b.at, d.value ->> 0, d.value ->> 1, d.value ->> 2, d.value ->> 3, d.value ->> 4,
            d.value ->> 5, d.value ->> 6, d.value ->> 7
     FROM sensor_decision_batches b, json_each(b.decisions) d;
-CREATE TABLE IF NOT EXISTS sensor_runs (
+CREATE TABLE IF NOT EXISTS sensor_run_rows (
     key TEXT PRIMARY KEY, sensor TEXT NOT NULL, model TEXT NOT NULL, event_id TEXT NOT NULL, run_id TEXT,
     at REAL NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sensor_run_batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, sensor TEXT NOT NULL, at REAL NOT NULL, runs TEXT NOT NULL
+);
+CREATE VIEW IF NOT EXISTS sensor_runs AS
+    SELECT key, sensor, model, event_id, run_id, at FROM (
+        SELECT key, sensor, model, event_id, run_id, at, min(seq) FROM (
+            SELECT key, sensor, model, event_id, run_id, at, 0 AS seq FROM sensor_run_rows
+            UNION ALL
+            SELECT r.value ->> 0, b.sensor, r.value ->> 1, r.value ->> 2, r.value ->> 3, b.at, b.seq
+            FROM sensor_run_batches b, json_each(b.runs) r
+        ) GROUP BY key
+    );
 CREATE TABLE IF NOT EXISTS sensor_state (sensor TEXT PRIMARY KEY, state TEXT NOT NULL);
 """
 _COLUMNS = "seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms, deferred, burst"
@@ -111,16 +127,21 @@ def _current(db: sqlite3.Connection) -> bool:
     """Whether the file already has this module's schema (then opening it writes nothing)."""
     kinds = dict(db.execute("SELECT name, type FROM sqlite_master WHERE name LIKE 'sensor_%'"))
     return (kinds.get("sensor_decisions") == "view" and kinds.get("sensor_events") == "view"
-            and {"sensor_seen", "sensor_offsets", "sensor_runs", "sensor_state", "sensor_decisions_bursts",
-                 "sensor_decision_batches"} <= kinds.keys())
+            and kinds.get("sensor_runs") == "view"
+            and {"sensor_seen", "sensor_offsets", "sensor_run_rows", "sensor_run_batches", "sensor_state",
+                 "sensor_decisions_bursts", "sensor_decision_batches"} <= kinds.keys())
 
 
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring a log written by an older sensor to this shape: decisions a table under another name (with the
     `deferred` and `burst` columns), kept as they are, the view over them redefined to read the packed rows
-    too; seen events, once a row each, folded into one `sensor_seen` row per time they were decided (a
-    batch), oldest first, so that the newest are rebuilt at start."""
-    kinds = dict(db.execute("SELECT name, type FROM sqlite_master WHERE name IN ('sensor_decisions', 'sensor_events')"))
+    too; the keys that ran, once a row each, likewise (under `sensor_run_rows`); seen events, once a row
+    each, folded into one `sensor_seen` row per time they were decided (a batch), oldest first, so that the
+    newest are rebuilt at start."""
+    kinds = dict(db.execute("SELECT name, type FROM sqlite_master"
+                            " WHERE name IN ('sensor_decisions', 'sensor_events', 'sensor_runs')"))
+    if kinds.get("sensor_runs") == "table":
+        db.execute("ALTER TABLE sensor_runs RENAME TO sensor_run_rows")
     if kinds.get("sensor_decisions") == "table":
         db.execute("ALTER TABLE sensor_decisions RENAME TO sensor_decision_rows")
         columns = {name for _, name, *_ in db.execute("PRAGMA table_info(sensor_decision_rows)")}
@@ -210,6 +231,10 @@ class DecisionLog:
         # watermarks, the state) is copied back once.
         self._db.execute("PRAGMA cache_size=-65536")
         self._db.execute("PRAGMA wal_autocheckpoint=16384")
+        # The keys that ran, as far as the log has been read (`ran`): the older rows' once, then the packed
+        # rows up to `_runs_read`.
+        self._ran: set[str] = set()
+        self._runs_read: int | None = None
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[None]:
@@ -265,12 +290,23 @@ class DecisionLog:
             [(self.sensor, topic, partition, offset) for (topic, partition), offset in watermarks.items()])
 
     def ran(self, keys: Collection[str]) -> set[str]:
-        """Which of these keys ever triggered a run."""
-        # A probe of the table per key asked; `key IN (SELECT ...)` first copied the keys into a temporary b-tree.
-        rows = self._db.execute(
-            "SELECT value FROM json_each(?) WHERE EXISTS (SELECT 1 FROM sensor_runs WHERE key = value)",
-            (_json(list(keys)),))
-        return {key for (key,) in rows}
+        """Which of these keys ever triggered a run (in any group writing this file)."""
+        if self._runs_read is None:
+            self._ran.update(key for (key,) in self._db.execute("SELECT key FROM sensor_run_rows"))
+            self._runs_read = 0
+        # Only the packed rows committed since the last call are read: `seq` (AUTOINCREMENT, never reused) is
+        # given by the one writer SQLite lets in at a time, above every row committed before it took the
+        # lock, so any row this read cannot see yet will have a `seq` above the newest it can.
+        rows = self._db.execute("SELECT seq, runs FROM sensor_run_batches WHERE seq > ? ORDER BY seq",
+                                (self._runs_read,)).fetchall()
+        if not rows:
+            return self._ran.intersection(keys)
+        newer = {entry[0] for _, runs in rows for entry in _loads(runs)}
+        if not self._db.in_transaction:
+            # Inside an open transaction its own rows may yet roll back (and their `seq` be given again).
+            self._ran |= newer
+            self._runs_read = rows[-1][0]
+        return self._ran.intersection(keys) | newer.intersection(keys)
 
     def record(self, records: Iterable[tuple[Decision, float | None]], *, at: float) -> None:
         """Decisions, each with its event-to-trigger latency in ms when it started a run: one packed row (see
@@ -296,12 +332,13 @@ class DecisionLog:
             event_id, model, key = _CANDIDATE(c)
             append([event_id, model, kind, reason, key, run_id, latency_ms, None])
             if run_id is not None:
-                runs.append((key, self.sensor, model, event_id, run_id, at))
+                runs.append((key, model, event_id, run_id))
         if entries:
             self._db.execute("INSERT INTO sensor_decision_batches (sensor, at, decisions) VALUES (?, ?, ?)",
                              (self.sensor, at, _json(_bursts_together(entries, merged))))
         if runs:
-            self._db.executemany("INSERT OR IGNORE INTO sensor_runs VALUES (?, ?, ?, ?, ?, ?)", runs)
+            self._db.execute("INSERT INTO sensor_run_batches (sensor, at, runs) VALUES (?, ?, ?)",
+                             (self.sensor, at, _json(runs)))
 
     def record_rejections(self, rejections: Iterable[tuple[str, str | None, str]], *, at: float) -> None:
         """Events no sensor admitted (filtered out), as (event id, model, reason): one packed row, so that
