@@ -34,7 +34,7 @@ import sqlite3
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +99,7 @@ CREATE TABLE IF NOT EXISTS sensor_state (sensor TEXT PRIMARY KEY, state TEXT NOT
 """
 _COLUMNS = "seq, sensor, at, event_id, model, kind, reason, key, run_id, latency_ms, deferred, burst"
 _BURSTS = "SELECT seq FROM sensor_decision_rows WHERE burst IS NOT NULL AND instr(burst, ?) > 0"
-# What `record` reads of a decision and its candidate, in one call each.
-_DECISION = attrgetter("kind", "reason", "candidate", "run_id")
+# What `record` reads of a candidate, in one call.
 _CANDIDATE = attrgetter("event_id", "model", "key")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _NO_MORE = (None,) * 4  # the trailing places an entry may leave out (a rejection's)
@@ -234,13 +233,16 @@ class DecisionLog:
         # The keys that ran, as far as the log has been read (`ran`): the older rows' once, then the packed
         # rows up to `_runs_read`.
         self._ran: set[str] = set()
+        self._durable = True  # `connect` makes commits durable (synchronous=FULL)
         self._runs_read: int | None = None
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[None]:
         """One atomic write. `durable=False` skips the fsync: the write survives a killed process but
         may be lost with the machine; use it only for what a restart can reconstruct."""
-        self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        if durable != self._durable:  # a statement less per batch, most of which are alike
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -309,33 +311,42 @@ class DecisionLog:
         return self._ran.intersection(keys) | newer.intersection(keys)
 
     def record(self, records: Iterable[tuple[Decision, float | None]], *, at: float) -> None:
-        """Decisions, each with its event-to-trigger latency in ms when it started a run: one packed row (see
-        the module's note). Inside `transaction` only."""
+        """Decisions, each with its event-to-trigger latency in seconds when it started a run (stored in ms):
+        one packed row (see the module's note), and one for the keys that ran. Inside `transaction` only."""
         records = list(records)  # alive through the loop, so that a candidate's id() names it alone
-        entries: list[list] = []
+        entries: list[list | None] = []
         runs = []
         deferred: dict[int, int] = {}  # id of a deferred candidate -> its entry
-        merged: dict[str, list[int]] = {}  # model -> its entries merging a deferred and a coalesced decision
+        # model -> (the place of its first entry merging a deferred and a coalesced decision, those entries):
+        # a burst, written together at that place (its later entries' places emptied).
+        bursts: dict[str, tuple[int, list[list]]] = {}
         append = entries.append
-        for decision, latency_ms in records:
-            kind, reason, c, run_id = _DECISION(decision)
+        for (kind, reason, c, run_id), latency_s in records:
             # Merged only when `coalesced` is the next decision about the candidate after its `deferred`.
             if deferred:
                 held = deferred.pop(id(c), None)
                 if held is not None and kind == "coalesced":
                     merging = entries[held]
                     merging[2], merging[3], merging[7] = kind, reason, merging[3]
-                    merged.setdefault(merging[1], []).append(held)
+                    burst = bursts.get(merging[1])
+                    if burst is None:
+                        bursts[merging[1]] = (held, [merging])
+                    else:
+                        burst[1].append(merging)
+                        entries[held] = None
                     continue
             if kind == "deferred":
                 deferred[id(c)] = len(entries)
             event_id, model, key = _CANDIDATE(c)
-            append([event_id, model, kind, reason, key, run_id, latency_ms, None])
-            if run_id is not None:
+            if run_id is None:
+                append([event_id, model, kind, reason, key, None, None, None])
+            else:
+                append([event_id, model, kind, reason, key, run_id,
+                        None if latency_s is None else latency_s * 1000, None])
                 runs.append((key, model, event_id, run_id))
         if entries:
             self._db.execute("INSERT INTO sensor_decision_batches (sensor, at, decisions) VALUES (?, ?, ?)",
-                             (self.sensor, at, _json(_bursts_together(entries, merged))))
+                             (self.sensor, at, _json(_bursts_together(entries, bursts) if bursts else entries)))
         if runs:
             self._db.execute("INSERT INTO sensor_run_batches (sensor, at, runs) VALUES (?, ?, ?)",
                              (self.sensor, at, _json(runs)))
@@ -440,18 +451,15 @@ def _bindable(text: str) -> str | None:
     return None if _SURROGATE.search(text) else text
 
 
-def _bursts_together(entries: list[list], merged: dict[str, list[int]]) -> list[list]:
+def _bursts_together(entries: list[list | None], bursts: dict[str, tuple[int, list[list]]]) -> list[list]:
     """The entries in order, but a model's merged entries (its burst) together at the place of the first to
-    merge, in the order they merged: the order the logs before packing (a row per burst) give back."""
-    bursts = [members for members in merged.values() if len(members) > 1]
-    if not bursts:
-        return entries
-    heads = {members[0]: members for members in bursts}
-    moved = {m for members in bursts for m in members[1:]}
-    out = []
-    for n, entry in enumerate(entries):
-        if n in heads:
-            out.extend(entries[m] for m in heads[n])
-        elif n not in moved:
-            out.append(entry)
+    merge, in the order they merged (the later ones' places are empty): the order the logs before packing (a
+    row per burst) give back."""
+    out: list[list] = []
+    done = 0
+    for head, members in sorted(bursts.values(), key=itemgetter(0)):
+        out += filter(None, entries[done:head])
+        out += members
+        done = head + 1
+    out += filter(None, entries[done:])
     return out

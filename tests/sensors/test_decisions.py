@@ -213,6 +213,55 @@ def test_keys_that_ran_are_those_any_group_started_a_run_on_and_no_other(tmp_pat
     other.close()
 
 
+def triggered(n: int, run_id: str) -> tuple[Decision, float]:
+    return Decision("triggered", f"run {run_id} submitted", candidate(n), run_id=run_id), 0.0125
+
+
+def test_a_key_another_process_records_after_a_first_look_is_seen_on_the_next(tmp_path):
+    log, other = DecisionLog(tmp_path / "state.db", "g"), DecisionLog(tmp_path / "state.db", "g")
+    assert log.ran(["k1", "k2"]) == set()
+    with other.transaction():
+        other.record([triggered(1, "r1")], at=1.0)
+    assert log.ran(["k1", "k2"]) == {"k1"}
+    with other.transaction():
+        other.record([triggered(2, "r2")], at=2.0)
+    assert log.ran(["k1", "k2", "k3"]) == {"k1", "k2"}, "the keys read before are kept, the newer read"
+    log.close()
+    other.close()
+
+
+def test_a_run_whose_transaction_rolled_back_never_counts_as_ran_even_when_its_seq_is_given_again(tmp_path):
+    log, other = DecisionLog(tmp_path / "state.db", "g"), DecisionLog(tmp_path / "state.db", "g")
+    try:
+        with log.transaction():
+            log.record([triggered(1, "r1")], at=1.0)
+            assert log.ran(["k1"]) == {"k1"}, "inside its transaction a run is seen, as the table showed it"
+            raise RuntimeError("crash before commit")
+    except RuntimeError:
+        pass
+    assert log.ran(["k1"]) == set()
+    with other.transaction():
+        other.record([triggered(2, "r2")], at=2.0)  # the seq the rolled-back row had
+    assert log.ran(["k1", "k2"]) == {"k2"}
+    log.close()
+    other.close()
+
+
+def test_a_latency_is_given_in_seconds_and_read_back_in_ms_and_sensor_runs_has_a_row_per_key(tmp_path):
+    log = DecisionLog(tmp_path / "state.db", "g")
+    refused = Decision("deduped", "engine refused: key already ran (r1)", candidate(1), run_id="r1")
+    with log.transaction():
+        log.record([triggered(1, "r1"), (refused, 0.5)], at=1.0)
+    with log.transaction():
+        log.record([triggered(3, "r3")], at=2.0)
+    assert [(d.kind, d.latency_ms) for d in log.decisions()] == [("triggered", 12.5), ("deduped", 500.0),
+                                                                 ("triggered", 12.5)]
+    log.close()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT * FROM sensor_runs ORDER BY key").fetchall() == [
+            ("k1", "g", "churn", "ev-1", "r1", 1.0), ("k3", "g", "churn", "ev-3", "r3", 2.0)]
+
+
 # The layout before packing (round 5): a row per decision, a merged deferred+coalesced row, a row per burst.
 ROUND_5 = """
 CREATE TABLE sensor_seen (seq INTEGER PRIMARY KEY, sensor TEXT NOT NULL, at REAL NOT NULL, events TEXT NOT NULL);
@@ -271,6 +320,24 @@ def test_a_log_written_before_packing_reads_as_before_and_its_new_batches_follow
         viewed = db.execute("SELECT seq, event_id, kind FROM sensor_decisions ORDER BY seq, event_id").fetchall()
     assert viewed == [(1, "r5-1", "triggered"), (2, "r5-2", "coalesced"), (3, "r5-3", "coalesced"),
                       (3, "r5-4", "coalesced"), (4, "new-1", "rejected")], "the packed rows number on from the old"
+
+
+def test_the_keys_that_ran_before_packing_still_ran_and_the_view_gives_each_key_its_first_run(tmp_path):
+    db_path = tmp_path / "state.db"
+    with sqlite3.connect(db_path) as db:
+        db.executescript(ROUND_5)
+    log = DecisionLog(db_path, "ctloop-sensor")
+    refused = Decision("deduped", "engine refused: key already ran (run-9)", candidate(2), run_id="run-9")
+    older = Candidate(event_id="r5-1b", model="churn", key="k-r5-1", uri="s3://d/x", digest="dx", trigger="data",
+                      event_time=0.0)
+    with log.transaction():
+        log.record([triggered(2, "run-2"), (refused, None),
+                    (Decision("deduped", "engine refused", older, run_id="run-1"), None)], at=2.0)
+    assert log.ran(["k-r5-1", "k2", "k-r5-3"]) == {"k-r5-1", "k2"}
+    log.close()
+    with sqlite3.connect(db_path) as db:
+        runs = db.execute("SELECT key, event_id, run_id, at FROM sensor_runs ORDER BY key").fetchall()
+    assert runs == [("k-r5-1", "r5-1", "run-1", 1.0), ("k2", "ev-2", "run-2", 2.0)]
 
 
 def test_two_models_bursts_interleaved_read_back_a_burst_at_a_time_and_by_model(tmp_path):
