@@ -342,7 +342,7 @@ class LocalSensor:
 
     def _write(self, records: Sequence[Record], state: AdmissionState, now: float) -> None:
         """Decisions and the admission state, inside the caller's transaction."""
-        self.log.record(((d, None if latency_s is None else latency_s * 1000) for d, latency_s in records), at=now)
+        self.log.record(records, at=now)
         self.log.save_state(state)
 
     def _observe(self, records: Sequence[Record]) -> None:
