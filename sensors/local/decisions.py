@@ -322,10 +322,11 @@ class DecisionLog:
         bursts: dict[str, tuple[int, list[list]]] = {}
         append = entries.append
         for (kind, reason, c, run_id), latency_s in records:
-            # Merged only when `coalesced` is the next decision about the candidate after its `deferred`.
-            if deferred:
-                held = deferred.pop(id(c), None)
-                if held is not None and kind == "coalesced":
+            # Merged only when `coalesced` is the next decision about the candidate after its `deferred`
+            # (a later `deferred` takes its place; any other decision about it forgets it).
+            if kind == "coalesced":
+                held = deferred.pop(id(c), None) if deferred else None
+                if held is not None:
                     merging = entries[held]
                     merging[2], merging[3], merging[7] = kind, reason, merging[3]
                     burst = bursts.get(merging[1])
@@ -335,8 +336,10 @@ class DecisionLog:
                         burst[1].append(merging)
                         entries[held] = None
                     continue
-            if kind == "deferred":
+            elif kind == "deferred":
                 deferred[id(c)] = len(entries)
+            elif deferred:
+                deferred.pop(id(c), None)
             event_id, model, key = _CANDIDATE(c)
             if run_id is None:
                 append([event_id, model, kind, reason, key, None, None, None])

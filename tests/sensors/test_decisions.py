@@ -262,6 +262,21 @@ def test_a_latency_is_given_in_seconds_and_read_back_in_ms_and_sensor_runs_has_a
             ("k1", "g", "churn", "ev-1", "r1", 1.0), ("k3", "g", "churn", "ev-3", "r3", 2.0)]
 
 
+def test_only_a_coalesced_decision_next_after_a_deferred_one_merges_with_it(tmp_path):
+    log, one, two = DecisionLog(tmp_path / "state.db", "g"), candidate(1), candidate(2)
+    with log.transaction():
+        log.record([(Decision("deferred", "window", one), None), (Decision("deferred", "queued", one), None),
+                    (Decision("coalesced", "replaced", one), None),
+                    (Decision("deferred", "queued", two), None), (Decision("triggered", "run r2", two, "r2"), None),
+                    (Decision("coalesced", "replaced", two), None)], at=1.0)
+    assert [(d.event_id, d.kind, d.reason) for d in log.decisions()] == [
+        ("ev-1", "deferred", "window"), ("ev-1", "deferred", "queued"), ("ev-1", "coalesced", "replaced"),
+        ("ev-2", "deferred", "queued"), ("ev-2", "triggered", "run r2"), ("ev-2", "coalesced", "replaced")]
+    log.close()
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        assert db.execute("SELECT json_array_length(decisions) FROM sensor_decision_batches").fetchone() == (5,)
+
+
 # The layout before packing (round 5): a row per decision, a merged deferred+coalesced row, a row per burst.
 ROUND_5 = """
 CREATE TABLE sensor_seen (seq INTEGER PRIMARY KEY, sensor TEXT NOT NULL, at REAL NOT NULL, events TEXT NOT NULL);
