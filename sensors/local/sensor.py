@@ -28,7 +28,8 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from itertools import islice, repeat
+from itertools import compress, islice, repeat
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from msgspec.structs import replace
@@ -65,6 +66,9 @@ DigestResolver = Callable[[str], str]
 
 Record = tuple[Decision, float | None]  # a decision and, for a submitted run, its event-to-trigger latency
 _log = logging.getLogger("ctloop.sensor")
+_partition = attrgetter("topic", "partition")  # a message's (topic, partition), read in C
+_decision, _kind = itemgetter(0), attrgetter("kind")  # a record's decision, a decision's kind
+_TRIGGERED = "triggered"
 
 
 def snapshot_digest(settings: Settings) -> DigestResolver:
@@ -182,8 +186,14 @@ class LocalSensor:
         self.metrics.events_in.inc(len(messages))
         # Read per batch, not once: another process of the group may have decided a partition since.
         decided = self.log.watermarks()
-        reached = {(m.topic, m.partition): m.offset for m in messages}
-        new = [m for m in messages if m.offset > decided.get((m.topic, m.partition), -1)]
+        # Each partition's first and last message, found in C loops (a partition's messages come in order).
+        partitions = list(map(_partition, messages))
+        last = dict(zip(partitions, messages, strict=True))
+        first = dict(zip(reversed(partitions), reversed(messages), strict=True))
+        if all(decided.get(at, -1) < m.offset for at, m in first.items()):
+            new = messages  # the usual batch: nothing in it decided before
+        else:
+            new = [m for at, m in zip(partitions, messages, strict=True) if m.offset > decided.get(at, -1)]
         redelivered = len(messages) - len(new)
         max_bytes, fast, recent = self.settings.max_event_bytes, self._fast, self._recent
         snapshots = self._resolve_digest is not None
@@ -211,8 +221,14 @@ class LocalSensor:
             # dead-lettered because its data has gone since it was decided.
             routes = fast.get(message.topic)
             try:
-                routed = self._candidate(brief, message) if routes is None \
-                    else self._routed(routes, brief, message, snapshots)
+                if routes is None:
+                    routed = self._candidate(brief, message)
+                else:
+                    # The first route asked here, a call less an event; the rest, or the general route, by `_routed`.
+                    routed = routes[0].decide(brief.document, message.timestamp_ms / 1000 if message.timestamp_ms
+                                              else brief.time, brief.gpu, snapshots)
+                    if type(routed) is not Candidate:
+                        routed = self._routed(routes, brief, message, snapshots, routed)
             except Unroutable as exc:
                 self._dead_letter(message, f"unroutable: {exc}")
                 continue
@@ -231,14 +247,13 @@ class LocalSensor:
             self.log.record_rejections(rejected, at=now)
             self._write(records, state, now)
             self.log.mark_seen(fresh, at=now)
-            self.log.advance(reached)
+            self.log.advance({at: m.offset for at, m in last.items()})
         crash_point("decision-recorded")
         self._remember(fresh)
         self.metrics.filtered.inc(len(rejected))
         self._observe(records)
         self.state = state
-        for message in messages:
-            self._uncommitted[(message.topic, message.partition)] = message
+        self._uncommitted.update(last)
 
     def _remember(self, decided: dict[str, str]) -> None:
         """Add newly decided events to the map of recent ids; past its bound by a quarter, keep the newest."""
@@ -272,13 +287,14 @@ class LocalSensor:
         log(_log, "dead-lettered", level=logging.WARNING, topic=message.topic, partition=message.partition,
             offset=message.offset, reason=reason)
 
-    def _routed(self, routes: tuple[Route, ...], brief: Brief, message: Message,
-                snapshots: bool) -> Candidate | str:
-        """`_candidate` through the routes' body-only `decide`: the same candidate, reason or `Unroutable`."""
+    def _routed(self, routes: tuple[Route, ...], brief: Brief, message: Message, snapshots: bool,
+                first: Any) -> Candidate | str:
+        """`_candidate` through the routes' body-only `decide`, given the first route's answer (`first`): the
+        same candidate, reason or `Unroutable`."""
         event_time = message.timestamp_ms / 1000 if message.timestamp_ms else brief.time
         refused = []
-        for route in routes:
-            routed = route.decide(brief.document, event_time, brief.gpu, snapshots)
+        for n, route in enumerate(routes):
+            routed = first if n == 0 else route.decide(brief.document, event_time, brief.gpu, snapshots)
             if type(routed) is Candidate:
                 return routed
             if routed is GENERAL:
@@ -350,14 +366,14 @@ class LocalSensor:
 
         A line per run started, and per batch the count of each kind of decision, at INFO; a line per
         decision only at DEBUG: a storm would otherwise log twice per event (`ctloop events list` has them)."""
-        counts = Counter([decision.kind for decision, _ in records])
+        kinds = list(map(_kind, map(_decision, records)))
+        counts = Counter(kinds)
         for kind, count in counts.items():
             self.metrics.by_kind[kind].inc(count)
-        # Only runs started are timed and logged at INFO: read them out once (a storm's few among many).
-        started = [(d, latency_s) for d, latency_s in records if d.kind == "triggered"] if counts["triggered"] else []
-        for _, latency_s in started:
-            if latency_s is not None:
-                self.metrics.latency.observe(latency_s)
+        # Only runs started are timed and logged at INFO: read them out once (a storm's few among many), in C.
+        started = list(compress(records, map(_TRIGGERED.__eq__, kinds))) if counts[_TRIGGERED] else []
+        if started:
+            self.metrics.latency.observe_all([latency_s for _, latency_s in started if latency_s is not None])
         if not _log.isEnabledFor(logging.INFO):
             return
         each = _log.isEnabledFor(logging.DEBUG)
