@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+from hashlib import sha256
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,4 +64,4 @@ def idempotency_key(model: str, data_digest: str, code_version: str, params: dic
     """model + data digest + code version + params: the same key never trains twice."""
     material = "\n".join([model, data_digest, code_version, *(f"{k}={v}" for k, v in sorted(params.items()))]) \
         if params else f"{model}\n{data_digest}\n{code_version}"  # the sensor's case, once per event: no sort, no join
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
+    return sha256(material.encode()).hexdigest()[:32]

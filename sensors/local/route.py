@@ -9,7 +9,7 @@ errors are the general route's, in the same order (`tests/sensors/test_route.py`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, get_args
@@ -20,6 +20,7 @@ from ctloop.sensors.eventdata import MISSING, as_text, find, go_empty, go_text
 from ctloop.sensors.filters import Rejection, compile_rejection, expr_value_check, value_check
 from ctloop.sensors.mapping import MappingError, Plan, compile_parameters
 from ctloop.sensors.spec import Const, DataFilter, ExprFilter, KeyOf, Path, SensorSpec, WorkflowName, check_path
+from ctloop.sensors.versions import LiveVersions
 from ctloop.workflows.engine import idempotency_key
 
 TRIGGERS = get_args(Trigger)
@@ -82,7 +83,9 @@ def _body_route(spec: SensorSpec) -> Decide | None:
     at_model, at_uri, at_id = places[model.path], places[uri.path], places[event_id.path]
     at_digest, at_fallback, at_of = places[key.digest.path], places[key.fallback.path], places[key.model.path]
     at_named = places[workflow.model.path]
-    version_of, made_trigger = key.version_of, trigger.value
+    made_trigger = trigger.value
+    # `key.version_of`, without a call an event for a model with no version of its own (most of them).
+    versions, code_version, own = key.model_versions, key.code_version, _own_versions(key.model_versions)
 
     def missing(param: str, path: str) -> Unroutable:
         return Unroutable(f"{name}: parameter {param}: no value at {path}")
@@ -121,18 +124,19 @@ def _body_route(spec: SensorSpec) -> Decide | None:
             made_id = text("event-id", event_id.path, made_id)
         # The key (`mapping._key_step`): sprig's `default` takes the fallback for a null, "", 0 or false digest.
         keyed = values[at_digest]
-        if keyed is MISSING or go_empty(keyed):
-            keyed = values[at_fallback]
-            if keyed is MISSING:
-                raise missing("idempotency-key", key.fallback.path)
-        if type(keyed) is not str:
-            keyed = go_text(keyed)
+        if type(keyed) is not str or not keyed:  # the usual digest, a string that is not empty, is not `empty`
+            if keyed is MISSING or go_empty(keyed):
+                keyed = values[at_fallback]
+                if keyed is MISSING:
+                    raise missing("idempotency-key", key.fallback.path)
+            if type(keyed) is not str:
+                keyed = go_text(keyed)
         of = values[at_of]
         if of is MISSING:
             raise missing("idempotency-key", key.model.path)
         if type(of) is not str:
             of = go_text(of)
-        made_key = idempotency_key(of, keyed, version_of(of))
+        made_key = idempotency_key(of, keyed, (versions.get(of) if own is None or of in own else None) or code_version)
         # The workflow name is checked, not made (`mapping._checked`): its model must be a string.
         named = values[at_named]
         if named is MISSING:
@@ -143,6 +147,12 @@ def _body_route(spec: SensorSpec) -> Decide | None:
                              trigger=made_trigger, gpu=gpu, event_time=event_time)
 
     return decide
+
+
+def _own_versions(versions: Mapping[str, str]) -> frozenset[str] | None:
+    """The models that have a version of their own in a `LiveVersions` (fixed when it is made; only their
+    versions are live, found by a call); None for any other mapping, asked for every model."""
+    return frozenset(versions) if isinstance(versions, LiveVersions) else None
 
 
 def _fetcher(paths: dict[str, tuple[str, ...]]) -> tuple[dict[str, int], Callable[[Any], list[Any]]]:

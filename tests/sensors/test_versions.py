@@ -12,6 +12,7 @@ import pytest
 
 from ctloop.modelspec import ModelSpec
 from ctloop.sensors.catalog import local_sensors
+from ctloop.sensors.local.route import Route
 from ctloop.sensors.mapping import parameters
 from ctloop.sensors.versions import cluster_versions, local_versions
 from ctloop.settings import Settings
@@ -74,10 +75,16 @@ def test_the_local_sensors_keys_name_each_models_trainer_code(tmp_path: Path, pa
     (settings.home / "specs" / "own.json").write_text(_spec("own", f"{package.name}.train:train").model_dump_json())
     data_sensor = next(s for s in local_sensors(settings, BASE) if s.name == "ctloop-data-arrived")
 
+    route = Route.of(data_sensor)
+    assert route.decide is not None
+
     def key(model: str) -> str:
         event = {"body": {"id": "e1", "type": "ctloop.data.arrived", "data": {"model": model, "uri": "u",
                                                                               "digest": "d1"}}}
-        return parameters(data_sensor, event, {"id": "e1"})["idempotency-key"]
+        made = parameters(data_sensor, event, {"id": "e1"})["idempotency-key"]
+        # The sensor's body route makes the same key, with the same live version.
+        assert route.decide(event["body"], 0.0, False, False).key == made
+        return made
 
     assert key("other") == idempotency_key("other", "d1", BASE)
     before = key("own")
