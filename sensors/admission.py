@@ -160,37 +160,44 @@ class _Draft:
     def gpu_runs(self) -> int:
         return sum(1 for s in self.running.values() if s.candidate.gpu)
 
-    def admit(self, candidate: Candidate, already_ran: bool, now: float, policy: AdmissionPolicy) -> None:
-        decide = self.decisions.append
-        model, key = candidate.model, candidate.key
-        if already_ran:
-            reason = (f"no change since the last run (same data digest and code version): skipped, key {key}"
-                      if candidate.trigger == "schedule" else f"key {key} already triggered a run")
-            decide(_made(Decision, ("deduped", reason, candidate, None)))
-            return
-        # Where the key already is: a key names its model, so only that model's entries can hold it.
-        window, queued, slot = self.windows.get(model), self.queued.get(model), self.running.get(model)
-        where = ("window" if window is not None and window.candidate.key == key
-                 else "queue" if queued is not None and queued.key == key
-                 else "running" if slot is not None and slot.candidate.key == key else None)
-        if where is not None:
-            decide(_made(Decision, ("deduped", f"key {key} is already in the {where}", candidate, None)))
-            return
-        if candidate.trigger in COOLDOWN_TRIGGERS:
-            last = self.last_drift_at.get(model)
-            if last is not None and now < last + policy.drift_cooldown_s:
-                reason = f"drift cooldown for {model} until {last + policy.drift_cooldown_s:.3f}"
-                decide(_made(Decision, ("rejected", reason, candidate, None)))
-                return
-        if window is None and policy.window_s <= 0:
-            self.enqueue(candidate, now, policy)
-            return
-        due = window.due_at if window else now + policy.window_s
-        if window is not None:
-            decide(_made(Decision, ("coalesced", f"merged into newer {candidate.event_id}", window.candidate, None)))
-        decide(_made(Decision, ("deferred", f"coalescing window open until {due:.3f}", candidate, None)))
-        self.windows[model] = Window(candidate=candidate, due_at=due)
-        self.changed = True
+    def admit_all(self, candidates: Iterable[Candidate], ran: Container[str], now: float,
+                  policy: AdmissionPolicy) -> None:
+        """Decide on each candidate in order (the rules in the module's note); `ran` holds the keys that ever
+        triggered a run. One loop over the batch, the draft's maps and the policy read once."""
+        decide, windows, queued, running = self.decisions.append, self.windows, self.queued, self.running
+        last_drift_at, enqueue = self.last_drift_at, self.enqueue
+        window_s, cooldown_s = policy.window_s, policy.drift_cooldown_s
+        for candidate in candidates:
+            model, key = candidate.model, candidate.key
+            if key in ran:
+                reason = (f"no change since the last run (same data digest and code version): skipped, key {key}"
+                          if candidate.trigger == "schedule" else f"key {key} already triggered a run")
+                decide(_made(Decision, ("deduped", reason, candidate, None)))
+                continue
+            # Where the key already is: a key names its model, so only that model's entries can hold it.
+            window, waiting, slot = windows.get(model), queued.get(model), running.get(model)
+            where = ("window" if window is not None and window.candidate.key == key
+                     else "queue" if waiting is not None and waiting.key == key
+                     else "running" if slot is not None and slot.candidate.key == key else None)
+            if where is not None:
+                decide(_made(Decision, ("deduped", f"key {key} is already in the {where}", candidate, None)))
+                continue
+            if candidate.trigger in COOLDOWN_TRIGGERS:
+                last = last_drift_at.get(model)
+                if last is not None and now < last + cooldown_s:
+                    reason = f"drift cooldown for {model} until {last + cooldown_s:.3f}"
+                    decide(_made(Decision, ("rejected", reason, candidate, None)))
+                    continue
+            if window is None and window_s <= 0:
+                enqueue(candidate, now, policy)
+                continue
+            due = window.due_at if window else now + window_s
+            if window is not None:
+                decide(_made(Decision, ("coalesced", f"merged into newer {candidate.event_id}", window.candidate,
+                                        None)))
+            decide(_made(Decision, ("deferred", f"coalescing window open until {due:.3f}", candidate, None)))
+            windows[model] = Window(candidate=candidate, due_at=due)
+            self.changed = True
 
     def enqueue(self, candidate: Candidate, now: float, policy: AdmissionPolicy) -> None:
         """Start `candidate` now if its model is idle and the GPU cap allows, else queue it (latest only)."""
@@ -231,8 +238,7 @@ def admit_all(state: AdmissionState, candidates: Iterable[Candidate], *, ran: Co
     """Decide on candidates in order, exactly as one `admit` after another would; `ran` holds the keys
     that ever triggered a run (durable record)."""
     draft = _Draft(state)
-    for candidate in candidates:
-        draft.admit(candidate, candidate.key in ran, now, policy)
+    draft.admit_all(candidates, ran, now, policy)
     return draft.outcome()
 
 

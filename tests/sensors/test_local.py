@@ -15,7 +15,7 @@ from ctloop.sensors.mapping import MappingError, parameters
 from ctloop.sensors.spec import Const, SensorSpec
 from ctloop.settings import Settings
 from ctloop.version import code_version
-from ctloop.workflows.engine import RunRequest, idempotency_key
+from ctloop.workflows.engine import RunHandle, RunRequest, idempotency_key
 from tests.sensors.helpers import arrival, drain, drift, make_sensor
 from tests.sensors.ledger import LedgerEngine
 
@@ -340,3 +340,34 @@ def test_an_offered_event_whose_trigger_is_unknown_is_rejected_and_the_state_sti
                     "('data', 'drift', 'manual', 'schedule', 'quality')")
     assert engine.runs() == []
     make_sensor(settings, bus, engine).close()  # the saved admission state loads
+
+
+class Recording:
+    """An engine that keeps the requests it is sent and starts each run as pending."""
+
+    def __init__(self):
+        self.requests = []
+
+    def submit(self, request, *, wait=True):
+        self.requests.append(request)
+        return RunHandle(run_id=f"run-{len(self.requests)}", idempotency_key=request.idempotency_key,
+                         status="Pending")
+
+    def status(self, run_id):
+        return "Running"
+
+
+def test_the_engine_is_sent_the_run_request_a_caller_would_make(settings, bus):
+    bus.publish(settings.topics.data, arrival("churn", "abc", "ev-1", uri="file:///d/churn/1"), key="churn")
+    engine = Recording()
+    sensor = make_sensor(settings, bus, engine)
+    drain(sensor)
+    [request] = engine.requests
+    assert type(request) is RunRequest
+    expected = RunRequest(model="churn", data_uri="file:///d/churn/1", trigger_event_id="ev-1", trigger="data",
+                          data_digest="abc", gpu=False, idempotency_key=idempotency_key("churn", "abc", code_version()))
+    assert request == expected and request.model_fields_set == expected.model_fields_set
+    assert request.params == {} and request.model_dump() == expected.model_dump()
+    [decision] = list_decisions(settings.state_db, event_id="ev-1")
+    assert (decision.kind, decision.run_id, decision.reason) == ("triggered", "run-1", "run run-1 submitted")
+    sensor.close()
