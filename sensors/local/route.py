@@ -26,6 +26,8 @@ from ctloop.workflows.engine import idempotency_key
 TRIGGERS = get_args(Trigger)
 # The trigger parameters a `Candidate` is made of; the others (the workflow name) are checked, not made.
 CANDIDATE_PARAMS = frozenset({"event-id", "model", "idempotency-key", "data-uri", "trigger"})
+ONE_LINE = "^.+$"  # a string filter's "has a value on one line", the catalog's `ANY`
+PASSED_BOUND = 4096  # sets of filtered strings a route remembers as passing; forgotten all at once when full
 GENERAL = object()  # `decide`'s answer for an event only the general route decides (a digest to snapshot)
 
 # `decide(body, event_time, gpu, snapshots)`: the candidate, the filter that refused the event, or `GENERAL`.
@@ -100,11 +102,43 @@ def _body_route(spec: SensorSpec) -> Decide | None:
             raise Unroutable(f"{name}: parameter {param}: empty")
         return value
 
-    def decide(body: Any, event_time: float, gpu: bool, snapshots: bool) -> Candidate | DataFilter | ExprFilter | Any:
-        values = fetch(body)
+    # The data filters, asked together: those that match a value's text with `.+` (ids and URIs, which rarely
+    # repeat) by a look at the string; the rest (the type, the model's name rule: few values, each seen again and
+    # again) by one set of the strings they all passed together. Anything else (a value that is not a string, a
+    # miss in the set) asks each filter in order, which is what decides.
+    one_line = [f.type == "string" and f.comparator == "=" and set(f.values) == {ONE_LINE} for _, _, f in checks]
+    anys = tuple(at for (at, _, _), simple in zip(checks, one_line, strict=True) if simple)
+    kept = tuple(dict.fromkeys(at for (at, _, _), simple in zip(checks, one_line, strict=True) if not simple))
+    remembered = None if not checks else _getter(kept) if kept else lambda values: ()
+    passed: set[tuple[Any, ...]] = set()
+
+    def filtered(values: list[Any]) -> DataFilter | None:
+        """The first data filter the values fail, asking each in order; None when all pass (remembered)."""
         for at, passes, f in checks:
             if not passes(values[at]):
                 return f
+        strings = remembered(values)
+        if all(type(string) is str for string in strings):
+            if len(passed) >= PASSED_BOUND:
+                passed.clear()
+            passed.add(strings)
+        return None
+
+    def decide(body: Any, event_time: float, gpu: bool, snapshots: bool) -> Candidate | DataFilter | ExprFilter | Any:
+        values = fetch(body)
+        if remembered is not None:
+            for at in anys:
+                value = values[at]
+                if type(value) is not str or not value or "\n" in value:
+                    refused = filtered(values)
+                    break
+            else:
+                try:
+                    refused = None if remembered(values) in passed else filtered(values)
+                except TypeError:  # a value that is not hashable (an object, an array)
+                    refused = filtered(values)
+            if refused is not None:
+                return refused
         for fields, passes, f in exprs:
             if not passes([values[at] for at in fields]):
                 return f
