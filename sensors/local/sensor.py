@@ -190,7 +190,8 @@ class LocalSensor:
         self.metrics.events_in.inc(len(messages))
         # Read per batch, not once: another process of the group may have decided a partition since.
         decided = self.log.watermarks()
-        # Each partition's first and last message, found in C loops (a partition's messages come in order).
+        # Each partition's first and last message, found in C loops: a partition's messages come in order (as the
+        # watermark and the commit, which take its last, assume).
         partitions = list(map(_partition, messages))
         last = dict(zip(partitions, messages, strict=True))
         first = dict(zip(reversed(partitions), reversed(messages), strict=True))
