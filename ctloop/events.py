@@ -261,7 +261,12 @@ def content_digest(event: Event) -> str:
     """What a redelivery repeats exactly: type and payload (not `time`, which a re-emit may renew). The first 32
     hex digits of the sha256 of the type, a newline and the payload's `payload_json`; digests are stored, so
     these bytes never change."""
-    return _sha256(event.type.encode() + b"\n" + payload_json(event.data)).hexdigest()[:32]
+    return _content_digest(event.type.encode() + b"\n", payload_json(event.data))
+
+
+def _content_digest(prefix: bytes, payload: bytes) -> str:
+    """`content_digest` of a payload's bytes, `prefix` its event type and a newline."""
+    return _sha256(prefix + payload).hexdigest()[:32]
 
 
 class Brief(msgspec.Struct, frozen=True, gc=False):
@@ -790,7 +795,6 @@ _WINDOWED = {_WireDriftEvent: DriftDetected.event_type.encode() + b"\n",
              _WireQualityEvent: QualityDegraded.event_type.encode() + b"\n"}
 _PLAIN_FLOAT = 1e16  # below it, in magnitude, msgspec and pydantic write a float alike
 _orjson_loads = orjson.loads
-_fromisoformat = datetime.fromisoformat
 _replace = msgspec.structs.replace
 _convert = msgspec.convert
 
@@ -800,11 +804,8 @@ def _epoch(text: str | msgspec.UnsetType) -> float | None:
     that path would refuse it or ask the SDK."""
     if text is _UNSET:
         return datetime.now(UTC).timestamp()
-    try:
-        moment = _fromisoformat(text)
-    except ValueError:
-        return None
-    return None if moment.tzinfo is None else moment.timestamp()
+    moment = _aware_time(text)
+    return None if moment is None else moment.timestamp()
 
 
 def _brief_flat(doc: dict[str, Any], event_type: str, wire_cls: type[_WireEvent], prefix: bytes,
@@ -821,7 +822,7 @@ def _brief_flat(doc: dict[str, Any], event_type: str, wire_cls: type[_WireEvent]
     data = wire.data
     subject = wire.subject
     return Brief(wire.id, event_type, wire.source, None if subject is _UNSET else subject, time, data.model,
-                 has_gpu and data.gpu, _sha256(prefix + _encode_json(data)).hexdigest()[:32], doc)
+                 has_gpu and data.gpu, _content_digest(prefix, _encode_json(data)), doc)
 
 
 def _brief_hot(raw: bytes, doc: dict[str, Any]) -> Brief | None:
@@ -847,7 +848,7 @@ def _brief_hot(raw: bytes, doc: dict[str, Any]) -> Brief | None:
         return None
     subject = wire.subject
     return Brief(wire.id, _BUILDERS[kind][0].event_type, wire.source, None if subject is _UNSET else subject, time,
-                 data.model, False, _sha256(prefix + _encode_json(payload)).hexdigest()[:32], doc)
+                 data.model, False, _content_digest(prefix, _encode_json(payload)), doc)
 
 
 def _plain_floats(data: Any) -> bool:
