@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, GetCoreSchemaHandler
@@ -26,11 +26,17 @@ from pydantic_core import core_schema
 
 DecisionKind = Literal["triggered", "deduped", "coalesced", "deferred", "rejected"]
 Trigger = Literal["data", "drift", "manual", "schedule", "quality"]
+TRIGGERS: tuple[Trigger, ...] = get_args(Trigger)
 # Triggers that start a cooldown: a drift verdict and a live-quality drop both retrain on the recent data.
 RECENT_DATA_TRIGGERS: tuple[Trigger, ...] = ("drift", "quality")
 # Triggers held off after such a run: another drift or quality verdict, and a scheduled tick (the run has just
 # retrained on the recent data).
 COOLDOWN_TRIGGERS: tuple[Trigger, ...] = ("drift", "quality", "schedule")
+
+
+def unknown_trigger(trigger: str) -> str | None:
+    """Why `trigger` cannot make a candidate (which is not validated when made), or None when it can."""
+    return None if trigger in TRIGGERS else f"trigger {trigger!r} is not one of {TRIGGERS}"
 
 
 class AdmissionPolicy(BaseModel):

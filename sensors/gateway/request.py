@@ -12,10 +12,10 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any
 
 from ctloop.bus import Message
-from ctloop.sensors.admission import Candidate, Trigger
+from ctloop.sensors.admission import Candidate, unknown_trigger
 from ctloop.sensors.eventdata import PathMissing, go_empty, go_text, lookup
 from ctloop.sensors.mapping import parameters
 from ctloop.sensors.spec import KafkaSource, SensorSpec
@@ -24,7 +24,6 @@ GPU = "gpu"
 # Where a ctloop event on Kafka says it wants a GPU (`ctloop.events.DataArrived.gpu`); other sources never do.
 GPU_PATH = "body.data.gpu"
 REQUIRED = ("model", "data-uri", "event-id", "trigger", "idempotency-key")
-TRIGGERS = get_args(Trigger)
 
 
 class RequestInvalid(ValueError):
@@ -78,8 +77,8 @@ def read_request(message: Message) -> Request:
     missing = [name for name in REQUIRED if not isinstance(payload.get(name), str) or not payload[name]]
     if missing:
         raise RequestInvalid(f"admission request lacks {', '.join(missing)}")
-    if payload["trigger"] not in TRIGGERS:
-        raise RequestInvalid(f"trigger {payload['trigger']!r} is not one of {TRIGGERS}")
+    if (unknown := unknown_trigger(payload["trigger"])) is not None:
+        raise RequestInvalid(unknown)
     key = message.key.decode("utf-8", errors="replace") if message.key is not None else None
     if key is not None and key != payload["model"]:
         raise RequestInvalid(f"message key {key!r} is not the request's model {payload['model']!r}")

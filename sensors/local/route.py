@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, get_args
+from typing import Any
 
 from ctloop.consume import Unroutable
-from ctloop.sensors.admission import Candidate, Trigger, new_candidate
+from ctloop.sensors.admission import TRIGGERS, Candidate, new_candidate
 from ctloop.sensors.eventdata import MISSING, as_text, find, go_empty, go_text
 from ctloop.sensors.filters import Rejection, compile_rejection, expr_value_check, value_check
 from ctloop.sensors.mapping import MappingError, Plan, compile_parameters
@@ -23,7 +23,6 @@ from ctloop.sensors.spec import Const, DataFilter, ExprFilter, KeyOf, Path, Sens
 from ctloop.sensors.versions import LiveVersions
 from ctloop.workflows.engine import idempotency_key
 
-TRIGGERS = get_args(Trigger)
 # The trigger parameters a `Candidate` is made of; the others (the workflow name) are checked, not made.
 CANDIDATE_PARAMS = frozenset({"event-id", "model", "idempotency-key", "data-uri", "trigger"})
 ONE_LINE = "^.+$"  # a string filter's "has a value on one line", the catalog's `ANY`

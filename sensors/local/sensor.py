@@ -48,6 +48,7 @@ from ctloop.sensors.admission import (
     finished,
     new_candidate,
     tick,
+    unknown_trigger,
 )
 from ctloop.sensors.eventdata import MISSING, PathMissing, find, kafka_event_data
 from ctloop.sensors.filters import failed, rejection
@@ -55,7 +56,7 @@ from ctloop.sensors.local.calendar import Calendar
 from ctloop.sensors.local.decisions import DecisionLog
 from ctloop.sensors.local.jsonlog import log
 from ctloop.sensors.local.metrics import SensorMetrics
-from ctloop.sensors.local.route import GENERAL, TRIGGERS, Route
+from ctloop.sensors.local.route import GENERAL, Route
 from ctloop.sensors.mapping import MappingError, parameters, resolve
 from ctloop.sensors.spec import CalendarSource, KafkaSource, KeyOf, SensorSpec, check_path
 from ctloop.settings import Settings
@@ -326,8 +327,8 @@ class LocalSensor:
             digest = str(found) if found is not MISSING and found else self._digest(spec, data, context, path)
             params = route.parameters(data, context)
             trigger = params["trigger"]
-            if trigger not in TRIGGERS:
-                raise Unroutable(f"{spec.name}: trigger {trigger!r} is not one of {TRIGGERS}")
+            if (unknown := unknown_trigger(trigger)) is not None:
+                raise Unroutable(f"{spec.name}: {unknown}")
             event_time = message.timestamp_ms / 1000 if message.timestamp_ms else brief.time
             return new_candidate(event_id=params["event-id"], model=params["model"], key=params["idempotency-key"],
                                  uri=params["data-uri"], digest=digest, trigger=trigger, gpu=brief.gpu,
@@ -505,9 +506,8 @@ class LocalSensor:
             except MappingError as exc:
                 refusal = f"{spec.name}: {exc}"
             else:
-                if params["trigger"] not in TRIGGERS:
-                    # A candidate is not validated when made: an unknown trigger is refused here, not saved.
-                    refusal = f"{spec.name}: trigger {params['trigger']!r} is not one of {TRIGGERS}"
+                if (unknown := unknown_trigger(params["trigger"])) is not None:
+                    refusal = f"{spec.name}: {unknown}"  # refused here, not saved in a state that would not load
         if refusal is None:
             candidate = new_candidate(event_id=params["event-id"], model=params["model"],
                                       key=params["idempotency-key"], uri=params["data-uri"], digest=digest,

@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ctloop.consume import Unroutable
-from ctloop.sensors.admission import Candidate
+from ctloop.sensors.admission import TRIGGERS, Candidate
 from ctloop.sensors.catalog import cluster_sensors
 from ctloop.sensors.eventdata import MISSING, find
 from ctloop.sensors.filters import failed
-from ctloop.sensors.local.route import GENERAL, TRIGGERS, Route
+from ctloop.sensors.local.route import GENERAL, Route
 from ctloop.sensors.spec import Const, DataFilter, Dependency, SensorSpec
 from ctloop.settings import Settings
 
