@@ -226,15 +226,15 @@ class LocalSensor:
             # Routed only once known to be new: a redelivery is neither snapshotted again nor
             # dead-lettered because its data has gone since it was decided.
             routes = fast.get(message.topic)
+            event_time = message.timestamp_ms / 1000 if message.timestamp_ms else brief.time
             try:
                 if routes is None:
-                    routed = self._candidate(brief, message)
+                    routed = self._candidate(brief, message, event_time)
                 else:
                     # The first route asked here, a call less an event; the rest, or the general route, by `_routed`.
-                    routed = routes[0].decide(brief.document, message.timestamp_ms / 1000 if message.timestamp_ms
-                                              else brief.time, brief.gpu, snapshots)
+                    routed = routes[0].decide(brief.document, event_time, brief.gpu, snapshots)
                     if type(routed) is not Candidate:
-                        routed = self._routed(routes, brief, message, snapshots, routed)
+                        routed = self._routed(routes, brief, message, event_time, snapshots, routed)
             except Unroutable as exc:
                 self._dead_letter(message, f"unroutable: {exc}")
                 continue
@@ -293,24 +293,24 @@ class LocalSensor:
         log(_log, "dead-lettered", level=logging.WARNING, topic=message.topic, partition=message.partition,
             offset=message.offset, reason=reason)
 
-    def _routed(self, routes: tuple[Route, ...], brief: Brief, message: Message, snapshots: bool,
+    def _routed(self, routes: tuple[Route, ...], brief: Brief, message: Message, event_time: float, snapshots: bool,
                 first: Any) -> Candidate | str:
         """`_candidate` through the routes' body-only `decide`, given the first route's answer (`first`): the
         same candidate, reason or `Unroutable`."""
-        event_time = message.timestamp_ms / 1000 if message.timestamp_ms else brief.time
         refused = []
         for n, route in enumerate(routes):
             routed = first if n == 0 else route.decide(brief.document, event_time, brief.gpu, snapshots)
             if type(routed) is Candidate:
                 return routed
             if routed is GENERAL:
-                return self._candidate(brief, message)
+                return self._candidate(brief, message, event_time)
             refused.append((route, routed))
         data = kafka_event_data(message, brief.document)
         return "; ".join(f"{route.spec.name}: {failed(f, data)}" for route, f in refused)
 
-    def _candidate(self, brief: Brief, message: Message) -> Candidate | str:
-        """The candidate run of the first sensor whose filters pass, or why none did."""
+    def _candidate(self, brief: Brief, message: Message, event_time: float) -> Candidate | str:
+        """The candidate run of the first sensor whose filters pass, or why none did; `event_time` is the
+        record's timestamp, or the event's `time` where the record has none."""
         routes = self._by_topic.get(message.topic, [])
         data = kafka_event_data(message, brief.document)
         context = {"id": brief.id, "type": brief.type, "source": brief.source, "subject": brief.subject or ""}
@@ -329,7 +329,6 @@ class LocalSensor:
             trigger = params["trigger"]
             if (unknown := unknown_trigger(trigger)) is not None:
                 raise Unroutable(f"{spec.name}: {unknown}")
-            event_time = message.timestamp_ms / 1000 if message.timestamp_ms else brief.time
             return new_candidate(event_id=params["event-id"], model=params["model"], key=params["idempotency-key"],
                                  uri=params["data-uri"], digest=digest, trigger=trigger, gpu=brief.gpu,
                                  event_time=event_time)
