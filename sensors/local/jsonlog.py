@@ -24,11 +24,16 @@ def _dumps(doc: dict[str, Any]) -> str:
         return json.dumps(doc, default=str)
 
 
+def _document(created: float, level: str, logger: str, msg: str, fields: dict[str, Any]) -> dict[str, Any]:
+    doc: dict[str, Any] = {"ts": round(created, 3), "level": level, "logger": logger, "msg": msg}
+    doc.update(fields)
+    return doc
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname.lower(),
-                               "logger": record.name, "msg": record.getMessage()}
-        doc.update(getattr(record, "fields", {}))
+        doc = _document(record.created, record.levelname.lower(), record.name, record.getMessage(),
+                        getattr(record, "fields", {}))
         if record.exc_info:
             doc["error"] = self.formatException(record.exc_info)
         return _dumps(doc)
@@ -63,10 +68,8 @@ def log(logger: logging.Logger, msg: str, *, level: int = logging.INFO, **fields
         # Only `configure`'s handler listens: the line `JsonFormatter` would write, without a `LogRecord` and the
         # logging module's dispatch (~4 µs of a storm's every run-started line). Any other handler (a test's
         # capture, an operator's own) gets records as below.
-        doc = {"ts": round(time.time(), 3), "level": _LEVELS.get(level) or logging.getLevelName(level).lower(),
-               "logger": logger.name, "msg": msg}
-        doc.update(fields)
-        line = _dumps(doc) + "\n"
+        level_name = _LEVELS.get(level) or logging.getLevelName(level).lower()
+        line = _dumps(_document(time.time(), level_name, logger.name, msg, fields)) + "\n"
         handler.acquire()
         try:
             handler.stream.write(line)
